@@ -1,0 +1,35 @@
+# Everything installs itself: `make demo` and `make test` work on a fresh machine with only Python 3.11.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Keep the suite inside CI's budget on 2 cores; TF's own threads would oversubscribe two workers.
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv demo test test-fast clean bench
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tinyprop demo
+
+# Runs every test, slow end-to-end ones included (they are the proof).
+test: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -rs --durations=15
+
+# Quick local loop: skips the slow end-to-end tests.
+test-fast: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/host_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

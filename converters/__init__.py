@@ -1,0 +1,1 @@
+"""Exporters to training-capable TFLite graphs (imported as ``tinyprop_tf.converters``)."""

@@ -1,0 +1,134 @@
+"""Policies' validation, schedules' closed forms, and the selection module's two k-th-value paths."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tinyprop_tf as tp
+from tinyprop_tf import selection
+
+
+@pytest.mark.parametrize(
+    "make, param",
+    [
+        (lambda: tp.TinyProp(s_min=0.9, s_max=0.1), "s_min"),
+        (lambda: tp.TinyProp(s_min=-0.1), "s_min"),
+        (lambda: tp.TinyProp(s_max=1.5), "s_max"),
+        (lambda: tp.TinyProp(zeta=0.0), "zeta"),
+        (lambda: tp.TinyProp(zeta=1.2), "zeta"),
+        (lambda: tp.TinyProp(s_min=float("nan")), "s_min"),
+        (lambda: tp.TinyProp(rounding="ceil"), "rounding"),
+        (lambda: tp.StaticTopK(0.0), "ratio"),
+        (lambda: tp.StaticTopK(1.01), "ratio"),
+        (lambda: tp.StaticTopK(float("nan")), "ratio"),
+        (lambda: tp.StaticTopK(0.5, zeta=-1), "zeta"),
+        (lambda: tp.TinyPropSkip(tau=2.0), "tau"),
+        (lambda: tp.SsProp(0.0), "schedule"),
+        (lambda: tp.Linear(0.2, 0.5), "p_min"),
+        (lambda: tp.Constant(0.5, warmup=-1), "warmup"),
+        (lambda: tp.Cosine(0.5, 0.1, period=0), "period"),
+        (lambda: tp.StaticTopK("0.5"), "ratio"),
+    ],
+)
+def test_bad_policy_parameters_name_the_parameter(make, param):
+    with pytest.raises(ValueError, match=param):
+        make()
+
+
+def test_policies_round_trip_through_keras_serialization():
+    for policy in [
+        tp.DenseBackprop(),
+        tp.StaticTopK(0.3, zeta=0.5),
+        tp.TinyProp(0.05, 0.8, 0.7, rounding="round"),
+        tp.TinyPropSkip(0.1, 0.1, 0.9, 0.5),
+        tp.SsProp(tp.Cosine(0.8, 0.2, warmup=1, interleave=True, period=7)),
+    ]:
+        config = keras.saving.serialize_keras_object(policy)
+        again = keras.saving.deserialize_keras_object(config)
+        assert again == policy and type(again) is type(policy)
+
+
+def test_unknown_policy_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown back-propagation policy 'tinyprob'"):
+        tp.sparsify(tp_models_mlp(), "tinyprob")
+
+
+def tp_models_mlp():
+    from tinyprop_tf import models
+
+    return models.mlp(input_shape=(8,), num_classes=3, hidden=(6,))
+
+
+# --- schedules: closed forms from ALGORITHMS.md section 3 -------------------------------------------------------
+E = 9
+
+
+@pytest.mark.parametrize("e", range(E))
+def test_schedules_match_closed_forms(e):
+    p, p_min = 0.8, 0.2
+    assert tp.Constant(p).keep(e, E) == p
+    assert tp.Linear(p, p_min).keep(e, E) == pytest.approx(max(p_min, p - (p - p_min) * e / (E - 1)))
+    assert tp.Cosine(p, p_min).keep(e, E) == pytest.approx(
+        p_min + 0.5 * (p - p_min) * (1 + math.cos(math.pi * e / (E - 1)))
+    )
+    assert tp.Bar(p, p_min).keep(e, E) == (p if e < E // 2 else p_min)
+
+
+def test_schedule_priority_warmup_then_interleave_then_mode():
+    s = tp.Linear(0.6, 0.2, warmup=2, interleave=True)
+    keeps = [s.keep(e, 8) for e in range(8)]
+    assert keeps[:2] == [1.0, 1.0]  # warm-up
+    assert keeps[3] == keeps[5] == keeps[7] == 1.0  # interleaved full epochs
+    assert keeps[2] == pytest.approx(0.6 - 0.4 * 2 / 7) and keeps[4] == pytest.approx(0.6 - 0.4 * 4 / 7)
+    # ssProp's headline recipe: constant 0.2 with interleave averages 0.6.
+    headline = tp.Constant(0.2, interleave=True)
+    assert np.mean([headline.keep(e, 10) for e in range(10)]) == pytest.approx(0.6)
+
+
+def test_per_iteration_schedule_uses_iteration_modulo_period():
+    s = tp.Cosine(1.0, 0.0, period=5)
+    for i in range(12):
+        assert s.keep(epoch=0, epochs=1, iteration=i) == pytest.approx(0.5 * (1 + math.cos(math.pi * (i % 5) / 4)))
+
+
+def test_single_epoch_schedule_does_not_divide_by_zero():
+    assert tp.Linear(0.7, 0.1).keep(0, 1) == 0.7
+    assert tp.Cosine(0.7, 0.1).keep(0, 1) == pytest.approx(0.7)
+
+
+# --- selection ------------------------------------------------------------------------------------------------
+def _numpy_topk_mask(scores, k):
+    """Reference: stable order by (-score, index), keep the first k."""
+    mask = np.zeros(scores.shape, bool)
+    for n, row in enumerate(scores):
+        order = sorted(range(len(row)), key=lambda j: (-row[j], j))
+        mask[n, order[: k[n]]] = True
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_topk_mask_both_paths_match_the_stable_reference(seed):
+    rng = np.random.default_rng(seed)
+    batch, m = 5, [1, 2, 7, 16, 33, 64][seed]
+    # Small integers: many exact ties, the hard case for deterministic tie-breaking.
+    scores = rng.integers(0, 4, size=(batch, m)).astype(np.float32)
+    k = rng.integers(1, m + 1, size=batch).astype(np.int32)
+    expected = _numpy_topk_mask(scores, k)
+    for kth in (selection.kth_largest_sorted, selection.kth_largest_pairwise):
+        got = selection.topk_mask(tf.constant(scores), tf.constant(k), kth_largest=kth).numpy()
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(got.sum(axis=1), k)
+
+
+def test_adaptive_ratio_and_k_closed_form():
+    y = np.array([0.0, 1.0, 2.5, 5.0], np.float32)
+    bpr = selection.adaptive_ratio(y, np.float32(5.0), 0.1, 0.9, 0.5**2).numpy()
+    expected = (np.float32(0.1) + y * np.float32(0.8) / np.float32(5.0)) * np.float32(0.25)
+    np.testing.assert_allclose(bpr, expected, rtol=1e-7)
+    k = selection.ratio_to_k(bpr, 40, "floor").numpy()
+    np.testing.assert_array_equal(k, np.clip(np.floor(40 * bpr), 1, 40))
+    assert selection.ratio_to_k(np.float32([0.0]), 10).numpy()[0] == 1  # clamped up to 1
+    assert selection.ratio_to_k(np.float32([0.25]), 10, "round").numpy()[0] == 2  # 2.5 -> half to even

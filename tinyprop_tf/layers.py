@@ -1,0 +1,408 @@
+"""Keras 3 layers whose backward pass keeps only part of the error signal.
+
+Each ``Sparse*`` layer *is* the Keras layer it extends (same weights, same config keys, bit-identical forward
+output) with three extra config entries: ``policy``, ``depth`` (p in ``zeta**p``) and ``selection``. The
+forward pass is the parent's affine part followed by a bias add wrapped in ``tf.custom_gradient``: its
+gradient function receives the error at the affine output (delta = dL/dz, pre-activation), applies the policy
+and hands TensorFlow's own matmul/conv gradients the masked delta. So dW and dx come from exactly the kept
+entries (a masked dense computation: identical numbers, no saving on the host; savings are *counted*, see
+``accounting``), while the bias gradient is the sum of the full delta (TinyProp/static, the authors' choice)
+or of the kept channels only (ssProp).
+
+Selection granularity (``selection``):
+- ``"channel"`` (default): per sample, one score per output unit/channel = sum of |delta| over all other
+  positions; a kept channel keeps all its positions. For Dense on [B, N] inputs this is plain element-wise.
+  Only this lets a device kernel skip whole filters.
+- ``"element"``: per sample, every element of delta over positions x channels competes (the TinyProp
+  authors' PyTorch conv layers). Faithful, but saves nothing on an MCU kernel.
+
+State (non-trainable weights of the child ``SparsityState`` layer, saved with the model): the running maximum
+of the local error, ssProp's current keep fraction, and step accumulators for the accounting.
+
+A non-finite error signal (NaN/Inf) raises ``InvalidArgumentError`` naming the layer *before* the optimizer
+runs, so NaN is never written into the weights or the running maximum silently. The layers declare
+``supports_jit = False``: XLA drops ``check_numerics``, so ``fit`` runs them without XLA (a custom loop under
+``tf.function(jit_compile=True)`` loses the check).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from tinyprop_tf import policies as policies_lib
+from tinyprop_tf import selection
+
+SELECTIONS = ("channel", "element")
+
+# Names of the per-layer step accumulators (sums over steps since the last reset), in storage order.
+STAT_SUMS = (
+    "steps",
+    "samples",
+    "skipped",  # samples that needed no backward work here (zero error, or skipped by TinyPropSkip)
+    "k_sum",
+    "bpr_sum",
+    "fwd_macs",
+    "bwd_macs_dense",
+    "bwd_macs_sparse",
+    "select_ops",
+)
+STAT_EXTREMES = ("k", "bpr")  # min and max kept over steps
+
+
+@keras.saving.register_keras_serializable(package="tinyprop_tf")
+class SparsityState(keras.layers.Layer):
+    """Per-layer state of sparse back-propagation (never called; holds variables only)."""
+
+    def __init__(self, keep: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_keep = float(keep)
+        self.ymax = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(selection.YMAX_INIT), trainable=False, name="ymax"
+        )
+        self.keep = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(keep), trainable=False, name="keep"
+        )
+        # float64: MAC totals over an epoch pass float32's exact-integer range (2**24) quickly.
+        self.sums = self.add_weight(
+            shape=(len(STAT_SUMS),), dtype="float64", initializer="zeros", trainable=False, name="sums"
+        )
+        self.minima = self.add_weight(
+            shape=(len(STAT_EXTREMES),), dtype="float64", initializer=keras.initializers.Constant(np.inf),
+            trainable=False, name="minima",
+        )
+        self.maxima = self.add_weight(
+            shape=(len(STAT_EXTREMES),), dtype="float64", initializer=keras.initializers.Constant(-np.inf),
+            trainable=False, name="maxima",
+        )
+        self.built = True
+
+    def reset_running_max(self):
+        self.ymax.assign(selection.YMAX_INIT)
+
+    def reset_stats(self):
+        self.sums.assign(np.zeros(len(STAT_SUMS)))
+        self.minima.assign(np.full(len(STAT_EXTREMES), np.inf))
+        self.maxima.assign(np.full(len(STAT_EXTREMES), -np.inf))
+
+    def get_config(self):
+        return {**super().get_config(), "keep": self.initial_keep}
+
+
+class SparseBackpropMixin:
+    """What every sparse layer shares: config, state, the custom gradient and the step accounting.
+
+    A subclass provides ``_affine(inputs)`` (the parent's output before bias), ``_bias_for_add()`` (the bias
+    shaped as the parent adds it) and ``_fan_in()`` (MACs per output element).
+    """
+
+    def _init_sparse(self, policy, depth, selection_mode, needs_input_grad):
+        if getattr(self, "data_format", "channels_last") != "channels_last":
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': only data_format='channels_last' is supported "
+                f"(MCU kernels are NHWC), got {self.data_format!r}"
+            )
+        if selection_mode not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection_mode!r}")
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
+            raise ValueError(f"depth must be an integer >= 0, got {depth!r}")
+        self.policy = policies_lib.get(policy if policy is not None else policies_lib.TinyProp())
+        self.depth = int(depth)
+        self.selection = selection_mode
+        self.needs_input_grad = bool(needs_input_grad)
+        self.sparsity_state = SparsityState(keep=self.policy.initial_keep(), name="sparsity_state")
+        # XLA compiles check_numerics away (NaN would reach the weights silently), and on CPU it made a
+        # DS-CNN train step ~10x slower here; Keras' jit_compile="auto" then stays off.
+        self.supports_jit = False
+
+    # -- Keras plumbing -------------------------------------------------------------------------------------
+    def _sparse_config(self):
+        return {
+            "policy": keras.saving.serialize_keras_object(self.policy),
+            "depth": self.depth,
+            "selection": self.selection,
+            "needs_input_grad": self.needs_input_grad,
+        }
+
+    def call(self, inputs):
+        z = self._affine(inputs)
+        z = self._sparse_bias_add(z, self._bias_for_add())
+        if self.activation is not None:
+            z = self.activation(z)
+        return z
+
+    # -- forward: bias add with the policy's gradient ---------------------------------------------------------
+    def _sparse_bias_add(self, z, bias):
+        if bias is None:
+
+            @tf.custom_gradient
+            def affine_output(z):
+                return tf.identity(z), lambda delta: self._backward(delta)[0]
+
+            return affine_output(z)
+
+        @tf.custom_gradient
+        def affine_output_with_bias(z, b):
+            def grad(delta):
+                d_z, d_b = self._backward(delta)
+                return d_z, tf.reshape(d_b, tf.shape(b))
+
+            # ops.add: the very op the Keras parent uses, so the forward output is bit-identical.
+            return ops.add(z, b), grad
+
+        return affine_output_with_bias(z, tf.convert_to_tensor(bias))
+
+    # -- backward ---------------------------------------------------------------------------------------------
+    def _selectable_shape(self, delta_shape):
+        """(M, positions per entry): M entries compete per sample; each covers ``positions`` output elements."""
+        per_sample = delta_shape[1:]
+        if any(d is None for d in per_sample):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' needs a static output shape (except batch) to select "
+                f"and count entries; got {tuple(delta_shape)}"
+            )
+        out_elements = int(np.prod(per_sample))
+        if self.selection == "element":
+            return out_elements, 1
+        channels = int(per_sample[-1])
+        return channels, out_elements // channels
+
+    def _backward(self, delta):
+        """Masked error for the affine part and the bias gradient; updates state and accumulators."""
+        policy, state = self.policy, self.sparsity_state
+        delta = tf.debugging.check_numerics(
+            delta, f"tinyprop_tf: non-finite error signal (NaN/Inf) in the backward pass of layer '{self.name}'"
+        )
+        num_entries, positions = self._selectable_shape(delta.shape)
+        batch = tf.shape(delta)[0]
+        abs_delta = tf.abs(delta)
+        flat = tf.reshape(abs_delta, [batch, -1, num_entries] if self.selection == "channel" else [batch, 1, -1])
+        scores = tf.reduce_sum(flat, axis=1)  # [B, M]
+        y = tf.reduce_sum(scores, axis=1)  # [B]: L1 of the layer's error per sample
+
+        # The running maximum is updated before it is used in this step.
+        ymax = tf.maximum(state.ymax.value, tf.reduce_max(y))
+        state.ymax.assign(ymax)
+        bpr = policy.sample_ratio(y, ymax, self.depth, state.keep.value)
+        skipped = policy.skipped_samples(y, ymax, self.depth)
+
+        if not policy.selects:
+            k = tf.fill([batch], num_entries)
+            keep_entries = None
+        elif policy.batch_shared:
+            shared_scores = tf.reduce_mean(flat, axis=[0, 1])[None, :]
+            k_shared = selection.ratio_to_k(bpr[:1], num_entries, policy.rounding)
+            keep_entries = selection.topk_mask(shared_scores, k_shared)
+            k = tf.fill([batch], k_shared[0])
+        else:
+            k = selection.ratio_to_k(bpr, num_entries, policy.rounding)
+            keep_entries = selection.topk_mask(scores, k)
+
+        # Samples that need no backward work: skipped by the policy, or (sparse policies) zero error.
+        active = tf.ones([batch], tf.bool) if not policy.selects else y > 0
+        if skipped is not None:
+            active = active & tf.logical_not(skipped)
+        sample_gate = tf.cast(active, delta.dtype)
+
+        if keep_entries is None:
+            masked = delta if skipped is None else delta * self._broadcast_samples(sample_gate, delta)
+        else:
+            gate = tf.cast(keep_entries, delta.dtype)
+            if skipped is not None:
+                gate = gate * sample_gate[:, None]
+            masked = delta * self._broadcast_entries(gate, delta)
+
+        bias_axes = list(range(delta.shape.rank - 1))
+        if policy.sparse_bias:
+            d_bias = tf.reduce_sum(masked, axis=bias_axes)
+        elif skipped is not None:
+            d_bias = tf.reduce_sum(delta * self._broadcast_samples(sample_gate, delta), axis=bias_axes)
+        else:
+            d_bias = tf.reduce_sum(delta, axis=bias_axes)
+
+        self._record_step(batch, k, bpr, active, num_entries, positions, int(np.prod(delta.shape[1:])))
+        return masked, d_bias
+
+    def _broadcast_entries(self, gate, delta):
+        if self.selection == "element":
+            return tf.reshape(gate, tf.shape(delta))
+        return tf.reshape(gate, [tf.shape(gate)[0]] + [1] * (delta.shape.rank - 2) + [delta.shape[-1]])
+
+    @staticmethod
+    def _broadcast_samples(sample_gate, delta):
+        return tf.reshape(sample_gate, [-1] + [1] * (delta.shape.rank - 1))
+
+    # -- accounting -------------------------------------------------------------------------------------------
+    def backward_macs_per_entry(self, positions: int) -> int:
+        """Backward MACs one kept entry costs per sample: dW always, dx only if the input needs a gradient."""
+        return positions * self._fan_in() * (2 if self.needs_input_grad else 1)
+
+    def _record_step(self, batch, k, bpr, active, num_entries, positions, out_elements):
+        state, policy = self.sparsity_state, self.policy
+        f64 = tf.float64
+        batch_f = tf.cast(batch, f64)
+        k_eff = tf.cast(tf.where(active, k, 0), f64)
+        fwd_per_sample = float(out_elements * self._fan_in())
+        per_entry = float(self.backward_macs_per_entry(positions))
+        dense_bwd = batch_f * float(num_entries) * per_entry
+        if not policy.selects:
+            sparse_bwd, select_ops = dense_bwd, tf.constant(0.0, f64)
+        else:
+            sparse_bwd = tf.reduce_sum(k_eff) * per_entry
+            # Scoring reads every delta element once; then a size-k heap over the M scores.
+            heap = tf.cast(selection.heap_selection_ops(num_entries, k), f64)
+            if policy.batch_shared:
+                select_ops = batch_f * out_elements + heap[0]
+            else:
+                select_ops = tf.reduce_sum(tf.cast(active, f64) * (out_elements + heap))
+        bpr64 = tf.cast(bpr, f64)
+        state.sums.assign_add(
+            tf.stack([
+                tf.constant(1.0, f64),
+                batch_f,
+                batch_f - tf.reduce_sum(tf.cast(active, f64)),
+                tf.reduce_sum(k_eff),
+                tf.reduce_sum(bpr64),
+                batch_f * fwd_per_sample,
+                dense_bwd,
+                sparse_bwd,
+                select_ops,
+            ])
+        )
+        state.minima.assign(tf.minimum(state.minima.value, tf.stack([tf.reduce_min(k_eff), tf.reduce_min(bpr64)])))
+        state.maxima.assign(tf.maximum(state.maxima.value, tf.stack([tf.reduce_max(k_eff), tf.reduce_max(bpr64)])))
+
+    def forward_macs_per_sample(self) -> int | None:
+        """Forward MACs of the affine part for one sample (None before the layer is built on a shape)."""
+        out_shape = getattr(self, "_tinyprop_output_shape", None)
+        if out_shape is None:
+            return None
+        return int(np.prod(out_shape[1:])) * self._fan_in()
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._tinyprop_output_shape = tuple(self.compute_output_shape(input_shape))
+
+
+def _merge_sparse_config(layer, base_config):
+    return {**base_config, **layer._sparse_config()}
+
+
+def _pop_sparse_kwargs(kwargs):
+    return (
+        kwargs.pop("policy", None),
+        kwargs.pop("depth", 0),
+        kwargs.pop("selection", "channel"),
+        kwargs.pop("needs_input_grad", True),
+    )
+
+
+@keras.saving.register_keras_serializable(package="tinyprop_tf")
+class SparseDense(SparseBackpropMixin, keras.layers.Dense):
+    """``keras.layers.Dense`` with sparse back-propagation (selection over the units, per sample)."""
+
+    def __init__(self, units, **kwargs):
+        sparse_args = _pop_sparse_kwargs(kwargs)
+        super().__init__(units, **kwargs)
+        self._init_sparse(*sparse_args)
+
+    def _affine(self, inputs):
+        return ops.matmul(inputs, self.kernel)
+
+    def _bias_for_add(self):
+        return self.bias
+
+    def _fan_in(self):
+        return int(self.kernel.shape[0])
+
+    def get_config(self):
+        return _merge_sparse_config(self, super().get_config())
+
+
+class _SparseConvMixin(SparseBackpropMixin):
+    def _bias_for_add(self):
+        if not self.use_bias:
+            return None
+        return ops.reshape(self.bias, (1,) * (self.rank + 1) + (self.bias.shape[0],))
+
+    def _fan_in(self):
+        # kernel [*kernel_size, C_in / groups, C_out]: MACs per output element = all but the last axis.
+        return int(math.prod(self.kernel.shape[:-1]))
+
+    def get_config(self):
+        return _merge_sparse_config(self, super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="tinyprop_tf")
+class SparseConv2D(_SparseConvMixin, keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` with sparse back-propagation (channel-wise by default)."""
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        sparse_args = _pop_sparse_kwargs(kwargs)
+        super().__init__(filters, kernel_size, **kwargs)
+        self._init_sparse(*sparse_args)
+
+    def _affine(self, inputs):
+        return self.convolution_op(inputs, self.kernel)
+
+
+@keras.saving.register_keras_serializable(package="tinyprop_tf")
+class SparseConv1D(_SparseConvMixin, keras.layers.Conv1D):
+    """``keras.layers.Conv1D`` with sparse back-propagation (``causal`` padding included)."""
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        sparse_args = _pop_sparse_kwargs(kwargs)
+        super().__init__(filters, kernel_size, **kwargs)
+        self._init_sparse(*sparse_args)
+
+    def _affine(self, inputs):
+        padding = self.padding
+        if padding == "causal":  # as keras.layers.Conv1D.call does
+            inputs = ops.pad(inputs, self._compute_causal_padding())
+            padding = "valid"
+        return ops.conv(
+            inputs, self.kernel, strides=list(self.strides), padding=padding,
+            dilation_rate=self.dilation_rate, data_format=self.data_format,
+        )
+
+
+@keras.saving.register_keras_serializable(package="tinyprop_tf")
+class SparseDepthwiseConv2D(_SparseConvMixin, keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` with sparse back-propagation over its C_in x depth_multiplier channels."""
+
+    def __init__(self, kernel_size, **kwargs):
+        sparse_args = _pop_sparse_kwargs(kwargs)
+        super().__init__(kernel_size, **kwargs)
+        self._init_sparse(*sparse_args)
+
+    def _affine(self, inputs):
+        return ops.depthwise_conv(
+            inputs, self.kernel, strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, data_format=self.data_format,
+        )
+
+    def _fan_in(self):
+        # kernel [kh, kw, C_in, depth_multiplier]: each output channel sees one input channel.
+        return int(math.prod(self.kernel.shape[:-2]))
+
+
+SPARSE_LAYERS = (SparseDense, SparseConv2D, SparseConv1D, SparseDepthwiseConv2D)
+
+# Keras class -> its sparse counterpart. Exact classes only: a user subclass may change call().
+SPARSE_COUNTERPART = {
+    keras.layers.Dense: SparseDense,
+    keras.layers.Conv2D: SparseConv2D,
+    keras.layers.Conv1D: SparseConv1D,
+    keras.layers.DepthwiseConv2D: SparseDepthwiseConv2D,
+}
+DENSE_COUNTERPART = {sparse: dense for dense, sparse in SPARSE_COUNTERPART.items()}
+SPARSE_CONFIG_KEYS = ("policy", "depth", "selection", "needs_input_grad")
+
+
+def sparse_layers(model) -> list:
+    """The sparse layers of a model (recursing into nested models), in model order."""
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, SPARSE_LAYERS)]

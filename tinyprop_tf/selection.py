@@ -1,0 +1,105 @@
+"""The selection rule, defined once.
+
+Every sparse layer, every policy and (later) the exporter call these functions; nothing else in the project
+re-implements the rule. The C++ kernels in ``micro/`` implement the same arithmetic, in the same float32
+evaluation order, so host, exported graph and device agree bit for bit on ``k`` and on the kept set.
+
+The rule, per sample ``n`` of a layer with ``M`` selectable entries (units, channels or elements):
+
+1. ratio (TinyProp): ``bpr = (s_min + Y * (s_max - s_min) / Ymax) * zeta**p``, evaluated as
+   ``d = s_max - s_min; t = Y * d; t = t / Ymax; t = s_min + t; bpr = t * zeta_pow`` in float32;
+2. ``k = clamp(floor(M * bpr), 1, M)`` (``rounding="round"`` uses round-half-to-even instead of floor,
+   as ``tf.round`` and C's ``nearbyintf`` do);
+3. keep the ``k`` entries with the largest score; among equal scores the lower index wins.
+
+Step 3 is expressed as "everything strictly above the k-th largest value, plus the first few (by index)
+of the entries equal to it". That needs only the k-th largest value, so the same mask code serves both the
+host (k-th value from a sort, fast) and the TFLM-exportable graph (k-th value from pairwise counting, which
+lowers to builtins only: TFLM has no TOPK_V2/SORT).
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+ROUNDING_MODES = ("floor", "round")
+
+# Running-max initial value: tiny but a normal float32, so that an all-zero first error gives 0 / tiny = 0
+# instead of 0 / 0.
+YMAX_INIT = 1e-30
+
+
+def adaptive_ratio(y, ymax, s_min: float, s_max: float, zeta_pow: float):
+    """TinyProp's back-propagation ratio per sample (float32, fixed evaluation order).
+
+    Args:
+      y: [B] local error per sample (L1 norm of the layer's error signal).
+      ymax: scalar running maximum, already updated with this step's ``max(y)``.
+      s_min, s_max: ratio range; zeta_pow: ``zeta ** depth`` (computed once, as float32, by the caller).
+    """
+    y = tf.convert_to_tensor(y, tf.float32)
+    d = tf.constant(s_max, tf.float32) - tf.constant(s_min, tf.float32)
+    t = y * d
+    t = t / ymax
+    t = tf.constant(s_min, tf.float32) + t
+    return t * tf.constant(zeta_pow, tf.float32)
+
+
+def ratio_to_k(bpr, num_entries: int, rounding: str = "floor"):
+    """Number of entries to keep per sample: ``clamp(floor(M * bpr), 1, M)`` as int32 (see module doc)."""
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
+    t = tf.constant(float(num_entries), tf.float32) * tf.convert_to_tensor(bpr, tf.float32)
+    t = tf.floor(t) if rounding == "floor" else tf.round(t)
+    t = tf.clip_by_value(t, 1.0, float(num_entries))
+    return tf.cast(t, tf.int32)
+
+
+def kth_largest_sorted(scores, k):
+    """k-th largest score per row via a full sort (host path). scores [B, M], k [B] int32 -> [B]."""
+    values = tf.math.top_k(scores, k=scores.shape[-1], sorted=True).values
+    return tf.gather(values, k - 1, axis=1, batch_dims=1)
+
+
+def kth_largest_pairwise(scores, k):
+    """k-th largest score per row by pairwise counting: builtin ops only (ABS-free, GREATER, SUM, SELECT).
+
+    An entry is among the top-k-or-tied iff fewer than k entries are strictly greater than it; the k-th
+    largest value is the smallest such entry. O(M^2) per row, fine for the layer widths of MCU models.
+    """
+    greater_count = tf.reduce_sum(
+        tf.cast(scores[:, None, :] > scores[:, :, None], tf.int32), axis=2
+    )  # [B, M]: how many entries beat entry i
+    candidate = greater_count < k[:, None]
+    big = tf.fill(tf.shape(scores), tf.constant(float("inf"), scores.dtype))
+    return tf.reduce_min(tf.where(candidate, scores, big), axis=1)
+
+
+def topk_mask(scores, k, kth_largest=kth_largest_sorted):
+    """Boolean mask [B, M] keeping, per row, the k largest scores, ties to the lower index.
+
+    Args:
+      scores: [B, M] float32, finite.
+      k: [B] int32 in [1, M].
+      kth_largest: how to find the k-th largest value (``kth_largest_sorted`` or ``kth_largest_pairwise``);
+        both give the same mask.
+    """
+    kth = kth_largest(scores, k)[:, None]
+    above = scores > kth
+    tied = scores == kth
+    room_for_ties = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=1)
+    # Inclusive running count of tied entries: the first `room_for_ties` of them (lowest indices) are kept.
+    tie_rank = tf.cumsum(tf.cast(tied, tf.int32), axis=1)
+    return above | (tied & (tie_rank <= room_for_ties[:, None]))
+
+
+def heap_selection_ops(num_entries: int, k):
+    """Comparisons a size-k min-heap needs to pick k of M entries: about ``M * ceil(log2(k + 1))``.
+
+    This is the device kernel's algorithm (O(M log k)); the host's sort is an implementation detail.
+    """
+    k = tf.cast(k, tf.float32)
+    log_k = tf.math.ceil(tf.math.log(k + 1.0) / math.log(2.0))
+    return float(num_entries) * tf.maximum(log_k, 1.0)

@@ -1,0 +1,200 @@
+"""``sparsify(model, policy)`` and ``strip(model)``: like tfmot's ``prune_low_magnitude`` / ``strip_pruning``.
+
+``sparsify`` clones a Sequential or Functional model, replacing each supported layer (Dense, Conv2D,
+DepthwiseConv2D, Conv1D) by its sparse counterpart with the same config and weights; every other layer
+(BatchNorm, pooling, Add, ReLU, Dropout, ...) is cloned unchanged with its weights. The forward output is
+bit-identical. ``strip`` does the reverse and keeps the trained weights.
+
+Depth ``p`` (for ``zeta**p``) comes from the graph: the largest number of sparse layers on any path from the
+layer to an output, so the sparse layer nearest the output has ``p = 0``. (On a residual block the longest path
+counts, i.e. the layer is damped as much as its deepest position demands.) A layer whose input depends on no
+trainable weight (the first layer) is marked as needing no input gradient, which the accounting reflects.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import keras
+
+from tinyprop_tf import layers as sparse_layers_lib
+from tinyprop_tf import policies as policies_lib
+
+# ssProp's authors replace only the 2-D convolutions; Dense, Conv1D and BatchNorm stay dense.
+SSPROP_DEFAULT_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+def _check_model(model, what: str):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{what} expects a keras.Model (Sequential or Functional), got {type(model).__name__}")
+    if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes"):
+        raise TypeError(
+            f"{what} cannot clone the subclassed model '{model.name}' ({type(model).__name__}); "
+            "build it as a Sequential or Functional model"
+        )
+    if not model.built:
+        raise ValueError(f"{what}: model '{model.name}' is not built; call it on data or give it an Input first")
+
+
+def _unsupported_reason(layer) -> str | None:
+    """Why a supported-class layer can't be converted, or None."""
+    if type(layer) not in sparse_layers_lib.SPARSE_COUNTERPART:
+        return f"{type(layer).__name__} has no sparse counterpart"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return "data_format='channels_first' (only channels_last is supported)"
+    if getattr(layer, "lora_enabled", False):
+        return "LoRA is enabled"
+    if getattr(layer, "quantization_mode", None):
+        return f"quantized ({layer.quantization_mode})"
+    return None
+
+
+def _has_kernel(layer) -> bool:
+    """Weight layers worth reporting when left dense (kernels of any name: depthwise_kernel, ...)."""
+    return any("kernel" in w.path.rsplit("/", 1)[-1] for w in layer.weights)
+
+
+def _graph(model):
+    """(layers, parents: layer -> list of parent layers) for the model's top level."""
+    layers = list(model.layers)
+    if isinstance(model, keras.Sequential):
+        return layers, {layer: ([layers[i - 1]] if i else []) for i, layer in enumerate(layers)}
+    parents = {layer: [] for layer in layers}
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation in parents:
+                parents[node.operation].extend(p.operation for p in node.parent_nodes if p.operation in parents)
+    return layers, parents
+
+
+def _depths_and_input_grads(model, chosen: set):
+    """Depth p for each chosen layer, and whether its input needs a gradient."""
+    layers, parents = _graph(model)
+    children = {layer: [] for layer in layers}
+    for layer, ps in parents.items():
+        for p in ps:
+            children[p].append(layer)
+
+    @functools.cache
+    def downstream(layer):  # most chosen layers on any path from `layer` (exclusive) to an output
+        return max(((c in chosen) + downstream(c) for c in children[layer]), default=0)
+
+    @functools.cache
+    def upstream_trainable(layer):  # does any layer feeding `layer` have trainable weights?
+        return any(bool(p.trainable_weights) or upstream_trainable(p) for p in parents[layer])
+
+    return (
+        {layer.name: downstream(layer) for layer in chosen},
+        {layer.name: upstream_trainable(layer) for layer in chosen},
+    )
+
+
+def _base_weights(layer):
+    """The layer's weights without sparse-training state (kernel, bias, BatchNorm statistics...)."""
+    state = getattr(layer, "sparsity_state", None)
+    state_ids = {id(w) for w in state.weights} if state is not None else set()
+    return [w for w in layer.weights if id(w) not in state_ids]
+
+
+def _copy_weights(source_model, target_model):
+    # clone_model keeps the layer order; InputLayers may be renamed, weighted layers keep their names.
+    for source, target in zip(source_model.layers, target_model.layers, strict=True):
+        src, dst = _base_weights(source), _base_weights(target)
+        if len(src) != len(dst) or (src and source.name != target.name):
+            raise RuntimeError(f"sparsify: clone of layer '{source.name}' does not line up with '{target.name}'")
+        for s, d in zip(src, dst):
+            d.assign(s)
+
+
+def sparsify(model, policy, layers=None, selection: str = "channel", verbose: bool = True):
+    """A sparse-training clone of ``model`` with the same weights and bit-identical forward outputs.
+
+    Args:
+      model: a built Sequential or Functional ``keras.Model``.
+      policy: a ``BackpropPolicy`` (``TinyProp(...)``, ``StaticTopK(...)``, ``DenseBackprop()``,
+        ``SsProp(...)``, ``TinyPropSkip(...)``), a config dict or a short name.
+      layers: names of the layers to make sparse; default all supported ones (for ``SsProp``: the 2-D
+        convolutions only, as its authors do). A name that does not exist, or names a layer that cannot be
+        converted, is an error.
+      selection: ``"channel"`` (default) or ``"element"`` selection for conv layers (see ``layers``).
+      verbose: warn about weight layers left dense.
+
+    Returns:
+      A new, uncompiled model. Compile it and train with ``fit`` or a ``GradientTape`` loop.
+    """
+    _check_model(model, "sparsify")
+    policy = policies_lib.get(policy)
+    if selection not in sparse_layers_lib.SELECTIONS:
+        raise ValueError(f"selection must be one of {sparse_layers_lib.SELECTIONS}, got {selection!r}")
+
+    by_name = {layer.name: layer for layer in model.layers}
+    if layers is not None:
+        if isinstance(layers, str):
+            layers = [layers]
+        missing = [name for name in layers if name not in by_name]
+        if missing:
+            raise ValueError(
+                f"sparsify: no layer named {missing} in model '{model.name}'; its layers are {list(by_name)}"
+            )
+        chosen = set()
+        for name in layers:
+            reason = _unsupported_reason(by_name[name])
+            if reason:
+                raise ValueError(f"sparsify: layer '{name}' cannot be made sparse: {reason}")
+            chosen.add(by_name[name])
+    else:
+        default_types = SSPROP_DEFAULT_TYPES if isinstance(policy, policies_lib.SsProp) else None
+        chosen = {
+            layer for layer in model.layers
+            if _unsupported_reason(layer) is None and (default_types is None or type(layer) in default_types)
+        }
+
+    left_dense = [
+        f"{layer.name} ({_unsupported_reason(layer) or 'not selected for ' + type(policy).__name__})"
+        for layer in model.layers
+        if layer not in chosen and _has_kernel(layer)
+    ]
+    if left_dense and verbose:
+        warnings.warn("sparsify: left dense: " + ", ".join(left_dense), stacklevel=2)
+    if not chosen:
+        raise ValueError(f"sparsify: model '{model.name}' has no layer that can be made sparse ({left_dense})")
+
+    depths, input_grads = _depths_and_input_grads(model, chosen)
+    chosen_names = {layer.name for layer in chosen}
+    policy_config = keras.saving.serialize_keras_object(policy)
+
+    def clone_layer(layer):
+        if layer.name not in chosen_names:
+            return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        config.update(
+            policy=policies_lib.get(policy_config),  # a fresh policy object per layer: no shared state
+            depth=depths[layer.name],
+            selection=selection,
+            needs_input_grad=input_grads[layer.name],
+        )
+        return sparse_layers_lib.SPARSE_COUNTERPART[type(layer)].from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    _copy_weights(model, clone)
+    clone.sparsify_report = {"sparse": sorted(chosen_names), "left_dense": left_dense, "depths": depths}
+    return clone
+
+
+def strip(model):
+    """A plain Keras model with the trained weights: every sparse layer back to its Keras parent class."""
+    _check_model(model, "strip")
+
+    def clone_layer(layer):
+        dense_cls = sparse_layers_lib.DENSE_COUNTERPART.get(type(layer))
+        config = layer.get_config()
+        if dense_cls is None:
+            return layer.__class__.from_config(config)
+        for key in sparse_layers_lib.SPARSE_CONFIG_KEYS:
+            config.pop(key, None)
+        return dense_cls.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    _copy_weights(model, clone)
+    return clone
