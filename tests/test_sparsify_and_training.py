@@ -48,6 +48,10 @@ def test_sparsify_sequential_same_weights_bit_identical_outputs_and_depths():
     assert _outputs_equal(model, sparse, x)
     for a, b in zip(model.get_weights(), [w for l in sparse.layers for w in l.get_weights()[:2] if l.weights]):
         np.testing.assert_array_equal(a, b)
+    round_trip = tp.strip(sparse)
+    assert [type(l) for l in round_trip.layers] == [type(l) for l in model.layers]
+    for a, b in zip(model.get_weights(), round_trip.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_sparsify_functional_dscnn_with_residuals_batchnorm_and_pooling():
