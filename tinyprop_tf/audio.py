@@ -45,7 +45,6 @@ import functools
 import math
 import numbers
 import os
-import wave
 
 import numpy as np
 import tensorflow as tf
@@ -357,15 +356,3 @@ def export_frontend(config: LogMelConfig, num_samples: int, path: str | os.PathL
         with open(path, "wb") as file:
             file.write(model)
     return model
-
-
-# --- reading audio ----------------------------------------------------------------------------------------------
-def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read a mono 16-bit PCM WAV file: ``(float32 samples in [-1, 1), sample_rate)``."""
-    with wave.open(os.fspath(path), "rb") as reader:
-        channels, sample_width = reader.getnchannels(), reader.getsampwidth()
-        if channels != 1 or sample_width != 2:
-            raise ValueError(f"{path}: expected mono 16-bit PCM, got {channels} channel(s) of "
-                             f"{8 * sample_width}-bit samples")
-        pcm = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
-        return (pcm / 32768.0).astype(np.float32), reader.getframerate()
