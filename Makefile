@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Keep the suite inside CI's budget on 2 cores; TF's own threads would oversubscribe two workers.
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test test-fast clean bench
+.PHONY: venv toolchains demo test test-fast clean bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Cross compilers, clang (libFuzzer) and QEMU for micro/, from Debian packages. Needs root (CI runs as root);
+# elsewhere the C++ cross/fuzz tests skip and say why.
+toolchains:
+	@if [ "$$(id -u)" = 0 ]; then bash micro/install_toolchains.sh; \
+	else echo "note: not root, skipping micro/install_toolchains.sh (cross-compile tests will skip)"; fi
+
 demo: $(STAMP)
 	$(VENV)/bin/tinyprop demo
 
 # Runs every test, slow end-to-end ones included (they are the proof).
-test: $(STAMP)
+test: $(STAMP) toolchains
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -rs --durations=15
 
 # Quick local loop: skips the slow end-to-end tests.

@@ -14,22 +14,32 @@ Typical use::
 
 __version__ = "0.1.0"
 
-from tinyprop_tf.accounting import read_stats, reset_stats, summary, totals
-from tinyprop_tf.layers import (
-    SparseConv1D,
-    SparseConv2D,
-    SparseDense,
-    SparseDepthwiseConv2D,
-    sparse_layers,
-)
-from tinyprop_tf.policies import DenseBackprop, SsProp, StaticTopK, TinyProp, TinyPropSkip
-from tinyprop_tf.schedules import Bar, Constant, Cosine, Linear
-from tinyprop_tf.sparsify import sparsify, strip
-from tinyprop_tf.training import BackpropStats, UpdateSparsity, reset_sparsity_state, update_keep
+import importlib
 
-__all__ = [
-    "BackpropStats", "Bar", "Constant", "Cosine", "DenseBackprop", "Linear", "SparseConv1D", "SparseConv2D",
-    "SparseDense", "SparseDepthwiseConv2D", "SsProp", "StaticTopK", "TinyProp", "TinyPropSkip", "UpdateSparsity",
-    "read_stats", "reset_sparsity_state", "reset_stats", "sparse_layers", "sparsify", "strip", "summary",
-    "totals", "update_keep",
-]
+# Public names -> defining module. Imported on first use (PEP 562), so `import tinyprop_tf.datasets` or the CLI
+# don't pay for TensorFlow until they need it (and the CLI can set TF's log level first).
+_EXPORTS = {
+    "read_stats": "accounting", "reset_stats": "accounting", "summary": "accounting", "totals": "accounting",
+    "SparseConv1D": "layers", "SparseConv2D": "layers", "SparseDense": "layers",
+    "SparseDepthwiseConv2D": "layers", "sparse_layers": "layers",
+    "DenseBackprop": "policies", "SsProp": "policies", "StaticTopK": "policies", "TinyProp": "policies",
+    "TinyPropSkip": "policies",
+    "Bar": "schedules", "Constant": "schedules", "Cosine": "schedules", "Linear": "schedules",
+    "sparsify": "cloning", "strip": "cloning",
+    "BackpropStats": "training", "UpdateSparsity": "training", "reset_sparsity_state": "training",
+    "update_keep": "training",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tinyprop_tf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tinyprop_tf.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

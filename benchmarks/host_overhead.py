@@ -1,0 +1,86 @@
+"""Host overhead of the sparse layers: training-step time vs the plain Keras model, same data, one run.
+
+    .venv/bin/python benchmarks/host_overhead.py [--steps 40] [--repeats 5]
+
+Each variant is timed over ``--repeats`` passes of ``--steps`` steps after a warm-up pass; the best pass
+counts (least disturbed by other work on the machine). Both plain and sparse models run without XLA (the
+sparse layers opt out of XLA; on this CPU XLA made the plain DS-CNN ~10x slower, see README).
+Target (issue 2): TinyProp <= 1.5x plain Keras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _results  # noqa: E402
+
+import tinyprop_tf as tp  # noqa: E402
+from tinyprop_tf import models  # noqa: E402
+
+BATCH = 32
+
+
+def step_time_ms(model, x, y, steps: int, repeats: int) -> float:
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=False)
+    model.fit(x[: 2 * BATCH], y[: 2 * BATCH], batch_size=BATCH, epochs=1, verbose=0)  # trace and warm up
+    n = steps * BATCH
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.fit(x[:n], y[:n], batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+        best = min(best, time.perf_counter() - start)
+    return 1000.0 * best / steps
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true", help="print only, don't update RESULTS.md")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    cases = {
+        "MLP 784-32-16-10": (models.mlp(), (784,)),
+        "DS-CNN KWS (49x10, 64 ch, 4 blocks)": (models.ds_cnn(filters=64), (49, 10, 1)),
+    }
+    variants = {
+        "DenseBackprop": tp.DenseBackprop(),
+        "StaticTopK(0.2)": tp.StaticTopK(0.2),
+        "TinyProp(0.1,0.9,0.5)": tp.TinyProp(0.1, 0.9, 0.5),
+        "SsProp(0.5)": tp.SsProp(0.5),
+    }
+    rows = ["| model | variant | ms / step | x plain Keras |", "|---|---|---:|---:|"]
+    for case, (base, shape) in cases.items():
+        x = rng.normal(size=(args.steps * BATCH,) + shape).astype("float32")
+        y = rng.integers(0, base.output_shape[-1], len(x))
+        plain = step_time_ms(keras.models.clone_model(base), x, y, args.steps, args.repeats)
+        rows.append(f"| {case} | plain Keras | {plain:.2f} | 1.00 |")
+        print(rows[-1], flush=True)
+        for name, policy in variants.items():
+            if isinstance(policy, tp.SsProp) and case.startswith("MLP"):
+                continue  # ssProp converts 2-D convolutions only
+            sparse = tp.sparsify(base, policy, verbose=False)
+            ms = step_time_ms(sparse, x, y, args.steps, args.repeats)
+            rows.append(f"| {case} | {name} | {ms:.2f} | {ms / plain:.2f} |")
+            print(rows[-1], flush=True)
+    body = (
+        f"Training-step time, batch {BATCH}, Adam, best of {args.repeats} passes of {args.steps} steps. "
+        "Target: TinyProp <= 1.5x plain Keras.\n\n" + "\n".join(rows)
+    )
+    if not args.no_write:
+        _results.write_section("Host overhead of the sparse layers", "python benchmarks/host_overhead.py", body)
+
+
+if __name__ == "__main__":
+    main()

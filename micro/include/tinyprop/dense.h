@@ -1,0 +1,37 @@
+// Backward pass of a fully-connected layer z = x . W + b (Keras Dense), dense and unit-sparse.
+//
+// Shapes (row-major, as Keras stores them): x [batch, in], W [in, out], delta = dL/dz [batch, out],
+// dW [in, out], dx [batch, in], db [out]. Any of dw, dx, db may be null: that gradient is not computed
+// (e.g. dx of the first layer). x may be null when dw is null, w may be null when dx is null.
+#ifndef TINYPROP_DENSE_H_
+#define TINYPROP_DENSE_H_
+
+#include "tinyprop/status.h"
+
+namespace tinyprop {
+
+struct DenseShape {
+  int32_t batch;
+  int32_t in;
+  int32_t out;
+};
+
+// Reference: dW = x^T . delta, dx = delta . W^T, db = sum_b delta (straightforward loops, overwrites).
+Status DenseBackwardReference(const DenseShape& shape, const float* x, const float* w, const float* delta,
+                              float* dw, float* dx, float* db);
+
+// Sparse: sample b contributes to dW[:, j] and to dx[b, :] only through its kept units j (kept.k[b] of them,
+// k in [0, out]); cost 2 * in * sum_b k[b] MACs. db follows `bias` (kDense: sum of the full delta, the
+// TinyProp rule; kKeptOnly: kept units only). With Accumulate::kOverwrite every output element is written
+// (never-kept dW columns are 0, dx of a k = 0 sample is 0); with kAdd results are added and untouched
+// columns are not written.
+Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float* w, const float* delta,
+                           const KeptSet& kept, BiasGrad bias, Accumulate mode, float* dw, float* dx, float* db);
+
+// d_pre[i] = d_post[i] if activation_out[i] > 0 else 0 (ReLU's gradient from its output, as tf.nn.relu's
+// ReluGrad). In-place use (d_pre == d_post) is allowed.
+Status ReluBackward(const float* d_post, const float* activation_out, int32_t n, float* d_pre);
+
+}  // namespace tinyprop
+
+#endif  // TINYPROP_DENSE_H_

@@ -1,0 +1,249 @@
+#include "tinyprop/conv.h"
+
+#include "internal.h"
+
+namespace tinyprop {
+namespace {
+
+Status AxisGeometry(int32_t in, int32_t k, int32_t stride, int32_t dilation, Padding padding, int32_t* out,
+                    int32_t* before) {
+  if (in < 1) return Status::kBadShape;
+  if (k < 1 || stride < 1 || dilation < 1) return Status::kBadArgument;
+  const int64_t ek = static_cast<int64_t>(k - 1) * dilation + 1;
+  int64_t o, pad;
+  if (padding == Padding::kValid) {
+    if (in < ek) return Status::kBadShape;
+    o = (in - ek) / stride + 1;
+    pad = 0;
+  } else {
+    o = (static_cast<int64_t>(in) + stride - 1) / stride;
+    int64_t total = (o - 1) * stride + ek - in;
+    if (total < 0) total = 0;
+    pad = total / 2;
+  }
+  if (pad > kMaxElements) return Status::kBadShape;
+  *out = static_cast<int32_t>(o);  // o <= in
+  *before = static_cast<int32_t>(pad);
+  return Status::kOk;
+}
+
+// Everything a conv backward kernel needs, validated once.
+struct ConvPlan {
+  int32_t batch, in_h, in_w, in_c, out_c, dm;
+  int32_t out_h, out_w, pad_top, pad_left;
+  int32_t kh, kw, sh, sw, dh, dw;
+};
+
+Status MakePlan(int32_t batch, int32_t in_h, int32_t in_w, int32_t in_c, int32_t out_c, int32_t dm,
+                int32_t kernel_last, const ConvWindow& window, const float* x, const float* w, const float* delta,
+                const float* dw, const float* dx, ConvPlan* plan) {
+  const int32_t in_dims[4] = {batch, in_h, in_w, in_c};
+  int64_t count;
+  if (!internal::CheckedProduct(in_dims, 4, &count)) return Status::kBadShape;
+  if (out_c < 1 || dm < 1) return Status::kBadShape;
+  if (window.padding != Padding::kValid && window.padding != Padding::kSame) return Status::kBadArgument;
+  ConvGeometry g;
+  const Status s = ComputeConvGeometry(in_h, in_w, window, &g);
+  if (s != Status::kOk) return s;
+  const int32_t k_dims[4] = {window.kernel_h, window.kernel_w, in_c, kernel_last};
+  if (!internal::CheckedProduct(k_dims, 4, &count)) return Status::kBadShape;
+  const int32_t d_dims[4] = {batch, g.out_h, g.out_w, out_c};
+  if (!internal::CheckedProduct(d_dims, 4, &count)) return Status::kBadShape;
+  if (delta == nullptr) return Status::kBadArgument;
+  if (dw != nullptr && x == nullptr) return Status::kBadArgument;
+  if (dx != nullptr && w == nullptr) return Status::kBadArgument;
+  *plan = ConvPlan{batch,    in_h,       in_w,        in_c,           out_c,           dm,
+                   g.out_h,  g.out_w,    g.pad_top,   g.pad_left,     window.kernel_h, window.kernel_w,
+                   window.stride_h, window.stride_w, window.dilation_h, window.dilation_w};
+  return Status::kOk;
+}
+
+Status CheckModes(BiasGrad bias, Accumulate mode) {
+  if (bias != BiasGrad::kDense && bias != BiasGrad::kKeptOnly) return Status::kBadArgument;
+  if (mode != Accumulate::kOverwrite && mode != Accumulate::kAdd) return Status::kBadArgument;
+  return Status::kOk;
+}
+
+void ZeroOutputs(const ConvPlan& p, int64_t kernel_size, float* dw, float* dx, float* db) {
+  if (dw != nullptr) internal::Fill(dw, kernel_size, 0.0f);
+  if (dx != nullptr) internal::Fill(dx, static_cast<int64_t>(p.batch) * p.in_h * p.in_w * p.in_c, 0.0f);
+  if (db != nullptr) internal::Fill(db, p.out_c, 0.0f);
+}
+
+// Input row/column of output position o and kernel tap r; -1 when it falls into the padding.
+inline int32_t InputCoord(int32_t o, int32_t stride, int32_t pad, int32_t r, int32_t dilation, int32_t in) {
+  const int64_t i = static_cast<int64_t>(o) * stride - pad + static_cast<int64_t>(r) * dilation;
+  return (i >= 0 && i < in) ? static_cast<int32_t>(i) : -1;
+}
+
+// Shared loop of the Conv2D kernels: `all` = every channel (reference), else the kept row of each sample.
+void Conv2DBackwardImpl(const ConvPlan& p, const float* x, const float* w, const float* delta, const KeptSet* kept,
+                        BiasGrad bias, float* dw, float* dx, float* db) {
+  const int32_t C = p.in_c, O = p.out_c;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const int32_t kb = (kept != nullptr) ? kept->k[b] : O;
+    const int32_t* idx = (kept != nullptr) ? internal::KeptRow(*kept, b) : nullptr;
+    for (int32_t oh = 0; oh < p.out_h; ++oh) {
+      for (int32_t ow = 0; ow < p.out_w; ++ow) {
+        const float* d = delta + ((static_cast<int64_t>(b) * p.out_h + oh) * p.out_w + ow) * O;
+        if (db != nullptr) {
+          if (idx == nullptr || bias == BiasGrad::kDense) {
+            for (int32_t o = 0; o < O; ++o) db[o] += d[o];
+          } else {
+            for (int32_t t = 0; t < kb; ++t) db[idx[t]] += d[idx[t]];
+          }
+        }
+        if (kb == 0 || (dw == nullptr && dx == nullptr)) continue;
+        for (int32_t r = 0; r < p.kh; ++r) {
+          const int32_t ih = InputCoord(oh, p.sh, p.pad_top, r, p.dh, p.in_h);
+          if (ih < 0) continue;
+          for (int32_t c = 0; c < p.kw; ++c) {
+            const int32_t iw = InputCoord(ow, p.sw, p.pad_left, c, p.dw, p.in_w);
+            if (iw < 0) continue;
+            const int64_t x_off = ((static_cast<int64_t>(b) * p.in_h + ih) * p.in_w + iw) * C;
+            const int64_t k_off = (static_cast<int64_t>(r) * p.kw + c) * C * O;
+            for (int32_t ci = 0; ci < C; ++ci) {
+              const int64_t row = k_off + static_cast<int64_t>(ci) * O;
+              if (dw != nullptr) {
+                const float xv = x[x_off + ci];
+                float* dw_row = dw + row;
+                if (idx == nullptr) {
+                  for (int32_t o = 0; o < O; ++o) dw_row[o] += xv * d[o];
+                } else {
+                  for (int32_t t = 0; t < kb; ++t) dw_row[idx[t]] += xv * d[idx[t]];
+                }
+              }
+              if (dx != nullptr) {
+                const float* w_row = w + row;
+                float acc = 0.0f;
+                if (idx == nullptr) {
+                  for (int32_t o = 0; o < O; ++o) acc += w_row[o] * d[o];
+                } else {
+                  for (int32_t t = 0; t < kb; ++t) acc += w_row[idx[t]] * d[idx[t]];
+                }
+                dx[x_off + ci] += acc;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void DepthwiseBackwardImpl(const ConvPlan& p, const float* x, const float* w, const float* delta,
+                           const KeptSet* kept, BiasGrad bias, float* dw, float* dx, float* db) {
+  const int32_t C = p.in_c, O = p.out_c, dm = p.dm;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const int32_t kb = (kept != nullptr) ? kept->k[b] : O;
+    const int32_t* idx = (kept != nullptr) ? internal::KeptRow(*kept, b) : nullptr;
+    for (int32_t oh = 0; oh < p.out_h; ++oh) {
+      for (int32_t ow = 0; ow < p.out_w; ++ow) {
+        const float* d = delta + ((static_cast<int64_t>(b) * p.out_h + oh) * p.out_w + ow) * O;
+        if (db != nullptr) {
+          if (idx == nullptr || bias == BiasGrad::kDense) {
+            for (int32_t o = 0; o < O; ++o) db[o] += d[o];
+          } else {
+            for (int32_t t = 0; t < kb; ++t) db[idx[t]] += d[idx[t]];
+          }
+        }
+        if (kb == 0 || (dw == nullptr && dx == nullptr)) continue;
+        for (int32_t r = 0; r < p.kh; ++r) {
+          const int32_t ih = InputCoord(oh, p.sh, p.pad_top, r, p.dh, p.in_h);
+          if (ih < 0) continue;
+          for (int32_t c = 0; c < p.kw; ++c) {
+            const int32_t iw = InputCoord(ow, p.sw, p.pad_left, c, p.dw, p.in_w);
+            if (iw < 0) continue;
+            const int64_t x_off = ((static_cast<int64_t>(b) * p.in_h + ih) * p.in_w + iw) * C;
+            // Kernel [kh, kw, C, dm] flattened: tap (r, c), channel o = ci * dm + m  ->  (r * kw + c) * O + o.
+            const int64_t k_off = (static_cast<int64_t>(r) * p.kw + c) * O;
+            for (int32_t t = 0; t < kb; ++t) {
+              const int32_t o = (idx == nullptr) ? t : idx[t];
+              const int32_t ci = (dm == 1) ? o : o / dm;
+              if (dw != nullptr) dw[k_off + o] += x[x_off + ci] * d[o];
+              if (dx != nullptr) dx[x_off + ci] += w[k_off + o] * d[o];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Status ComputeConvGeometry(int32_t in_h, int32_t in_w, const ConvWindow& window, ConvGeometry* geometry) {
+  if (geometry == nullptr) return Status::kBadArgument;
+  if (window.padding != Padding::kValid && window.padding != Padding::kSame) return Status::kBadArgument;
+  ConvGeometry g;
+  Status s = AxisGeometry(in_h, window.kernel_h, window.stride_h, window.dilation_h, window.padding, &g.out_h,
+                          &g.pad_top);
+  if (s != Status::kOk) return s;
+  s = AxisGeometry(in_w, window.kernel_w, window.stride_w, window.dilation_w, window.padding, &g.out_w,
+                   &g.pad_left);
+  if (s != Status::kOk) return s;
+  *geometry = g;
+  return Status::kOk;
+}
+
+Status Conv2DBackwardReference(const Conv2DShape& shape, const ConvWindow& window, const float* x,
+                               const float* w, const float* delta, float* dw, float* dx, float* db) {
+  ConvPlan p;
+  const Status s = MakePlan(shape.batch, shape.in_h, shape.in_w, shape.in_c, shape.out_c, 1, shape.out_c, window,
+                            x, w, delta, dw, dx, &p);
+  if (s != Status::kOk) return s;
+  ZeroOutputs(p, static_cast<int64_t>(p.kh) * p.kw * p.in_c * p.out_c, dw, dx, db);
+  Conv2DBackwardImpl(p, x, w, delta, nullptr, BiasGrad::kDense, dw, dx, db);
+  return Status::kOk;
+}
+
+Status Conv2DBackwardSparse(const Conv2DShape& shape, const ConvWindow& window, const float* x, const float* w,
+                            const float* delta, const KeptSet& kept, BiasGrad bias, Accumulate mode, float* dw,
+                            float* dx, float* db) {
+  ConvPlan p;
+  Status s = MakePlan(shape.batch, shape.in_h, shape.in_w, shape.in_c, shape.out_c, 1, shape.out_c, window, x, w,
+                      delta, dw, dx, &p);
+  if (s != Status::kOk) return s;
+  s = CheckModes(bias, mode);
+  if (s != Status::kOk) return s;
+  s = CheckKeptSet(kept, p.batch, p.out_c);
+  if (s != Status::kOk) return s;
+  if (mode == Accumulate::kOverwrite) {
+    ZeroOutputs(p, static_cast<int64_t>(p.kh) * p.kw * p.in_c * p.out_c, dw, dx, db);
+  }
+  Conv2DBackwardImpl(p, x, w, delta, &kept, bias, dw, dx, db);
+  return Status::kOk;
+}
+
+Status DepthwiseConv2DBackwardReference(const DepthwiseShape& shape, const ConvWindow& window, const float* x,
+                                        const float* w, const float* delta, float* dw, float* dx, float* db) {
+  int32_t out_c;
+  if (!internal::Product2(shape.in_c, shape.depth_multiplier, &out_c)) return Status::kBadShape;
+  ConvPlan p;
+  const Status s = MakePlan(shape.batch, shape.in_h, shape.in_w, shape.in_c, out_c, shape.depth_multiplier,
+                            shape.depth_multiplier, window, x, w, delta, dw, dx, &p);
+  if (s != Status::kOk) return s;
+  ZeroOutputs(p, static_cast<int64_t>(p.kh) * p.kw * p.out_c, dw, dx, db);
+  DepthwiseBackwardImpl(p, x, w, delta, nullptr, BiasGrad::kDense, dw, dx, db);
+  return Status::kOk;
+}
+
+Status DepthwiseConv2DBackwardSparse(const DepthwiseShape& shape, const ConvWindow& window, const float* x,
+                                     const float* w, const float* delta, const KeptSet& kept, BiasGrad bias,
+                                     Accumulate mode, float* dw, float* dx, float* db) {
+  int32_t out_c;
+  if (!internal::Product2(shape.in_c, shape.depth_multiplier, &out_c)) return Status::kBadShape;
+  ConvPlan p;
+  Status s = MakePlan(shape.batch, shape.in_h, shape.in_w, shape.in_c, out_c, shape.depth_multiplier,
+                      shape.depth_multiplier, window, x, w, delta, dw, dx, &p);
+  if (s != Status::kOk) return s;
+  s = CheckModes(bias, mode);
+  if (s != Status::kOk) return s;
+  s = CheckKeptSet(kept, p.batch, p.out_c);
+  if (s != Status::kOk) return s;
+  if (mode == Accumulate::kOverwrite) ZeroOutputs(p, static_cast<int64_t>(p.kh) * p.kw * p.out_c, dw, dx, db);
+  DepthwiseBackwardImpl(p, x, w, delta, &kept, bias, dw, dx, db);
+  return Status::kOk;
+}
+
+}  // namespace tinyprop

@@ -1,0 +1,111 @@
+#include "tinyprop/dense.h"
+
+#include "internal.h"
+
+namespace tinyprop {
+namespace {
+
+Status CheckDense(const DenseShape& shape, const float* x, const float* w, const float* delta, const float* dw,
+                  const float* dx) {
+  int32_t size;  // x [batch, in], W [in, out], delta [batch, out]: each must be addressable with int32 sizes
+  if (!internal::Product2(shape.batch, shape.in, &size) || !internal::Product2(shape.in, shape.out, &size) ||
+      !internal::Product2(shape.batch, shape.out, &size)) {
+    return Status::kBadShape;
+  }
+  if (delta == nullptr) return Status::kBadArgument;
+  if (dw != nullptr && x == nullptr) return Status::kBadArgument;
+  if (dx != nullptr && w == nullptr) return Status::kBadArgument;
+  return Status::kOk;
+}
+
+}  // namespace
+
+Status DenseBackwardReference(const DenseShape& shape, const float* x, const float* w, const float* delta,
+                              float* dw, float* dx, float* db) {
+  const Status s = CheckDense(shape, x, w, delta, dw, dx);
+  if (s != Status::kOk) return s;
+  const int32_t B = shape.batch, I = shape.in, O = shape.out;
+  if (dw != nullptr) {
+    for (int32_t i = 0; i < I; ++i) {
+      for (int32_t j = 0; j < O; ++j) {
+        float acc = 0.0f;
+        for (int32_t b = 0; b < B; ++b) acc += x[static_cast<int64_t>(b) * I + i] * delta[static_cast<int64_t>(b) * O + j];
+        dw[static_cast<int64_t>(i) * O + j] = acc;
+      }
+    }
+  }
+  if (dx != nullptr) {
+    for (int32_t b = 0; b < B; ++b) {
+      for (int32_t i = 0; i < I; ++i) {
+        float acc = 0.0f;
+        for (int32_t j = 0; j < O; ++j) acc += delta[static_cast<int64_t>(b) * O + j] * w[static_cast<int64_t>(i) * O + j];
+        dx[static_cast<int64_t>(b) * I + i] = acc;
+      }
+    }
+  }
+  if (db != nullptr) {
+    for (int32_t j = 0; j < O; ++j) {
+      float acc = 0.0f;
+      for (int32_t b = 0; b < B; ++b) acc += delta[static_cast<int64_t>(b) * O + j];
+      db[j] = acc;
+    }
+  }
+  return Status::kOk;
+}
+
+Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float* w, const float* delta,
+                           const KeptSet& kept, BiasGrad bias, Accumulate mode, float* dw, float* dx,
+                           float* db) {
+  Status s = CheckDense(shape, x, w, delta, dw, dx);
+  if (s != Status::kOk) return s;
+  if (bias != BiasGrad::kDense && bias != BiasGrad::kKeptOnly) return Status::kBadArgument;
+  if (mode != Accumulate::kOverwrite && mode != Accumulate::kAdd) return Status::kBadArgument;
+  s = CheckKeptSet(kept, shape.batch, shape.out);
+  if (s != Status::kOk) return s;
+
+  const int32_t B = shape.batch, I = shape.in, O = shape.out;
+  if (mode == Accumulate::kOverwrite) {
+    if (dw != nullptr) internal::Fill(dw, static_cast<int64_t>(I) * O, 0.0f);
+    if (dx != nullptr) internal::Fill(dx, static_cast<int64_t>(B) * I, 0.0f);
+    if (db != nullptr) internal::Fill(db, O, 0.0f);
+  }
+  for (int32_t b = 0; b < B; ++b) {
+    const int32_t kb = kept.k[b];
+    const int32_t* idx = internal::KeptRow(kept, b);
+    const float* d = delta + static_cast<int64_t>(b) * O;
+    if (kb > 0) {
+      const float* xb = (x != nullptr) ? x + static_cast<int64_t>(b) * I : nullptr;
+      float* dxb = (dx != nullptr) ? dx + static_cast<int64_t>(b) * I : nullptr;
+      for (int32_t i = 0; i < I; ++i) {
+        if (dw != nullptr) {
+          const float xv = xb[i];
+          float* dw_row = dw + static_cast<int64_t>(i) * O;
+          for (int32_t t = 0; t < kb; ++t) dw_row[idx[t]] += xv * d[idx[t]];
+        }
+        if (dxb != nullptr) {
+          const float* w_row = w + static_cast<int64_t>(i) * O;
+          float acc = 0.0f;
+          for (int32_t t = 0; t < kb; ++t) acc += w_row[idx[t]] * d[idx[t]];
+          dxb[i] += acc;
+        }
+      }
+    }
+    if (db != nullptr) {
+      if (bias == BiasGrad::kDense) {
+        for (int32_t j = 0; j < O; ++j) db[j] += d[j];
+      } else {
+        for (int32_t t = 0; t < kb; ++t) db[idx[t]] += d[idx[t]];
+      }
+    }
+  }
+  return Status::kOk;
+}
+
+Status ReluBackward(const float* d_post, const float* activation_out, int32_t n, float* d_pre) {
+  if (d_post == nullptr || activation_out == nullptr || d_pre == nullptr) return Status::kBadArgument;
+  if (n < 1) return Status::kBadShape;
+  for (int32_t i = 0; i < n; ++i) d_pre[i] = (activation_out[i] > 0.0f) ? d_post[i] : 0.0f;
+  return Status::kOk;
+}
+
+}  // namespace tinyprop

@@ -1,0 +1,429 @@
+#include "tinyprop/selection.h"
+
+#include <math.h>
+
+#include "internal.h"
+
+namespace tinyprop {
+namespace {
+
+using internal::Abs;
+using internal::IsFinite;
+using internal::IsNan;
+
+// floor for float32 without libm; integral, infinite and NaN inputs are returned unchanged.
+float FloorF(float t) {
+  if (!(Abs(t) < 8388608.0f)) return t;  // |t| >= 2^23: already an integer (or Inf/NaN)
+  float f = static_cast<float>(static_cast<int32_t>(t));  // truncation toward zero
+  if (f > t) f -= 1.0f;
+  return f;
+}
+
+// Round to nearest, ties to even (tf.round / nearbyintf in the default rounding mode).
+float RoundHalfEvenF(float t) {
+  if (!(Abs(t) < 8388608.0f)) return t;
+  const float f = FloorF(t);
+  const float diff = t - f;  // exact for t >= 0 (Sterbenz); negative t is clamped to 1 by the caller anyway
+  if (diff > 0.5f) return f + 1.0f;
+  if (diff < 0.5f) return f;
+  return (static_cast<int32_t>(f) % 2 == 0) ? f : f + 1.0f;
+}
+
+bool ValidRounding(Rounding r) { return r == Rounding::kFloor || r == Rounding::kHalfEven; }
+
+bool InUnit(float v) { return !IsNan(v) && v >= 0.0f && v <= 1.0f; }
+
+// ---- size-k min-heap of indices, ordered by (score, -index): the root is the worst kept entry -----------
+template <typename ScoreFn>
+inline bool Worse(const ScoreFn& score, int32_t a, int32_t b) {
+  const float sa = score(a);
+  const float sb = score(b);
+  return sa < sb || (sa == sb && a > b);
+}
+
+template <typename ScoreFn>
+void SiftDown(const ScoreFn& score, int32_t* heap, int64_t size, int64_t pos) {
+  const int32_t item = heap[pos];
+  for (;;) {
+    int64_t child = 2 * pos + 1;
+    if (child >= size) break;
+    if (child + 1 < size && Worse(score, heap[child + 1], heap[child])) ++child;
+    if (!Worse(score, heap[child], item)) break;
+    heap[pos] = heap[child];
+    pos = child;
+  }
+  heap[pos] = item;
+}
+
+// Sorts k indices ascending in place (heapsort with a max-heap on the values): O(k log k), no scratch.
+void SortIndicesAscending(int32_t* a, int64_t k) {
+  auto sift = [a](int64_t pos, int64_t size) {
+    const int32_t item = a[pos];
+    for (;;) {
+      int64_t child = 2 * pos + 1;
+      if (child >= size) break;
+      if (child + 1 < size && a[child + 1] > a[child]) ++child;
+      if (a[child] <= item) break;
+      a[pos] = a[child];
+      pos = child;
+    }
+    a[pos] = item;
+  };
+  for (int64_t p = k / 2 - 1; p >= 0; --p) sift(p, k);
+  for (int64_t end = k - 1; end > 0; --end) {
+    const int32_t top = a[0];
+    a[0] = a[end];
+    a[end] = top;
+    sift(0, end);
+  }
+}
+
+// Core selection (arguments already validated: 1 <= k <= n, no NaN scores).
+template <typename ScoreFn>
+void SelectTopK(const ScoreFn& score, int32_t n, int32_t k, int32_t* kept) {
+  if (k == n) {
+    for (int32_t i = 0; i < n; ++i) kept[i] = i;
+    return;
+  }
+  for (int32_t i = 0; i < k; ++i) kept[i] = i;
+  for (int64_t p = static_cast<int64_t>(k) / 2 - 1; p >= 0; --p) SiftDown(score, kept, k, p);
+  float root = score(kept[0]);
+  for (int32_t i = k; i < n; ++i) {
+    // i has a higher index than every kept entry: it must beat the root's score strictly.
+    const float s = score(i);
+    if (s > root) {
+      kept[0] = i;
+      SiftDown(score, kept, k, 0);
+      root = score(kept[0]);
+    }
+  }
+  SortIndicesAscending(kept, k);
+}
+
+struct PlainScore {
+  const float* s;
+  float operator()(int32_t i) const { return s[i]; }
+};
+struct AbsScore {
+  const float* v;
+  float operator()(int32_t i) const { return Abs(v[i]); }
+};
+
+bool AnyNan(const float* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (IsNan(v[i])) return true;
+  }
+  return false;
+}
+
+float RatioUnchecked(float y, float ymax, const RatioParams& p) {
+  float d = p.s_max - p.s_min;
+  float t = y * d;
+  t = t / ymax;
+  t = p.s_min + t;
+  return t * p.zeta_pow;
+}
+
+int32_t RatioToKUnchecked(float bpr, int32_t n, Rounding rounding) {
+  float t = static_cast<float>(n) * bpr;
+  t = (rounding == Rounding::kFloor) ? FloorF(t) : RoundHalfEvenF(t);
+  const float hi = static_cast<float>(n);
+  if (!(t >= 1.0f)) t = 1.0f;
+  if (t > hi) t = hi;
+  int32_t k = (t >= 2147483648.0f) ? n : static_cast<int32_t>(t);
+  if (k > n) k = n;
+  return k;
+}
+
+Status CheckYAndYmax(const float* y, int32_t batch, const float* ymax) {
+  if (!IsFinite(*ymax)) return Status::kNonFinite;
+  if (!(*ymax > 0.0f)) return Status::kBadArgument;
+  for (int32_t b = 0; b < batch; ++b) {
+    if (!IsFinite(y[b])) return Status::kNonFinite;
+    if (y[b] < 0.0f) return Status::kBadArgument;
+  }
+  return Status::kOk;
+}
+
+void WriteRowPadding(int32_t* row, int32_t from, int32_t n) {
+  for (int32_t i = from; i < n; ++i) row[i] = -1;
+}
+
+}  // namespace
+
+Status CheckRatioParams(const RatioParams& params) {
+  if (!InUnit(params.s_min) || !InUnit(params.s_max) || !InUnit(params.zeta_pow)) return Status::kBadArgument;
+  if (params.s_min > params.s_max) return Status::kBadArgument;
+  if (!ValidRounding(params.rounding)) return Status::kBadArgument;
+  return Status::kOk;
+}
+
+Status ZetaPow(double zeta, int32_t depth, float* zeta_pow) {
+  if (zeta_pow == nullptr) return Status::kBadArgument;
+  if (internal::IsNanD(zeta) || !(zeta > 0.0) || zeta > 1.0 || depth < 0) return Status::kBadArgument;
+  *zeta_pow = static_cast<float>(pow(zeta, static_cast<double>(depth)));
+  return Status::kOk;
+}
+
+Status LocalError(const float* delta, int32_t batch, int32_t n, float* y) {
+  if (delta == nullptr || y == nullptr) return Status::kBadArgument;
+  int32_t total;
+  if (!internal::Product2(batch, n, &total)) return Status::kBadShape;
+  for (int32_t b = 0; b < batch; ++b) {
+    const float* row = delta + static_cast<int64_t>(b) * n;
+    float s = 0.0f;
+    for (int32_t j = 0; j < n; ++j) s += Abs(row[j]);
+    y[b] = s;
+  }
+  return Status::kOk;
+}
+
+Status ChannelScores(const float* delta, int32_t batch, int32_t positions, int32_t channels, float* scores,
+                     float* y) {
+  if (delta == nullptr || scores == nullptr) return Status::kBadArgument;
+  const int32_t dims[3] = {batch, positions, channels};
+  int64_t total;
+  if (!internal::CheckedProduct(dims, 3, &total)) return Status::kBadShape;
+  for (int32_t b = 0; b < batch; ++b) {
+    float* s = scores + static_cast<int64_t>(b) * channels;
+    for (int32_t c = 0; c < channels; ++c) s[c] = 0.0f;
+    const float* d = delta + static_cast<int64_t>(b) * positions * channels;
+    for (int32_t p = 0; p < positions; ++p) {
+      const float* row = d + static_cast<int64_t>(p) * channels;
+      for (int32_t c = 0; c < channels; ++c) s[c] += Abs(row[c]);
+    }
+    if (y != nullptr) {
+      float sum = 0.0f;
+      for (int32_t c = 0; c < channels; ++c) sum += s[c];
+      y[b] = sum;
+    }
+  }
+  return Status::kOk;
+}
+
+Status SharedChannelScores(const float* delta, int32_t batch, int32_t positions, int32_t channels,
+                           float* scores) {
+  if (delta == nullptr || scores == nullptr) return Status::kBadArgument;
+  const int32_t dims[3] = {batch, positions, channels};
+  int64_t total;
+  if (!internal::CheckedProduct(dims, 3, &total)) return Status::kBadShape;
+  for (int32_t c = 0; c < channels; ++c) scores[c] = 0.0f;
+  const int64_t rows = static_cast<int64_t>(batch) * positions;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = delta + r * channels;
+    for (int32_t c = 0; c < channels; ++c) scores[c] += Abs(row[c]);
+  }
+  const float count = static_cast<float>(rows);
+  for (int32_t c = 0; c < channels; ++c) scores[c] = scores[c] / count;
+  return Status::kOk;
+}
+
+Status UpdateRunningMax(const float* y, int32_t batch, float* ymax) {
+  if (y == nullptr || ymax == nullptr) return Status::kBadArgument;
+  if (batch < 1) return Status::kBadShape;
+  const Status s = CheckYAndYmax(y, batch, ymax);
+  if (s != Status::kOk) return s;
+  float m = *ymax;
+  for (int32_t b = 0; b < batch; ++b) {
+    if (y[b] > m) m = y[b];
+  }
+  *ymax = m;
+  return Status::kOk;
+}
+
+Status AdaptiveRatio(float y, float ymax, const RatioParams& params, float* bpr) {
+  if (bpr == nullptr) return Status::kBadArgument;
+  const Status ps = CheckRatioParams(params);
+  if (ps != Status::kOk) return ps;
+  const Status s = CheckYAndYmax(&y, 1, &ymax);
+  if (s != Status::kOk) return s;
+  if (y > ymax) return Status::kBadArgument;  // the running max is updated before use, so y <= ymax always
+  *bpr = RatioUnchecked(y, ymax, params);
+  return Status::kOk;
+}
+
+Status RatioToK(float bpr, int32_t n, Rounding rounding, int32_t* k) {
+  if (k == nullptr || !ValidRounding(rounding)) return Status::kBadArgument;
+  if (n < 1) return Status::kBadShape;
+  if (IsNan(bpr)) return Status::kNonFinite;
+  *k = RatioToKUnchecked(bpr, n, rounding);
+  return Status::kOk;
+}
+
+Status StaticK(float ratio, float zeta_pow, int32_t n, Rounding rounding, int32_t* k) {
+  if (k == nullptr) return Status::kBadArgument;
+  if (n < 1) return Status::kBadShape;
+  if (IsNan(ratio) || !(ratio > 0.0f)) return Status::kBadArgument;
+  const RatioParams p{ratio, ratio, zeta_pow, rounding};
+  const Status ps = CheckRatioParams(p);
+  if (ps != Status::kOk) return ps;
+  // d = 0 and y = 0: the adaptive expression reduces to ratio * zeta_pow, exactly as the Python StaticTopK.
+  *k = RatioToKUnchecked(RatioUnchecked(0.0f, 1.0f, p), n, rounding);
+  return Status::kOk;
+}
+
+Status AdaptiveK(const float* y, int32_t batch, int32_t n, const RatioParams& params, float* ymax, float* bpr,
+                 int32_t* k) {
+  if (y == nullptr || ymax == nullptr || k == nullptr) return Status::kBadArgument;
+  if (batch < 1 || n < 1) return Status::kBadShape;
+  Status s = CheckRatioParams(params);
+  if (s != Status::kOk) return s;
+  s = CheckYAndYmax(y, batch, ymax);
+  if (s != Status::kOk) return s;
+  float m = *ymax;  // running maximum first
+  for (int32_t b = 0; b < batch; ++b) {
+    if (y[b] > m) m = y[b];
+  }
+  *ymax = m;
+  for (int32_t b = 0; b < batch; ++b) {
+    const float r = RatioUnchecked(y[b], m, params);
+    if (bpr != nullptr) bpr[b] = r;
+    k[b] = RatioToKUnchecked(r, n, params.rounding);
+  }
+  return Status::kOk;
+}
+
+Status TopKIndices(const float* scores, int32_t n, int32_t k, int32_t* kept) {
+  if (scores == nullptr || kept == nullptr) return Status::kBadArgument;
+  if (n < 1) return Status::kBadShape;
+  if (k < 1 || k > n) return Status::kBadIndex;
+  if (AnyNan(scores, n)) return Status::kNonFinite;
+  SelectTopK(PlainScore{scores}, n, k, kept);
+  return Status::kOk;
+}
+
+Status TopKAbsIndices(const float* values, int32_t n, int32_t k, int32_t* kept) {
+  if (values == nullptr || kept == nullptr) return Status::kBadArgument;
+  if (n < 1) return Status::kBadShape;
+  if (k < 1 || k > n) return Status::kBadIndex;
+  if (AnyNan(values, n)) return Status::kNonFinite;
+  SelectTopK(AbsScore{values}, n, k, kept);
+  return Status::kOk;
+}
+
+Status TopKBatch(const float* scores, int32_t batch, int32_t n, const int32_t* k, int32_t* kept) {
+  if (scores == nullptr || k == nullptr || kept == nullptr) return Status::kBadArgument;
+  int32_t total;
+  if (!internal::Product2(batch, n, &total)) return Status::kBadShape;
+  for (int32_t b = 0; b < batch; ++b) {
+    if (k[b] < 0 || k[b] > n) return Status::kBadIndex;
+  }
+  if (AnyNan(scores, total)) return Status::kNonFinite;
+  for (int32_t b = 0; b < batch; ++b) {
+    int32_t* row = kept + static_cast<int64_t>(b) * n;
+    if (k[b] > 0) SelectTopK(PlainScore{scores + static_cast<int64_t>(b) * n}, n, k[b], row);
+    WriteRowPadding(row, k[b], n);
+  }
+  return Status::kOk;
+}
+
+Status KeptToMask(const int32_t* kept, int32_t k, int32_t n, uint8_t* mask) {
+  if (kept == nullptr || mask == nullptr) return Status::kBadArgument;
+  const Status s = CheckKeptSet(KeptSet{&k, kept, 0}, 1, n);
+  if (s != Status::kOk) return s;
+  for (int32_t i = 0; i < n; ++i) mask[i] = 0;
+  for (int32_t t = 0; t < k; ++t) mask[kept[t]] = 1;
+  return Status::kOk;
+}
+
+Status ZeroUnkept(float* values, int32_t n, const int32_t* kept, int32_t k) {
+  if (values == nullptr || kept == nullptr) return Status::kBadArgument;
+  const Status s = CheckKeptSet(KeptSet{&k, kept, 0}, 1, n);
+  if (s != Status::kOk) return s;
+  int32_t t = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    if (t < k && kept[t] == i) {
+      ++t;
+    } else {
+      values[i] = 0.0f;
+    }
+  }
+  return Status::kOk;
+}
+
+Status KeptUnion(const KeptSet& kept, int32_t batch, int32_t n, uint8_t* mask_scratch, int32_t* out,
+                 int32_t* count) {
+  if (mask_scratch == nullptr || out == nullptr || count == nullptr) return Status::kBadArgument;
+  const Status s = CheckKeptSet(kept, batch, n);
+  if (s != Status::kOk) return s;
+  for (int32_t i = 0; i < n; ++i) mask_scratch[i] = 0;
+  for (int32_t b = 0; b < batch; ++b) {
+    const int32_t* row = internal::KeptRow(kept, b);
+    for (int32_t t = 0; t < kept.k[b]; ++t) mask_scratch[row[t]] = 1;
+  }
+  int32_t c = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    if (mask_scratch[i]) out[c++] = i;
+  }
+  *count = c;
+  return Status::kOk;
+}
+
+Status SelectUnits(const float* delta, int32_t batch, int32_t n, const RatioParams& params, float* ymax,
+                   int32_t* k, int32_t* kept, float* scratch, int64_t scratch_len) {
+  if (delta == nullptr || ymax == nullptr || k == nullptr || kept == nullptr || scratch == nullptr) {
+    return Status::kBadArgument;
+  }
+  int32_t total;
+  if (!internal::Product2(batch, n, &total)) return Status::kBadShape;
+  Status s = CheckRatioParams(params);
+  if (s != Status::kOk) return s;
+  if (scratch_len < SelectUnitsScratchSize(batch)) return Status::kBufferTooSmall;
+  if (!IsFinite(*ymax)) return Status::kNonFinite;
+  if (!(*ymax > 0.0f)) return Status::kBadArgument;
+  float* y = scratch;
+  s = LocalError(delta, batch, n, y);
+  if (s != Status::kOk) return s;
+  for (int32_t b = 0; b < batch; ++b) {
+    if (!IsFinite(y[b])) return Status::kNonFinite;  // NaN/Inf in delta (or an overflowing sum)
+  }
+  s = AdaptiveK(y, batch, n, params, ymax, nullptr, k);
+  if (s != Status::kOk) return s;
+  for (int32_t b = 0; b < batch; ++b) {
+    int32_t* row = kept + static_cast<int64_t>(b) * n;
+    if (y[b] == 0.0f) {
+      k[b] = 0;
+    } else {
+      SelectTopK(AbsScore{delta + static_cast<int64_t>(b) * n}, n, k[b], row);
+    }
+    WriteRowPadding(row, k[b], n);
+  }
+  return Status::kOk;
+}
+
+Status SelectChannels(const float* delta, int32_t batch, int32_t positions, int32_t channels,
+                      const RatioParams& params, float* ymax, int32_t* k, int32_t* kept, float* scratch,
+                      int64_t scratch_len) {
+  if (delta == nullptr || ymax == nullptr || k == nullptr || kept == nullptr || scratch == nullptr) {
+    return Status::kBadArgument;
+  }
+  const int32_t dims[3] = {batch, positions, channels};
+  int64_t total;
+  if (!internal::CheckedProduct(dims, 3, &total)) return Status::kBadShape;
+  Status s = CheckRatioParams(params);
+  if (s != Status::kOk) return s;
+  if (scratch_len < SelectChannelsScratchSize(batch, channels)) return Status::kBufferTooSmall;
+  if (!IsFinite(*ymax)) return Status::kNonFinite;
+  if (!(*ymax > 0.0f)) return Status::kBadArgument;
+  float* scores = scratch;
+  float* y = scratch + static_cast<int64_t>(batch) * channels;
+  s = ChannelScores(delta, batch, positions, channels, scores, y);
+  if (s != Status::kOk) return s;
+  for (int32_t b = 0; b < batch; ++b) {
+    if (!IsFinite(y[b])) return Status::kNonFinite;
+  }
+  s = AdaptiveK(y, batch, channels, params, ymax, nullptr, k);
+  if (s != Status::kOk) return s;
+  for (int32_t b = 0; b < batch; ++b) {
+    int32_t* row = kept + static_cast<int64_t>(b) * channels;
+    if (y[b] == 0.0f) {
+      k[b] = 0;
+    } else {
+      SelectTopK(PlainScore{scores + static_cast<int64_t>(b) * channels}, channels, k[b], row);
+    }
+    WriteRowPadding(row, k[b], channels);
+  }
+  return Status::kOk;
+}
+
+}  // namespace tinyprop

@@ -1,0 +1,40 @@
+// Thin TensorFlow Lite Micro glue: TinyProp kernels as TFLM custom operators.
+//
+// Builds only when CMake is given a TFLM tree (-DTINYPROP_TFLM_DIR=/path/to/tflite-micro, plus
+// -DTINYPROP_TFLM_INCLUDE_DIRS for flatbuffers etc.); TFLM is not part of this repository. The TFLM API moves:
+// this file only uses TFLMRegistration, tflite::micro::RegisterOp, GetEvalInput/GetEvalOutput.
+//
+//   tflite::MicroMutableOpResolver<8> resolver;
+//   TFLMRegistration select = tinyprop::tflm::Register_TINYPROP_SELECT_UNITS();
+//   resolver.AddCustom(tinyprop::tflm::kSelectUnitsOp, &select);  // AddCustom copies the registration
+//
+// Operators (all tensors float32 unless noted, shapes as the kernels in micro/include/tinyprop):
+//   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
+//                              out: ymax_out [1], k [B] int32, kept [B, N] int32 (ascending rows, -1 padded)
+//   TINYPROP_DENSE_BACKWARD    in: x [B, I], w [I, O], delta [B, O], k [B] int32, kept [B, O] int32
+//                              out: dw [I, O], dx [B, I], db [O]   (bias gradient dense, TinyProp's rule)
+//   TINYPROP_CONV2D_BACKWARD   in: x [B, H, W, C], w [KH, KW, C, O], delta [B, OH, OW, O], k [B], kept [B, O],
+//                                  window [7] int32 = (stride_h, stride_w, dilation_h, dilation_w, padding 0=VALID
+//                                  1=SAME, unused, unused)
+//                              out: dw, dx, db
+// Errors of the kernels (tinyprop::Status) become kTfLiteError with the status name printed.
+#ifndef TINYPROP_TFLM_TINYPROP_TFLM_H_
+#define TINYPROP_TFLM_TINYPROP_TFLM_H_
+
+#include "tensorflow/lite/micro/micro_common.h"
+
+namespace tinyprop {
+namespace tflm {
+
+constexpr const char kSelectUnitsOp[] = "TINYPROP_SELECT_UNITS";
+constexpr const char kDenseBackwardOp[] = "TINYPROP_DENSE_BACKWARD";
+constexpr const char kConv2DBackwardOp[] = "TINYPROP_CONV2D_BACKWARD";
+
+TFLMRegistration Register_TINYPROP_SELECT_UNITS();
+TFLMRegistration Register_TINYPROP_DENSE_BACKWARD();
+TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD();
+
+}  // namespace tflm
+}  // namespace tinyprop
+
+#endif  // TINYPROP_TFLM_TINYPROP_TFLM_H_
