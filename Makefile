@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Cross compilers, clang (libFuzzer) and QEMU for micro/, from Debian packages. Needs root (CI runs as root);
+# Cross compilers, clang (libFuzzer) and QEMU for micro/, and the real Fashion-MNIST IDX files the loader tests
+# read, from Debian packages. Needs root (CI runs as root);
 # elsewhere the C++ cross/fuzz tests skip and say why.
 toolchains:
-	@if [ "$$(id -u)" = 0 ]; then bash micro/install_toolchains.sh; \
+	@if [ "$$(id -u)" = 0 ]; then bash micro/install_toolchains.sh && \
+	  { dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || apt-get install -y -q dataset-fashion-mnist >/dev/null \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; }; \
 	else echo "note: not root, skipping micro/install_toolchains.sh (cross-compile tests will skip)"; fi
 
 demo: $(STAMP)

@@ -47,3 +47,53 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
 def test_cli_unknown_command_fails_with_usage():
     proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "frobnicate"], capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+
+
+FSDD = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fsdd")
+
+
+def _cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/no/such/folder", "--task", "fsdd"], "--data /no/such/folder: no such file or folder"),
+        (["--data", "{empty}", "--task", "fsdd"], "expected"),
+        (["--data", "{empty}", "--task", "speech"], "invalid choice: 'speech'"),
+        (["--data", "{empty}", "--task", "mnist", "--policy", "tinyprob"], "unknown policy 'tinyprob'"),
+        (["--data", "{empty}", "--task", "mnist", "--policy", "static:1.5"], "ratio must be in (0.0, 1.0]"),
+        (["--data", "{empty}", "--task", "dcase"], "--task dcase needs --machine"),
+        (["--data", "{fsdd}", "--task", "fsdd", "--model", "/no/model.keras"], "--model /no/model.keras: no such"),
+    ],
+)
+def test_finetune_cli_errors_are_one_line_without_traceback(tmp_path, args, message):
+    if "{fsdd}" in args and not os.path.isdir(FSDD):
+        pytest.skip(f"shared FSDD data not found at {FSDD}")
+    args = [a.replace("{empty}", str(tmp_path)).replace("{fsdd}", FSDD) for a in args]
+    proc = _cli("finetune", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "error" in line]) == 1
+
+
+@pytest.mark.slow
+def test_finetune_cli_personalises_fsdd_to_a_new_speaker(tmp_path):
+    if not os.path.isdir(FSDD):
+        pytest.skip(f"shared FSDD data not found at {FSDD}")
+    out = tmp_path / "ft"
+    proc = _cli("finetune", "--data", FSDD, "--task", "fsdd", "--model", "mlp", "--epochs", "3",
+                "--pretrain-epochs", "4", "--policy", "dense", "--policy", "tinyprop", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert [run["name"] for run in report["runs"]] == ["dense", "tinyprop"]
+    dense, tinyprop = report["runs"]
+    assert len(dense["metric"]) == 3 and tinyprop["bwd_ratio"] < 0.5 and dense["bwd_ratio"] == pytest.approx(1.0)
+    assert dense["final_metric"] > dense["initial_metric"]  # fine-tuning on the new speaker helps
+    import keras
+
+    model = keras.models.load_model(out / "finetuned-tinyprop.keras")
+    assert model.input_shape[1:] == (49, 40, 1)
+    assert (out / "pretrained.keras").exists() and (out / "kept_ratio_per_layer.png").exists()

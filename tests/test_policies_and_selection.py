@@ -132,3 +132,17 @@ def test_adaptive_ratio_and_k_closed_form():
     np.testing.assert_array_equal(k, np.clip(np.floor(40 * bpr), 1, 40))
     assert selection.ratio_to_k(np.float32([0.0]), 10).numpy()[0] == 1  # clamped up to 1
     assert selection.ratio_to_k(np.float32([0.25]), 10, "round").numpy()[0] == 2  # 2.5 -> half to even
+
+
+def test_policy_specs_from_the_command_line():
+    from tinyprop_tf.policies import from_spec
+
+    assert from_spec("dense") == tp.DenseBackprop()
+    assert from_spec("static:0.2") == tp.StaticTopK(0.2)
+    assert from_spec("static:ratio=0.1,zeta=0.5") == tp.StaticTopK(0.1, zeta=0.5)
+    assert from_spec("tinyprop:s_min=0.05,zeta=1,rounding=round") == tp.TinyProp(0.05, 0.9, 1.0, rounding="round")
+    assert from_spec("ssprop:0.3") == tp.SsProp(tp.Constant(0.3))
+    for bad, message in [("foo", "unknown policy 'foo'"), ("static:abc", "'abc' is not a number"),
+                         ("static:bogus=1", "bogus"), ("static:2", "ratio must be in")]:
+        with pytest.raises(ValueError, match=message):
+            from_spec(bad)

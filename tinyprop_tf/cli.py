@@ -17,6 +17,47 @@ def _demo(args):
     run_demo(out_dir=args.out, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed)
 
 
+DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
+
+
+def _finetune(args):
+    import datetime
+
+    import keras
+
+    from tinyprop_tf import experiment, policies, tasks
+
+    if not os.path.exists(args.data):
+        raise UsageError(f"--data {args.data}: no such file or folder")
+    chosen = {spec: policies.from_spec(spec) for spec in (args.policy or DEFAULT_POLICIES)}
+    if args.task == "dcase" and not args.machine:
+        raise UsageError("--task dcase needs --machine (a machine type folder, e.g. fan, slider)")
+    task = tasks.load_task(args.task, args.data, new_speaker=args.speaker, machine=args.machine,
+                           machine_id=args.machine_id)
+    out_dir = args.out or os.path.join(
+        "tinyprop_out", f"finetune-{args.task}-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    print(f"Task {task.name}: {task.description}; {len(task.finetune[0])} samples to fine-tune, "
+          f"{len(task.test[0])} to test, input {task.input_shape}")
+    if args.model.endswith(".keras"):
+        if not os.path.isfile(args.model):
+            raise UsageError(f"--model {args.model}: no such file")
+        pretrained = keras.models.load_model(args.model)
+        expected = tuple(pretrained.input_shape[1:])
+        if expected != tuple(task.input_shape):
+            raise UsageError(f"--model {args.model} takes inputs {expected}, but task {task.name} gives "
+                             f"{tuple(task.input_shape)}")
+    else:
+        pretrained = experiment.pretrain(tasks.build_model(args.model, task), task.pretrain, loss=task.loss,
+                                         epochs=args.pretrain_epochs, seed=args.seed)
+        os.makedirs(out_dir, exist_ok=True)
+        pretrained.save(os.path.join(out_dir, "pretrained.keras"))
+    about = {"what": f"fine-tune on {task.description}", "task": task.name, "data": args.data,
+             "model": args.model, "policies": list(chosen)}
+    experiment.compare(pretrained, chosen, task.finetune, task.evaluate, out_dir, metric_name=task.metric_name,
+                       loss=task.loss, epochs=args.epochs, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, seed=args.seed, about=about)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyprop", description="Sparse on-device fine-tuning, simulated in Keras.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pretrain-epochs", type=int, default=15)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+
+    ft = sub.add_parser("finetune", help="fine-tune a model on your data with several back-propagation policies")
+    ft.add_argument("--data", required=True, help="data folder (layout per --task)")
+    ft.add_argument("--task", required=True, choices=["mnist", "fsdd", "kws", "dcase"])
+    ft.add_argument("--model", default="auto",
+                    help="a pretrained .keras file, or an architecture to pretrain first: mlp, cnn, ds_cnn, "
+                         "autoencoder (default: cnn for mnist, ds_cnn for audio, autoencoder for dcase)")
+    ft.add_argument("--policy", action="append",
+                    help="repeatable: dense | static:RATIO | tinyprop[:s_min=..,s_max=..,zeta=..] | "
+                         f"tinyprop_skip:tau=.. | ssprop:KEEP (default: {' '.join(DEFAULT_POLICIES)})")
+    ft.add_argument("--out", help="output folder (default: tinyprop_out/finetune-<task>-<time>)")
+    ft.add_argument("--epochs", type=int, default=10)
+    ft.add_argument("--pretrain-epochs", type=int, default=15)
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument("--learning-rate", type=float, default=1e-3)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--speaker", help="fsdd: the new speaker to personalise to (default yweweler)")
+    ft.add_argument("--machine", help="dcase: machine type folder (fan, pump, slider, valve, ToyCar, ToyConveyor)")
+    ft.add_argument("--machine-id", help="dcase: the machine id to fine-tune to (default: the last one)")
+    ft.set_defaults(run=_finetune)
     return parser
 
 

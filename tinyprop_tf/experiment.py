@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -135,6 +136,82 @@ def finetune(
         initial_metric=initial,
         model_path=save_path,
     )
+
+
+def progress_bar(total: int, desc: str):
+    """A tqdm bar counting epochs (to stderr, cleared when done)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+
+
+def pretrain(model: keras.Model, data, *, loss=None, epochs: int = 15, batch_size: int = 32,
+             learning_rate: float = 1e-3, seed: int = 0) -> keras.Model:
+    """Dense training of a fresh model (Adam), with a progress bar."""
+    keras.utils.set_random_seed(seed)
+    model.compile(keras.optimizers.Adam(learning_rate),
+                  loss if loss is not None else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    bar = progress_bar(epochs, "pretrain (dense)")
+    model.fit(*data, epochs=epochs, batch_size=batch_size, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: bar.update(1))])
+    bar.close()
+    return model
+
+
+def compare(pretrained: keras.Model, policies: dict, finetune_data, evaluate, out_dir: str, *,
+            metric_name: str = "accuracy", loss=None, epochs: int = 10, batch_size: int = 32,
+            learning_rate: float = 1e-3, seed: int = 0, boards=None, about: dict | None = None,
+            print_fn=print) -> dict:
+    """Fine-tune ``pretrained`` once per policy (same data, same seed), then print the comparison table, write
+    the plots, the fine-tuned models and ``report.json`` to ``out_dir``. Returns the report."""
+    from tinyprop_tf import report
+
+    started = time.time()
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for name, policy in policies.items():
+        bar = progress_bar(epochs, f"fine-tune: {name}")
+        results.append(finetune(
+            pretrained, policy, finetune_data, evaluate, name=name, metric_name=metric_name, loss=loss,
+            epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate,
+            progress=lambda e, logs: bar.update(1),
+            save_path=os.path.join(out_dir, f"finetuned-{_file_safe(name)}.keras"),
+        ))
+        bar.close()
+        # Written after every run: an interrupted comparison keeps what finished.
+        write_json(os.path.join(out_dir, "report.json"), {**(about or {}), "runs": [r.to_dict() for r in results]})
+
+    estimates = board_estimates(results, boards)
+    print_fn("")
+    print_fn(report.comparison_table(results, estimates))
+    plots = report.plot_comparison(results, out_dir)
+    payload = {**(about or {}), "runs": [r.to_dict() for r in results], "board_estimates": estimates,
+               "plots": plots, "seconds": time.time() - started}
+    write_json(os.path.join(out_dir, "report.json"), payload)
+    print_fn(f"\nWrote {os.path.join(out_dir, 'report.json')}, plots "
+             f"{', '.join(os.path.basename(p) for p in plots)} and the fine-tuned models to {out_dir}/")
+    return payload
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def board_estimates(results: list[RunResult], boards=None) -> dict:
+    """Per run and board: estimated (seconds, joules) of one fine-tuning epoch's training work."""
+    from tinyprop_tf import boards as boards_lib
+
+    names = boards or list(boards_lib.PROFILES)
+    estimates = {}
+    for r in results:
+        epochs = len(r.epochs)
+        macs = (np.sum(r.fwd_macs) + np.sum(r.bwd_macs_sparse)) / epochs
+        ops = np.sum(r.select_ops) / epochs
+        estimates[r.name] = {
+            name: tuple(float(v) for v in boards_lib.estimate_time_energy(boards_lib.get_board(name), macs, ops))
+            for name in names
+        }
+    return estimates
 
 
 def write_json(path: str, payload) -> None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+# Keras' default 0.99 leaves moving statistics ~30% at their initial values after 120 steps; fine-tuning on
+# a few hundred samples never gets further, and inference then collapses. 0.9 converges in tens of steps.
+BN_MOMENTUM = 0.9
+
 
 def mlp(input_shape=(784,), num_classes=10, hidden=(32, 16), name="mlp"):
     """The TinyProp authors' MNIST MLP (784-32-16-10, ReLU) by default."""
@@ -35,15 +39,15 @@ def ds_cnn(input_shape=(49, 10, 1), num_classes=12, filters=64, blocks=4, residu
     """
     inputs = keras.Input(input_shape, name="x")
     x = layers.Conv2D(filters, (10, 4), strides=(2, 2), padding="same", use_bias=False, name="conv0")(inputs)
-    x = layers.BatchNormalization(name="bn0")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn0")(x)
     x = layers.ReLU(name="relu0")(x)
     for b in range(1, blocks + 1):
         block_input = x
         x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{b}")(x)
-        x = layers.BatchNormalization(name=f"dw{b}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"dw{b}_bn")(x)
         x = layers.ReLU(name=f"dw{b}_relu")(x)
         x = layers.Conv2D(filters, 1, use_bias=False, name=f"pw{b}")(x)
-        x = layers.BatchNormalization(name=f"pw{b}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"pw{b}_bn")(x)
         x = layers.ReLU(name=f"pw{b}_relu")(x)
         if residual and b > 1:
             x = layers.Add(name=f"add{b}")([x, block_input])

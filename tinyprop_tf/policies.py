@@ -188,3 +188,37 @@ def get(identifier) -> BackpropPolicy:
         f"unknown back-propagation policy {identifier!r}; pass a policy object (DenseBackprop(), "
         f"StaticTopK(ratio), TinyProp(...), TinyPropSkip(...), SsProp(schedule)) or one of {sorted(names)}"
     )
+
+
+_SPEC_CLASSES = {
+    "dense": DenseBackprop, "static": StaticTopK, "tinyprop": TinyProp, "tinyprop_skip": TinyPropSkip,
+    "ssprop": SsProp,
+}
+
+
+def from_spec(spec: str) -> BackpropPolicy:
+    """A policy from a command-line spec: ``name`` or ``name:value`` or ``name:key=value,key=value``.
+
+    Examples: ``dense``, ``static:0.2``, ``static:ratio=0.1,zeta=0.5``, ``tinyprop``,
+    ``tinyprop:s_min=0.1,s_max=0.9,zeta=0.5``, ``tinyprop_skip:tau=0.05``, ``ssprop:0.3`` (constant keep).
+    A bare value sets the first parameter.
+    """
+    name, _, arguments = str(spec).partition(":")
+    cls = _SPEC_CLASSES.get(name.strip().lower())
+    if cls is None:
+        raise ValueError(f"unknown policy {name!r} in {spec!r}; expected one of {sorted(_SPEC_CLASSES)}")
+    args, kwargs = [], {}
+    for item in filter(None, (part.strip() for part in arguments.split(","))):
+        key, has_key, value = item.partition("=")
+        try:
+            parsed = value if key.strip() == "rounding" else float(value if has_key else key)
+        except ValueError:
+            raise ValueError(f"policy {spec!r}: {item!r} is not a number") from None
+        if has_key:
+            kwargs[key.strip()] = parsed
+        else:
+            args.append(parsed)
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"policy {spec!r}: {error}") from None

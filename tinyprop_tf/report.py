@@ -23,17 +23,18 @@ def comparison_table(results: list[RunResult], board_estimates: dict | None = No
     dense_total = float(np.sum(reference.bwd_macs_dense))
     layer_names = list(results[0].layers)
     boards = sorted({b for est in (board_estimates or {}).values() for b in est})
-    head = f"{'run':<22} {results[0].metric_name + ' before→after':>22} {'bwd MACs':>10} {'vs dense':>9}"
+    width = max(22, *(len(r.name) + 1 for r in results))
+    head = f"{'run':<{width}} {results[0].metric_name + ' before→after':>22} {'bwd MACs':>10} {'vs dense':>9}"
     head += "".join(f" {name[:9]:>9}" for name in layer_names)
     head += "".join(f" {b[:12]:>14}" for b in boards)
     lines = [head]
-    sub = f"{'':<22} {'':>22} {'(total)':>10} {'':>9}" + "".join(f" {'kept':>9}" for _ in layer_names)
+    sub = f"{'':<{width}} {'':>22} {'(total)':>10} {'':>9}" + "".join(f" {'kept':>9}" for _ in layer_names)
     sub += "".join(f" {'s, mJ / epoch':>14}" for _ in boards)
     lines += [sub, "-" * len(head)]
     for r in results:
         total = float(np.sum(r.bwd_macs_sparse))
         row = (
-            f"{r.name:<22} {f'{r.initial_metric:.3f} → {r.final_metric:.3f}':>22} {total / 1e6:>9.1f}M "
+            f"{r.name:<{width}} {f'{r.initial_metric:.3f} → {r.final_metric:.3f}':>22} {total / 1e6:>9.1f}M "
             f"{total / dense_total:>8.3f}x"
         )
         row += "".join(f" {np.nanmean(r.layers[name]['kept_ratio']):>9.3f}" for name in layer_names)

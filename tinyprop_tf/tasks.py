@@ -1,0 +1,154 @@
+"""Fine-tuning tasks on the user's data: splits, features, metric and loss for each supported layout.
+
+Each task returns a ``Task`` with three splits — ``pretrain`` (used only when the model must be trained from
+scratch first), ``finetune`` and ``test`` — of model-ready arrays:
+
+- ``mnist``: IDX files (MNIST or Fashion-MNIST). Pretrain on the first half of the training split, fine-tune
+  on the second half, test on the test split. Inputs [28, 28, 1] in [0, 1].
+- ``fsdd``: Free Spoken Digit Dataset; pretrain on every speaker but ``new_speaker``, fine-tune on that
+  speaker's takes 5-49, test on their takes 0-4 (personalisation). Log-mel features at 8 kHz [49, 40, 1].
+- ``kws``: Speech Commands layout (10 words + silence + unknown): pretrain on ``train``, fine-tune on
+  ``validation``, test on ``test``. Log-mel features at 16 kHz [49, 40, 1].
+- ``dcase``: DCASE2020 Task 2 layout for one machine type: an autoencoder on 5-frame log-mel context vectors;
+  pretrain on the normal training clips of the other machine ids, fine-tune on ``machine_id``'s, test
+  (AUC of the reconstruction error) on ``machine_id``'s test clips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+TASKS = ("mnist", "fsdd", "kws", "dcase")
+
+
+@dataclasses.dataclass
+class Task:
+    name: str
+    pretrain: tuple[np.ndarray, np.ndarray]
+    finetune: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    num_classes: int | None  # None for the autoencoder
+    metric_name: str
+    evaluate: Callable  # evaluate(model) -> float on the test split
+    loss: object = None  # None: sparse categorical cross-entropy on logits
+    description: str = ""
+    feature_scaling: tuple[float, float] | None = None  # (mean, std) subtracted/divided from audio features
+
+    @property
+    def input_shape(self):
+        return self.finetune[0].shape[1:]
+
+
+def _features(waveforms: np.ndarray, config, batch: int = 256) -> np.ndarray:
+    from tinyprop_tf import audio
+
+    parts = [audio.log_mel(waveforms[i:i + batch], config).numpy() for i in range(0, len(waveforms), batch)]
+    return np.concatenate(parts)[..., None].astype("float32")
+
+
+def _standardised(pieces):
+    """Scale every split with the pretrain split's scalar mean and std: raw log-mels (mean about -8, std 6 on
+    FSDD) stall BatchNorm's moving statistics. A device applies the same two constants after its front end."""
+    mean, std = float(pieces[0][0].mean()), float(pieces[0][0].std()) or 1.0
+    return [((x - mean) / std, y) for x, y in pieces], (mean, std)
+
+
+def _classification(name, pretrain, finetune, test, num_classes, description, feature_scaling=None):
+    from tinyprop_tf.experiment import accuracy_evaluator
+
+    return Task(name, pretrain, finetune, test, num_classes, "accuracy", accuracy_evaluator(*test),
+                description=description, feature_scaling=feature_scaling)
+
+
+def mnist_task(path: str) -> Task:
+    from tinyprop_tf.datasets import load_mnist
+
+    train, test = load_mnist(path, "train"), load_mnist(path, "test")
+    scale = lambda images: (images.astype("float32") / 255.0)[..., None]  # noqa: E731
+    x, y = scale(train.x), train.y
+    half = len(x) // 2
+    return _classification("mnist", (x[:half], y[:half]), (x[half:], y[half:]), (scale(test.x), test.y),
+                           len(train.classes), f"IDX files in {path}")
+
+
+def fsdd_task(path: str, new_speaker: str = "yweweler") -> Task:
+    from tinyprop_tf.audio import LogMelConfig
+    from tinyprop_tf.datasets import speaker_split
+
+    split = speaker_split(path, new_speaker=new_speaker)
+    config = LogMelConfig.fsdd_8k()
+    pieces, scaling = _standardised([(_features(part.x, config), part.y) for part in split])
+    return _classification("fsdd", *pieces, 10, f"FSDD in {path}, personalising to speaker {new_speaker!r}",
+                           scaling)
+
+
+def kws_task(path: str) -> Task:
+    from tinyprop_tf.audio import LogMelConfig
+    from tinyprop_tf.datasets import load_speech_commands
+
+    config = LogMelConfig.kws_16k()
+    parts = [load_speech_commands(path, split) for split in ("train", "validation", "test")]
+    pieces, scaling = _standardised([(_features(part.x, config), part.y) for part in parts])
+    return _classification("kws", *pieces, len(parts[0].classes), f"Speech Commands in {path}", scaling)
+
+
+def dcase_task(path: str, machine: str, machine_id: str | None = None) -> Task:
+    from tinyprop_tf.datasets import context_vectors, load_dcase, roc_auc
+
+    train = load_dcase(path, machine, "train")
+    ids = sorted(set(train.metadata["machine_id"].tolist()))
+    machine_id = machine_id or ids[-1]
+    if machine_id not in ids:
+        raise ValueError(f"machine_id {machine_id!r} not found for {machine!r} in {path}; found {ids}")
+    test = load_dcase(path, machine, "test", machine_ids=[machine_id])
+
+    def vectors(clips):
+        return [context_vectors(w, train.sample_rate) for w in clips]
+
+    is_target = train.metadata["machine_id"] == machine_id
+    others = np.concatenate(vectors(train.x[~is_target])) if (~is_target).any() else None
+    own = np.concatenate(vectors(train.x[is_target]))
+    test_vectors = vectors(test.x)
+    labels = np.asarray(test.y)
+
+    def evaluate(model):
+        # Anomaly score of a clip: mean reconstruction error over its context vectors.
+        scores = [float(np.mean((model.predict(v, verbose=0, batch_size=512) - v) ** 2)) for v in test_vectors]
+        return roc_auc(labels, scores)
+
+    pretrain = (others, others) if others is not None else (own, own)
+    flat_test = np.concatenate(test_vectors)
+    return Task("dcase", pretrain, (own, own), (flat_test, flat_test), None, "AUC", evaluate, loss="mse",
+                description=f"DCASE2020 {machine} in {path}, fine-tuning to machine id {machine_id}")
+
+
+def load_task(name: str, path: str, **options) -> Task:
+    """The named task on the data at ``path`` (errors name the path and the expected layout)."""
+    builders = {"mnist": mnist_task, "fsdd": fsdd_task, "kws": kws_task, "dcase": dcase_task}
+    if name not in builders:
+        raise ValueError(f"unknown task {name!r}; expected one of {list(builders)}")
+    return builders[name](path, **{k: v for k, v in options.items() if v is not None})
+
+
+def build_model(architecture: str, task: Task):
+    """A reference model (``tinyprop_tf.models``) shaped for the task."""
+    from tinyprop_tf import models
+
+    shape = task.input_shape
+    if task.num_classes is None:
+        if architecture not in ("autoencoder", "auto"):
+            raise ValueError(f"task {task.name!r} trains an autoencoder; use --model autoencoder or a .keras file")
+        return models.autoencoder(input_dim=int(np.prod(shape)))
+    builders = {
+        "mlp": lambda: models.mlp(input_shape=shape, num_classes=task.num_classes, hidden=(64, 32)),
+        "cnn": lambda: models.small_cnn(input_shape=shape, num_classes=task.num_classes),
+        "ds_cnn": lambda: models.ds_cnn(input_shape=shape, num_classes=task.num_classes, filters=32),
+    }
+    if architecture == "auto":
+        architecture = "cnn" if task.name == "mnist" else "ds_cnn"
+    if architecture not in builders:
+        raise ValueError(f"unknown model {architecture!r}; expected a .keras file or one of {sorted(builders)}")
+    return builders[architecture]()
