@@ -97,3 +97,28 @@ def test_finetune_cli_personalises_fsdd_to_a_new_speaker(tmp_path):
     model = keras.models.load_model(out / "finetuned-tinyprop.keras")
     assert model.input_shape[1:] == (49, 40, 1)
     assert (out / "pretrained.keras").exists() and (out / "kept_ratio_per_layer.png").exists()
+
+
+@pytest.mark.slow
+def test_export_then_verify_cli_and_a_truncated_model(tmp_path):
+    from tinyprop_tf import models
+
+    models.mlp(input_shape=(16,), num_classes=4, hidden=(12,)).save(tmp_path / "m.keras")
+    out = tmp_path / "export"
+    proc = _cli("export", str(tmp_path / "m.keras"), "--policy", "tinyprop", "--optimizer", "adam",
+                "--batch-size", "4", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TFLM arena" in proc.stdout and (out / "train.tflite").exists() and (out / "manifest.json").exists()
+    proc = _cli("verify", str(out), "--steps", "5")
+    assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    (out / "train.tflite").write_bytes((out / "train.tflite").read_bytes()[:2000])
+    proc = _cli("verify", str(out))
+    assert proc.returncode == 2 and "corrupt or truncated" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_export_cli_rejects_missing_and_non_keras_files(tmp_path):
+    proc = _cli("export", str(tmp_path / "none.keras"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "no such model file" in proc.stderr
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    proc = _cli("export", str(tmp_path / "bad.keras"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "cannot load as a Keras model" in proc.stderr and "Traceback" not in proc.stderr

@@ -58,6 +58,36 @@ def _finetune(args):
                        learning_rate=args.learning_rate, seed=args.seed, about=about)
 
 
+def _export(args):
+    import keras
+
+    from tinyprop_tf import policies
+    from tinyprop_tf.converters import export_training_model
+
+    if not os.path.isfile(args.model):
+        raise UsageError(f"{args.model}: no such model file (expected a .keras file)")
+    try:
+        model = keras.models.load_model(args.model)
+    except Exception as error:  # Keras raises many types for a bad file; the user needs the one line
+        raise UsageError(f"{args.model}: cannot load as a Keras model ({type(error).__name__}: {error})") from None
+    policy = policies.from_spec(args.policy) if args.policy else None
+    options = {"momentum": args.momentum} if args.optimizer == "sgd" else {}
+    manifest = export_training_model(model, policy, optimizer=args.optimizer, learning_rate=args.learning_rate,
+                                     loss=args.loss, batch_size=args.batch_size, out_dir=args.out, **options)
+    arena = manifest["tflm"].get("arena_bytes")
+    print(f"Wrote {args.out}/: train.tflite (TFLM), train_litert.tflite (LiteRT signatures), weights, C arrays, "
+          f"manifest.json" + (f"; TFLM arena {arena} bytes" if arena else ""))
+    print(f"Check it: tinyprop verify {args.out} --steps 10")
+
+
+def _verify(args):
+    from tinyprop_tf.converters.verify import verify
+
+    result = verify(args.out_dir, steps=args.steps, rtol=args.rtol, seed=args.seed, check=False)
+    print(result.summary())
+    return result.returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyprop", description="Sparse on-device fine-tuning, simulated in Keras.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,21 +118,44 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--machine", help="dcase: machine type folder (fan, pump, slider, valve, ToyCar, ToyConveyor)")
     ft.add_argument("--machine-id", help="dcase: the machine id to fine-tune to (default: the last one)")
     ft.set_defaults(run=_finetune)
+
+    ex = sub.add_parser("export", help="write a training-capable .tflite (TFLM and LiteRT) of a Keras model")
+    ex.add_argument("model", help="a .keras model (plain or sparsified)")
+    ex.add_argument("--policy", help="dense | static:RATIO | tinyprop[:...] (default: the model's own, else "
+                                     "TinyProp)")
+    ex.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    ex.add_argument("--learning-rate", type=float)
+    ex.add_argument("--momentum", type=float, default=0.0, help="sgd only")
+    ex.add_argument("--loss", choices=["sparse_categorical_crossentropy", "mse"],
+                    default="sparse_categorical_crossentropy")
+    ex.add_argument("--batch-size", type=int, default=8)
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.set_defaults(run=_export)
+
+    ve = sub.add_parser("verify", help="train N identical steps in Keras, LiteRT and TFLM and compare")
+    ve.add_argument("out_dir", help="a folder written by tinyprop export")
+    ve.add_argument("--steps", type=int, default=10)
+    ve.add_argument("--rtol", type=float, default=1e-5)
+    ve.add_argument("--seed", type=int, default=0)
+    ve.set_defaults(run=_verify)
     return parser
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    from tinyprop_tf.converters.flatbuffer import InvalidModelError
+    from tinyprop_tf.converters.tflm import TFLMError
+
     try:
-        args.run(args)
-    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError) as error:
+        code = args.run(args)
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, InvalidModelError, TFLMError) as error:
         print(f"tinyprop {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tinyprop {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

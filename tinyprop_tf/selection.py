@@ -64,15 +64,16 @@ def kth_largest_sorted(scores, k):
 
 
 def kth_largest_pairwise(scores, k):
-    """k-th largest score per row by pairwise counting: builtin ops only (ABS-free, GREATER, SUM, SELECT).
+    """k-th largest score per row by pairwise counting: builtin ops only (GREATER, CAST, SUM, LESS, SELECT_V2).
 
     An entry is among the top-k-or-tied iff fewer than k entries are strictly greater than it; the k-th
-    largest value is the smallest such entry. O(M^2) per row, fine for the layer widths of MCU models.
+    largest value is the smallest such entry. O(M^2) per row (memory too: [B, M, M]), fine for the layer
+    widths of MCU models. Counts are float32 because TFLM's SUM has no int32 kernel (exact below 2**24).
     """
     greater_count = tf.reduce_sum(
-        tf.cast(scores[:, None, :] > scores[:, :, None], tf.int32), axis=2
+        tf.cast(scores[:, None, :] > scores[:, :, None], tf.float32), axis=2
     )  # [B, M]: how many entries beat entry i
-    candidate = greater_count < k[:, None]
+    candidate = greater_count < tf.cast(k, tf.float32)[:, None]
     big = tf.fill(tf.shape(scores), tf.constant(float("inf"), scores.dtype))
     return tf.reduce_min(tf.where(candidate, scores, big), axis=1)
 
@@ -89,9 +90,10 @@ def topk_mask(scores, k, kth_largest=kth_largest_sorted):
     kth = kth_largest(scores, k)[:, None]
     above = scores > kth
     tied = scores == kth
-    room_for_ties = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=1)
+    # Counts in float32 (exact below 2**24): TFLM's SUM and CUMSUM have no int32 kernels.
+    room_for_ties = tf.cast(k, tf.float32) - tf.reduce_sum(tf.cast(above, tf.float32), axis=1)
     # Inclusive running count of tied entries: the first `room_for_ties` of them (lowest indices) are kept.
-    tie_rank = tf.cumsum(tf.cast(tied, tf.int32), axis=1)
+    tie_rank = tf.cumsum(tf.cast(tied, tf.float32), axis=1)
     return above | (tied & (tie_rank <= room_for_ties[:, None]))
 
 

@@ -1,0 +1,389 @@
+"""``export_training_model``: a Keras model + back-propagation policy -> on-device training artefacts.
+
+Files written to ``out_dir`` (all checks run first; nothing is written when the export is refused):
+
+- ``train.tflite``: the TFLM model. ONE entry subgraph (subgraph 0) with inputs ``x``, ``y``, ``mode`` (int32
+  scalar: 1 = train step, anything else = inference) and outputs ``loss`` (scalar), ``output`` (the model
+  output for ``x``; in train mode computed before the update) and ``k`` ([sparse layers, batch] int32: entries
+  kept per sample, 0 for a sample with zero error; zeros in inference mode). In inference mode ``loss`` is the
+  loss of ``x`` against ``y`` (evaluation). ``tf.cond`` -> IF; TFLite builtins that TFLM implements only.
+  Tensor order in the flatbuffer is not the names' order: the manifest gives each input/output index.
+- ``train_litert.tflite``: the LiteRT variant with signatures ``train(x, y) -> loss, output, k``,
+  ``infer(x) -> output``, ``save() -> one tensor per weight`` and ``restore(<one tensor per weight>)``
+  (names = weight paths with '/' -> '_'). No Flex ops.
+- ``weights.bin``: the trainable weights (after BatchNorm folding), raw little-endian float32, concatenated in
+  the manifest's ``weights`` order (layer order; kernel then bias).
+- ``weights.h`` (C array of the weights, with per-weight offsets), ``model_data.h`` / ``model_data.cc`` (the
+  TFLM flatbuffer as a 16-byte aligned C array, input/output indices and the measured arena size).
+- ``reference.keras``: the Keras model the exported step reproduces (sparsified, BatchNorm folded), used by
+  ``verify``.
+- ``manifest.json``: everything above described (see ``_manifest``).
+
+Documented choices of the exported step:
+- BatchNormalization is folded into the Dense/Conv layer before it using its *moving* statistics; the step
+  trains the folded kernel and bias (gamma, beta and the statistics no longer exist on the device).
+- Dropout is the identity (the step runs the model in inference mode; Keras' own step would drop units).
+- The loss is the batch mean: softmax cross-entropy on logits (integer labels) or mean squared error.
+- Adam's ``beta**t`` is computed as ``exp(t * log(beta))`` (TFLM has no POW): equal to Keras' to float32
+  rounding.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tinyprop_tf
+from tinyprop_tf import selection
+from tinyprop_tf.converters import flatbuffer, graph, step, tflm
+from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
+
+FORMAT = "tinyprop-train/1"
+MODE_TRAIN, MODE_INFER = 1, 0
+
+
+def _convert(module, functions, what: str) -> bytes:
+    """Concrete functions of the module (plain tf.Variables, no Keras objects) -> TFLite, builtins only."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [f.get_concrete_function() for f in functions], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.experimental_enable_resource_variables = True
+    try:
+        return converter.convert()
+    except Exception as e:  # ConverterError lists the ops that are not builtins
+        msg = str(e).strip().splitlines()
+        detail = "\n".join(line for line in msg if "error" in line.lower() or "op" in line.lower())[:2000]
+        raise ExportError(
+            f"TFLite conversion of {what} with TFLITE_BUILTINS only failed:\n{detail or msg[:20]}") from None
+
+
+def _probe_inputs(module, details, steps_suffixes=("s0", "infer"), seed=0):
+    """Inputs by index for the worker, for a train step ("s*") and an infer step ("infer")."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(module.batch_size, *module.input_shape)).astype(np.float32)
+    if module._loss == "sparse_categorical_crossentropy":
+        y = (np.arange(module.batch_size) % module.output_shape[-1]).astype(np.int32)
+    else:
+        y = rng.normal(size=(module.batch_size, *module.output_shape)).astype(np.float32)
+    arrays = {}
+    for d in details:
+        for suffix in steps_suffixes:
+            value = {"x": x, "y": y, "mode": np.array(MODE_INFER if suffix == "infer" else MODE_TRAIN, np.int32)}
+            arrays[f"in{d['index']}_{suffix}"] = value[d["name"]]
+    return arrays
+
+
+def _c_bytes(data: bytes, per_line: int = 16) -> str:
+    lines = []
+    for i in range(0, len(data), per_line):
+        lines.append("  " + ", ".join(f"0x{b:02x}" for b in data[i: i + per_line]) + ",")
+    return "\n".join(lines)
+
+
+def _c_floats(values: np.ndarray, per_line: int = 6) -> str:
+    flat = np.asarray(values, np.float32).ravel()
+    lines = []
+    for i in range(0, len(flat), per_line):
+        lines.append("  " + ", ".join(_c_float(v) for v in flat[i: i + per_line]) + ",")
+    return "\n".join(lines)
+
+
+def _c_float(v) -> str:
+    v = float(v)
+    if not np.isfinite(v):
+        raise ExportError("non-finite weight value")
+    text = np.format_float_scientific(np.float32(v), unique=True, precision=None)  # round-trips float32
+    return text + "f"
+
+
+def _macro(name: str) -> str:
+    return step.safe_name(name).upper()
+
+
+def _model_data_files(data: bytes, manifest: dict) -> tuple[str, str]:
+    tflm_io = manifest["tflm"]
+    defines = [f"#define TINYPROP_INPUT_{d['name'].upper()} {d['index']}" for d in tflm_io["inputs"]]
+    defines += [f"#define TINYPROP_OUTPUT_{d['name'].upper()} {d['index']}" for d in tflm_io["outputs"]]
+    header = f"""// Generated by tinyprop_tf.converters.export_training_model ({FORMAT}). Do not edit.
+// TFLM training model: one entry subgraph; set EVERY input before EVERY Invoke() (the planner reuses
+// input buffers); mode {MODE_TRAIN} = train step, {MODE_INFER} = inference. Never call Reset() (it zeroes the
+// resource variables: the weights). Resource variables: {tflm_io['resource_variables']}.
+#ifndef TINYPROP_MODEL_DATA_H_
+#define TINYPROP_MODEL_DATA_H_
+
+{chr(10).join(defines)}
+#define TINYPROP_MODE_TRAIN {MODE_TRAIN}
+#define TINYPROP_MODE_INFER {MODE_INFER}
+#define TINYPROP_BATCH_SIZE {manifest['batch_size']}
+#define TINYPROP_NUM_SPARSE_LAYERS {len(manifest['sparse_layers'])}
+#define TINYPROP_NUM_RESOURCE_VARIABLES {tflm_io['resource_variables']}
+// Smallest arena with which the tflite-micro interpreter (host, 64-bit) allocated and ran the model.
+#define TINYPROP_ARENA_BYTES_MEASURED {tflm_io['arena_bytes']}
+#define TINYPROP_ARENA_BYTES {tflm_io['arena_bytes_recommended']}
+
+extern const unsigned char g_tinyprop_train_model[];
+extern const unsigned int g_tinyprop_train_model_len;
+
+#endif  // TINYPROP_MODEL_DATA_H_
+"""
+    source = f"""// Generated by tinyprop_tf.converters.export_training_model ({FORMAT}). Do not edit.
+#include "model_data.h"
+
+alignas(16) const unsigned char g_tinyprop_train_model[] = {{
+{_c_bytes(data)}
+}};
+const unsigned int g_tinyprop_train_model_len = {len(data)};
+"""
+    return header, source
+
+
+def _weights_header(weights: list[np.ndarray], entries: list[dict]) -> str:
+    total = sum(int(w.size) for w in weights)
+    defines = []
+    for e in entries:
+        m = _macro(e["path"])
+        defines.append(f"#define TINYPROP_W_{m}_OFFSET {e['offset'] // 4}")
+        defines.append(f"#define TINYPROP_W_{m}_SIZE {e['size']}")
+    body = _c_floats(np.concatenate([w.ravel() for w in weights])) if weights else ""
+    return f"""// Generated by tinyprop_tf.converters.export_training_model ({FORMAT}). Do not edit.
+// Trainable weights (BatchNorm folded), float32, in manifest order (layer order, kernel then bias);
+// the same bytes as weights.bin. Offsets and sizes are in floats. Kernel layouts are Keras':
+// Dense [in, out], Conv2D [kh, kw, in, out], Conv1D [k, in, out], DepthwiseConv2D [kh, kw, in, multiplier].
+#ifndef TINYPROP_WEIGHTS_H_
+#define TINYPROP_WEIGHTS_H_
+
+#define TINYPROP_NUM_WEIGHTS {len(weights)}
+#define TINYPROP_WEIGHTS_TOTAL {total}
+{chr(10).join(defines)}
+
+alignas(16) static const float g_tinyprop_weights[TINYPROP_WEIGHTS_TOTAL] = {{
+{body}
+}};
+
+#endif  // TINYPROP_WEIGHTS_H_
+"""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def export_training_model(
+    model,
+    policy=None,
+    optimizer="sgd",
+    learning_rate=None,
+    loss="sparse_categorical_crossentropy",
+    batch_size=32,
+    out_dir="export",
+    selection_mode=None,
+    measure_arena=True,
+    **optimizer_kwargs,
+):
+    """Export ``model`` for sparse on-device training with ``policy``; returns the manifest (dict).
+
+    Args:
+      model: a built Sequential/Functional Keras model (plain, or already ``sparsify``-ed: then it is stripped
+        and re-sparsified, and ``policy`` defaults to its layers' policy).
+      policy: ``DenseBackprop()``, ``StaticTopK(...)`` or ``TinyProp(...)`` (or a short name).
+      optimizer: "sgd" or "adam" (or a ``keras.optimizers.SGD``/``Adam`` without schedules, clipping, decay);
+        extra options as keywords: ``momentum``, ``nesterov`` (SGD), ``beta_1``, ``beta_2``, ``epsilon`` (Adam).
+      learning_rate: float (default: Keras' default of the optimizer).
+      loss: "sparse_categorical_crossentropy" (logits output, integer labels) or "mse".
+      batch_size: the fixed batch size of the exported graphs (TFLM needs static shapes).
+      out_dir: directory for the files (created; our files in it are replaced).
+      selection_mode: "channel" (default) or "element" selection for conv layers (as ``sparsify``).
+      measure_arena: measure the TFLM arena (a few seconds; it also proves TFLM can allocate and run it).
+
+    Raises:
+      ExportError: the model, an option or the converted graph cannot be exported (before any file is written).
+    """
+    if loss not in step.LOSSES:
+        raise ExportError(f"loss must be one of {step.LOSSES}, got {loss!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ExportError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
+    opt = step.optimizer_config(optimizer, learning_rate, **optimizer_kwargs)
+    ref, policy, folded_bn = graph.reference_model(model, policy, selection_mode or "channel")
+    nodes, input_id, output_id = graph.plan(ref)
+    input_shape = tuple(int(d) for d in ref.inputs[0].shape[1:])
+    output_shape = tuple(int(d) for d in ref.outputs[0].shape[1:])
+    if ref.inputs[0].dtype not in ("float32", None):
+        raise ExportError(f"model input dtype {ref.inputs[0].dtype} (only float32)")
+    if loss == "sparse_categorical_crossentropy" and len(output_shape) != 1:
+        raise ExportError(f"sparse_categorical_crossentropy needs a [batch, classes] logits output, got "
+                          f"{(None,) + output_shape}")
+    module = step.TrainStep(nodes, input_id, output_id, policy, opt, loss, batch_size, input_shape, output_shape)
+    if not module.weight_vars:
+        raise ExportError(f"model '{model.name}' has no trainable weights")
+    max_entries = max(int(np.prod(n.out_shape)) for n in nodes if n.kind in AFFINE_KINDS)
+
+    with tempfile.TemporaryDirectory(prefix="tinyprop-export-") as tmp:
+        functions = module.make_functions()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tflm_data = _convert(module, [functions["step"]], "the TFLM train step")
+            litert_data = _convert(module, [functions[k] for k in ("train", "infer", "save", "restore")],
+                                   "the LiteRT signatures")
+
+        # TFLM: type legalisation, then refuse anything TFLM cannot run.
+        tflm_data, legal_notes, tflm_model = flatbuffer.legalize_for_tflm(tflm_data, max_count=max_entries * batch_size)
+        bad = flatbuffer.non_tflm_ops(tflm_model)
+        if bad:
+            raise ExportError(f"the converted TFLM graph uses ops TFLM does not implement: {bad}")
+        problems = flatbuffer.int32_problems(tflm_model)
+        if problems:
+            raise ExportError(f"the converted TFLM graph has int32 ops TFLM's kernels reject: {problems}")
+        if len(tflm_model.signatureDefs or []) != 1 or tflm_model.signatureDefs[0].subgraphIndex != 0:
+            raise ExportError("internal: the TFLM graph's entry is not subgraph 0")
+        litert_model = flatbuffer.load(litert_data, "train_litert.tflite")
+        custom = [op for op in flatbuffer.ops_used(litert_model) if op.startswith("CUSTOM") or op.startswith("UNKNOWN")]
+        if custom:
+            raise ExportError(f"the LiteRT graph uses non-builtin (Flex/custom) ops: {custom}")
+        signatures = sorted(s.signatureKey.decode() for s in litert_model.signatureDefs or [])
+        if signatures != ["infer", "restore", "save", "train"]:
+            raise ExportError(f"internal: unexpected LiteRT signatures {signatures}")
+
+        tflm_inputs, tflm_outputs = flatbuffer.io_details(tflm_model, 0)
+        if sorted(d["name"] for d in tflm_inputs) != ["mode", "x", "y"]:
+            raise ExportError(f"internal: unexpected TFLM inputs {tflm_inputs}")
+        model_path = os.path.join(tmp, "train.tflite")
+        with open(model_path, "wb") as f:
+            f.write(tflm_data)
+        arena = None
+        if measure_arena:
+            try:
+                arena, arena_detail = tflm.measure_arena(model_path, _probe_inputs(module, tflm_inputs),
+                                                         len(tflm_inputs), len(tflm_outputs), detail=True)
+            except tflm.TFLMError as e:
+                raise ExportError(f"the tflite-micro interpreter cannot run the exported step: {e}") from None
+
+        # Everything checked: assemble the files.
+        weights = [np.asarray(v.numpy(), np.float32) for v in module.weight_vars]
+        entries, offset = [], 0
+        for path, w in zip(module.weight_paths, weights):
+            entries.append({"path": path, "name": step.safe_name(path), "shape": list(w.shape),
+                            "offset": offset, "size": int(w.size)})
+            offset += int(w.size) * 4
+        weights_bin = b"".join(w.astype("<f4").tobytes() for w in weights)
+        manifest = _manifest(model, ref, nodes, module, policy, opt, loss, folded_bn, tflm_model, litert_model,
+                             tflm_inputs, tflm_outputs, arena, legal_notes, entries, len(weights_bin))
+        if arena is not None:
+            manifest["tflm"]["arena_detail"] = arena_detail
+        manifest["files"]["train.tflite"]["sha256"] = _sha256(tflm_data)
+        manifest["files"]["train_litert.tflite"]["sha256"] = _sha256(litert_data)
+        manifest["files"]["weights.bin"]["sha256"] = _sha256(weights_bin)
+        header, source = _model_data_files(tflm_data, manifest)
+        stage = os.path.join(tmp, "out")
+        os.makedirs(stage)
+        files = {
+            "train.tflite": tflm_data, "train_litert.tflite": litert_data, "weights.bin": weights_bin,
+            "weights.h": _weights_header(weights, entries).encode(), "model_data.h": header.encode(),
+            "model_data.cc": source.encode(),
+        }
+        for name, data in files.items():
+            with open(os.path.join(stage, name), "wb") as f:
+                f.write(data)
+        ref.save(os.path.join(stage, "reference.keras"))
+        with open(os.path.join(stage, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=2)
+        os.makedirs(out_dir, exist_ok=True)
+        for name in os.listdir(stage):
+            shutil.move(os.path.join(stage, name), os.path.join(out_dir, name))
+    return manifest
+
+
+def _layer_entries(ref, nodes, folded_bn):
+    rows = []
+    for n in nodes:
+        row = {
+            "name": n.name, "type": type(n.layer).__name__, "kind": n.kind, "activation": n.activation,
+            "input_shape": [list(s) for s in n.in_shapes], "output_shape": list(n.out_shape),
+            "trainable": n.trainable, "sparse": n.sparse,
+        }
+        if n.kind in AFFINE_KINDS:
+            row["needs_input_grad"] = n.needs_input_grad
+        if n.sparse:
+            row["depth"] = n.depth
+            row["selection"] = n.layer.selection
+            row["entries"] = int(np.prod(n.out_shape)) if n.layer.selection == "element" else int(n.out_shape[-1])
+            row["zeta_pow"] = float(np.float32(getattr(n.layer.policy, "zeta", 1.0) ** n.depth))
+        if n.name in folded_bn:
+            row["folded_batchnorm"] = folded_bn[n.name]
+        rows.append(row)
+    return rows
+
+
+def _manifest(model, ref, nodes, module, policy, opt, loss, folded_bn, tflm_model, litert_model, tflm_inputs,
+              tflm_outputs, arena, legal_notes, entries, weights_bytes):
+    sig_io = {}
+    for sig in litert_model.signatureDefs or []:
+        key = sig.signatureKey.decode()
+        ins, outs = flatbuffer.io_details(litert_model, sig.subgraphIndex, key)
+        sig_io[key] = {"subgraph": sig.subgraphIndex, "inputs": ins, "outputs": outs}
+    recommended = None if arena is None else int(-(-int(arena * 1.05) // 1024) * 1024)
+    return {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"tinyprop_tf": tinyprop_tf.__version__, "tensorflow": tf.__version__,
+                     "keras": keras.__version__},
+        "model_name": model.name,
+        "batch_size": module.batch_size,
+        "input": {"name": "x", "shape": [module.batch_size, *module.input_shape], "dtype": "float32"},
+        "target": {"name": "y", "shape": module.y_spec().shape.as_list(), "dtype": module.y_spec().dtype.name},
+        "output_shape": [module.batch_size, *module.output_shape],
+        "loss": loss,
+        "optimizer": opt.to_dict(),
+        "policy": keras.saving.serialize_keras_object(policy),
+        "policy_repr": repr(policy),
+        "ymax_init": selection.YMAX_INIT,
+        "kth_largest": "selection.kth_largest_pairwise",
+        "sparse_layers": list(module.sparse_names),
+        "layers": _layer_entries(ref, nodes, folded_bn),
+        "folded_batchnorm": folded_bn,
+        "weights": entries,
+        "weights_bin": {"dtype": "float32", "byte_order": "little", "bytes": weights_bytes,
+                        "order": "layer order (graph topological), kernel then bias; offsets in bytes"},
+        "tflm": {
+            "file": "train.tflite",
+            "entry_subgraph": 0,
+            "inputs": tflm_inputs,
+            "outputs": tflm_outputs,
+            "modes": {"train": MODE_TRAIN, "infer": MODE_INFER},
+            "ops": flatbuffer.ops_used(tflm_model),
+            "subgraphs": len(tflm_model.subgraphs),
+            "resource_variables": len(flatbuffer.variable_names(tflm_model)),
+            "variables": flatbuffer.variable_names(tflm_model),
+            "arena_bytes": arena,
+            "arena_bytes_recommended": recommended,
+            "arena_note": "bytes the tflite-micro Python interpreter's RecordingMicroAllocator used (64-bit host) "
+                          "after a train and an infer invoke; checked by allocating and running with exactly "
+                          "that arena. recommended = +5% rounded up to 1 KiB (pointer sizes and arena alignment "
+                          "differ on the device)",
+            "legalization": legal_notes,
+        },
+        "litert": {"file": "train_litert.tflite", "signatures": sig_io, "ops": flatbuffer.ops_used(litert_model)},
+        "files": {
+            "train.tflite": {}, "train_litert.tflite": {}, "weights.bin": {}, "weights.h": {}, "model_data.h": {},
+            "model_data.cc": {}, "reference.keras": {}, "manifest.json": {},
+        },
+        "notes": [
+            "BatchNormalization folded into the preceding layer with its moving statistics; the folded kernel "
+            "and bias are trained.",
+            "Dropout is the identity in the exported step (inference-mode forward).",
+            "Loss: batch mean of softmax cross-entropy on logits (int32 labels) or of the squared error (MSE).",
+            "Selection: per sample, per sparse layer, as tinyprop_tf.layers (running max updated before use, "
+            "zeta**depth, k = clamp(floor(M*bpr), 1, M), ties to the lower index); bias gradient dense.",
+            "k output: entries kept per sample (0 for a sample with zero error); zeros in inference mode.",
+            "Adam: beta**t as exp(t*log(beta)) (TFLM has no POW).",
+        ],
+    }

@@ -1,0 +1,453 @@
+"""The exported train step: forward, loss, sparse selection, backward and optimizer update on tf.Variables.
+
+The Keras model is *not* wrapped: its weights are mirrored into plain ``tf.Variable`` objects (named by
+``<layer name>/<weight name>``, which is ``weight.path`` in a Functional model; a Sequential model's paths
+carry the model's name scope after reloading, layer names do not) and the forward/backward of each layer is
+written out in ``kernels`` with builtin-lowering ops. The selection rule is not re-implemented here: each
+sparse layer calls its policy's ``sample_ratio`` (``selection.adaptive_ratio``), ``selection.ratio_to_k`` and
+``selection.topk_mask`` with ``selection.kth_largest_pairwise`` (the builtins-only k-th value), exactly as
+``layers.SparseBackpropMixin`` does with the host's sort.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tinyprop_tf import selection
+from tinyprop_tf.converters import kernels
+from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
+
+LOSSES = ("sparse_categorical_crossentropy", "mse")
+OPTIMIZERS = ("sgd", "adam")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Optimizer configuration (Keras 3.15 update rules)
+# ------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class OptimizerConfig:
+    name: str
+    learning_rate: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+    def to_keras(self):
+        if self.name == "sgd":
+            return keras.optimizers.SGD(self.learning_rate, momentum=self.momentum, nesterov=self.nesterov)
+        return keras.optimizers.Adam(self.learning_rate, beta_1=self.beta_1, beta_2=self.beta_2,
+                                     epsilon=self.epsilon)
+
+    def to_dict(self):
+        d = {"name": self.name, "learning_rate": self.learning_rate}
+        if self.name == "sgd":
+            d.update(momentum=self.momentum, nesterov=self.nesterov)
+        else:
+            d.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, amsgrad=False)
+        return d
+
+
+def optimizer_config(optimizer, learning_rate=None, **kwargs) -> OptimizerConfig:
+    """From "sgd"/"adam" (+ learning_rate, momentum, nesterov, beta_1, beta_2, epsilon) or a Keras SGD/Adam."""
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        name = type(optimizer).__name__.lower()
+        if name not in OPTIMIZERS:
+            raise ExportError(f"optimizer {type(optimizer).__name__} is not supported (SGD, Adam)")
+        cfg = optimizer.get_config()
+        for key in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor",
+                    "gradient_accumulation_steps"):
+            if cfg.get(key):
+                raise ExportError(f"optimizer option {key}={cfg[key]!r} is not supported by the exported step")
+        if cfg.get("use_ema") or cfg.get("amsgrad"):
+            raise ExportError("optimizer options use_ema/amsgrad are not supported by the exported step")
+        lr = cfg["learning_rate"]
+        if not isinstance(lr, (int, float)):
+            raise ExportError("learning-rate schedules are not supported by the exported step; pass a float")
+        if learning_rate is not None:
+            lr = learning_rate
+        if name == "sgd":
+            return OptimizerConfig("sgd", float(lr), momentum=float(cfg["momentum"]), nesterov=bool(cfg["nesterov"]))
+        return OptimizerConfig("adam", float(lr), beta_1=float(cfg["beta_1"]), beta_2=float(cfg["beta_2"]),
+                               epsilon=float(cfg["epsilon"]))
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        raise ExportError(f"optimizer must be one of {OPTIMIZERS} or a keras SGD/Adam instance, got {optimizer!r}")
+    name = optimizer.lower()
+    allowed = {"sgd": {"momentum", "nesterov"}, "adam": {"beta_1", "beta_2", "epsilon"}}[name]
+    unknown = set(kwargs) - allowed
+    if unknown:
+        raise ExportError(f"unknown {name} option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    lr = 0.01 if (learning_rate is None and name == "sgd") else (0.001 if learning_rate is None else learning_rate)
+    if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+        raise ExportError(f"learning_rate must be a positive float, got {lr!r}")
+    cfg = OptimizerConfig(name, float(lr), **{k: (bool(v) if k == "nesterov" else float(v)) for k, v in kwargs.items()})
+    if not 0.0 <= cfg.momentum <= 1.0:
+        raise ExportError(f"momentum must be in [0, 1], got {cfg.momentum}")
+    return cfg
+
+
+def weight_key(layer_name: str, weight) -> str:
+    """Stable weight name: '<layer>/<weight>' (``weight.path`` of a Functional model)."""
+    return f"{layer_name}/{weight.path.rsplit('/', 1)[-1]}"
+
+
+def safe_name(path: str) -> str:
+    """A weight path as an identifier: 'fc1/kernel' -> 'fc1_kernel'."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The module
+# ------------------------------------------------------------------------------------------------------------
+class TrainStep(tf.Module):
+    """Plain tf.Variables + explicit forward/backward/update. Built from the exporter's node plan."""
+
+    def __init__(self, nodes, input_id, output_id, policy, opt: OptimizerConfig, loss: str, batch_size: int,
+                 input_shape, output_shape):
+        super().__init__(name="tinyprop_train_step")
+        self._nodes, self._input_id, self._output_id = nodes, input_id, output_id
+        self._policy, self._opt, self._loss = policy, opt, loss
+        self.batch_size = int(batch_size)
+        self.input_shape, self.output_shape = tuple(input_shape), tuple(output_shape)
+
+        # Weights: trainable ones become variables (in node order, kernel then bias), frozen ones constants.
+        self.weight_paths, self.weight_shapes = [], []
+        self.weight_vars = []
+        self._params = {}  # node name -> {"kernel": var-or-const, "bias": ...}
+        for node in nodes:
+            if node.kind not in AFFINE_KINDS:
+                continue
+            params = {}
+            for w in node.layer.weights:
+                leaf = w.path.rsplit("/", 1)[-1]
+                if leaf not in ("kernel", "bias"):
+                    continue  # sparsity state
+                value = np.asarray(w.numpy(), np.float32)
+                path = weight_key(node.name, w)
+                if node.trainable and w.trainable:
+                    var = tf.Variable(value, name=safe_name(path), trainable=True)
+                    self.weight_vars.append(var)
+                    self.weight_paths.append(path)
+                    self.weight_shapes.append(tuple(value.shape))
+                    params[leaf] = var
+                else:
+                    params[leaf] = tf.constant(value)
+            self._params[node.name] = params
+
+        # Running maxima of the sparse layers whose backward runs.
+        self.sparse_names = [n.name for n in nodes if n.sparse]
+        self._runs_backward = {n.name: (n.kind in AFFINE_KINDS and (n.trainable or n.needs_input_grad)) for n in nodes}
+        self.ymax_vars = {}
+        for n in nodes:
+            if n.sparse and self._runs_backward[n.name]:
+                self.ymax_vars[n.name] = tf.Variable(np.float32(selection.YMAX_INIT), name=f"{safe_name(n.name)}_ymax",
+                                                     trainable=False)
+        self._ymax_list = list(self.ymax_vars.values())  # tracked
+
+        # Optimizer slots.
+        zeros = [np.zeros(s, np.float32) for s in self.weight_shapes]
+        self.slots_m, self.slots_v = [], []
+        if opt.name == "sgd" and opt.momentum != 0.0:
+            self.slots_m = [tf.Variable(z, name=f"{safe_name(p)}_momentum", trainable=False)
+                            for z, p in zip(zeros, self.weight_paths)]
+        if opt.name == "adam":
+            self.slots_m = [tf.Variable(z, name=f"{safe_name(p)}_m", trainable=False)
+                            for z, p in zip(zeros, self.weight_paths)]
+            self.slots_v = [tf.Variable(z, name=f"{safe_name(p)}_v", trainable=False)
+                            for z, p in zip(zeros, self.weight_paths)]
+        self.iterations = tf.Variable(np.int32(0), name="iterations", trainable=False)
+
+    # -- specs ----------------------------------------------------------------------------------------------
+    def x_spec(self):
+        return tf.TensorSpec([self.batch_size, *self.input_shape], tf.float32, name="x")
+
+    def y_spec(self):
+        if self._loss == "sparse_categorical_crossentropy":
+            return tf.TensorSpec([self.batch_size], tf.int32, name="y")
+        return tf.TensorSpec([self.batch_size, *self.output_shape], tf.float32, name="y")
+
+    # -- forward --------------------------------------------------------------------------------------------
+    def _forward(self, x, weights):
+        """Returns (values: tensor id -> value, saved: node name -> dict) for the backward pass."""
+        values = {self._input_id: x}
+        saved = {}
+        b = self.batch_size
+        for node in self._nodes:
+            if node.kind == "input":
+                values[node.output] = values[node.inputs[0]] if node.inputs else x
+                continue
+            ins = [values[i] for i in node.inputs]
+            h = ins[0]
+            if node.kind in AFFINE_KINDS:
+                kernel, bias = weights[node.name].get("kernel"), weights[node.name].get("bias")
+                layer = node.layer
+                if node.kind == "dense":
+                    z = kernels.dense_forward(h, kernel, bias)
+                    extra = {}
+                elif node.kind == "conv1d":
+                    geo = kernels.ConvGeometry((1, node.in_shapes[0][0]), (1, layer.kernel_size[0]),
+                                               (1, layer.strides[0]), layer.padding)
+                    h4 = tf.reshape(h, [b, 1, *node.in_shapes[0]])
+                    k4 = tf.reshape(kernel, [1, *kernel.shape])
+                    bias4 = None if bias is None else tf.reshape(bias, [1, 1, 1, -1])
+                    z = tf.reshape(kernels.conv2d_forward(h4, k4, bias4, geo), [b, *node.out_shape])
+                    extra = {"geo": geo, "x4": h4, "k4": k4}
+                else:
+                    geo = kernels.ConvGeometry(node.in_shapes[0][:2], tuple(layer.kernel_size), tuple(layer.strides),
+                                               layer.padding)
+                    bias4 = None if bias is None else tf.reshape(bias, [1, 1, 1, -1])
+                    fwd = kernels.conv2d_forward if node.kind == "conv2d" else kernels.depthwise_forward
+                    z = fwd(h, kernel, bias4, geo)
+                    extra = {"geo": geo}
+                out = kernels.activation_forward(node.activation, z)
+                saved[node.name] = {"x": h, "z": z, "out": out, "kernel": kernel, **extra}
+            elif node.kind == "act":
+                out = kernels.activation_forward(node.activation, h)
+                saved[node.name] = {"z": h, "out": out}
+            elif node.kind == "reshape":
+                out = tf.reshape(h, [b, *node.out_shape])
+            elif node.kind == "gap":
+                out = kernels.gap_forward(h, keepdims=len(node.out_shape) == len(node.in_shapes[0]))
+            elif node.kind == "identity":
+                out = h
+            elif node.kind == "add":
+                out = ins[0]
+                for other in ins[1:]:
+                    out = out + other
+            else:  # pragma: no cover - plan() rejects others
+                raise ExportError(f"layer '{node.name}': no forward for kind {node.kind}")
+            values[node.output] = out
+        return values, saved
+
+    # -- loss -----------------------------------------------------------------------------------------------
+    def _loss_and_grad(self, out, y, with_grad=True):
+        b = self.batch_size
+        if self._loss == "sparse_categorical_crossentropy":
+            classes = out.shape[-1]
+            # One-hot without ONE_HOT (not a TFLM builtin; the converter fuses cast(equal(y, range)) into it).
+            classes_f = tf.constant(np.arange(classes, dtype=np.float32))[None, :]
+            y_f = tf.cast(y, tf.float32)[:, None]
+            onehot = tf.cast(tf.logical_and(y_f >= classes_f, y_f <= classes_f), tf.float32)
+            per_sample = -tf.reduce_sum(onehot * tf.nn.log_softmax(out), axis=1)
+            loss = tf.reduce_sum(per_sample) / float(b)
+            if not with_grad:
+                return loss, None
+            # d loss / d logits = (softmax - onehot) * (1 / B), as TF's fused xent gradient times the mean's.
+            g = (tf.nn.softmax(out) - onehot) * tf.constant(np.float32(1.0) / np.float32(b))
+            return loss, g
+        # MSE: mean over the last axis, then over the batch (Keras MeanSquaredError).
+        diff = y - out
+        per_sample = tf.reduce_mean(tf.square(diff), axis=list(range(1, out.shape.rank)))
+        loss = tf.reduce_sum(per_sample) / float(b)
+        if not with_grad:
+            return loss, None
+        count = int(np.prod(out.shape[1:]))
+        scale = np.float32(np.float32(1.0) / np.float32(b)) / np.float32(count)
+        g = -(tf.constant(scale) * (2.0 * diff))
+        return loss, g
+
+    # -- sparse selection -----------------------------------------------------------------------------------
+    def _select(self, node, delta):
+        """(masked delta, bias gradient, k_eff [B]) exactly as layers.SparseBackpropMixin._backward."""
+        b = self.batch_size
+        if not node.sparse:
+            return delta, tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1))), None
+        layer, policy = node.layer, self._policy
+        per_sample = delta.shape[1:]
+        out_elements = int(np.prod(per_sample))
+        if layer.selection == "element":
+            num_entries = out_elements
+            flat = tf.reshape(tf.abs(delta), [b, 1, num_entries])
+        else:
+            num_entries = int(per_sample[-1])
+            flat = tf.reshape(tf.abs(delta), [b, out_elements // num_entries, num_entries])
+        scores = tf.reduce_sum(flat, axis=1)  # [B, M]
+        y = tf.reduce_sum(scores, axis=1)  # [B]
+        state = self.ymax_vars[node.name]
+        ymax = tf.maximum(state.read_value(), tf.reduce_max(y))  # updated before use
+        state.assign(ymax)
+        bpr = policy.sample_ratio(y, ymax, node.depth, tf.constant(1.0, tf.float32))
+        if not policy.selects:
+            k = tf.fill([b], num_entries)
+            masked = delta
+            k_eff = k
+        else:
+            k = selection.ratio_to_k(bpr, num_entries, policy.rounding)
+            keep = selection.topk_mask(scores, k, kth_largest=selection.kth_largest_pairwise)
+            gate = tf.cast(keep, delta.dtype)
+            if layer.selection == "element":
+                gate = tf.reshape(gate, [b, *per_sample])
+            else:
+                gate = tf.reshape(gate, [b] + [1] * (delta.shape.rank - 2) + [num_entries])
+            masked = delta * gate
+            k_eff = k * tf.cast(y > 0.0, tf.int32)  # samples with zero error cost nothing
+        d_bias = tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1)))  # dense bias gradient
+        return masked, d_bias, k_eff
+
+    # -- backward -------------------------------------------------------------------------------------------
+    def _backward(self, values, saved, g_out):
+        b = self.batch_size
+        grads = {self._output_id: g_out}
+        weight_grads = {}
+        ks = {}
+        for node in reversed(self._nodes):
+            g = grads.pop(node.output, None)
+            if g is None or node.kind == "input":
+                continue
+
+            def give(tid, value):
+                grads[tid] = value if tid not in grads else grads[tid] + value
+
+            if node.kind in AFFINE_KINDS:
+                if not self._runs_backward[node.name]:
+                    continue
+                s = saved[node.name]
+                delta = kernels.activation_backward(node.activation, g, s["z"], s["out"])
+                masked, d_bias, k_eff = self._select(node, delta)
+                if k_eff is not None:
+                    ks[node.name] = k_eff
+                need_dx = node.needs_input_grad
+                if node.kind == "dense":
+                    d_kernel, d_x = kernels.dense_backward(s["x"], s["kernel"], masked, need_dx)
+                elif node.kind == "conv1d":
+                    m4 = tf.reshape(masked, [b, 1, *node.out_shape])
+                    d_k4, d_x4 = kernels.conv2d_backward(s["x4"], s["k4"], m4, s["geo"], need_dx)
+                    d_kernel = tf.reshape(d_k4, s["kernel"].shape)
+                    d_x = None if d_x4 is None else tf.reshape(d_x4, [b, *node.in_shapes[0]])
+                elif node.kind == "conv2d":
+                    d_kernel, d_x = kernels.conv2d_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
+                else:
+                    d_kernel, d_x = kernels.depthwise_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
+                if node.trainable:
+                    weight_grads[(node.name, "kernel")] = d_kernel
+                    weight_grads[(node.name, "bias")] = d_bias
+                if need_dx:
+                    give(node.inputs[0], d_x)
+            elif not node.needs_input_grad:
+                continue
+            elif node.kind == "act":
+                s = saved[node.name]
+                give(node.inputs[0], kernels.activation_backward(node.activation, g, s["z"], s["out"]))
+            elif node.kind == "reshape":
+                give(node.inputs[0], tf.reshape(g, [b, *node.in_shapes[0]]))
+            elif node.kind == "gap":
+                give(node.inputs[0], kernels.gap_backward(g, [b, *node.in_shapes[0]]))
+            elif node.kind == "identity":
+                give(node.inputs[0], g)
+            elif node.kind == "add":
+                for tid in node.inputs:
+                    give(tid, g)
+        return weight_grads, ks
+
+    # -- optimizer ------------------------------------------------------------------------------------------
+    def _apply(self, grads):
+        opt = self._opt
+        lr = tf.constant(opt.learning_rate, tf.float32)
+        if opt.name == "adam":
+            local_step = tf.cast(self.iterations.read_value() + 1, tf.float32)
+            # beta**t without POW (not a TFLM builtin): exp(t * log(beta)), the log of the float32 beta (the
+            # value Keras raises to the power) taken in float64 at export time. Within a few ulp of TF's pow.
+            beta_1_power = tf.exp(local_step * tf.constant(np.float32(math.log(float(np.float32(opt.beta_1))))))
+            beta_2_power = tf.exp(local_step * tf.constant(np.float32(math.log(float(np.float32(opt.beta_2))))))
+            alpha = lr * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
+        for i, (var, grad) in enumerate(zip(self.weight_vars, grads)):
+            if opt.name == "sgd":
+                if opt.momentum != 0.0:
+                    m = self.slots_m[i]
+                    momentum = tf.constant(opt.momentum, tf.float32)
+                    m.assign(m.read_value() * momentum - grad * lr)
+                    if opt.nesterov:
+                        var.assign_add(m.read_value() * momentum - grad * lr)
+                    else:
+                        var.assign_add(m.read_value())
+                else:
+                    var.assign_sub(grad * lr)
+            else:
+                m, v = self.slots_m[i], self.slots_v[i]
+                m.assign_add((grad - m.read_value()) * (1 - opt.beta_1))
+                v.assign_add((tf.square(grad) - v.read_value()) * (1 - opt.beta_2))
+                var.assign_sub((m.read_value() * alpha) / (tf.sqrt(v.read_value()) + opt.epsilon))
+        self.iterations.assign_add(1)
+
+    # -- step functions -------------------------------------------------------------------------------------
+    def _read_weights(self):
+        weights = {}
+        for name, params in self._params.items():
+            weights[name] = {k: (v.read_value() if isinstance(v, tf.Variable) else v) for k, v in params.items()}
+        return weights
+
+    def _k_matrix(self, ks):
+        rows = [ks.get(name, tf.zeros([self.batch_size], tf.int32)) for name in self.sparse_names]
+        return tf.stack(rows, axis=0)
+
+    def train_impl(self, x, y):
+        weights = self._read_weights()
+        values, saved = self._forward(x, weights)
+        out = values[self._output_id]
+        loss, g_out = self._loss_and_grad(out, y)
+        weight_grads, ks = self._backward(values, saved, g_out)
+        ordered = []
+        for node in self._nodes:
+            if node.kind not in AFFINE_KINDS:
+                continue
+            for leaf, param in self._params[node.name].items():
+                if isinstance(param, tf.Variable):
+                    ordered.append(weight_grads[(node.name, leaf)])
+        self._apply(ordered)
+        return loss, out, self._k_matrix(ks)
+
+    def infer_impl(self, x, y=None):
+        values, _ = self._forward(x, self._read_weights())
+        out = values[self._output_id]
+        loss = self._loss_and_grad(out, y, with_grad=False)[0] if y is not None else None
+        return loss, out
+
+    # -- exported signatures --------------------------------------------------------------------------------
+    def make_functions(self):
+        """tf.functions: ``step`` (TFLM entry: x, y, mode) and the LiteRT signatures."""
+        b, n_sparse = self.batch_size, len(self.sparse_names)
+
+        mode_spec = tf.TensorSpec([], tf.int32, name="mode")
+
+        @tf.function(autograph=False, input_signature=[self.x_spec(), self.y_spec(), mode_spec])
+        def step(x, y, mode):
+            def train_branch():
+                return self.train_impl(x, y)
+
+            def infer_branch():
+                loss, out = self.infer_impl(x, y)
+                return loss, out, tf.zeros([n_sparse, b], tf.int32)
+
+            loss, out, k = tf.cond(tf.equal(mode, 1), train_branch, infer_branch)
+            return {"loss": loss, "output": out, "k": k}
+
+        @tf.function(autograph=False, input_signature=[self.x_spec(), self.y_spec()])
+        def train(x, y):
+            loss, out, k = self.train_impl(x, y)
+            return {"loss": loss, "output": out, "k": k}
+
+        @tf.function(autograph=False, input_signature=[self.x_spec()])
+        def infer(x):
+            return {"output": self.infer_impl(x)[1]}
+
+        @tf.function(autograph=False, input_signature=[])
+        def save():
+            return {safe_name(p): v.read_value() for p, v in zip(self.weight_paths, self.weight_vars)}
+
+        restore_specs = [tf.TensorSpec(s, tf.float32, name=safe_name(p))
+                         for p, s in zip(self.weight_paths, self.weight_shapes)]
+
+        @tf.function(autograph=False, input_signature=restore_specs)
+        def restore(*values):
+            for var, value in zip(self.weight_vars, values):
+                var.assign(value)
+            return {"restored": tf.constant(len(values), tf.int32)}
+
+        return {"step": step, "train": train, "infer": infer, "save": save, "restore": restore}
