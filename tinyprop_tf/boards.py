@@ -7,7 +7,9 @@ reasoning. A profile refuses to be built without a non-empty source for every fi
 Cycles per float32 MAC start as documented estimates (``CycleCost.measured`` is False). When the project has
 measured its own kernels (e.g. instruction counts under QEMU), replace them with
 ``with_measured_cycles_per_mac(board, value, source)`` or ``load_cycle_overrides(path)``; the result is marked
-``measured=True``. Note that QEMU counts instructions, not cycles: say so in the source string.
+``measured=True``. Note that QEMU counts instructions, not cycles: say so in the source string. The package's
+own ``measured_cycles.json`` (``MEASURED_CYCLES_PATH``, written by ``benchmarks/micro_qemu.py``) is applied to
+``PROFILES`` at import when present.
 
     board = get_board("nrf52840")
     seconds, joules = estimate_time_energy(board, macs=2.5e6, other_ops=1e5)
@@ -21,6 +23,7 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 from typing import Iterable, NamedTuple
 
 from tinyprop_tf._validate import check_int
@@ -516,6 +519,14 @@ def load_cycle_overrides(path: str, profiles: dict[str, BoardProfile] | None = N
             board = with_measured_cycles_per_select_op(board, entry["cycles_per_select_op"], source, note)
         profiles[board.key] = board
     return profiles
+
+
+# The project's own measurements, shipped with the package: ``measured_cycles.json`` next to this module
+# (written by ``benchmarks/micro_qemu.py``: QEMU instruction counts of the micro/ kernels, not cycles). When the
+# file is present its boards replace their documented cycle costs at import (``measured=True``).
+MEASURED_CYCLES_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "measured_cycles.json")
+if os.path.isfile(MEASURED_CYCLES_PATH):
+    PROFILES.update(load_cycle_overrides(MEASURED_CYCLES_PATH))
 
 
 # --------------------------------------------------------------------------------------------------------

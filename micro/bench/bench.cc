@@ -167,7 +167,7 @@ void JobFc(int32_t batch, int32_t in, int32_t out, bool with_dx, const int32_t* 
   float* dx = with_dx ? Floats(batch * in) : nullptr;
   float* db = Floats(out);
   float* scratch = Floats(batch);
-  float* gathered = Floats(out);
+  float* w_upd = Floats(in * out);
   int32_t* k = Ints(batch);
   int32_t* kept = Ints(batch * out);
   int32_t* union_scratch = Ints(out);
@@ -214,15 +214,33 @@ void JobFc(int32_t batch, int32_t in, int32_t out, bool with_dx, const int32_t* 
     });
     snprintf(name, sizeof name, "%s.k%ld.clear_add", prefix, static_cast<long>(kk));
     Measure(name, [&] {
-      if (!bench::ClearKeptColumns(batch, in, out, k, kept, out, mask_scratch, union_scratch, dw, dx, batch * in)) {
-        Fail("ClearKeptColumns");
-      }
+      if (with_dx) bench::ClearFloats(dx, batch * in);
     });
     snprintf(name, sizeof name, "%s.k%ld.sparse_dwdx_add", prefix, static_cast<long>(kk));
     Measure(name, [&] {
       Expect(DenseBackwardSparse(shape, x, w, delta, set, BiasGrad::kDense, Accumulate::kAdd, dw, dx, nullptr),
              "DenseBackwardSparse dW+dx add");
     });
+    // The optimizer step that consumes dW: KeptUnion + SgdUpdateColumns (which clears the columns it used), and
+    // the same loop without the clearing.
+    snprintf(name, sizeof name, "%s.k%ld.sgd_cols_plain", prefix, static_cast<long>(kk));
+    Measure(name, [&] {
+      if (!bench::PlainSgdColumns(0.01f, batch, in, out, k, kept, out, mask_scratch, union_scratch, w_upd, dw)) {
+        Fail("PlainSgdColumns");
+      }
+    });
+    snprintf(name, sizeof name, "%s.k%ld.sgd_cols", prefix, static_cast<long>(kk));
+    Measure(name, [&] {
+      int32_t count = 0;
+      Expect(KeptUnion(set, batch, out, mask_scratch, union_scratch, &count), "KeptUnion");
+      Expect(SgdUpdateColumns(0.01f, w_upd, dw, in, out, union_scratch, count), "SgdUpdateColumns");
+    });
+    for (int32_t i = 0; i < in * out; ++i) {
+      if (!(dw[i] == 0.0f)) {
+        Fail("SgdUpdateColumns left a gradient column uncleared");
+        break;
+      }
+    }
     snprintf(name, sizeof name, "%s.k%ld.bias", prefix, static_cast<long>(kk));
     Measure(name, [&] {
       Expect(DenseBackwardSparse(shape, nullptr, nullptr, delta, set, BiasGrad::kDense, Accumulate::kOverwrite,
@@ -235,18 +253,17 @@ void JobFc(int32_t batch, int32_t in, int32_t out, bool with_dx, const int32_t* 
              "DenseBackwardSparse");
     });
     if (!Equal(db, db_ref, out)) Fail("dense bias != reference");
-    snprintf(name, sizeof name, "%s.k%ld.proposed_dwdx_add", prefix, static_cast<long>(kk));
-    Measure(name, [&] {
-      bench::ProposedDenseBackwardSparseAdd(batch, in, out, x, w, delta, k, kept, out, dw_ref, dx_ref, gathered);
-    });
-    // The restructured loops must give the library's kAdd result bit for bit (both from zeroed outputs).
-    for (int32_t i = 0; i < in * out; ++i) dw[i] = dw_ref[i] = 0.0f;
-    for (int32_t i = 0; with_dx && i < batch * in; ++i) dx[i] = dx_ref[i] = 0.0f;
+    snprintf(name, sizeof name, "%s.k%ld.naive_sparse_add", prefix, static_cast<long>(kk));
+    Measure(name, [&] { bench::NaiveDenseBackwardSparseAdd(batch, in, out, x, w, delta, k, kept, out, dw_ref, dx_ref); });
+    // The library's kAdd kernel must give the straightforward sparse loop's result bit for bit (both from non-zero
+    // outputs, so the "dx += row sum" order is checked too).
+    for (int32_t i = 0; i < in * out; ++i) dw[i] = dw_ref[i] = 0.25f * static_cast<float>(i % 7);
+    for (int32_t i = 0; with_dx && i < batch * in; ++i) dx[i] = dx_ref[i] = 0.5f * static_cast<float>(i % 5);
     Expect(DenseBackwardSparse(shape, x, w, delta, set, BiasGrad::kDense, Accumulate::kAdd, dw, dx, nullptr),
            "DenseBackwardSparse add");
-    bench::ProposedDenseBackwardSparseAdd(batch, in, out, x, w, delta, k, kept, out, dw_ref, dx_ref, gathered);
+    bench::NaiveDenseBackwardSparseAdd(batch, in, out, x, w, delta, k, kept, out, dw_ref, dx_ref);
     if (!Equal(dw, dw_ref, in * out) || (with_dx && !Equal(dx, dx_ref, batch * in))) {
-      Fail("proposed sparse loops != DenseBackwardSparse");
+      Fail("DenseBackwardSparse(kAdd) != straightforward sparse loop");
     }
     Expect(DenseBackwardReference(shape, x, w, delta, dw_ref, dx_ref, db_ref), "reference");
     Expect(DenseBackwardSparse(shape, x, w, delta, set, BiasGrad::kDense, Accumulate::kOverwrite, dw, dx, db),
@@ -300,6 +317,8 @@ void JobConv(int32_t h, int32_t wd, int32_t c, const int32_t* ks, int32_t nk) {
   float* dx_p = Floats(hwc);
   float* db_p = Floats(c);
   float* scratch = Floats(c + 1);
+  float* w_upd_d = Floats(9 * c);
+  float* w_upd_p = Floats(c * c);
   int32_t* k = Ints(1);
   int32_t* kept = Ints(c);
   int32_t* union_scratch = Ints(c);
@@ -374,14 +393,26 @@ void JobConv(int32_t h, int32_t wd, int32_t c, const int32_t* ks, int32_t nk) {
       snprintf(name, sizeof name, "%s.%s.k%ld.sparse_dwdx", prefix, tag, static_cast<long>(kk));
       Measure(name, [&] { run(dwt, dx, nullptr, Accumulate::kOverwrite); });
       snprintf(name, sizeof name, "%s.%s.k%ld.clear_add", prefix, tag, static_cast<long>(kk));
-      Measure(name, [&] {
-        if (!bench::ClearKeptColumns(1, depthwise ? 9 : c, c, k, kept, c, mask_scratch, union_scratch, dwt, dx,
-                                     hwc)) {
-          Fail("ClearKeptColumns");
-        }
-      });
+      Measure(name, [&] { bench::ClearFloats(dx, hwc); });
       snprintf(name, sizeof name, "%s.%s.k%ld.sparse_dwdx_add", prefix, tag, static_cast<long>(kk));
       Measure(name, [&] { run(dwt, dx, nullptr, Accumulate::kAdd); });
+      {
+        // Optimizer step over the kept channels (rows = kh * kw * C_in / depthwise taps, cols = output channels).
+        const int32_t rows = depthwise ? 9 : c;
+        float* w_upd = depthwise ? w_upd_d : w_upd_p;
+        snprintf(name, sizeof name, "%s.%s.k%ld.sgd_cols_plain", prefix, tag, static_cast<long>(kk));
+        Measure(name, [&] {
+          if (!bench::PlainSgdColumns(0.01f, 1, rows, c, k, kept, c, mask_scratch, union_scratch, w_upd, dwt)) {
+            Fail("PlainSgdColumns");
+          }
+        });
+        snprintf(name, sizeof name, "%s.%s.k%ld.sgd_cols", prefix, tag, static_cast<long>(kk));
+        Measure(name, [&] {
+          int32_t count = 0;
+          Expect(KeptUnion(set, 1, c, mask_scratch, union_scratch, &count), "KeptUnion");
+          Expect(SgdUpdateColumns(0.01f, w_upd, dwt, rows, c, union_scratch, count), "SgdUpdateColumns");
+        });
+      }
       snprintf(name, sizeof name, "%s.%s.k%ld.bias", prefix, tag, static_cast<long>(kk));
       Measure(name, [&] { run(nullptr, nullptr, db, Accumulate::kOverwrite); });
       snprintf(name, sizeof name, "%s.%s.k%ld.sparse_all", prefix, tag, static_cast<long>(kk));

@@ -1,4 +1,4 @@
-// Straightforward loops the library's dense backward is compared against (built with the library's flags, in
+// Straightforward loops the library's kernels are compared against (built with the library's flags, in
 // their own translation unit, shapes passed at run time so nothing is specialised), and the calibration loops.
 #include "naive.h"
 
@@ -56,49 +56,45 @@ void NaiveDepthwise3x3SameBackward(int32_t h, int32_t w_, int32_t c, const float
   }
 }
 
-void ProposedDenseBackwardSparseAdd(int32_t batch, int32_t in, int32_t out, const float* x, const float* w,
-                                    const float* delta, const int32_t* k, const int32_t* kept, int32_t row_stride,
-                                    float* dw, float* dx, float* gathered) {
+void NaiveDenseBackwardSparseAdd(int32_t batch, int32_t in, int32_t out, const float* x, const float* w,
+                                 const float* delta, const int32_t* k, const int32_t* kept, int32_t row_stride,
+                                 float* dw, float* dx) {
   for (int32_t b = 0; b < batch; ++b) {
     const int32_t kb = k[b];
     const int32_t* idx = kept + b * row_stride;
     const float* d = delta + b * out;
     const float* xb = x + b * in;
-    // dW column by column: one index load per kept unit instead of one per MAC; per dW element the samples are
-    // still added in batch order, so the result is the library kernel's bit for bit.
-    for (int32_t t = 0; t < kb; ++t) {
-      const float dv = d[idx[t]];
-      float* col = dw + idx[t];
-      for (int32_t i = 0; i < in; ++i) col[i * out] += xb[i] * dv;
-    }
-    if (dx != nullptr) {
-      // dx with the kept errors gathered once per sample (same summation order as the library kernel).
-      for (int32_t t = 0; t < kb; ++t) gathered[t] = d[idx[t]];
-      float* dxb = dx + b * in;
-      for (int32_t i = 0; i < in; ++i) {
+    for (int32_t i = 0; i < in; ++i) {
+      float* dw_row = dw + i * out;
+      for (int32_t t = 0; t < kb; ++t) dw_row[idx[t]] += xb[i] * d[idx[t]];
+      if (dx != nullptr) {
         const float* w_row = w + i * out;
         float acc = 0.0f;
-        for (int32_t t = 0; t < kb; ++t) acc += w_row[idx[t]] * gathered[t];
-        dxb[i] += acc;
+        for (int32_t t = 0; t < kb; ++t) acc += w_row[idx[t]] * d[idx[t]];
+        dx[b * in + i] += acc;
       }
     }
   }
 }
 
-bool ClearKeptColumns(int32_t batch, int32_t rows, int32_t out, const int32_t* k, const int32_t* kept,
-                      int32_t row_stride, uint8_t* mask_scratch, int32_t* union_scratch, float* dw, float* dx,
-                      int32_t dx_size) {
+void ClearFloats(float* p, int32_t n) {
+  for (int32_t i = 0; i < n; ++i) p[i] = 0.0f;
+}
+
+bool PlainSgdColumns(float lr, int32_t batch, int32_t rows, int32_t out, const int32_t* k, const int32_t* kept,
+                     int32_t row_stride, uint8_t* mask_scratch, int32_t* union_scratch, float* w, const float* g) {
   int32_t count = 0;
   if (tinyprop::KeptUnion(tinyprop::KeptSet{k, kept, row_stride}, batch, out, mask_scratch, union_scratch, &count) !=
       tinyprop::Status::kOk) {
     return false;
   }
-  for (int32_t t = 0; t < count; ++t) {
-    float* col = dw + union_scratch[t];
-    for (int32_t i = 0; i < rows; ++i) col[i * out] = 0.0f;
-  }
-  if (dx != nullptr) {
-    for (int32_t i = 0; i < dx_size; ++i) dx[i] = 0.0f;
+  for (int32_t r = 0; r < rows; ++r) {
+    float* wr = w + r * out;
+    const float* gr = g + r * out;
+    for (int32_t t = 0; t < count; ++t) {
+      const int32_t c = union_scratch[t];
+      wr[c] = wr[c] - gr[c] * lr;
+    }
   }
   return true;
 }

@@ -1,6 +1,7 @@
 #include "tinyprop/conv.h"
 
 #include "internal.h"
+#include "kept_columns.h"
 
 namespace tinyprop {
 namespace {
@@ -76,24 +77,52 @@ inline int32_t InputCoord(int32_t o, int32_t stride, int32_t pad, int32_t r, int
   return (i >= 0 && i < in) ? static_cast<int32_t>(i) : -1;
 }
 
-// Shared loop of the Conv2D kernels: `all` = every channel (reference), else the kept row of each sample.
-void Conv2DBackwardImpl(const ConvPlan& p, const float* x, const float* w, const float* delta, const KeptSet* kept,
-                        BiasGrad bias, float* dw, float* dx, float* db) {
+// Bias gradient of one output position (shared by the Conv2D and DepthwiseConv2D kernels): every channel
+// (reference, or BiasGrad::kDense) or the kept channels idx[0..kb) only (BiasGrad::kKeptOnly).
+inline void AccumulateBias(const float* d, int32_t O, const int32_t* idx, int32_t kb, BiasGrad bias, float* db) {
+  if (idx == nullptr || bias == BiasGrad::kDense) {
+    for (int32_t o = 0; o < O; ++o) db[o] += d[o];
+  } else {
+    for (int32_t t = 0; t < kb; ++t) db[idx[t]] += d[idx[t]];
+  }
+}
+
+// Shared loop of the Conv2D kernels: `kept` null = every channel (reference), else the kept row of each sample.
+// Per output position and kernel tap the sparse path is a Dense layer [C_in -> O] restricted to the kept
+// channels (internal::SparseSample: kept deltas loaded once per block of 4 channels, no index load per MAC);
+// dx[x_off + ci] += (sum over kept o in order), the same order as the plain loop.
+// Every channel of one position and tap: dW[ci, :] += x[ci] * d, dx[ci] += W[ci, :] . d (a Dense layer C -> O).
+void Conv2DDenseTap(int32_t C, int32_t O, const float* xp, const float* wp, const float* d, float* dwp, float* dxp) {
+  if (dwp != nullptr) {
+    for (int32_t ci = 0; ci < C; ++ci) {
+      const float xv = xp[ci];
+      float* dw_row = dwp + static_cast<int64_t>(ci) * O;
+      for (int32_t o = 0; o < O; ++o) dw_row[o] += xv * d[o];
+    }
+  }
+  if (dxp != nullptr) {
+    for (int32_t ci = 0; ci < C; ++ci) {
+      const float* w_row = wp + static_cast<int64_t>(ci) * O;
+      float acc = 0.0f;
+      for (int32_t o = 0; o < O; ++o) acc += w_row[o] * d[o];
+      dxp[ci] += acc;
+    }
+  }
+}
+
+template <bool kSparse>
+void Conv2DLoops(const ConvPlan& p, const float* x, const float* w, const float* delta, const KeptSet* kept,
+                 BiasGrad bias, float* dw, float* dx, float* db) {
   const int32_t C = p.in_c, O = p.out_c;
   for (int32_t b = 0; b < p.batch; ++b) {
-    const int32_t kb = (kept != nullptr) ? kept->k[b] : O;
-    const int32_t* idx = (kept != nullptr) ? internal::KeptRow(*kept, b) : nullptr;
+    const int32_t kb = kSparse ? kept->k[b] : O;
+    const int32_t* idx = kSparse ? internal::KeptRow(*kept, b) : nullptr;
+    const bool work = kb > 0 && (dw != nullptr || dx != nullptr);
     for (int32_t oh = 0; oh < p.out_h; ++oh) {
       for (int32_t ow = 0; ow < p.out_w; ++ow) {
         const float* d = delta + ((static_cast<int64_t>(b) * p.out_h + oh) * p.out_w + ow) * O;
-        if (db != nullptr) {
-          if (idx == nullptr || bias == BiasGrad::kDense) {
-            for (int32_t o = 0; o < O; ++o) db[o] += d[o];
-          } else {
-            for (int32_t t = 0; t < kb; ++t) db[idx[t]] += d[idx[t]];
-          }
-        }
-        if (kb == 0 || (dw == nullptr && dx == nullptr)) continue;
+        if (db != nullptr) AccumulateBias(d, O, idx, kb, bias, db);
+        if (!work) continue;
         for (int32_t r = 0; r < p.kh; ++r) {
           const int32_t ih = InputCoord(oh, p.sh, p.pad_top, r, p.dh, p.in_h);
           if (ih < 0) continue;
@@ -102,28 +131,22 @@ void Conv2DBackwardImpl(const ConvPlan& p, const float* x, const float* w, const
             if (iw < 0) continue;
             const int64_t x_off = ((static_cast<int64_t>(b) * p.in_h + ih) * p.in_w + iw) * C;
             const int64_t k_off = (static_cast<int64_t>(r) * p.kw + c) * C * O;
-            for (int32_t ci = 0; ci < C; ++ci) {
-              const int64_t row = k_off + static_cast<int64_t>(ci) * O;
-              if (dw != nullptr) {
-                const float xv = x[x_off + ci];
-                float* dw_row = dw + row;
-                if (idx == nullptr) {
-                  for (int32_t o = 0; o < O; ++o) dw_row[o] += xv * d[o];
-                } else {
-                  for (int32_t t = 0; t < kb; ++t) dw_row[idx[t]] += xv * d[idx[t]];
-                }
+            if (kSparse) {
+              const float* xp = (x != nullptr) ? x + x_off : nullptr;
+              const float* wp = (w != nullptr) ? w + k_off : nullptr;
+              float* dwp = (dw != nullptr) ? dw + k_off : nullptr;
+              float* dxp = (dx != nullptr) ? dx + x_off : nullptr;
+              if (dwp != nullptr && dxp != nullptr) {
+                internal::SparseSample<true, true>(C, O, xp, wp, d, idx, kb, dwp, dxp, false);
+              } else if (dwp != nullptr) {
+                internal::SparseSample<true, false>(C, O, xp, wp, d, idx, kb, dwp, dxp, false);
+              } else {
+                internal::SparseSample<false, true>(C, O, xp, wp, d, idx, kb, dwp, dxp, false);
               }
-              if (dx != nullptr) {
-                const float* w_row = w + row;
-                float acc = 0.0f;
-                if (idx == nullptr) {
-                  for (int32_t o = 0; o < O; ++o) acc += w_row[o] * d[o];
-                } else {
-                  for (int32_t t = 0; t < kb; ++t) acc += w_row[idx[t]] * d[idx[t]];
-                }
-                dx[x_off + ci] += acc;
-              }
+              continue;
             }
+            Conv2DDenseTap(C, O, (dw != nullptr) ? x + x_off : nullptr, (dx != nullptr) ? w + k_off : nullptr, d,
+                           (dw != nullptr) ? dw + k_off : nullptr, (dx != nullptr) ? dx + x_off : nullptr);
           }
         }
       }
@@ -131,23 +154,42 @@ void Conv2DBackwardImpl(const ConvPlan& p, const float* x, const float* w, const
   }
 }
 
-void DepthwiseBackwardImpl(const ConvPlan& p, const float* x, const float* w, const float* delta,
-                           const KeptSet* kept, BiasGrad bias, float* dw, float* dx, float* db) {
+void Conv2DBackwardImpl(const ConvPlan& p, const float* x, const float* w, const float* delta, const KeptSet* kept,
+                        BiasGrad bias, float* dw, float* dx, float* db) {
+  if (kept != nullptr) {
+    Conv2DLoops<true>(p, x, w, delta, kept, bias, dw, dx, db);
+  } else {
+    Conv2DLoops<false>(p, x, w, delta, kept, bias, dw, dx, db);
+  }
+}
+
+// One kernel tap (r, c) of a depthwise position: channel o = ci * dm + m; kSparse: o from the kept row.
+template <bool kSparse, bool kDm1, bool kDw, bool kDx>
+inline void DepthwiseTap(const float* xp, const float* wp, const float* d, const int32_t* idx, int32_t kb,
+                         int32_t dm, float* dwp, float* dxp) {
+  for (int32_t t = 0; t < kb; ++t) {
+    const int32_t o = kSparse ? idx[t] : t;
+    const int32_t ci = kDm1 ? o : o / dm;
+    const float dv = d[o];
+    if (kDw) dwp[o] += xp[ci] * dv;
+    if (kDx) dxp[ci] += wp[o] * dv;
+  }
+}
+
+// The depthwise loops with the sparse / depth-multiplier / null-output decisions made once (template flags).
+template <bool kSparse, bool kDm1, bool kDw, bool kDx>
+void DepthwiseLoops(const ConvPlan& p, const float* x, const float* w, const float* delta, const KeptSet* kept,
+                    BiasGrad bias, float* dw, float* dx, float* db) {
   const int32_t C = p.in_c, O = p.out_c, dm = p.dm;
   for (int32_t b = 0; b < p.batch; ++b) {
-    const int32_t kb = (kept != nullptr) ? kept->k[b] : O;
-    const int32_t* idx = (kept != nullptr) ? internal::KeptRow(*kept, b) : nullptr;
+    const int32_t kb = kSparse ? kept->k[b] : O;
+    const int32_t* idx = kSparse ? internal::KeptRow(*kept, b) : nullptr;
+    const bool work = (kDw || kDx) && kb > 0;
     for (int32_t oh = 0; oh < p.out_h; ++oh) {
       for (int32_t ow = 0; ow < p.out_w; ++ow) {
         const float* d = delta + ((static_cast<int64_t>(b) * p.out_h + oh) * p.out_w + ow) * O;
-        if (db != nullptr) {
-          if (idx == nullptr || bias == BiasGrad::kDense) {
-            for (int32_t o = 0; o < O; ++o) db[o] += d[o];
-          } else {
-            for (int32_t t = 0; t < kb; ++t) db[idx[t]] += d[idx[t]];
-          }
-        }
-        if (kb == 0 || (dw == nullptr && dx == nullptr)) continue;
+        if (db != nullptr) AccumulateBias(d, O, idx, kb, bias, db);
+        if (!work) continue;
         for (int32_t r = 0; r < p.kh; ++r) {
           const int32_t ih = InputCoord(oh, p.sh, p.pad_top, r, p.dh, p.in_h);
           if (ih < 0) continue;
@@ -157,16 +199,41 @@ void DepthwiseBackwardImpl(const ConvPlan& p, const float* x, const float* w, co
             const int64_t x_off = ((static_cast<int64_t>(b) * p.in_h + ih) * p.in_w + iw) * C;
             // Kernel [kh, kw, C, dm] flattened: tap (r, c), channel o = ci * dm + m  ->  (r * kw + c) * O + o.
             const int64_t k_off = (static_cast<int64_t>(r) * p.kw + c) * O;
-            for (int32_t t = 0; t < kb; ++t) {
-              const int32_t o = (idx == nullptr) ? t : idx[t];
-              const int32_t ci = (dm == 1) ? o : o / dm;
-              if (dw != nullptr) dw[k_off + o] += x[x_off + ci] * d[o];
-              if (dx != nullptr) dx[x_off + ci] += w[k_off + o] * d[o];
-            }
+            DepthwiseTap<kSparse, kDm1, kDw, kDx>(kDw ? x + x_off : nullptr, kDx ? w + k_off : nullptr, d, idx, kb,
+                                                   dm, kDw ? dw + k_off : nullptr, kDx ? dx + x_off : nullptr);
           }
         }
       }
     }
+  }
+}
+
+template <bool kSparse, bool kDm1>
+void DepthwiseDispatchOutputs(const ConvPlan& p, const float* x, const float* w, const float* delta,
+                              const KeptSet* kept, BiasGrad bias, float* dw, float* dx, float* db) {
+  if (dw != nullptr && dx != nullptr) {
+    DepthwiseLoops<kSparse, kDm1, true, true>(p, x, w, delta, kept, bias, dw, dx, db);
+  } else if (dw != nullptr) {
+    DepthwiseLoops<kSparse, kDm1, true, false>(p, x, w, delta, kept, bias, dw, dx, db);
+  } else if (dx != nullptr) {
+    DepthwiseLoops<kSparse, kDm1, false, true>(p, x, w, delta, kept, bias, dw, dx, db);
+  } else {
+    DepthwiseLoops<kSparse, kDm1, false, false>(p, x, w, delta, kept, bias, dw, dx, db);
+  }
+}
+
+void DepthwiseBackwardImpl(const ConvPlan& p, const float* x, const float* w, const float* delta,
+                           const KeptSet* kept, BiasGrad bias, float* dw, float* dx, float* db) {
+  if (kept != nullptr) {
+    if (p.dm == 1) {
+      DepthwiseDispatchOutputs<true, true>(p, x, w, delta, kept, bias, dw, dx, db);
+    } else {
+      DepthwiseDispatchOutputs<true, false>(p, x, w, delta, kept, bias, dw, dx, db);
+    }
+  } else if (p.dm == 1) {
+    DepthwiseDispatchOutputs<false, true>(p, x, w, delta, kept, bias, dw, dx, db);
+  } else {
+    DepthwiseDispatchOutputs<false, false>(p, x, w, delta, kept, bias, dw, dx, db);
   }
 }
 

@@ -1,6 +1,7 @@
 #include "tinyprop/dense.h"
 
 #include "internal.h"
+#include "kept_columns.h"
 
 namespace tinyprop {
 namespace {
@@ -25,29 +26,31 @@ Status DenseBackwardReference(const DenseShape& shape, const float* x, const flo
   const Status s = CheckDense(shape, x, w, delta, dw, dx);
   if (s != Status::kOk) return s;
   const int32_t B = shape.batch, I = shape.in, O = shape.out;
-  if (dw != nullptr) {
-    for (int32_t i = 0; i < I; ++i) {
-      for (int32_t j = 0; j < O; ++j) {
-        float acc = 0.0f;
-        for (int32_t b = 0; b < B; ++b) acc += x[static_cast<int64_t>(b) * I + i] * delta[static_cast<int64_t>(b) * O + j];
-        dw[static_cast<int64_t>(i) * O + j] = acc;
-      }
-    }
-  }
-  if (dx != nullptr) {
-    for (int32_t b = 0; b < B; ++b) {
+  // Straightforward loops. dW: clear, then per sample and input row an axpy over the contiguous row; every
+  // element receives its samples' products in batch order (0 + p_0 + p_1 + ...), as a per-element dot product.
+  if (dw != nullptr) internal::Fill(dw, static_cast<int64_t>(I) * O, 0.0f);
+  if (db != nullptr) internal::Fill(db, O, 0.0f);
+  for (int32_t b = 0; b < B; ++b) {
+    const float* d = delta + static_cast<int64_t>(b) * O;
+    if (dw != nullptr) {
+      const float* xb = x + static_cast<int64_t>(b) * I;
       for (int32_t i = 0; i < I; ++i) {
-        float acc = 0.0f;
-        for (int32_t j = 0; j < O; ++j) acc += delta[static_cast<int64_t>(b) * O + j] * w[static_cast<int64_t>(i) * O + j];
-        dx[static_cast<int64_t>(b) * I + i] = acc;
+        const float xv = xb[i];
+        float* dw_row = dw + static_cast<int64_t>(i) * O;
+        for (int32_t j = 0; j < O; ++j) dw_row[j] += xv * d[j];
       }
     }
-  }
-  if (db != nullptr) {
-    for (int32_t j = 0; j < O; ++j) {
-      float acc = 0.0f;
-      for (int32_t b = 0; b < B; ++b) acc += delta[static_cast<int64_t>(b) * O + j];
-      db[j] = acc;
+    if (dx != nullptr) {
+      float* dxb = dx + static_cast<int64_t>(b) * I;
+      for (int32_t i = 0; i < I; ++i) {
+        const float* w_row = w + static_cast<int64_t>(i) * O;
+        float acc = 0.0f;
+        for (int32_t j = 0; j < O; ++j) acc += d[j] * w_row[j];
+        dxb[i] = acc;
+      }
+    }
+    if (db != nullptr) {
+      for (int32_t j = 0; j < O; ++j) db[j] += d[j];
     }
   }
   return Status::kOk;
@@ -64,31 +67,25 @@ Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float*
   if (s != Status::kOk) return s;
 
   const int32_t B = shape.batch, I = shape.in, O = shape.out;
-  if (mode == Accumulate::kOverwrite) {
+  const bool overwrite = mode == Accumulate::kOverwrite;
+  if (overwrite) {
     if (dw != nullptr) internal::Fill(dw, static_cast<int64_t>(I) * O, 0.0f);
-    if (dx != nullptr) internal::Fill(dx, static_cast<int64_t>(B) * I, 0.0f);
     if (db != nullptr) internal::Fill(db, O, 0.0f);
   }
   for (int32_t b = 0; b < B; ++b) {
     const int32_t kb = kept.k[b];
     const int32_t* idx = internal::KeptRow(kept, b);
     const float* d = delta + static_cast<int64_t>(b) * O;
-    if (kb > 0) {
-      const float* xb = (x != nullptr) ? x + static_cast<int64_t>(b) * I : nullptr;
-      float* dxb = (dx != nullptr) ? dx + static_cast<int64_t>(b) * I : nullptr;
-      for (int32_t i = 0; i < I; ++i) {
-        if (dw != nullptr) {
-          const float xv = xb[i];
-          float* dw_row = dw + static_cast<int64_t>(i) * O;
-          for (int32_t t = 0; t < kb; ++t) dw_row[idx[t]] += xv * d[idx[t]];
-        }
-        if (dxb != nullptr) {
-          const float* w_row = w + static_cast<int64_t>(i) * O;
-          float acc = 0.0f;
-          for (int32_t t = 0; t < kb; ++t) acc += w_row[idx[t]] * d[idx[t]];
-          dxb[i] += acc;
-        }
-      }
+    const float* xb = (x != nullptr) ? x + static_cast<int64_t>(b) * I : nullptr;
+    float* dxb = (dx != nullptr) ? dx + static_cast<int64_t>(b) * I : nullptr;
+    if (kb == 0) {
+      if (dxb != nullptr && overwrite) internal::Fill(dxb, I, 0.0f);
+    } else if (dw != nullptr && dxb != nullptr) {
+      internal::SparseSample<true, true>(I, O, xb, w, d, idx, kb, dw, dxb, overwrite);
+    } else if (dw != nullptr) {
+      internal::SparseSample<true, false>(I, O, xb, w, d, idx, kb, dw, dxb, overwrite);
+    } else if (dxb != nullptr) {
+      internal::SparseSample<false, true>(I, O, xb, w, d, idx, kb, dw, dxb, overwrite);
     }
     if (db != nullptr) {
       if (bias == BiasGrad::kDense) {

@@ -31,7 +31,7 @@ Status SgdUpdate(const SgdParams& params, float* w, const float* g, float* veloc
   return Status::kOk;
 }
 
-Status SgdUpdateColumns(float learning_rate, float* w, const float* g, int32_t rows, int32_t cols,
+Status SgdUpdateColumns(float learning_rate, float* w, float* g, int32_t rows, int32_t cols,
                         const int32_t* columns, int32_t num_columns) {
   if (w == nullptr || g == nullptr || columns == nullptr) return Status::kBadArgument;
   int32_t total;
@@ -41,10 +41,11 @@ Status SgdUpdateColumns(float learning_rate, float* w, const float* g, int32_t r
   if (s != Status::kOk) return s;
   for (int32_t r = 0; r < rows; ++r) {
     float* wr = w + static_cast<int64_t>(r) * cols;
-    const float* gr = g + static_cast<int64_t>(r) * cols;
+    float* gr = g + static_cast<int64_t>(r) * cols;
     for (int32_t t = 0; t < num_columns; ++t) {
       const int32_t c = columns[t];
       wr[c] = wr[c] - gr[c] * learning_rate;
+      gr[c] = 0.0f;  // consumed: the next step's Accumulate::kAdd backward starts from a zero gradient
     }
   }
   return Status::kOk;

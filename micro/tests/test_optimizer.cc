@@ -52,6 +52,7 @@ TP_TEST(SgdColumnsIsExactForPlainSgd) {
   TP_CHECK_OK(SgdUpdate(SgdParams{0.01f, 0.0f, false}, dense.data(), g.data(), nullptr, rows * cols));
   TP_CHECK_OK(SgdUpdateColumns(0.01f, sparse.data(), g.data(), rows, cols, columns.data(), 4));
   TP_CHECK(std::memcmp(dense.data(), sparse.data(), dense.size() * 4) == 0);  // bit for bit
+  for (float v : g) TP_CHECK(v == 0.0f);  // the consumed gradient columns are cleared (others were 0 already)
   // Momentum cannot skip rows: a zero gradient still moves w through the velocity.
   float wm[1] = {1.0f}, gm[1] = {0.0f}, vm[1] = {0.5f};
   TP_CHECK_OK(SgdUpdate(SgdParams{0.01f, 0.9f, false}, wm, gm, vm, 1));

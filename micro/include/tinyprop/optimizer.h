@@ -20,11 +20,13 @@ Status SgdUpdate(const SgdParams& params, float* w, const float* g, float* veloc
 
 // Plain SGD (momentum 0) touching only the given columns of a [rows, cols] variable viewed row-major
 // (columns = the last axis = output units/channels of Keras Dense/Conv kernels; rows = 1 for a bias):
-// w[r, c] -= g[r, c] * lr for c in columns[0..num_columns), strictly ascending, in [0, cols).
+// w[r, c] -= g[r, c] * lr for c in columns[0..num_columns), strictly ascending, in [0, cols), and then
+// g[r, c] = 0: the gradient columns it consumed are cleared, so a training loop that accumulates the next step's
+// gradient with Accumulate::kAdd (the fast sparse path) needs no separate clearing pass over dW.
 // Exact: for an untouched column g == 0 and w - 0 * lr == w bit for bit (lr finite). Momentum SGD and Adam
 // cannot skip: a zero gradient still decays their state (v = v * momentum, m = m * beta_1, ...) and moves w
 // by the remaining velocity / moment, so every element must be updated every step to match Keras.
-Status SgdUpdateColumns(float learning_rate, float* w, const float* g, int32_t rows, int32_t cols,
+Status SgdUpdateColumns(float learning_rate, float* w, float* g, int32_t rows, int32_t cols,
                         const int32_t* columns, int32_t num_columns);
 
 struct AdamParams {
