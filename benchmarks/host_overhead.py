@@ -49,6 +49,7 @@ def main(argv=None):
     parser.add_argument("--no-write", action="store_true", help="print only, don't update RESULTS.md")
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     cases = {
         "MLP 784-32-16-10": (models.mlp(), (784,)),
@@ -74,9 +75,14 @@ def main(argv=None):
             ms = step_time_ms(sparse, x, y, args.steps, args.repeats)
             rows.append(f"| {case} | {name} | {ms:.2f} | {ms / plain:.2f} |")
             print(rows[-1], flush=True)
+    load_after = os.getloadavg()[0]
     body = (
         f"Training-step time, batch {BATCH}, Adam, best of {args.repeats} passes of {args.steps} steps. "
-        "Target: TinyProp <= 1.5x plain Keras.\n\n" + "\n".join(rows)
+        "Target: TinyProp <= 1.5x plain Keras.\n\n" + "\n".join(rows) + "\n\n"
+        f"Machine load (1-min average) {load_before:.1f} before, {load_after:.1f} after the run, on "
+        f"{os.cpu_count()} cores: above ~1 the MLP rows (2-4 ms steps) move by tens of percent between runs. "
+        "StaticTopK and TinyProp execute the same ops (only the ratio formula's inputs differ), so a large "
+        "gap between them is noise, not cost."
     )
     if not args.no_write:
         _results.write_section("Host overhead of the sparse layers", "python benchmarks/host_overhead.py", body)

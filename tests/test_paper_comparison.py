@@ -1,0 +1,49 @@
+"""Smoke test of benchmarks/paper_comparison.py: the --quick configuration runs and prints its tables."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "benchmarks", "paper_comparison.py")
+FSDD = os.path.join(REPO, "..", "shared", "data", "fsdd")
+QUICK_ROWS = ("pretrained, no fine-tuning", "dense", "static 0.2 zeta=1", "TinyProp 0.1-0.9 zeta=0.5")
+
+
+def _table(stdout: str, title: str) -> dict[str, list[str]]:
+    """The markdown table printed under ``### title``: first cell -> the other cells."""
+    section = stdout.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows}
+
+
+@pytest.mark.slow
+def test_quick_run_prints_tables_and_claims(tmp_path):
+    plot = tmp_path / "comparison.png"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--no-write", "--plot", str(plot)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "DCASE skipped" in out
+
+    titles = ["MNIST (shifted digits)"]
+    if os.path.isdir(FSDD):  # the shared data folder; CI always has it
+        titles.append("FSDD, new speaker george")
+    for title in titles:
+        table = _table(out, title)
+        assert all(row in table for row in QUICK_ROWS), (title, list(table))
+        dense, static, tinyprop = table["dense"], table["static 0.2 zeta=1"], table["TinyProp 0.1-0.9 zeta=0.5"]
+        assert dense[2].startswith("1.000")  # bwd MACs / dense
+        for row in (static, tinyprop):
+            assert 0.0 < float(row[2].split()[0]) < 0.5  # sparse runs count less backward compute
+        for row in (dense, static, tinyprop):
+            assert 0.1 < float(row[0].split()[0]) <= 1.0  # accuracy
+
+    claims = _table(out, "Claims")
+    assert [key for key in claims if key != "task" and not key.startswith("---")] == titles
+    assert all(re.fullmatch(r"holds|fails", row[3]) for key, row in claims.items() if key in titles)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
