@@ -18,6 +18,20 @@ def test_shift_images_translates_without_wrapping():
     assert not shifted[:, :3, :].any() and not shifted[:, :, :2].any()
 
 
+def test_memory_fit_counts_weights_gradients_adam_state_and_kept_activations():
+    from tinyprop_tf import experiment, models
+
+    model = models.mlp()  # 784-32-16-10
+    assert experiment.kept_activation_elements(model) == 784 + 32 + 16 + 10
+    params = 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    fit = experiment.memory_fit(model, batch_size=4, optimizer="adam")
+    # weights + gradients + 2 Adam moments (+ 4 B step counter) + activations of 4 samples, all float32
+    assert fit["nrf52840"]["ram_bytes"] == 4 * params * 4 + 4 + 4 * (784 + 32 + 16 + 10) * 4
+    # 426,564 B against usable RAM: nRF52840 256 KiB, nRF5340 448 KiB, ESP32 320 KiB, S3 512 KiB, C3 384 KiB.
+    assert {name: row["fits"] for name, row in fit.items()} == {
+        "nrf52840": False, "nrf5340": True, "esp32": False, "esp32s3": True, "esp32c3": False}
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
     out = tmp_path / "demo"
@@ -42,6 +56,11 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert "TinyProp" in proc.stdout and "vs dense" in proc.stdout
+    fit = report["memory_fit"]
+    assert set(fit) == {"nrf52840", "nrf5340", "esp32", "esp32s3", "esp32c3"}
+    short = fit["nrf52840"]  # 256 KiB cannot hold a batch of 32 MNIST activations plus Adam state
+    assert not short["fits"] and short["margin_bytes"] < 0 and "short by" in short["message"]
+    assert f"short by {-short['margin_bytes']:,} B" in proc.stdout
 
 
 def test_cli_unknown_command_fails_with_usage():

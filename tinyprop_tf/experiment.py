@@ -182,10 +182,16 @@ def compare(pretrained: keras.Model, policies: dict, finetune_data, evaluate, ou
         write_json(os.path.join(out_dir, "report.json"), {**(about or {}), "runs": [r.to_dict() for r in results]})
 
     estimates = board_estimates(results, boards)
+    fit = memory_fit(pretrained, batch_size, "adam", boards)
     print_fn("")
     print_fn(report.comparison_table(results, estimates))
+    print_fn(f"\nTraining state in RAM (float32 weights, gradients, Adam state, activations of a batch of "
+             f"{batch_size}; TFLM arena and stack not included):")
+    for name, row in fit.items():
+        print_fn(f"  {name:<9} {row['message']}")
     plots = report.plot_comparison(results, out_dir)
     payload = {**(about or {}), "runs": [r.to_dict() for r in results], "board_estimates": estimates,
+               "memory_fit": fit,
                "plots": plots, "seconds": time.time() - started}
     write_json(os.path.join(out_dir, "report.json"), payload)
     print_fn(f"\nWrote {os.path.join(out_dir, 'report.json')}, plots "
@@ -212,6 +218,37 @@ def board_estimates(results: list[RunResult], boards=None) -> dict:
             for name in names
         }
     return estimates
+
+
+def kept_activation_elements(model: keras.Model) -> int:
+    """Per sample, the tensors the backward pass keeps: the model input and every layer's output (each is
+    the next layer's input or an activation derivative's argument). A deliberately simple upper-side count."""
+    elements = int(np.prod(model.input_shape[1:]))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        shape = layer.output.shape if hasattr(layer, "output") else None
+        if shape is not None and all(d is not None for d in shape[1:]):
+            elements += int(np.prod(shape[1:]))
+    return elements
+
+
+def memory_fit(model: keras.Model, batch_size: int, optimizer: str = "adam", boards=None) -> dict:
+    """Per board: does fine-tuning ``model`` (float32 weights, gradients, optimizer state, kept activations
+    for ``batch_size`` samples) fit its usable RAM and flash? ``{board: {"fits", "margin_bytes", "message",
+    "ram_bytes"}}``. The TFLM arena and stack are not included (see ``tinyprop export`` for the arena)."""
+    from tinyprop_tf import boards as boards_lib
+
+    breakdown = boards_lib.training_memory(
+        params=int(model.count_params()),
+        trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        activation_elements=kept_activation_elements(model), batch_size=batch_size, optimizer=optimizer)
+    report = {}
+    for name in boards or list(boards_lib.PROFILES):
+        ok, margin, message = boards_lib.fits(name, breakdown)
+        report[name] = {"fits": bool(ok), "margin_bytes": int(margin), "message": message,
+                        "ram_bytes": int(breakdown.ram_bytes)}
+    return report
 
 
 def write_json(path: str, payload) -> None:
