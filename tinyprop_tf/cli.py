@@ -62,15 +62,22 @@ def _export(args):
     import keras
 
     from tinyprop_tf import policies
-    from tinyprop_tf.converters import export_training_model
+    from tinyprop_tf.converters import board_projects, export_training_model
 
+    if args.board:
+        board_projects.check_board(args.board)  # before the export: a typo fails fast, listing the valid boards
     if not os.path.isfile(args.model):
         raise UsageError(f"{args.model}: no such model file (expected a .keras file)")
     try:
         model = keras.models.load_model(args.model)
     except Exception as error:  # Keras raises many types for a bad file; the user needs the one line
         raise UsageError(f"{args.model}: cannot load as a Keras model ({type(error).__name__}: {error})") from None
-    policy = policies.from_spec(args.policy) if args.policy else None
+    if args.policy:
+        policy = policies.from_spec(args.policy)
+    else:  # a sparsified model keeps its own policy; a plain one gets TinyProp's defaults, as --help says
+        from tinyprop_tf.layers import sparse_layers
+
+        policy = None if sparse_layers(model) else policies.TinyProp()
     options = {"momentum": args.momentum} if args.optimizer == "sgd" else {}
     manifest = export_training_model(model, policy, optimizer=args.optimizer, learning_rate=args.learning_rate,
                                      loss=args.loss, batch_size=args.batch_size, out_dir=args.out, **options)
@@ -78,6 +85,12 @@ def _export(args):
     print(f"Wrote {args.out}/: train.tflite (TFLM), train_litert.tflite (LiteRT signatures), weights, C arrays, "
           f"manifest.json" + (f"; TFLM arena {arena} bytes" if arena else ""))
     print(f"Check it: tinyprop verify {args.out} --steps 10")
+    if args.board:
+        board = board_projects.check_board(args.board).key
+        project_dir = os.path.join(args.out, f"{board}_project")
+        project = board_projects.write_board_project(args.out, board, project_dir)
+        print(f"Wrote {project_dir}/ ({project.platform} project, build instructions in README.md): "
+              f"{project.budget_text}")
 
 
 def _verify(args):
@@ -130,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                     default="sparse_categorical_crossentropy")
     ex.add_argument("--batch-size", type=int, default=8)
     ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--board", help="also write a ready-to-build project for esp32s3 | esp32c3 (ESP-IDF) | "
+                                    "nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project")
     ex.set_defaults(run=_export)
 
     ve = sub.add_parser("verify", help="train N identical steps in Keras, LiteRT and TFLM and compare")
