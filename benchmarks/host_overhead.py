@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/host_overhead.py [--steps 40] [--repeats 5]
 
-Each variant is timed over ``--repeats`` passes of ``--steps`` steps after a warm-up pass; the best pass
-counts (least disturbed by other work on the machine). Both plain and sparse models run without XLA (the
-sparse layers opt out of XLA; on this CPU XLA made the plain DS-CNN ~10x slower, see README).
+Each variant is timed over ``--repeats`` passes of ``--steps`` steps after a warm-up pass, the passes of all
+variants interleaved (so that slow phases of the machine hit every variant); the best pass counts. Both plain
+and sparse models run without XLA (the sparse layers opt out of XLA; on this CPU XLA made the plain DS-CNN ~10x
+slower, see README).
 Target (issue 2): TinyProp <= 1.5x plain Keras.
 """
 
@@ -29,17 +30,23 @@ from tinyprop_tf import models  # noqa: E402
 BATCH = 32
 
 
-def step_time_ms(model, x, y, steps: int, repeats: int) -> float:
+def compiled(model, x, y):
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)
     model.fit(x[: 2 * BATCH], y[: 2 * BATCH], batch_size=BATCH, epochs=1, verbose=0)  # trace and warm up
+    return model
+
+
+def step_times_ms(models_by_name, x, y, steps: int, repeats: int) -> dict:
+    """Best ms per step of each model; passes are interleaved so that drift of the machine hits all alike."""
     n = steps * BATCH
-    best = float("inf")
+    best = {name: float("inf") for name in models_by_name}
     for _ in range(repeats):
-        start = time.perf_counter()
-        model.fit(x[:n], y[:n], batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
-        best = min(best, time.perf_counter() - start)
-    return 1000.0 * best / steps
+        for name, model in models_by_name.items():
+            start = time.perf_counter()
+            model.fit(x[:n], y[:n], batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: 1000.0 * t / steps for name, t in best.items()}
 
 
 def main(argv=None):
@@ -65,19 +72,18 @@ def main(argv=None):
     for case, (base, shape) in cases.items():
         x = rng.normal(size=(args.steps * BATCH,) + shape).astype("float32")
         y = rng.integers(0, base.output_shape[-1], len(x))
-        plain = step_time_ms(keras.models.clone_model(base), x, y, args.steps, args.repeats)
-        rows.append(f"| {case} | plain Keras | {plain:.2f} | 1.00 |")
-        print(rows[-1], flush=True)
+        candidates = {"plain Keras": compiled(keras.models.clone_model(base), x, y)}
         for name, policy in variants.items():
             if isinstance(policy, tp.SsProp) and case.startswith("MLP"):
                 continue  # ssProp converts 2-D convolutions only
-            sparse = tp.sparsify(base, policy, verbose=False)
-            ms = step_time_ms(sparse, x, y, args.steps, args.repeats)
-            rows.append(f"| {case} | {name} | {ms:.2f} | {ms / plain:.2f} |")
+            candidates[name] = compiled(tp.sparsify(base, policy, verbose=False), x, y)
+        times = step_times_ms(candidates, x, y, args.steps, args.repeats)
+        for name, ms in times.items():
+            rows.append(f"| {case} | {name} | {ms:.2f} | {ms / times['plain Keras']:.2f} |")
             print(rows[-1], flush=True)
     load_after = os.getloadavg()[0]
     body = (
-        f"Training-step time, batch {BATCH}, Adam, best of {args.repeats} passes of {args.steps} steps. "
+        f"Training-step time, batch {BATCH}, Adam, best of {args.repeats} interleaved passes of {args.steps} steps. "
         "Target: TinyProp <= 1.5x plain Keras.\n\n" + "\n".join(rows) + "\n\n"
         f"Machine load (1-min average) {load_before:.1f} before, {load_after:.1f} after the run, on "
         f"{os.cpu_count()} cores: above ~1 the MLP rows (2-4 ms steps) move by tens of percent between runs. "

@@ -177,8 +177,9 @@ def test_keras_save_load_round_trips_policy_state_and_weights(tmp_path, digits):
 
 
 # --- NaN --------------------------------------------------------------------------------------------------------
-def test_nan_error_signal_stops_training_naming_the_layer_and_leaves_weights_intact():
-    model = tp.sparsify(models.mlp(input_shape=(6,), num_classes=3, hidden=(5,)), tp.TinyProp())
+@pytest.mark.parametrize("policy", [tp.TinyProp(), tp.DenseBackprop()], ids=["tinyprop", "dense"])
+def test_nan_error_signal_stops_training_naming_the_layer_and_leaves_weights_intact(policy):
+    model = tp.sparsify(models.mlp(input_shape=(6,), num_classes=3, hidden=(5,)), policy)
     x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
     model.compile(keras.optimizers.SGD(0.1), lambda yt, yp: tf.reduce_mean(tf.sqrt(yp - 100.0)))
     before = [w.numpy().copy() for w in model.trainable_weights]
