@@ -87,14 +87,13 @@ Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float*
     } else if (dxb != nullptr) {
       internal::SparseSample<false, true>(I, O, xb, w, d, idx, kb, dw, dxb, overwrite);
     }
-    if (db != nullptr) {
-      if (bias == BiasGrad::kDense) {
-        for (int32_t j = 0; j < O; ++j) db[j] += d[j];
-      } else {
-        for (int32_t t = 0; t < kb; ++t) db[idx[t]] += d[idx[t]];
-      }
+    if (db != nullptr && bias == BiasGrad::kKeptOnly) {
+      for (int32_t t = 0; t < kb; ++t) db[idx[t]] += d[idx[t]];
     }
   }
+  // Dense bias: one pass over the batch with the sums in registers, samples in order per unit (the order, and
+  // so the bits, of the per-sample loop it replaces).
+  if (db != nullptr && bias == BiasGrad::kDense) internal::AddColumnSums<false>(delta, B, O, db);
   return Status::kOk;
 }
 

@@ -187,11 +187,7 @@ Status ChannelScores(const float* delta, int32_t batch, int32_t positions, int32
   for (int32_t b = 0; b < batch; ++b) {
     float* s = scores + static_cast<int64_t>(b) * channels;
     for (int32_t c = 0; c < channels; ++c) s[c] = 0.0f;
-    const float* d = delta + static_cast<int64_t>(b) * positions * channels;
-    for (int32_t p = 0; p < positions; ++p) {
-      const float* row = d + static_cast<int64_t>(p) * channels;
-      for (int32_t c = 0; c < channels; ++c) s[c] += Abs(row[c]);
-    }
+    internal::AddColumnSums<true>(delta + static_cast<int64_t>(b) * positions * channels, positions, channels, s);
     if (y != nullptr) {
       float sum = 0.0f;
       for (int32_t c = 0; c < channels; ++c) sum += s[c];
@@ -209,10 +205,7 @@ Status SharedChannelScores(const float* delta, int32_t batch, int32_t positions,
   if (!internal::CheckedProduct(dims, 3, &total)) return Status::kBadShape;
   for (int32_t c = 0; c < channels; ++c) scores[c] = 0.0f;
   const int64_t rows = static_cast<int64_t>(batch) * positions;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = delta + r * channels;
-    for (int32_t c = 0; c < channels; ++c) scores[c] += Abs(row[c]);
-  }
+  internal::AddColumnSums<true>(delta, rows, channels, scores);
   const float count = static_cast<float>(rows);
   for (int32_t c = 0; c < channels; ++c) scores[c] = scores[c] / count;
   return Status::kOk;
