@@ -25,6 +25,24 @@ inline void KeptColumns(int32_t O, int32_t i0, int32_t i1, const float* xb, cons
     if (kDw) dwp[n] = dw + off;
     if (kDx) wp[n] = w + off;
   }
+  if (kDw && kDx) {
+    // dW and W share the [I, O] layout, so dW[i, j] sits at a fixed byte distance from W[i, j]: deriving the dW
+    // address from the W pointer keeps N + 1 pointers live instead of 2N. With 2N (8 for N = 4) GCC spilled
+    // pointers to the stack on Cortex-M33 (55 instead of 46 instructions per row of 4 columns).
+    const uintptr_t dw_minus_w = reinterpret_cast<uintptr_t>(dwp[0]) - reinterpret_cast<uintptr_t>(wp[0]);
+    for (int32_t i = i0; i < i1; ++i) {
+      const float xv = xb[i];
+      float a = acc[i - i0];
+      for (int n = 0; n < N; ++n) {
+        float* dwn = reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(wp[n]) + dw_minus_w);
+        *dwn = *dwn + xv * dv[n];
+        a = a + *wp[n] * dv[n];
+        wp[n] += O;
+      }
+      acc[i - i0] = a;
+    }
+    return;
+  }
   for (int32_t i = i0; i < i1; ++i) {
     float xv = 0.0f, a = 0.0f;
     if (kDw) xv = xb[i];
