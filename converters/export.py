@@ -44,18 +44,23 @@ import tensorflow as tf
 
 import tinyprop_tf
 from tinyprop_tf import selection
-from tinyprop_tf.converters import flatbuffer, graph, step, tflm
+from tinyprop_tf.converters import device_ops, flatbuffer, graph, step, tflm
 from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
 
 FORMAT = "tinyprop-train/1"
 MODE_TRAIN, MODE_INFER = 1, 0
 
 
-def _convert(module, functions, what: str) -> bytes:
-    """Concrete functions of the module (plain tf.Variables, no Keras objects) -> TFLite, builtins only."""
+def _convert(module, functions, what: str, device_op_placeholders: bool = False) -> bytes:
+    """Concrete functions of the module (plain tf.Variables, no Keras objects) -> TFLite, builtins only.
+
+    ``device_op_placeholders``: let the converter pass the TinyProp device-op placeholders through as custom ops
+    (``device_ops.finalize`` turns them into the real ones and refuses any other custom op).
+    """
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [f.get_concrete_function() for f in functions], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = device_op_placeholders
     converter.experimental_enable_resource_variables = True
     try:
         return converter.convert()
@@ -187,6 +192,7 @@ def export_training_model(
     out_dir="export",
     selection_mode=None,
     measure_arena=True,
+    fast=False,
     **optimizer_kwargs,
 ):
     """Export ``model`` for sparse on-device training with ``policy``; returns the manifest (dict).
@@ -203,6 +209,9 @@ def export_training_model(
       out_dir: directory for the files (created; our files in it are replaced).
       selection_mode: "channel" (default) or "element" selection for conv layers (as ``sparsify``).
       measure_arena: measure the TFLM arena (a few seconds; it also proves TFLM can allocate and run it).
+      fast: also write ``train_fast.tflite``, the same step with the sparse Dense layers' selection and backward
+        done by the TinyProp TFLM custom operators (``micro/tflm``; see ``device_ops``). It runs in a TFLM
+        build that registers them (the board projects, ``tinyprop_tflm_runner``), not in the pip interpreter.
 
     Raises:
       ExportError: the model, an option or the converted graph cannot be exported (before any file is written).
@@ -234,6 +243,11 @@ def export_training_model(
             tflm_data = _convert(module, [functions["step"]], "the TFLM train step")
             litert_data = _convert(module, [functions[k] for k in ("train", "infer", "save", "restore")],
                                    "the LiteRT signatures")
+
+        fast_data = fast_counts = None
+        if fast:
+            fast_data, fast_counts = _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size,
+                                                   input_shape, output_shape, max_entries * batch_size)
 
         # TFLM: type legalisation, then refuse anything TFLM cannot run.
         tflm_data, legal_notes, tflm_model = flatbuffer.legalize_for_tflm(tflm_data, max_count=max_entries * batch_size)
@@ -290,6 +304,18 @@ def export_training_model(
             "weights.h": _weights_header(weights, entries).encode(), "model_data.h": header.encode(),
             "model_data.cc": source.encode(),
         }
+        if fast_data is not None:
+            files["train_fast.tflite"] = fast_data
+            manifest["files"]["train_fast.tflite"] = {"sha256": _sha256(fast_data)}
+            manifest["tflm_fast"] = {
+                "file": "train_fast.tflite",
+                "inputs and outputs": "as train.tflite",
+                "device_ops": fast_counts,
+                "ops": flatbuffer.ops_used(flatbuffer.load(fast_data, "train_fast.tflite")),
+                "note": "sparse Dense layers select and back-propagate with the TinyProp custom operators "
+                        "(register micro/tflm/tinyprop_tflm.h with MicroMutableOpResolver::AddCustom); other "
+                        "layers as in train.tflite",
+            }
         for name, data in files.items():
             with open(os.path.join(stage, name), "wb") as f:
                 f.write(data)
@@ -300,6 +326,29 @@ def export_training_model(
         for name in os.listdir(stage):
             shutil.move(os.path.join(stage, name), os.path.join(out_dir, name))
     return manifest
+
+
+def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, input_shape, output_shape,
+                  max_count):
+    """train_fast.tflite: the TFLM step with the TinyProp device ops (bytes, {op: count})."""
+    module = step.TrainStep(nodes, input_id, output_id, policy, opt, loss, batch_size, input_shape, output_shape,
+                            fast=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = _convert(module, [module.make_functions()["step"]], "the fast TFLM train step",
+                        device_op_placeholders=True)
+    try:
+        data, counts = device_ops.finalize(data, module.device_op_shapes)
+    except flatbuffer.InvalidModelError as e:
+        raise ExportError(f"the fast train step: {e}") from None
+    if not counts:
+        raise ExportError(f"fast=True: no sparse Dense layer to run on the TinyProp ops (policy {policy!r}); "
+                          "export without fast")
+    data, _, fast_model = flatbuffer.legalize_for_tflm(data, max_count=max_count)
+    bad = [op for op in flatbuffer.non_tflm_ops(fast_model) if op[len("CUSTOM:"):] not in device_ops.DEVICE_OPS]
+    if bad:
+        raise ExportError(f"the fast TFLM graph uses ops TFLM does not implement: {bad}")
+    return data, counts
 
 
 def _layer_entries(ref, nodes, folded_bn):

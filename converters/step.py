@@ -19,8 +19,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tinyprop_tf import policies as policies_lib
 from tinyprop_tf import selection
-from tinyprop_tf.converters import kernels
+from tinyprop_tf.converters import device_ops, kernels
 from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
 
 LOSSES = ("sparse_categorical_crossentropy", "mse")
@@ -110,8 +111,12 @@ class TrainStep(tf.Module):
     """Plain tf.Variables + explicit forward/backward/update. Built from the exporter's node plan."""
 
     def __init__(self, nodes, input_id, output_id, policy, opt: OptimizerConfig, loss: str, batch_size: int,
-                 input_shape, output_shape):
+                 input_shape, output_shape, fast: bool = False):
         super().__init__(name="tinyprop_train_step")
+        # fast: sparse Dense layers call the TinyProp device ops (converters/device_ops.py) for selection and
+        # backward; such a graph is traced and converted only, never executed by TensorFlow.
+        self.fast = bool(fast)
+        self.device_op_shapes = {}  # filled while tracing (device_ops.call), read by device_ops.finalize
         self._nodes, self._input_id, self._output_id = nodes, input_id, output_id
         self._policy, self._opt, self._loss = policy, opt, loss
         self.batch_size = int(batch_size)
@@ -291,6 +296,31 @@ class TrainStep(tf.Module):
         d_bias = tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1)))  # dense bias gradient
         return masked, d_bias, k_eff
 
+    # -- device ops (fast variant) ----------------------------------------------------------------------------
+    def _uses_device_ops(self, node) -> bool:
+        # The exporter admits DenseBackprop, StaticTopK and TinyProp only (graph.check_policy).
+        return self.fast and node.kind == "dense" and node.sparse and self._policy.selects
+
+    def _device_dense_backward(self, node, saved, delta):
+        """(dW, dx, db, k) from TINYPROP_SELECT_UNITS + TINYPROP_DENSE_BACKWARD: the rule of ``_select``."""
+        b, n = delta.shape
+        policy = self._policy
+        s_min, s_max = (policy.ratio, policy.ratio) if isinstance(policy, policies_lib.StaticTopK) else (
+            policy.s_min, policy.s_max)
+        params = tf.constant([s_min, s_max, policy.zeta**node.depth, 1.0 if policy.rounding == "round" else 0.0],
+                             tf.float32)
+        state = self.ymax_vars[node.name]
+        ymax, k, kept = device_ops.call(
+            device_ops.SELECT_UNITS, node.name, [delta, tf.reshape(state.read_value(), [1]), params],
+            [(tf.float32, [1]), (tf.int32, [b]), (tf.int32, [b, n])], self.device_op_shapes)
+        state.assign(tf.reshape(ymax, []))
+        x, kernel = saved["x"], saved["kernel"]
+        wanted = tf.constant([int(node.trainable), int(node.needs_input_grad), int(node.trainable)], tf.int32)
+        d_kernel, d_x, d_bias = device_ops.call(
+            device_ops.DENSE_BACKWARD, node.name, [x, kernel, delta, k, kept, wanted],
+            [(tf.float32, kernel.shape), (tf.float32, x.shape), (tf.float32, [n])], self.device_op_shapes)
+        return d_kernel, d_x, d_bias, k
+
     # -- backward -------------------------------------------------------------------------------------------
     def _backward(self, values, saved, g_out):
         b = self.batch_size
@@ -310,10 +340,18 @@ class TrainStep(tf.Module):
                     continue
                 s = saved[node.name]
                 delta = kernels.activation_backward(node.activation, g, s["z"], s["out"])
+                need_dx = node.needs_input_grad
+                if self._uses_device_ops(node):
+                    d_kernel, d_x, d_bias, ks[node.name] = self._device_dense_backward(node, s, delta)
+                    if node.trainable:
+                        weight_grads[(node.name, "kernel")] = d_kernel
+                        weight_grads[(node.name, "bias")] = d_bias
+                    if need_dx:
+                        give(node.inputs[0], d_x)
+                    continue
                 masked, d_bias, k_eff = self._select(node, delta)
                 if k_eff is not None:
                     ks[node.name] = k_eff
-                need_dx = node.needs_input_grad
                 if node.kind == "dense":
                     d_kernel, d_x = kernels.dense_backward(s["x"], s["kernel"], masked, need_dx)
                 elif node.kind == "conv1d":

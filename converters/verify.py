@@ -30,7 +30,7 @@ import tensorflow as tf
 
 import tinyprop_tf  # noqa: F401  (registers the sparse layers for loading reference.keras)
 from tinyprop_tf import layers as layers_lib
-from tinyprop_tf.converters import flatbuffer, step, tflm
+from tinyprop_tf.converters import flatbuffer, step, tflm, tflm_runner
 from tinyprop_tf.converters.export import MODE_INFER, MODE_TRAIN
 
 
@@ -58,6 +58,7 @@ class VerifyResult:
     k_mismatches: list
     arena_bytes: int | None
     failures: list
+    notes: list = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -75,7 +76,7 @@ class VerifyResult:
 
     def summary(self) -> str:
         lines = [f"verify {self.out_dir}: {self.steps} steps, tolerance {self.rtol:g} relative"]
-        for b in ("litert", "tflm", "tflm_probe"):
+        for b in ("litert", "tflm", "tflm_probe", "tflm_fast"):
             if b not in self.loss_max_abs_diff:
                 continue
             line = (f"  {b:14s} vs keras: loss max abs {self.loss_max_abs_diff[b]:.3g} "
@@ -93,6 +94,7 @@ class VerifyResult:
         lines.append(f"  k: {'identical' if not self.k_mismatches else '; '.join(self.k_mismatches[:5])}")
         if self.arena_bytes:
             lines.append(f"  TFLM arena: {self.arena_bytes} bytes")
+        lines.extend(f"  note: {n}" for n in self.notes)
         lines.append("  PASS" if self.ok else "  FAIL: " + "; ".join(self.failures[:10]))
         return "\n".join(lines)
 
@@ -244,6 +246,26 @@ def run_tflm(data, manifest, xs, ys, probe: bool):
     return result
 
 
+def run_tflm_fast(data, manifest, xs, ys, runner):
+    """train_fast.tflite (TinyProp custom ops) in ``tinyprop_tflm_runner``: the probe copy (weights as extra
+    outputs), ``steps`` train invokes then one infer invoke."""
+    outputs = {d["name"]: d["index"] for d in manifest["tflm"]["outputs"]}
+    n_out = len(manifest["tflm"]["outputs"])
+    data = flatbuffer.with_variable_outputs(data, [step.safe_name(e["path"]) for e in manifest["weights"]])
+    order = [d["name"] for d in sorted(manifest["tflm"]["inputs"], key=lambda d: d["index"])]
+    feeds = [{"x": x, "y": y, "mode": np.array(MODE_TRAIN, np.int32)} for x, y in zip(xs, ys)]
+    feeds.append({"x": xs[0], "y": ys[0], "mode": np.array(MODE_INFER, np.int32)})
+    res, arena_used = tflm_runner.run(runner, data, [[f[name] for name in order] for f in feeds])
+    steps = len(xs)
+    return {
+        "losses": np.array([float(res[s][outputs["loss"]]) for s in range(steps)]),
+        "k": np.array([res[s][outputs["k"]] for s in range(steps)]),
+        "output": res[steps][outputs["output"]],
+        "weights": {e["path"]: res[steps][n_out + i] for i, e in enumerate(manifest["weights"])},
+        "arena_used": arena_used,
+    }
+
+
 # --------------------------------------------------------------------------------------------------------------
 def _rel(diff, ref):
     scale = float(np.max(np.abs(ref))) if np.size(ref) else 0.0
@@ -251,7 +273,7 @@ def _rel(diff, ref):
 
 
 def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, y=None, check: bool = True,
-           backends=("litert", "tflm")) -> VerifyResult:
+           backends=("litert", "tflm", "tflm_fast")) -> VerifyResult:
     """Train ``steps`` identical steps in Keras, LiteRT and TFLM and compare (see the module doc).
 
     Args:
@@ -277,6 +299,13 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
     if "tflm" in backends:
         runs["tflm"] = run_tflm(tflm_data, manifest, xs, ys, probe=False)
         runs["tflm_probe"] = run_tflm(tflm_data, manifest, xs, ys, probe=True)
+    fast_note = None
+    if "tflm_fast" in manifest:
+        runner = tflm_runner.find_runner() if "tflm_fast" in backends else None
+        if runner is None:
+            fast_note = f"train_fast.tflite not run: {tflm_runner.HOW_TO}"
+        else:
+            runs["tflm_fast"] = run_tflm_fast(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, runner)
     ref = runs["keras"]
     failures, k_mismatches = [], []
     loss_abs, loss_rel, w_abs, w_rel, out_abs = {}, {}, {}, {}, {}
@@ -313,7 +342,7 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
         if not (np.array_equal(k.min(axis=(0, 2)), ref["k_min"]) and np.array_equal(k.max(axis=(0, 2)), ref["k_max"])):
             k_mismatches.append(f"{name} vs keras: k min/max differ")
     if "litert" in runs:
-        for name in ("tflm", "tflm_probe"):
+        for name in ("tflm", "tflm_probe", "tflm_fast"):
             if name in runs and not np.array_equal(runs[name]["k"], runs["litert"]["k"]):
                 k_mismatches.append(f"{name} vs litert: per-sample k differ")
     if k_mismatches:
@@ -326,6 +355,7 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
         loss_max_abs_diff=loss_abs, loss_max_rel_diff=loss_rel, weight_max_abs_diff=w_abs,
         weight_max_rel_diff=w_rel, output_max_abs_diff=out_abs, k=k, k_layers=list(manifest["sparse_layers"]),
         k_mismatches=k_mismatches, arena_bytes=manifest["tflm"]["arena_bytes"], failures=failures,
+        notes=[fast_note] if fast_note else [],
     )
     if check and not result.ok:
         raise VerificationError(result)

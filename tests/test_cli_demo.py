@@ -125,11 +125,14 @@ def test_export_then_verify_cli_and_a_truncated_model(tmp_path):
     models.mlp(input_shape=(16,), num_classes=4, hidden=(12,)).save(tmp_path / "m.keras")
     out = tmp_path / "export"
     proc = _cli("export", str(tmp_path / "m.keras"), "--policy", "tinyprop", "--optimizer", "adam",
-                "--batch-size", "4", "--out", str(out))
+                "--batch-size", "4", "--out", str(out), "--fast")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TFLM arena" in proc.stdout and (out / "train.tflite").exists() and (out / "manifest.json").exists()
+    assert "2x TINYPROP_SELECT_UNITS, 2x TINYPROP_DENSE_BACKWARD" in proc.stdout and (out / "train_fast.tflite").exists()
     proc = _cli("verify", str(out), "--steps", "5")
     assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    # Without a TFLM tree the fast graph is not run, and verify says so (with one, the tflm_fast row appears).
+    assert ("tflm_fast" in proc.stdout) != ("train_fast.tflite not run" in proc.stdout)
     (out / "train.tflite").write_bytes((out / "train.tflite").read_bytes()[:2000])
     proc = _cli("verify", str(out))
     assert proc.returncode == 2 and "corrupt or truncated" in proc.stderr and "Traceback" not in proc.stderr

@@ -80,10 +80,15 @@ def _export(args):
         policy = None if sparse_layers(model) else policies.TinyProp()
     options = {"momentum": args.momentum} if args.optimizer == "sgd" else {}
     manifest = export_training_model(model, policy, optimizer=args.optimizer, learning_rate=args.learning_rate,
-                                     loss=args.loss, batch_size=args.batch_size, out_dir=args.out, **options)
+                                     loss=args.loss, batch_size=args.batch_size, out_dir=args.out,
+                                     fast=args.fast, **options)
     arena = manifest["tflm"].get("arena_bytes")
     print(f"Wrote {args.out}/: train.tflite (TFLM), train_litert.tflite (LiteRT signatures), weights, C arrays, "
           f"manifest.json" + (f"; TFLM arena {arena} bytes" if arena else ""))
+    if args.fast:
+        ops = ", ".join(f"{n}x {op}" for op, n in manifest["tflm_fast"]["device_ops"].items())
+        print(f"Wrote {args.out}/train_fast.tflite: the same step on the TinyProp TFLM ops ({ops}); register "
+              "micro/tflm/tinyprop_tflm.h in your MicroMutableOpResolver")
     print(f"Check it: tinyprop verify {args.out} --steps 10")
     if args.board:
         board = board_projects.check_board(args.board).key
@@ -142,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--loss", choices=["sparse_categorical_crossentropy", "mse"],
                     default="sparse_categorical_crossentropy")
     ex.add_argument("--batch-size", type=int, default=8)
+    ex.add_argument("--fast", action="store_true",
+                    help="also write train_fast.tflite: sparse Dense layers select and back-propagate with the "
+                         "TinyProp TFLM custom operators (micro/tflm) instead of masked dense builtins")
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--board", help="also write a ready-to-build project for esp32s3 | esp32c3 (ESP-IDF) | "
                                     "nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project")

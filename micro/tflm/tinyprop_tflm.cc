@@ -75,11 +75,15 @@ TfLiteStatus SelectEval(TfLiteContext* context, TfLiteNode* node) {
 }
 
 // ---- TINYPROP_DENSE_BACKWARD -----------------------------------------------------------------------------
-constexpr TfLiteType kDenseIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32, kTfLiteInt32};
+constexpr TfLiteType kDenseIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32, kTfLiteInt32,
+                                   kTfLiteInt32};
 constexpr TfLiteType kGradOut[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32};
 
+// Optional last input "wanted" [3] int32: 0 skips dW, dx or db (their outputs are then left unwritten), e.g. dx
+// of the first layer, which nothing consumes.
 TfLiteStatus DensePrepare(TfLiteContext* context, TfLiteNode* node) {
-  return CheckTypes(context, node, kDenseIn, 5, kGradOut, 3);
+  const int n_in = node->inputs->size == 6 ? 6 : 5;
+  return CheckTypes(context, node, kDenseIn, n_in, kGradOut, 3);
 }
 
 TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
@@ -98,9 +102,16 @@ TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
       Dim(db, 0) != shape.out) {
     return ToTfLite(Status::kBadShape, kDenseBackwardOp);
   }
+  bool want[3] = {true, true, true};
+  if (node->inputs->size == 6) {
+    const TfLiteEvalTensor* wanted = GetEvalInput(context, node, 5);
+    if (Dim(wanted, 0) != 3) return ToTfLite(Status::kBadShape, kDenseBackwardOp);
+    for (int i = 0; i < 3; ++i) want[i] = wanted->data.i32[i] != 0;
+  }
   return ToTfLite(DenseBackwardSparse(shape, x->data.f, w->data.f, delta->data.f,
                                       KeptSet{k->data.i32, kept->data.i32, shape.out}, BiasGrad::kDense,
-                                      Accumulate::kOverwrite, dw->data.f, dx->data.f, db->data.f),
+                                      Accumulate::kOverwrite, want[0] ? dw->data.f : nullptr,
+                                      want[1] ? dx->data.f : nullptr, want[2] ? db->data.f : nullptr),
                   kDenseBackwardOp);
 }
 

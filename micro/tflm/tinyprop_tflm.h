@@ -11,7 +11,8 @@
 // Operators (all tensors float32 unless noted, shapes as the kernels in micro/include/tinyprop):
 //   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
 //                              out: ymax_out [1], k [B] int32, kept [B, N] int32 (ascending rows, -1 padded)
-//   TINYPROP_DENSE_BACKWARD    in: x [B, I], w [I, O], delta [B, O], k [B] int32, kept [B, O] int32
+//   TINYPROP_DENSE_BACKWARD    in: x [B, I], w [I, O], delta [B, O], k [B] int32, kept [B, O] int32,
+//                                  optional wanted [3] int32 (dw, dx, db: 0 = skip, output left unwritten)
 //                              out: dw [I, O], dx [B, I], db [O]   (bias gradient dense, TinyProp's rule)
 //   TINYPROP_CONV2D_BACKWARD   in: x [B, H, W, C], w [KH, KW, C, O], delta [B, OH, OW, O], k [B], kept [B, O],
 //                                  window [7] int32 = (stride_h, stride_w, dilation_h, dilation_w, padding 0=VALID

@@ -1,0 +1,151 @@
+"""train_fast.tflite: the exported step with the TinyProp TFLM custom operators.
+
+Always (CI): the graph's structure — the placeholders became exactly the TinyProp ops with static shapes, every
+other op is a TFLM builtin, one selection and one backward op per sparse Dense layer, dx skipped where nothing
+needs it — and the refusals. With a TFLM tree (``TINYPROP_TFLM_DIR``, e.g. the ESP-IDF component
+esp-tflite-micro) or a built runner (``TINYPROP_TFLM_RUNNER``): the fast step runs in that TFLM for 10 steps and
+matches Keras (loss, weights, inference output, per-sample k). CI has no TFLM source (the pip wheel ships none
+and the network is limited to package registries), so there that test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tinyprop_tf as tp
+from tinyprop_tf import models
+from tinyprop_tf.converters import device_ops, export_training_model, flatbuffer, tflm_runner
+from tinyprop_tf.converters.graph import ExportError
+from tinyprop_tf.converters.verify import verify
+
+CASES = {
+    "mlp_tinyprop_sgd": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16, 12)),
+                         lambda: tp.TinyProp(0.1, 0.9, 0.5), "sgd", "sparse_categorical_crossentropy"),
+    "mlp_static_adam": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16,)),
+                        lambda: tp.StaticTopK(0.3), "adam", "sparse_categorical_crossentropy"),
+    "autoencoder_tinyprop_mse": (lambda: models.autoencoder(input_dim=24, hidden=(12, 4)),
+                                 lambda: tp.TinyProp(0.2, 0.8, 0.7, rounding="round"), "sgd", "mse"),
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            build, policy, opt, loss = CASES[name]
+            out = tmp_path_factory.mktemp(name)
+            manifest = export_training_model(build(), policy(), opt, 0.05, loss=loss, batch_size=4, out_dir=str(out),
+                                             measure_arena=False, fast=True)
+            cache[name] = (str(out), manifest)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_otherwise(exported, name):
+    out, manifest = exported(name)
+    with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
+        model = flatbuffer.load(f.read())
+    ops = flatbuffer.ops_used(model)
+    sparse_dense = [layer for layer in manifest["layers"] if layer.get("sparse")]
+    n_sparse = len(manifest["sparse_layers"])
+    assert n_sparse == len(sparse_dense) > 0
+    assert ops["CUSTOM:" + device_ops.SELECT_UNITS] == n_sparse
+    assert ops["CUSTOM:" + device_ops.DENSE_BACKWARD] == n_sparse
+    others = [op for op in ops if op.startswith("CUSTOM:") and op[7:] not in device_ops.DEVICE_OPS]
+    assert not others  # no EagerPyFunc / EnsureShape left
+    assert not [op for op in flatbuffer.non_tflm_ops(model) if not op.startswith("CUSTOM:TINYPROP_")]
+    assert ops == manifest["tflm_fast"]["ops"]
+    # Same entry as train.tflite: inputs and outputs by name and shape.
+    with open(os.path.join(out, "train.tflite"), "rb") as f:
+        plain = flatbuffer.load(f.read())
+    assert flatbuffer.io_details(model, 0) == flatbuffer.io_details(plain, 0)
+    # Every TinyProp op: fully static shapes, as its C++ Prepare/Eval expect.
+    batch = manifest["batch_size"]
+    widths = []
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            name_ = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])
+            if not name_.startswith("CUSTOM:TINYPROP_"):
+                continue
+            shapes = [list(sg.tensors[t].shape) for t in list(op.inputs) + list(op.outputs)]
+            assert all(len(s) > 0 for s in shapes), shapes  # no unknown (empty) shape left
+            if name_.endswith(device_ops.SELECT_UNITS):
+                delta, ymax, params, ymax_out, k, kept = shapes
+                widths.append(delta[1])
+                assert delta[0] == batch and ymax == ymax_out == [1] and params == [4]
+                assert k == [batch] and kept == delta
+            else:
+                x, w, delta, k, kept, wanted, dw, dx, db = shapes
+                assert dw == w and dx == x and db == [w[1]] and delta == [batch, w[1]] and kept == delta
+                assert wanted == [3]
+    assert sorted(widths) == sorted(layer["entries"] for layer in sparse_dense)
+
+
+def test_first_layer_skips_dx_and_params_carry_the_policy(exported):
+    out, manifest = exported("mlp_tinyprop_sgd")
+    with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
+        model = flatbuffer.load(f.read())
+    wanted, params = {}, []
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            name_ = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])
+            const = lambda t: np.frombuffer(bytes(model.buffers[sg.tensors[t].buffer].data),  # noqa: E731
+                                            flatbuffer.numpy_dtype(sg.tensors[t].type))
+            if name_.endswith(device_ops.DENSE_BACKWARD):
+                wanted[int(sg.tensors[op.inputs[1]].shape[0])] = const(op.inputs[5]).tolist()
+            elif name_.endswith(device_ops.SELECT_UNITS):
+                params.append(const(op.inputs[2]).tolist())
+    assert wanted == {20: [1, 0, 1], 16: [1, 1, 1], 12: [1, 1, 1]}  # fan-in 20 = the first layer: no dx
+    # (s_min, s_max, zeta**depth, rounding floor): depths 0, 1, 2 from the output.
+    assert sorted(params, key=lambda p: -p[2]) == [
+        [np.float32(0.1), np.float32(0.9), np.float32(0.5**d), 0.0] for d in range(3)]
+
+
+def test_fast_export_refuses_a_policy_without_selection(tmp_path):
+    with pytest.raises(ExportError, match="no sparse Dense layer"):
+        export_training_model(models.mlp(input_shape=(6,), num_classes=3, hidden=(4,)), tp.DenseBackprop(), "sgd",
+                              0.1, batch_size=2, out_dir=str(tmp_path / "d"), measure_arena=False, fast=True)
+    assert not (tmp_path / "d").exists()
+
+
+def test_verify_says_when_the_fast_graph_cannot_run(exported, monkeypatch):
+    monkeypatch.delenv("TINYPROP_TFLM_DIR", raising=False)
+    monkeypatch.delenv("TINYPROP_TFLM_RUNNER", raising=False)
+    out, _ = exported("mlp_static_adam")
+    result = verify(out, steps=3, backends=("litert",))
+    assert result.ok and "tflm_fast" not in result.losses
+    assert any("train_fast.tflite not run" in n and "TINYPROP_TFLM_DIR" in n for n in result.notes)
+
+
+def _runner_or_skip():
+    try:
+        runner = tflm_runner.find_runner()
+    except tflm_runner.RunnerError as e:
+        pytest.fail(str(e))
+    if runner is None:
+        pytest.skip(f"no TFLM tree to build tinyprop_tflm_runner from: {tflm_runner.HOW_TO}")
+    return runner
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fast_step_runs_in_tflm_with_the_tinyprop_ops_and_matches_keras(exported, name):
+    _runner_or_skip()
+    out, manifest = exported(name)
+    result = verify(out, steps=10, check=False)
+    assert "tflm_fast" in result.losses, result.notes
+    assert result.ok, result.summary()
+    assert result.loss_max_rel_diff["tflm_fast"] <= 1e-5
+    assert result.max_weight_rel_diff("tflm_fast") <= 1e-5
+    k = result.k["tflm_fast"]  # [steps, layers, batch]: per-sample k of the C++ selection == Keras' sums
+    np.testing.assert_array_equal(k.sum(axis=2), result.k["keras"])
+    assert k.max() < max(layer["entries"] for layer in manifest["layers"] if layer.get("sparse"))
+    json.dumps(manifest["tflm_fast"])  # serialisable as written
