@@ -6,9 +6,14 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
 
 - ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
   -> ymax_out [1], k [B] int32, kept [B, N] int32 (the same rule as ``tinyprop_tf.selection``);
+- ``TINYPROP_SELECT_CHANNELS``: the same for a conv error delta [B, positions..., C] (score per channel = sum of
+  |delta| over the positions) -> ymax_out, k [B], kept [B, C];
 - ``TINYPROP_DENSE_BACKWARD``: x [B, I], w [I, O], delta [B, O], k, kept, outputs wanted [3] int32 (dW, dx,
   db: 0 skips that computation, e.g. dx of the first layer) -> dW [I, O], dx [B, I], db [O] (dW and dx from the
-  kept units only; dense bias gradient, TinyProp's rule).
+  kept units only; dense bias gradient, TinyProp's rule);
+- ``TINYPROP_CONV2D_BACKWARD`` / ``TINYPROP_DEPTHWISE_BACKWARD``: x, w, delta (NHWC, Keras kernel layouts), k,
+  kept, window [7] int32 (stride_h, stride_w, dilation_h, dilation_w, padding 0 VALID / 1 SAME, 0, 0), wanted
+  -> dW, dx, db, from the kept channels only (Conv1D runs as Conv2D with H = 1).
 
 How they get into the flatbuffer: TensorFlow's converter has no way to declare a custom op with a fixed
 signature, so the train step calls a placeholder ``tf.py_function`` named ``<OP>__<tag>`` (never executed: the
@@ -30,8 +35,11 @@ from tinyprop_tf.converters import flatbuffer
 from tinyprop_tf.converters.flatbuffer import fb
 
 SELECT_UNITS = "TINYPROP_SELECT_UNITS"
+SELECT_CHANNELS = "TINYPROP_SELECT_CHANNELS"
 DENSE_BACKWARD = "TINYPROP_DENSE_BACKWARD"
-DEVICE_OPS = frozenset({SELECT_UNITS, DENSE_BACKWARD})
+CONV2D_BACKWARD = "TINYPROP_CONV2D_BACKWARD"
+DEPTHWISE_BACKWARD = "TINYPROP_DEPTHWISE_BACKWARD"
+DEVICE_OPS = frozenset({SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD})
 
 _PLACEHOLDER = "EagerPyFunc"
 _SHAPE_PASS = "EnsureShape"

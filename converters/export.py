@@ -209,7 +209,7 @@ def export_training_model(
       out_dir: directory for the files (created; our files in it are replaced).
       selection_mode: "channel" (default) or "element" selection for conv layers (as ``sparsify``).
       measure_arena: measure the TFLM arena (a few seconds; it also proves TFLM can allocate and run it).
-      fast: also write ``train_fast.tflite``, the same step with the sparse Dense layers' selection and backward
+      fast: also write ``train_fast.tflite``, the same step with the sparse layers' selection and backward
         done by the TinyProp TFLM custom operators (``micro/tflm``; see ``device_ops``). It runs in a TFLM
         build that registers them (the board projects, ``tinyprop_tflm_runner``), not in the pip interpreter.
 
@@ -312,7 +312,7 @@ def export_training_model(
                 "inputs and outputs": "as train.tflite",
                 "device_ops": fast_counts,
                 "ops": flatbuffer.ops_used(flatbuffer.load(fast_data, "train_fast.tflite")),
-                "note": "sparse Dense layers select and back-propagate with the TinyProp custom operators "
+                "note": "sparse layers select and back-propagate with the TinyProp custom operators "
                         "(register micro/tflm/tinyprop_tflm.h with MicroMutableOpResolver::AddCustom); other "
                         "layers as in train.tflite",
             }
@@ -342,7 +342,7 @@ def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, inp
     except flatbuffer.InvalidModelError as e:
         raise ExportError(f"the fast train step: {e}") from None
     if not counts:
-        raise ExportError(f"fast=True: no sparse Dense layer to run on the TinyProp ops (policy {policy!r}); "
+        raise ExportError(f"fast=True: no sparse layer to run on the TinyProp ops (policy {policy!r}); "
                           "export without fast")
     data, _, fast_model = flatbuffer.legalize_for_tflm(data, max_count=max_count)
     bad = [op for op in flatbuffer.non_tflm_ops(fast_model) if op[len("CUSTOM:"):] not in device_ops.DEVICE_OPS]

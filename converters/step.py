@@ -298,26 +298,48 @@ class TrainStep(tf.Module):
 
     # -- device ops (fast variant) ----------------------------------------------------------------------------
     def _uses_device_ops(self, node) -> bool:
-        # The exporter admits DenseBackprop, StaticTopK and TinyProp only (graph.check_policy).
-        return self.fast and node.kind == "dense" and node.sparse and self._policy.selects
+        # The exporter admits DenseBackprop, StaticTopK and TinyProp only (graph.check_policy); the C++ conv
+        # kernels select whole channels and know TF's SAME/VALID padding (not Conv1D's causal padding).
+        if not (self.fast and node.sparse and self._policy.selects):
+            return False
+        if node.kind == "dense":
+            return True
+        return (node.kind in ("conv2d", "depthwise", "conv1d") and node.layer.selection == "channel"
+                and node.layer.padding in ("same", "valid"))
 
     def _device_dense_backward(self, node, saved, delta):
-        """(dW, dx, db, k) from TINYPROP_SELECT_UNITS + TINYPROP_DENSE_BACKWARD: the rule of ``_select``."""
-        b, n = delta.shape
+        """(dW, dx, db, k) from the TinyProp device ops: the rule of ``_select``, then the sparse backward."""
+        b, n = delta.shape[0], delta.shape[-1]
         policy = self._policy
         s_min, s_max = (policy.ratio, policy.ratio) if isinstance(policy, policies_lib.StaticTopK) else (
             policy.s_min, policy.s_max)
         params = tf.constant([s_min, s_max, policy.zeta**node.depth, 1.0 if policy.rounding == "round" else 0.0],
                              tf.float32)
         state = self.ymax_vars[node.name]
+        select = device_ops.SELECT_UNITS if node.kind == "dense" else device_ops.SELECT_CHANNELS
         ymax, k, kept = device_ops.call(
-            device_ops.SELECT_UNITS, node.name, [delta, tf.reshape(state.read_value(), [1]), params],
+            select, node.name, [delta, tf.reshape(state.read_value(), [1]), params],
             [(tf.float32, [1]), (tf.int32, [b]), (tf.int32, [b, n])], self.device_op_shapes)
         state.assign(tf.reshape(ymax, []))
-        x, kernel = saved["x"], saved["kernel"]
         wanted = tf.constant([int(node.trainable), int(node.needs_input_grad), int(node.trainable)], tf.int32)
+        x, kernel = saved["x"], saved["kernel"]
+        if node.kind == "dense":
+            d_kernel, d_x, d_bias = device_ops.call(
+                device_ops.DENSE_BACKWARD, node.name, [x, kernel, delta, k, kept, wanted],
+                [(tf.float32, kernel.shape), (tf.float32, x.shape), (tf.float32, [n])], self.device_op_shapes)
+            return d_kernel, d_x, d_bias, k
+        geo = saved["geo"]
+        window = tf.constant([geo.sh, geo.sw, 1, 1, 1 if geo.padding == "same" else 0, 0, 0], tf.int32)
+        if node.kind == "conv1d":  # lifted to H = 1, as the forward does
+            x4, k4 = saved["x4"], saved["k4"]
+            d4 = tf.reshape(delta, [b, 1, *delta.shape[1:]])
+            d_k4, d_x4, d_bias = device_ops.call(
+                device_ops.CONV2D_BACKWARD, node.name, [x4, k4, d4, k, kept, window, wanted],
+                [(tf.float32, k4.shape), (tf.float32, x4.shape), (tf.float32, [n])], self.device_op_shapes)
+            return tf.reshape(d_k4, kernel.shape), tf.reshape(d_x4, x.shape), d_bias, k
+        op = device_ops.CONV2D_BACKWARD if node.kind == "conv2d" else device_ops.DEPTHWISE_BACKWARD
         d_kernel, d_x, d_bias = device_ops.call(
-            device_ops.DENSE_BACKWARD, node.name, [x, kernel, delta, k, kept, wanted],
+            op, node.name, [x, kernel, delta, k, kept, window, wanted],
             [(tf.float32, kernel.shape), (tf.float32, x.shape), (tf.float32, [n])], self.device_op_shapes)
         return d_kernel, d_x, d_bias, k
 

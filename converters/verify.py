@@ -306,6 +306,8 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
             fast_note = f"train_fast.tflite not run: {tflm_runner.HOW_TO}"
         else:
             runs["tflm_fast"] = run_tflm_fast(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, runner)
+            fast_note = (f"train_fast.tflite ran in tinyprop_tflm_runner ({runner}): arena used "
+                         f"{runs['tflm_fast']['arena_used']} bytes (64-bit host)")
     ref = runs["keras"]
     failures, k_mismatches = [], []
     loss_abs, loss_rel, w_abs, w_rel, out_abs = {}, {}, {}, {}, {}

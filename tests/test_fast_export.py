@@ -29,7 +29,16 @@ CASES = {
                         lambda: tp.StaticTopK(0.3), "adam", "sparse_categorical_crossentropy"),
     "autoencoder_tinyprop_mse": (lambda: models.autoencoder(input_dim=24, hidden=(12, 4)),
                                  lambda: tp.TinyProp(0.2, 0.8, 0.7, rounding="round"), "sgd", "mse"),
+    "cnn_tinyprop_sgd": (lambda: models.small_cnn(input_shape=(12, 12, 1), num_classes=4, filters=(6, 8)),
+                         lambda: tp.TinyProp(0.1, 0.9, 0.5), "sgd", "sparse_categorical_crossentropy"),
+    "ds_cnn_tinyprop_adam": (lambda: models.ds_cnn(input_shape=(16, 8, 1), num_classes=4, filters=8, blocks=2),
+                             lambda: tp.TinyProp(0.1, 0.9, 0.5), "adam", "sparse_categorical_crossentropy"),
+    "conv1d_static_sgd": (lambda: models.conv1d_net(input_shape=(16, 5), num_classes=3, filters=(6, 8)),
+                          lambda: tp.StaticTopK(0.4), "sgd", "sparse_categorical_crossentropy"),
 }
+SELECT_OPS = (device_ops.SELECT_UNITS, device_ops.SELECT_CHANNELS)
+BACKWARD_OPS = {"dense": device_ops.DENSE_BACKWARD, "conv2d": device_ops.CONV2D_BACKWARD,
+                "conv1d": device_ops.CONV2D_BACKWARD, "depthwise": device_ops.DEPTHWISE_BACKWARD}
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +63,13 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
         model = flatbuffer.load(f.read())
     ops = flatbuffer.ops_used(model)
-    sparse_dense = [layer for layer in manifest["layers"] if layer.get("sparse")]
-    n_sparse = len(manifest["sparse_layers"])
-    assert n_sparse == len(sparse_dense) > 0
-    assert ops["CUSTOM:" + device_ops.SELECT_UNITS] == n_sparse
-    assert ops["CUSTOM:" + device_ops.DENSE_BACKWARD] == n_sparse
+    sparse = [layer for layer in manifest["layers"] if layer.get("sparse")]
+    assert len(sparse) == len(manifest["sparse_layers"]) > 0
+    n_units = sum(layer["kind"] == "dense" for layer in sparse)
+    assert ops.get("CUSTOM:" + device_ops.SELECT_UNITS, 0) == n_units
+    assert ops.get("CUSTOM:" + device_ops.SELECT_CHANNELS, 0) == len(sparse) - n_units
+    for op in set(BACKWARD_OPS.values()):
+        assert ops.get("CUSTOM:" + op, 0) == sum(BACKWARD_OPS[layer["kind"]] == op for layer in sparse), op
     others = [op for op in ops if op.startswith("CUSTOM:") and op[7:] not in device_ops.DEVICE_OPS]
     assert not others  # no EagerPyFunc / EnsureShape left
     assert not [op for op in flatbuffer.non_tflm_ops(model) if not op.startswith("CUSTOM:TINYPROP_")]
@@ -72,21 +83,27 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     widths = []
     for sg in model.subgraphs:
         for op in sg.operators:
-            name_ = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])
-            if not name_.startswith("CUSTOM:TINYPROP_"):
+            name_ = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])[len("CUSTOM:"):]
+            if not name_.startswith("TINYPROP_"):
                 continue
             shapes = [list(sg.tensors[t].shape) for t in list(op.inputs) + list(op.outputs)]
             assert all(len(s) > 0 for s in shapes), shapes  # no unknown (empty) shape left
-            if name_.endswith(device_ops.SELECT_UNITS):
+            if name_ in SELECT_OPS:
                 delta, ymax, params, ymax_out, k, kept = shapes
-                widths.append(delta[1])
+                widths.append(delta[-1])
                 assert delta[0] == batch and ymax == ymax_out == [1] and params == [4]
-                assert k == [batch] and kept == delta
-            else:
+                assert k == [batch] and kept == [batch, delta[-1]]
+                assert len(delta) == (2 if name_ == device_ops.SELECT_UNITS else len(delta)) >= 2
+            elif name_ == device_ops.DENSE_BACKWARD:
                 x, w, delta, k, kept, wanted, dw, dx, db = shapes
                 assert dw == w and dx == x and db == [w[1]] and delta == [batch, w[1]] and kept == delta
                 assert wanted == [3]
-    assert sorted(widths) == sorted(layer["entries"] for layer in sparse_dense)
+            else:
+                x, w, delta, k, kept, window, wanted, dw, dx, db = shapes
+                assert len(x) == len(w) == len(delta) == 4 and dw == w and dx == x and db == [delta[-1]]
+                assert kept == [batch, delta[-1]] and window == [7] and wanted == [3]
+                assert w[3] == delta[3] if name_ == device_ops.CONV2D_BACKWARD else w[2] * w[3] == delta[3]
+    assert sorted(widths) == sorted(layer["entries"] for layer in sparse)
 
 
 def test_first_layer_skips_dx_and_params_carry_the_policy(exported):
@@ -110,7 +127,7 @@ def test_first_layer_skips_dx_and_params_carry_the_policy(exported):
 
 
 def test_fast_export_refuses_a_policy_without_selection(tmp_path):
-    with pytest.raises(ExportError, match="no sparse Dense layer"):
+    with pytest.raises(ExportError, match="no sparse layer"):
         export_training_model(models.mlp(input_shape=(6,), num_classes=3, hidden=(4,)), tp.DenseBackprop(), "sgd",
                               0.1, batch_size=2, out_dir=str(tmp_path / "d"), measure_arena=False, fast=True)
     assert not (tmp_path / "d").exists()

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                     default="sparse_categorical_crossentropy")
     ex.add_argument("--batch-size", type=int, default=8)
     ex.add_argument("--fast", action="store_true",
-                    help="also write train_fast.tflite: sparse Dense layers select and back-propagate with the "
+                    help="also write train_fast.tflite: sparse layers select and back-propagate with the "
                          "TinyProp TFLM custom operators (micro/tflm) instead of masked dense builtins")
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--board", help="also write a ready-to-build project for esp32s3 | esp32c3 (ESP-IDF) | "

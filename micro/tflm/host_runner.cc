@@ -48,7 +48,8 @@ bool WriteFile(const char* path, const void* data, size_t size) {
 // Every builtin the exporter may emit (converters/flatbuffer.py TFLM_BUILTINS that train graphs use) plus the
 // TinyProp operators. AddX returns an error if registered twice; the count is checked against the capacity.
 template <typename Resolver>
-bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense, TFLMRegistration* conv) {
+bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense, TFLMRegistration* conv,
+                 TFLMRegistration* select_channels, TFLMRegistration* depthwise) {
   const TfLiteStatus s[] = {
       r.AddAbs(), r.AddAdd(), r.AddAddN(), r.AddArgMax(), r.AddAssignVariable(), r.AddBatchMatMul(),
       r.AddBroadcastTo(), r.AddCallOnce(), r.AddCast(), r.AddConcatenation(), r.AddConv2D(), r.AddCumSum(),
@@ -62,7 +63,9 @@ bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense,
       r.AddSqueeze(), r.AddStridedSlice(), r.AddSub(), r.AddSum(), r.AddTanh(), r.AddTranspose(),
       r.AddTransposeConv(), r.AddUnpack(), r.AddVarHandle(), r.AddWhile(), r.AddZerosLike(),
       r.AddCustom(tinyprop::tflm::kSelectUnitsOp, select), r.AddCustom(tinyprop::tflm::kDenseBackwardOp, dense),
-      r.AddCustom(tinyprop::tflm::kConv2DBackwardOp, conv)};
+      r.AddCustom(tinyprop::tflm::kConv2DBackwardOp, conv),
+      r.AddCustom(tinyprop::tflm::kSelectChannelsOp, select_channels),
+      r.AddCustom(tinyprop::tflm::kDepthwiseBackwardOp, depthwise)};
   for (TfLiteStatus v : s) {
     if (v != kTfLiteOk) return false;
   }
@@ -105,7 +108,9 @@ int main(int argc, char** argv) {
   TFLMRegistration select = tinyprop::tflm::Register_TINYPROP_SELECT_UNITS();
   TFLMRegistration dense = tinyprop::tflm::Register_TINYPROP_DENSE_BACKWARD();
   TFLMRegistration conv = tinyprop::tflm::Register_TINYPROP_CONV2D_BACKWARD();
-  if (!RegisterOps(resolver, &select, &dense, &conv)) {
+  TFLMRegistration select_channels = tinyprop::tflm::Register_TINYPROP_SELECT_CHANNELS();
+  TFLMRegistration depthwise = tinyprop::tflm::Register_TINYPROP_DEPTHWISE_BACKWARD();
+  if (!RegisterOps(resolver, &select, &dense, &conv, &select_channels, &depthwise)) {
     std::fprintf(stderr, "op registration failed (resolver capacity?)\n");
     return 1;
   }

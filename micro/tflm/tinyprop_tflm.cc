@@ -35,43 +35,75 @@ TfLiteStatus CheckTypes(TfLiteContext* context, TfLiteNode* node, const TfLiteTy
   return kTfLiteOk;
 }
 
-// ---- TINYPROP_SELECT_UNITS -------------------------------------------------------------------------------
+// ---- TINYPROP_SELECT_UNITS (delta [B, N]), TINYPROP_SELECT_CHANNELS (delta [B, positions..., C]) -------------
+// Channels: one score per (sample, channel) = sum of |delta| over the positions. Scratch (arena): y [B] for
+// units; scores [B, C] and y [B] for channels.
 constexpr TfLiteType kSelectIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32};
 constexpr TfLiteType kSelectOut[] = {kTfLiteFloat32, kTfLiteInt32, kTfLiteInt32};
 
+int64_t Positions(const TfLiteEvalTensor* t) {
+  int64_t p = 1;
+  for (int i = 1; i + 1 < Rank(t); ++i) p *= Dim(t, i);
+  return p;
+}
+
+template <bool kChannels>
+int64_t SelectScratchFloats(const TfLiteEvalTensor* delta) {
+  const int32_t batch = Dim(delta, 0), n = Dim(delta, Rank(delta) - 1);
+  return kChannels ? SelectChannelsScratchSize(batch, n) : SelectUnitsScratchSize(batch);
+}
+
+template <bool kChannels>
 TfLiteStatus SelectPrepare(TfLiteContext* context, TfLiteNode* node) {
   TF_LITE_ENSURE_OK(context, CheckTypes(context, node, kSelectIn, 3, kSelectOut, 3));
   const TfLiteEvalTensor* delta = GetEvalInput(context, node, 0);
-  TF_LITE_ENSURE_EQ(context, Rank(delta), 2);
-  // y [B] lives in the arena's scratch space.
+  TF_LITE_ENSURE(context, kChannels ? Rank(delta) >= 3 : Rank(delta) == 2);
   int scratch_index = -1;
   TF_LITE_ENSURE_OK(context, context->RequestScratchBufferInArena(
-                                 context, static_cast<size_t>(Dim(delta, 0)) * sizeof(float), &scratch_index));
+                                 context, static_cast<size_t>(SelectScratchFloats<kChannels>(delta)) * sizeof(float),
+                                 &scratch_index));
   node->user_data = reinterpret_cast<void*>(static_cast<intptr_t>(scratch_index));
   return kTfLiteOk;
 }
 
+template <bool kChannels>
 TfLiteStatus SelectEval(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kChannels ? kSelectChannelsOp : kSelectUnitsOp;
   const TfLiteEvalTensor* delta = GetEvalInput(context, node, 0);
   const TfLiteEvalTensor* ymax = GetEvalInput(context, node, 1);
   const TfLiteEvalTensor* params = GetEvalInput(context, node, 2);
   TfLiteEvalTensor* ymax_out = GetEvalOutput(context, node, 0);
   TfLiteEvalTensor* k = GetEvalOutput(context, node, 1);
   TfLiteEvalTensor* kept = GetEvalOutput(context, node, 2);
-  const int32_t batch = Dim(delta, 0), n = Dim(delta, 1);
-  if (Dim(params, 0) != 4 || Dim(ymax, 0) != 1 || Dim(ymax_out, 0) != 1 || Dim(k, 0) != batch ||
-      Dim(kept, 0) != batch || Dim(kept, 1) != n) {
-    return ToTfLite(Status::kBadShape, kSelectUnitsOp);
+  const int32_t batch = Dim(delta, 0), n = Dim(delta, Rank(delta) - 1);
+  const int64_t positions = Positions(delta);
+  if (positions > INT32_MAX || Dim(params, 0) != 4 || Dim(ymax, 0) != 1 || Dim(ymax_out, 0) != 1 ||
+      Dim(k, 0) != batch || Dim(kept, 0) != batch || Dim(kept, 1) != n) {
+    return ToTfLite(Status::kBadShape, op);
   }
   const float* p = params->data.f;
   const RatioParams rp{p[0], p[1], p[2], p[3] == 1.0f ? Rounding::kHalfEven : Rounding::kFloor};
   float m = ymax->data.f[0];
   const int scratch_index = static_cast<int>(reinterpret_cast<intptr_t>(node->user_data));
   float* scratch = static_cast<float*>(context->GetScratchBuffer(context, scratch_index));
-  const Status s = SelectUnits(delta->data.f, batch, n, rp, &m, k->data.i32, kept->data.i32, scratch,
-                               SelectUnitsScratchSize(batch));
+  const int64_t scratch_len = SelectScratchFloats<kChannels>(delta);
+  const Status s = kChannels ? SelectChannels(delta->data.f, batch, static_cast<int32_t>(positions), n, rp, &m,
+                                              k->data.i32, kept->data.i32, scratch, scratch_len)
+                             : SelectUnits(delta->data.f, batch, n, rp, &m, k->data.i32, kept->data.i32, scratch,
+                                           scratch_len);
   ymax_out->data.f[0] = m;
-  return ToTfLite(s, kSelectUnitsOp);
+  return ToTfLite(s, op);
+}
+
+// Optional last input "wanted" [3] int32 of the backward ops: 0 skips dW, dx or db (that output is left
+// unwritten), e.g. dx of the first layer, which nothing consumes.
+TfLiteStatus ReadWanted(TfLiteContext* context, TfLiteNode* node, int index, bool want[3]) {
+  want[0] = want[1] = want[2] = true;
+  if (node->inputs->size <= index) return kTfLiteOk;
+  const TfLiteEvalTensor* wanted = GetEvalInput(context, node, index);
+  if (Dim(wanted, 0) != 3) return kTfLiteError;
+  for (int i = 0; i < 3; ++i) want[i] = wanted->data.i32[i] != 0;
+  return kTfLiteOk;
 }
 
 // ---- TINYPROP_DENSE_BACKWARD -----------------------------------------------------------------------------
@@ -79,8 +111,6 @@ constexpr TfLiteType kDenseIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat3
                                    kTfLiteInt32};
 constexpr TfLiteType kGradOut[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32};
 
-// Optional last input "wanted" [3] int32: 0 skips dW, dx or db (their outputs are then left unwritten), e.g. dx
-// of the first layer, which nothing consumes.
 TfLiteStatus DensePrepare(TfLiteContext* context, TfLiteNode* node) {
   const int n_in = node->inputs->size == 6 ? 6 : 5;
   return CheckTypes(context, node, kDenseIn, n_in, kGradOut, 3);
@@ -102,12 +132,8 @@ TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
       Dim(db, 0) != shape.out) {
     return ToTfLite(Status::kBadShape, kDenseBackwardOp);
   }
-  bool want[3] = {true, true, true};
-  if (node->inputs->size == 6) {
-    const TfLiteEvalTensor* wanted = GetEvalInput(context, node, 5);
-    if (Dim(wanted, 0) != 3) return ToTfLite(Status::kBadShape, kDenseBackwardOp);
-    for (int i = 0; i < 3; ++i) want[i] = wanted->data.i32[i] != 0;
-  }
+  bool want[3];
+  if (ReadWanted(context, node, 5, want) != kTfLiteOk) return ToTfLite(Status::kBadShape, kDenseBackwardOp);
   return ToTfLite(DenseBackwardSparse(shape, x->data.f, w->data.f, delta->data.f,
                                       KeptSet{k->data.i32, kept->data.i32, shape.out}, BiasGrad::kDense,
                                       Accumulate::kOverwrite, want[0] ? dw->data.f : nullptr,
@@ -115,15 +141,22 @@ TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
                   kDenseBackwardOp);
 }
 
-// ---- TINYPROP_CONV2D_BACKWARD ----------------------------------------------------------------------------
-constexpr TfLiteType kConvIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32,
+// ---- TINYPROP_CONV2D_BACKWARD, TINYPROP_DEPTHWISE_BACKWARD --------------------------------------------------
+constexpr TfLiteType kConvIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32,
                                   kTfLiteInt32,   kTfLiteInt32,   kTfLiteInt32};
 
 TfLiteStatus ConvPrepare(TfLiteContext* context, TfLiteNode* node) {
-  return CheckTypes(context, node, kConvIn, 6, kGradOut, 3);
+  return CheckTypes(context, node, kConvIn, node->inputs->size == 7 ? 7 : 6, kGradOut, 3);
 }
 
-TfLiteStatus ConvEval(TfLiteContext* context, TfLiteNode* node) {
+ConvWindow WindowOf(const TfLiteEvalTensor* w, const int32_t* v) {
+  return ConvWindow{Dim(w, 0), Dim(w, 1), v[0], v[1], v[2], v[3], v[4] == 1 ? Padding::kSame : Padding::kValid};
+}
+
+// Conv2D and DepthwiseConv2D share inputs, checks and outputs; only the output channel count and the kernel differ.
+template <bool kDepthwise>
+TfLiteStatus ConvBackwardEval(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kDepthwise ? kDepthwiseBackwardOp : kConv2DBackwardOp;
   const TfLiteEvalTensor* x = GetEvalInput(context, node, 0);
   const TfLiteEvalTensor* w = GetEvalInput(context, node, 1);
   const TfLiteEvalTensor* delta = GetEvalInput(context, node, 2);
@@ -134,33 +167,43 @@ TfLiteStatus ConvEval(TfLiteContext* context, TfLiteNode* node) {
   TfLiteEvalTensor* dx = GetEvalOutput(context, node, 1);
   TfLiteEvalTensor* db = GetEvalOutput(context, node, 2);
   if (Rank(x) != 4 || Rank(w) != 4 || Rank(delta) != 4 || Dim(window, 0) != 7) {
-    return ToTfLite(Status::kBadShape, kConv2DBackwardOp);
+    return ToTfLite(Status::kBadShape, op);
   }
-  const int32_t* v = window->data.i32;
-  const Conv2DShape shape{Dim(x, 0), Dim(x, 1), Dim(x, 2), Dim(x, 3), Dim(w, 3)};
-  const ConvWindow win{Dim(w, 0), Dim(w, 1), v[0], v[1], v[2], v[3], v[4] == 1 ? Padding::kSame : Padding::kValid};
+  const ConvWindow win = WindowOf(w, window->data.i32);
   ConvGeometry g{};
-  const Status gs = ComputeConvGeometry(shape.in_h, shape.in_w, win, &g);
-  if (gs != Status::kOk) return ToTfLite(gs, kConv2DBackwardOp);
-  if (Dim(w, 2) != shape.in_c || Dim(delta, 0) != shape.batch || Dim(delta, 1) != g.out_h ||
-      Dim(delta, 2) != g.out_w || Dim(delta, 3) != shape.out_c || Dim(k, 0) != shape.batch ||
-      Dim(kept, 0) != shape.batch || Dim(kept, 1) != shape.out_c || Rank(dw) != 4 || Rank(dx) != 4 ||
-      Dim(db, 0) != shape.out_c) {
-    return ToTfLite(Status::kBadShape, kConv2DBackwardOp);
+  const Status gs = ComputeConvGeometry(Dim(x, 1), Dim(x, 2), win, &g);
+  if (gs != Status::kOk) return ToTfLite(gs, op);
+  const int32_t batch = Dim(x, 0), out_c = kDepthwise ? Dim(x, 3) * Dim(w, 3) : Dim(w, 3);
+  if (Dim(w, 2) != Dim(x, 3) || Dim(delta, 0) != batch || Dim(delta, 1) != g.out_h || Dim(delta, 2) != g.out_w ||
+      Dim(delta, 3) != out_c || Dim(k, 0) != batch || Dim(kept, 0) != batch || Dim(kept, 1) != out_c ||
+      Rank(dw) != 4 || Rank(dx) != 4 || Dim(db, 0) != out_c) {
+    return ToTfLite(Status::kBadShape, op);
   }
   for (int i = 0; i < 4; ++i) {
-    if (Dim(dw, i) != Dim(w, i) || Dim(dx, i) != Dim(x, i)) return ToTfLite(Status::kBadShape, kConv2DBackwardOp);
+    if (Dim(dw, i) != Dim(w, i) || Dim(dx, i) != Dim(x, i)) return ToTfLite(Status::kBadShape, op);
   }
-  return ToTfLite(Conv2DBackwardSparse(shape, win, x->data.f, w->data.f, delta->data.f,
-                                       KeptSet{k->data.i32, kept->data.i32, shape.out_c}, BiasGrad::kDense,
-                                       Accumulate::kOverwrite, dw->data.f, dx->data.f, db->data.f),
-                  kConv2DBackwardOp);
+  bool want[3];
+  if (ReadWanted(context, node, 6, want) != kTfLiteOk) return ToTfLite(Status::kBadShape, op);
+  const KeptSet kept_set{k->data.i32, kept->data.i32, out_c};
+  float* dw_out = want[0] ? dw->data.f : nullptr;
+  float* dx_out = want[1] ? dx->data.f : nullptr;
+  float* db_out = want[2] ? db->data.f : nullptr;
+  if (kDepthwise) {
+    const DepthwiseShape shape{batch, Dim(x, 1), Dim(x, 2), Dim(x, 3), Dim(w, 3)};
+    return ToTfLite(DepthwiseConv2DBackwardSparse(shape, win, x->data.f, w->data.f, delta->data.f, kept_set,
+                                                  BiasGrad::kDense, Accumulate::kOverwrite, dw_out, dx_out, db_out),
+                    op);
+  }
+  const Conv2DShape shape{batch, Dim(x, 1), Dim(x, 2), Dim(x, 3), Dim(w, 3)};
+  return ToTfLite(Conv2DBackwardSparse(shape, win, x->data.f, w->data.f, delta->data.f, kept_set, BiasGrad::kDense,
+                                       Accumulate::kOverwrite, dw_out, dx_out, db_out),
+                  op);
 }
 
 }  // namespace
 
 TFLMRegistration Register_TINYPROP_SELECT_UNITS() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, SelectPrepare, SelectEval);
+  return tflite::micro::RegisterOp(/*init=*/nullptr, SelectPrepare<false>, SelectEval<false>);
 }
 
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD() {
@@ -168,7 +211,15 @@ TFLMRegistration Register_TINYPROP_DENSE_BACKWARD() {
 }
 
 TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, ConvPrepare, ConvEval);
+  return tflite::micro::RegisterOp(/*init=*/nullptr, ConvPrepare, ConvBackwardEval<false>);
+}
+
+TFLMRegistration Register_TINYPROP_SELECT_CHANNELS() {
+  return tflite::micro::RegisterOp(/*init=*/nullptr, SelectPrepare<true>, SelectEval<true>);
+}
+
+TFLMRegistration Register_TINYPROP_DEPTHWISE_BACKWARD() {
+  return tflite::micro::RegisterOp(/*init=*/nullptr, ConvPrepare, ConvBackwardEval<true>);  // same inputs
 }
 
 }  // namespace tflm

@@ -14,10 +14,14 @@
 //   TINYPROP_DENSE_BACKWARD    in: x [B, I], w [I, O], delta [B, O], k [B] int32, kept [B, O] int32,
 //                                  optional wanted [3] int32 (dw, dx, db: 0 = skip, output left unwritten)
 //                              out: dw [I, O], dx [B, I], db [O]   (bias gradient dense, TinyProp's rule)
+//   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [4] as SELECT_UNITS
+//                              out: ymax_out [1], k [B] int32, kept [B, C] int32 (score = sum of |delta| over
+//                                   the positions per channel)
 //   TINYPROP_CONV2D_BACKWARD   in: x [B, H, W, C], w [KH, KW, C, O], delta [B, OH, OW, O], k [B], kept [B, O],
 //                                  window [7] int32 = (stride_h, stride_w, dilation_h, dilation_w, padding 0=VALID
-//                                  1=SAME, unused, unused)
+//                                  1=SAME, unused, unused), optional wanted [3] int32 as DENSE_BACKWARD
 //                              out: dw, dx, db
+//   TINYPROP_DEPTHWISE_BACKWARD  as CONV2D_BACKWARD with w [KH, KW, C, DM], delta [..., C * DM], kept [B, C * DM]
 // Errors of the kernels (tinyprop::Status) become kTfLiteError with the status name printed.
 #ifndef TINYPROP_TFLM_TINYPROP_TFLM_H_
 #define TINYPROP_TFLM_TINYPROP_TFLM_H_
@@ -30,10 +34,14 @@ namespace tflm {
 constexpr const char kSelectUnitsOp[] = "TINYPROP_SELECT_UNITS";
 constexpr const char kDenseBackwardOp[] = "TINYPROP_DENSE_BACKWARD";
 constexpr const char kConv2DBackwardOp[] = "TINYPROP_CONV2D_BACKWARD";
+constexpr const char kSelectChannelsOp[] = "TINYPROP_SELECT_CHANNELS";
+constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
 
 TFLMRegistration Register_TINYPROP_SELECT_UNITS();
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD();
 TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD();
+TFLMRegistration Register_TINYPROP_SELECT_CHANNELS();
+TFLMRegistration Register_TINYPROP_DEPTHWISE_BACKWARD();
 
 }  // namespace tflm
 }  // namespace tinyprop
