@@ -7,6 +7,11 @@
 Boards: ``esp32s3`` and ``esp32c3`` (ESP-IDF application with the ``espressif/esp-tflite-micro`` component),
 ``nrf52840dk`` and ``nrf5340dk`` (Zephyr application; TFLM is Zephyr's optional ``tflite-micro`` west project).
 
+When the export has ``train_fast.tflite`` (``export_training_model(fast=True)``), the project runs it (``fast=None``
+default; ``fast=False`` keeps ``train.tflite``): it embeds that model, copies the micro/ kernels and their TFLM glue
+(``tinyprop_kernels/``, built with ``-ffp-contract=off``) and registers the TinyProp custom operators with
+``AddCustom`` next to the builtins, so the sparse layers' backward really skips unselected rows and filters.
+
 What a generated application does (``main/main.cc`` or ``src/main.cpp``):
 
 1. registers exactly the builtin operators of ``train.tflite`` (``manifest["tflm"]["ops"]``) in a
@@ -397,6 +402,7 @@ class BoardProject:
     partition_bytes: int
     train_steps: int
     budget: dict
+    custom_ops: list = dataclasses.field(default_factory=list)  # TinyProp TFLM ops (fast projects)
 
     @property
     def fits(self) -> bool:
@@ -411,7 +417,7 @@ class BoardProject:
 # Generation
 # ----------------------------------------------------------------------------------------------------------------
 def write_board_project(export_dir, board, out_dir, samples=None, labels=None, steps=None, seed=0,
-                        arena_bytes=None) -> BoardProject:
+                        arena_bytes=None, fast=None) -> BoardProject:
     """Write a complete ESP-IDF or Zephyr project for ``board`` from an export directory into ``out_dir``.
 
     Args:
@@ -423,6 +429,8 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
       steps: training steps the application runs per boot (default: two passes over the samples).
       seed: seed of the default random samples.
       arena_bytes: arena override (default: the manifest's recommended, measured size).
+      fast: run ``train_fast.tflite`` (the sparse step on the TinyProp TFLM custom operators; the project then
+        carries the micro/ kernels and their TFLM glue and registers them). Default: when the export has it.
 
     Returns a ``BoardProject`` (files, op registration, state layout, memory budget: ``.fits``, ``.budget_text``).
 
@@ -432,8 +440,30 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
     """
     target = check_board(board)
     export_dir, manifest, model_bytes, sha = _load_export(export_dir)
-    ops = resolver_methods(manifest["tflm"]["ops"])
-    arena = arena_bytes if arena_bytes is not None else manifest["tflm"].get("arena_bytes_recommended")
+    fast_path = os.path.join(export_dir, _FAST_MODEL)
+    has_fast = "tflm_fast" in manifest and os.path.isfile(fast_path)
+    fast = has_fast if fast is None else bool(fast)
+    custom_ops = []
+    if fast:
+        if not has_fast:
+            raise BoardProjectError(f"{export_dir} has no {_FAST_MODEL}: export with fast=True (tinyprop export "
+                                    "--fast), or write the project without fast")
+        with open(fast_path, "rb") as f:
+            model_bytes = f.read()
+        sha = hashlib.sha256(model_bytes).hexdigest()
+        if sha != manifest.get("files", {}).get(_FAST_MODEL, {}).get("sha256", sha):
+            raise BoardProjectError(f"{fast_path} does not match manifest.json: re-export")
+        op_counts = manifest["tflm_fast"]["ops"]
+        custom_ops = sorted(op[len("CUSTOM:"):] for op in op_counts if op.startswith("CUSTOM:"))
+        unknown = [op for op in custom_ops if op not in _DEVICE_OPS]
+        if unknown:
+            raise BoardProjectError(f"{_FAST_MODEL} uses custom op(s) {unknown} that micro/tflm does not provide")
+        ops = resolver_methods({op: n for op, n in op_counts.items() if not op.startswith("CUSTOM:")})
+    else:
+        ops = resolver_methods(manifest["tflm"]["ops"])
+    fast_arena = (manifest.get("tflm_fast") or {}).get("arena_bytes_recommended") if fast else None
+    arena = arena_bytes if arena_bytes is not None else (
+        fast_arena or manifest["tflm"].get("arena_bytes_recommended"))
     if isinstance(arena, bool) or not isinstance(arena, (int, np.integer)) or arena < 1024:
         raise BoardProjectError("the export has no measured arena (exported with measure_arena=False): re-export "
                                 "with measure_arena=True or pass arena_bytes")
@@ -460,7 +490,14 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
     ctx = _Context(target=target, manifest=manifest, export_dir=export_dir, sha=sha, model_len=len(model_bytes),
                    ops=ops, layout=layout, state_bytes=state_bytes, model_id=_model_id(sha, layout), x=x, y=y,
                    is_label=is_label, data_note=data_note, train_steps=train_steps, slot_bytes=slot,
-                   partition_bytes=partition, persist_files=persist_files)
+                   partition_bytes=partition, persist_files=persist_files, custom_ops=custom_ops,
+                   model_bytes=model_bytes if fast else None,
+                   kernel_files=_kernel_sources() if fast else {},
+                   arena_note=("train_fast.tflite's arena measured in tinyprop_tflm_runner" if fast and fast_arena
+                               and arena_bytes is None else
+                               "train.tflite's measured arena (train_fast.tflite was not measured: export it with "
+                               "TINYPROP_TFLM_RUNNER set, or pass arena_bytes)" if fast and arena_bytes is None
+                               else None))
     samples_bytes = x.nbytes + y.nbytes
     ctx.budget = _budget(target, manifest, len(model_bytes), samples_bytes, state_bytes, partition)
     files = _esp_files(ctx) if target.platform == "esp-idf" else _zephyr_files(ctx)
@@ -480,6 +517,7 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copyfile(os.path.join(tmp, rel), dst)
     return BoardProject(board=target.key, platform=target.platform, out_dir=out_dir, files=sorted(files), ops=ops,
+                        custom_ops=custom_ops,
                         state_variables=layout, state_bytes=state_bytes, partition_bytes=partition,
                         train_steps=train_steps, budget=ctx.budget)
 
@@ -503,6 +541,10 @@ class _Context:
     slot_bytes: int
     partition_bytes: int
     persist_files: dict
+    custom_ops: list = dataclasses.field(default_factory=list)  # TinyProp TFLM ops of train_fast.tflite
+    model_bytes: bytes = None  # the model to embed when it is not the export's train.tflite (fast)
+    kernel_files: dict = dataclasses.field(default_factory=dict)  # project-relative -> micro/ source (fast)
+    arena_note: str = None
     budget: dict = None
 
 
@@ -533,6 +575,31 @@ def _persist_sources() -> dict:
             else:
                 raise BoardProjectError(f"micro/persist includes {inc}, which is not in micro/persist/include or "
                                         "micro/include")
+    return out
+
+
+_FAST_MODEL = "train_fast.tflite"
+# micro/tflm/tinyprop_tflm.h: op name -> registration function
+_DEVICE_OPS = {name: f"Register_{name}" for name in (
+    "TINYPROP_SELECT_UNITS", "TINYPROP_SELECT_CHANNELS", "TINYPROP_DENSE_BACKWARD", "TINYPROP_CONV2D_BACKWARD",
+    "TINYPROP_DEPTHWISE_BACKWARD")}
+
+
+_KERNEL_DIR = "tinyprop_kernels"
+_KERNEL_FLAGS_NOTE = ("# The TinyProp kernels match the host bit for bit only without FMA contraction (micro/README.md).\n")
+
+
+def _kernel_sources() -> dict:
+    """project-relative name -> source path: the micro/ kernel library (include/, src/) and its TFLM glue."""
+    out = {}
+    for sub, rel_dir in (("include/tinyprop", "include/tinyprop"), ("src", "src"), ("tflm", "src")):
+        folder = os.path.join(_REPO_MICRO, sub)
+        if not os.path.isdir(folder):
+            raise BoardProjectError(f"{folder} is missing; fast board projects need micro/ from the tinyprop-tf "
+                                    "source tree (an installed wheel does not ship micro/)")
+        for name in sorted(os.listdir(folder)):
+            if name.endswith((".h", ".cc")) and name != "host_runner.cc":
+                out[f"{rel_dir}/{name}"] = os.path.join(folder, name)
     return out
 
 
@@ -680,7 +747,7 @@ _MAIN = Template(r"""${header}//
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 #include "tensorflow/lite/micro/micro_resource_variable.h"
 #include "tensorflow/lite/schema/schema_generated.h"
-${platform_includes}
+${custom_op_include}${platform_includes}
 #include "model_data.h"
 #include "samples.h"
 #include "tinyprop/persist.h"
@@ -732,7 +799,7 @@ void FormatFloat(float value, char* out, size_t size) {
   }
 }
 
-// Exactly the ${num_ops} builtin operators of train.tflite (manifest.json "tflm"/"ops"), nothing else.
+// Exactly the ${num_ops} operators of ${model_file} (manifest.json "${ops_key}"/"ops"), nothing else.
 TfLiteStatus RegisterOps(tflite::MicroMutableOpResolver<kNumOps>* resolver) {
 ${register_ops}
   return kTfLiteOk;
@@ -970,9 +1037,13 @@ ${entry}
 def _main_source(ctx, platform_includes, platform_code, entry, what):
     m = ctx.manifest
     register = []
-    uses = m["tflm"]["ops"]
+    uses = m["tflm_fast" if ctx.custom_ops else "tflm"]["ops"]
     for op, method in ctx.ops:
         register.append(f"  if (resolver->{method}() != kTfLiteOk) return kTfLiteError;  // {op} x{uses[op]}")
+    for i, op in enumerate(ctx.custom_ops):  # AddCustom copies the registration
+        register.append(f"  TFLMRegistration custom{i} = tinyprop::tflm::{_DEVICE_OPS[op]}();\n"
+                        f"  if (resolver->AddCustom(\"{op}\", &custom{i}) != kTfLiteOk) return kTfLiteError;  "
+                        f"// CUSTOM:{op} x{uses['CUSTOM:' + op]}")
     if ctx.is_label:
         y_type, y_bytes = "kTfLiteInt32", "sizeof(int32_t) * TINYPROP_BATCH_SIZE"
         set_target = "    y->data.i32[b] = g_tinyprop_labels[s];"
@@ -1025,7 +1096,10 @@ def _main_source(ctx, platform_includes, platform_code, entry, what):
     printf("%s\\n", elements > 4 ? " ..." : "");
   }}"""
     return _MAIN.substitute(
-        header=_header_comment(ctx, what), train_steps=ctx.train_steps, num_ops=len(ctx.ops),
+        header=_header_comment(ctx, what), train_steps=ctx.train_steps, num_ops=len(ctx.ops) + len(ctx.custom_ops),
+        model_file=_FAST_MODEL if ctx.custom_ops else "train.tflite", ops_key="tflm_fast" if ctx.custom_ops else "tflm",
+        custom_op_include=('#include "tinyprop_tflm.h"  // the TinyProp TFLM custom operators (micro/tflm)\n'
+                           if ctx.custom_ops else ""),
         register_ops="\n".join(register), y_type=y_type, y_bytes=y_bytes, set_target=set_target, print_k=print_k,
         print_predictions=print_pred, platform_includes=platform_includes, platform_code=platform_code, entry=entry)
 
@@ -1035,6 +1109,15 @@ def _common_files(ctx, src):
     files = {}
     for name in ("model_data.h", "model_data.cc", "weights.h"):
         files[f"{src}/{name}"] = ("copy", os.path.join(ctx.export_dir, name))
+    if ctx.model_bytes is not None:  # train_fast.tflite: same inputs/outputs/variables, its own bytes and arena
+        from tinyprop_tf.converters.export import _model_data_files
+
+        m = json.loads(json.dumps(ctx.manifest))
+        fast_arena = m["tflm_fast"].get("arena_bytes")
+        m["tflm"]["arena_bytes"] = fast_arena if fast_arena else m["tflm"]["arena_bytes"]
+        header, source = _model_data_files(ctx.model_bytes, m)
+        note = f"// {_FAST_MODEL} (TinyProp custom operators). Arena: {ctx.arena_note or 'given by the caller'}.\n"
+        files[f"{src}/model_data.h"], files[f"{src}/model_data.cc"] = note + header, note + source
     files[f"{src}/samples.h"], files[f"{src}/samples.cc"] = _samples_files(ctx)
     files[f"{src}/tinyprop_state.h"], files[f"{src}/tinyprop_state.cc"] = _state_files(ctx)
     return files
@@ -1111,11 +1194,19 @@ cmake_minimum_required(VERSION 3.16)
 include($ENV{{IDF_PATH}}/tools/cmake/project.cmake)
 project(tinyprop_train)
 """
-    files["main/CMakeLists.txt"] = """idf_component_register(
-    SRCS "main.cc" "model_data.cc" "samples.cc" "tinyprop_state.cc"
-    INCLUDE_DIRS "."
+    kernel_srcs, kernel_dirs = [], []
+    for rel, path in ctx.kernel_files.items():
+        files[f"main/{_KERNEL_DIR}/{rel}"] = ("copy", path)
+        if rel.endswith(".cc"):
+            kernel_srcs.append(f'"{_KERNEL_DIR}/{rel}"')
+    if ctx.kernel_files:
+        kernel_dirs = [f'"{_KERNEL_DIR}/include"', f'"{_KERNEL_DIR}/src"']
+    files["main/CMakeLists.txt"] = f"""idf_component_register(
+    SRCS "main.cc" "model_data.cc" "samples.cc" "tinyprop_state.cc"{''.join(' ' + k for k in kernel_srcs)}
+    INCLUDE_DIRS "."{''.join(' ' + d for d in kernel_dirs)}
     PRIV_REQUIRES esp_partition esp_timer tinyprop_persist)
-"""
+""" + (_KERNEL_FLAGS_NOTE + "target_compile_options(${COMPONENT_LIB} PRIVATE -ffp-contract=off)\n"
+       if ctx.kernel_files else "")
     files["main/idf_component.yml"] = f"""## TensorFlow Lite Micro for ESP-IDF (pulls espressif/esp-nn). Float32 graphs run TFLM's reference kernels.
 dependencies:
   espressif/esp-tflite-micro: "{ESP_TFLM_VERSION}"
@@ -1266,7 +1357,16 @@ def _zephyr_files(ctx):
         if rel.endswith(".cc"):
             persist_srcs.append(f"lib/tinyprop_persist/{rel}")
     files[f"boards/{t.overlay}"] = overlay
+    kernel_srcs = []
+    for rel, path in ctx.kernel_files.items():
+        files[f"lib/{_KERNEL_DIR}/{rel}"] = ("copy", path)
+        if rel.endswith(".cc"):
+            kernel_srcs.append(f"lib/{_KERNEL_DIR}/{rel}")
+    kernel_dirs = f" lib/{_KERNEL_DIR}/include lib/{_KERNEL_DIR}/src" if ctx.kernel_files else ""
+    kernel_flags = (_KERNEL_FLAGS_NOTE + "target_compile_options(app PRIVATE -ffp-contract=off)\n"
+                    if ctx.kernel_files else "")
     sources = ["src/main.cpp", "src/model_data.cc", "src/samples.cc", "src/tinyprop_state.cc"] + persist_srcs
+    sources += kernel_srcs
     files["CMakeLists.txt"] = f"""# Generated by tinyprop_tf.converters.board_projects: TinyProp on-device training for {t.description}.
 cmake_minimum_required(VERSION 3.20.0)
 find_package(Zephyr REQUIRED HINTS $ENV{{ZEPHYR_BASE}})
@@ -1274,8 +1374,8 @@ project(tinyprop_train)
 
 target_sources(app PRIVATE
 {chr(10).join('  ' + s for s in sources)})
-target_include_directories(app PRIVATE src lib/tinyprop_persist/include)
-"""
+target_include_directories(app PRIVATE src lib/tinyprop_persist/include{kernel_dirs})
+{kernel_flags}"""
     files["prj.conf"] = f"""# Generated by tinyprop_tf.converters.board_projects for {t.description}.
 # C++17 with the full C++ library (TFLM needs it)
 CONFIG_CPP=y
@@ -1333,13 +1433,20 @@ def _readme(ctx, label=None):
     fit = ("" if b["fits"] else "\n> **Warning: this model does not fit the board.** " + b["verdict"] +
            ". Reduce the batch size or the widest sparse layer (the selection's [B, M, M] comparison tensors "
            "dominate the arena), or pick a board with more RAM.\n")
+    model_file = _FAST_MODEL if ctx.custom_ops else "train.tflite"
+    custom_text = ""
+    if ctx.custom_ops:
+        custom_text = (f" and the {len(ctx.custom_ops)} TinyProp custom operators it uses "
+                       f"({', '.join(ctx.custom_ops)}; `AddCustom`, sources in `{_KERNEL_DIR}/`: the micro/ "
+                       "kernels and their TFLM glue, so sparse layers really skip the unselected rows and "
+                       f"filters). Arena: {ctx.arena_note or 'given by the caller'}")
     common = f"""
 ## What it does
 
 `{'main/main.cc' if t.platform == 'esp-idf' else 'src/main.cpp'}`:
 
-1. registers exactly the {len(ctx.ops)} builtin ops of `train.tflite` ({ops}) in a
-   `tflite::MicroMutableOpResolver<{len(ctx.ops)}>`, creates a `MicroAllocator` on a static arena of
+1. registers exactly the {len(ctx.ops)} builtin ops of `{model_file}` ({ops}){custom_text} in a
+   `tflite::MicroMutableOpResolver<{len(ctx.ops) + len(ctx.custom_ops)}>`, creates a `MicroAllocator` on a static arena of
    `TINYPROP_ARENA_BYTES` = {m['tflm']['arena_bytes_recommended']:,} B and a `MicroResourceVariables` for the
    {m['tflm']['resource_variables']} resource variables, and the interpreter;
 2. runs one inference invoke: it runs the model's initialiser (`CALL_ONCE`), which assigns the exported weights;

@@ -307,9 +307,14 @@ def export_training_model(
         if fast_data is not None:
             files["train_fast.tflite"] = fast_data
             manifest["files"]["train_fast.tflite"] = {"sha256": _sha256(fast_data)}
+            fast_arena = _fast_arena(fast_data, manifest) if measure_arena else None
             manifest["tflm_fast"] = {
                 "file": "train_fast.tflite",
                 "inputs and outputs": "as train.tflite",
+                "arena_bytes": fast_arena,
+                "arena_bytes_recommended": None if fast_arena is None else int(-(-int(fast_arena * 1.05) // 1024) * 1024),
+                "arena_note": "measured in tinyprop_tflm_runner (64-bit host) when one was available at export "
+                              "(TINYPROP_TFLM_RUNNER, or a runner already built from TINYPROP_TFLM_DIR); else null",
                 "device_ops": fast_counts,
                 "ops": flatbuffer.ops_used(flatbuffer.load(fast_data, "train_fast.tflite")),
                 "note": "sparse layers select and back-propagate with the TinyProp custom operators "
@@ -349,6 +354,36 @@ def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, inp
     if bad:
         raise ExportError(f"the fast TFLM graph uses ops TFLM does not implement: {bad}")
     return data, counts
+
+
+def _fast_arena(fast_data: bytes, manifest: dict):
+    """Arena bytes train_fast.tflite used in tinyprop_tflm_runner for a train and an infer invoke; None without
+    a runner (never builds one: that takes minutes)."""
+    from tinyprop_tf.converters import tflm_runner
+
+    try:
+        runner = tflm_runner.find_runner(build=False)
+    except tflm_runner.RunnerError:
+        return None
+    if runner is None:
+        return None
+    specs = {d["name"]: d for d in manifest["tflm"]["inputs"]}
+    order = [d["name"] for d in sorted(manifest["tflm"]["inputs"], key=lambda d: d["index"])]
+    rng = np.random.default_rng(0)
+
+    def feed(mode):
+        out = {"mode": np.array(mode, np.int32)}
+        x, y = specs["x"], specs["y"]
+        out["x"] = rng.normal(size=x["shape"]).astype(np.float32)
+        out["y"] = (np.zeros(y["shape"], np.int32) if y["dtype"] == "int32"
+                    else rng.normal(size=y["shape"]).astype(np.float32))
+        return [out[name] for name in order]
+
+    try:
+        _, used = tflm_runner.run(runner, fast_data, [feed(MODE_TRAIN), feed(MODE_INFER)])
+    except tflm_runner.RunnerError as e:
+        raise ExportError(f"train_fast.tflite does not run in {runner}: {e}") from None
+    return used if used > 0 else None
 
 
 def _layer_entries(ref, nodes, folded_bn):

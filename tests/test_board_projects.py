@@ -498,15 +498,35 @@ class MicroResourceVariables {
 }
 """
 
+_MICRO_COMMON_H = r"""
+#pragma once
+#include <stddef.h>
+#include "tensorflow/lite/c/common.h"
+struct TfLiteNode;
+struct TFLMRegistration {
+  void* (*init)(TfLiteContext*, const char*, size_t);
+  void (*free)(TfLiteContext*, void*);
+  TfLiteStatus (*prepare)(TfLiteContext*, TfLiteNode*);
+  TfLiteStatus (*invoke)(TfLiteContext*, TfLiteNode*);
+  void (*reset)(TfLiteContext*, void*);
+  int32_t builtin_code;
+  const char* custom_name;
+};
+"""
+
 _RESOLVER_H = r"""
 #pragma once
 #include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/micro/micro_common.h"
 namespace tflite {
 class MicroOpResolver { public: virtual ~MicroOpResolver() = default; };
 template <unsigned int tOpCount>
 class MicroMutableOpResolver : public MicroOpResolver {
  public:
 %(methods)s
+  TfLiteStatus AddCustom(const char* name, TFLMRegistration* registration) {
+    return name != nullptr && registration != nullptr ? Register() : kTfLiteError;
+  }
   unsigned int registered = 0;
  private:
   TfLiteStatus Register() { return ++registered <= tOpCount ? kTfLiteOk : kTfLiteError; }
@@ -832,6 +852,7 @@ def _write_stubs(root, board):
         "tensorflow/lite/micro/micro_allocator.h": _ALLOCATOR_H,
         "tensorflow/lite/micro/micro_resource_variable.h": _RESOURCE_H,
         "tensorflow/lite/micro/micro_mutable_op_resolver.h": _RESOLVER_H % {"methods": methods},
+        "tensorflow/lite/micro/micro_common.h": _MICRO_COMMON_H,
         "tensorflow/lite/micro/micro_interpreter.h": _INTERPRETER_H,
         "stub_runtime.cc": _STUB_RUNTIME,
     }
@@ -939,3 +960,89 @@ def test_cli_export_with_board(tmp_path, capsys):
     assert f"Wrote {out}/nrf52840dk_project/ (zephyr project" in printed and "FITS" in printed
     assert (out / "nrf52840dk_project" / "src" / "main.cpp").is_file()
     assert (out / "nrf52840dk_project" / "west.yml").is_file()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fast projects: train_fast.tflite on the TinyProp TFLM custom operators
+# --------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fast_export(tmp_path_factory):
+    import tinyprop_tf as tp
+    from tinyprop_tf import models
+    from tinyprop_tf.converters import export_training_model
+
+    path = tmp_path_factory.mktemp("fast_export")
+    model = models.ds_cnn(input_shape=(12, 6, 1), num_classes=3, filters=8, blocks=1)
+    manifest = export_training_model(model, tp.TinyProp(), optimizer="sgd", learning_rate=0.01, batch_size=2,
+                                     out_dir=str(path), fast=True)
+    return str(path), manifest
+
+
+def _c_array_bytes(source):
+    body = source[source.index("g_tinyprop_train_model[] = {"):source.index("};")]
+    return bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["esp32s3", "nrf5340dk"])
+def test_fast_project_embeds_train_fast_and_registers_the_tinyprop_ops(fast_export, board, tmp_path):
+    export_dir, manifest = fast_export
+    project = write_board_project(export_dir, board, str(tmp_path / "p"))
+    src = _src_dir(board)
+    main = _read(project, f"{src}/main.{'cc' if board.startswith('esp') else 'cpp'}")
+    ops = manifest["tflm_fast"]["ops"]
+    custom = sorted(op[7:] for op in ops if op.startswith("CUSTOM:"))
+    assert project.custom_ops == custom and len(custom) == 5  # Dense, Conv2D and depthwise: all five ops
+    builtin = re.findall(r"resolver->(Add\w+)\(\) != kTfLiteOk\) return kTfLiteError;  // (\w+) x(\d+)", main)
+    added = re.findall(r'resolver->AddCustom\("(\w+)", &custom\d+\) != kTfLiteOk\) return kTfLiteError;  '
+                       r"// CUSTOM:(\w+) x(\d+)", main)
+    assert {op: int(n) for _, op, n in builtin} == {op: n for op, n in ops.items() if not op.startswith("CUSTOM:")}
+    assert {name: int(n) for name, same, n in added if name == same} == {op: ops["CUSTOM:" + op] for op in custom}
+    assert f"constexpr int kNumOps = {len(ops)};" in main and '#include "tinyprop_tflm.h"' in main
+    # the embedded model is train_fast.tflite, byte for byte; the indices are train.tflite's (same entry)
+    with open(os.path.join(export_dir, "train_fast.tflite"), "rb") as f:
+        assert _c_array_bytes(_read(project, f"{src}/model_data.cc")) == f.read()
+    model_h = _read(project, f"{src}/model_data.h")
+    for d in manifest["tflm"]["inputs"]:
+        assert int(_define(model_h, f"TINYPROP_INPUT_{d['name'].upper()}")) == d["index"]
+    # the kernels and the glue, copied unchanged and all in the build
+    kernel_root = ("main/" if board.startswith("esp") else "lib/") + "tinyprop_kernels"
+    build = _read(project, "main/CMakeLists.txt" if board.startswith("esp") else "CMakeLists.txt")
+    micro = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
+    expected = [os.path.join("src", n) for n in os.listdir(os.path.join(micro, "src"))] + \
+        ["src/tinyprop_tflm.cc", "src/tinyprop_tflm.h"] + \
+        [os.path.join("include/tinyprop", n) for n in os.listdir(os.path.join(micro, "include/tinyprop"))]
+    for rel in expected:
+        source = os.path.join(micro, "tflm" if "tinyprop_tflm" in rel else os.path.dirname(rel),
+                              os.path.basename(rel))
+        with open(source, encoding="utf-8") as f:
+            assert _read(project, f"{kernel_root}/{rel}") == f.read(), rel
+        if rel.endswith(".cc"):
+            assert f"tinyprop_kernels/{rel}" in build, rel
+    assert "-ffp-contract=off" in build
+    assert "TinyProp custom operators" in _read(project, "README.md")
+
+    # SDK-free kernels cross-compile from the project copy; main compiles against the SDK stubs
+    includes = [f"-I{kernel_root}/include", f"-I{kernel_root}/src"]
+    for rel in expected:
+        if rel.endswith(".cc") and "tinyprop_tflm" not in rel:
+            _compile(CROSS["arm"] + CXXFLAGS + includes + ["-O2", "-c", f"{kernel_root}/{rel}", "-o",
+                                                            str(tmp_path / (os.path.basename(rel) + ".o"))],
+                     project.out_dir)
+    stubs = _write_stubs(tmp_path / "stubs", board)
+    _, sdk_free_includes = _sdk_free_sources(project)
+    main_file = f"{src}/main.{'cc' if board.startswith('esp') else 'cpp'}"
+    _compile(["g++"] + CXXFLAGS + [f"-I{stubs}"] + sdk_free_includes + includes + _partition_defines(project) +
+             ["-c", main_file, "-o", str(tmp_path / "main.o")], project.out_dir)
+
+
+@pytest.mark.slow
+def test_fast_is_optional_and_refused_without_train_fast(fast_export, exports, tmp_path):
+    export_dir, _ = fast_export
+    plain = write_board_project(export_dir, "esp32c3", str(tmp_path / "plain"), fast=False)
+    assert plain.custom_ops == [] and not any("tinyprop_kernels" in f for f in plain.files)
+    with open(os.path.join(export_dir, "model_data.cc"), encoding="utf-8") as f:
+        assert _read(plain, "main/model_data.cc") == f.read()
+    with pytest.raises(BoardProjectError, match="no train_fast.tflite: export with fast=True"):
+        write_board_project(exports["ce_sgd"][0], "esp32c3", str(tmp_path / "nofast"), fast=True)
+    assert not (tmp_path / "nofast").exists()
