@@ -61,6 +61,22 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
     short = fit["nrf52840"]  # 256 KiB cannot hold a batch of 32 MNIST activations plus Adam state
     assert not short["fits"] and short["margin_bytes"] < 0 and "short by" in short["message"]
     assert f"short by {-short['margin_bytes']:,} B" in proc.stdout
+    # Step 6: the pretrained model exported, verified and turned into an nRF52840 DK project on the fast ops.
+    export = report["export"]
+    assert export["verify_ok"] and export["verify_max_rel_diff"] <= 1e-5
+    assert set(export["device_ops"]) == {"TINYPROP_SELECT_UNITS", "TINYPROP_DENSE_BACKWARD"}
+    assert (out / "export" / "train_fast.tflite").exists() and (out / "export" / "train.tflite").exists()
+    project = out / "nrf52840dk_project"
+    assert (project / "src" / "main.cpp").exists() and (project / "prj.conf").exists()
+    assert "AddCustom(\"TINYPROP_DENSE_BACKWARD\"" in (project / "src" / "main.cpp").read_text()
+    assert "5 exported training steps vs Keras" in proc.stdout and "PASS" in proc.stdout
+
+
+def test_demo_rejects_an_unknown_board_before_training(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "demo", "--out", str(tmp_path / "d"),
+                           "--board", "arduino"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "unknown board 'arduino'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_cli_unknown_command_fails_with_usage():

@@ -14,7 +14,12 @@ class UsageError(Exception):
 def _demo(args):
     from tinyprop_tf.demo import run_demo
 
-    run_demo(out_dir=args.out, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed)
+    if args.board != "none":
+        from tinyprop_tf.converters import board_projects
+
+        board_projects.check_board(args.board)  # a typo fails now, not after the training
+    run_demo(out_dir=args.out, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
+             board=None if args.board == "none" else args.board)
 
 
 DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
@@ -115,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs (default 12)")
     demo.add_argument("--pretrain-epochs", type=int, default=15)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--board", default="nrf52840dk",
+                      help="board project written at the end: esp32s3 | esp32c3 | nrf52840dk | nrf5340dk, or none "
+                           "(default nrf52840dk)")
     demo.set_defaults(run=_demo)
 
     ft = sub.add_parser("finetune", help="fine-tune a model on your data with several back-propagation policies")

@@ -8,6 +8,9 @@
    same data order), test on the other 1,000 after every epoch.
 5. Print a table (accuracy, backward MACs vs dense, mean kept ratio per layer, estimated time and energy per
    epoch on each board), write plots (PNG) and a JSON report to the output folder, and save the models.
+6. Export the pretrained model for on-device TinyProp fine-tuning with SGD (``train.tflite`` and the fast
+   ``train_fast.tflite`` on the TinyProp TFLM operators), check 5 exported steps against Keras in LiteRT and the
+   tflite-micro interpreter, and write a ready project for a board (default nRF52840 DK).
 """
 
 from __future__ import annotations
@@ -59,9 +62,43 @@ DEMO_POLICIES = {
 }
 
 
+EXPORT_BATCH = 8  # a device batch: the training state of 32 MNIST samples does not fit an nRF52840
+EXPORT_POLICY = DEMO_POLICIES["TinyProp"]
+# Plain SGD on the device: no optimizer state in RAM (Adam would add two copies of the weights), and an update
+# that does not amplify rounding: Adam divides by sqrt(v) + 1e-7, so a gradient that cancels to ~1e-9 (where the
+# float summation order decides its last bits) moves a weight by ~lr * 1e-9 / 1e-7, beyond verify's 1e-5.
+EXPORT_LEARNING_RATE = 0.01
+
+
+def export_for_board(model, out_dir: str, board: str, print_fn=print) -> dict:
+    """Step 6: export ``model`` for on-device TinyProp fine-tuning, verify it, write a ``board`` project."""
+    from tinyprop_tf.converters import export_training_model, write_board_project
+    from tinyprop_tf.converters.verify import verify
+
+    export_dir = os.path.join(out_dir, "export")
+    print_fn(f"\nExporting the pretrained model for on-device fine-tuning with {EXPORT_POLICY!r} "
+             f"(SGD {EXPORT_LEARNING_RATE}, batch {EXPORT_BATCH}) to {export_dir}/ ...")
+    manifest = export_training_model(model, EXPORT_POLICY, optimizer="sgd", learning_rate=EXPORT_LEARNING_RATE,
+                                     batch_size=EXPORT_BATCH, out_dir=export_dir, fast=True)
+    result = verify(export_dir, steps=5, check=False)
+    worst = max(max(result.loss_max_rel_diff.values()),
+                max(result.max_weight_rel_diff(b) for b in result.weight_max_rel_diff))
+    print_fn(f"  5 exported training steps vs Keras (LiteRT, tflite-micro): {'PASS' if result.ok else 'FAIL'}, "
+             f"largest relative difference {worst:.2g}; TFLM arena {manifest['tflm']['arena_bytes']:,} B")
+    project_dir = os.path.join(out_dir, f"{board}_project")
+    project = write_board_project(export_dir, board, project_dir)
+    print_fn(f"  {board} project (runs train_fast.tflite on the TinyProp operators {', '.join(project.custom_ops)}): "
+             f"{project_dir}/ -- {project.budget_text}")
+    return {"export_dir": export_dir, "verify_ok": result.ok, "verify_max_rel_diff": worst,
+            "verify_notes": result.notes, "board": board, "project_dir": project_dir, "fits": project.fits,
+            "budget": project.budget_text, "device_ops": manifest["tflm_fast"]["device_ops"]}
+
+
 def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int = 15, boards=None, seed: int = 0,
-             print_fn=print) -> dict:
-    """Run the whole demo; return the JSON report (also written to ``out_dir/report.json``)."""
+             print_fn=print, board: str | None = "nrf52840dk") -> dict:
+    """Run the whole demo; return the JSON report (also written to ``out_dir/report.json``).
+
+    ``board``: the board project of step 6 (``None`` skips the export)."""
     out_dir = out_dir or os.path.join("tinyprop_out", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out_dir, exist_ok=True)
     (x_pre, y_pre), finetune_data, (x_test, y_test) = demo_data(seed)
@@ -77,5 +114,9 @@ def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int 
         "data": {"pretrain": len(x_pre), "finetune": len(finetune_data[0]), "test": len(x_test),
                  "shift_px": SHIFT_PIXELS},
     }
-    return experiment.compare(base, DEMO_POLICIES, finetune_data, evaluate, out_dir, epochs=epochs, seed=seed,
-                              boards=boards, about=about, print_fn=print_fn)
+    report = experiment.compare(base, DEMO_POLICIES, finetune_data, evaluate, out_dir, epochs=epochs, seed=seed,
+                                boards=boards, about=about, print_fn=print_fn)
+    if board is not None:
+        report["export"] = export_for_board(base, out_dir, board, print_fn)
+        experiment.write_json(os.path.join(out_dir, "report.json"), report)
+    return report
