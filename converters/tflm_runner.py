@@ -76,7 +76,9 @@ def run(runner: str, model: bytes, inputs_per_invoke: list[list[np.ndarray]], ar
                 if list(a.shape) != d["shape"]:
                     raise ValueError(f"invoke {s}: input {d['name']} has shape {list(a.shape)}, expected {d['shape']}")
                 a.tofile(os.path.join(tmp, f"in_{s}_{i}.bin"))
-        proc = subprocess.run([runner, path, str(int(arena)), tmp, str(len(inputs_per_invoke))],
+        # The resource-variable table lives in the arena: size it for this model, as a device project does.
+        num_variables = max(1, len(flatbuffer.variable_names(parsed)))
+        proc = subprocess.run([runner, path, str(int(arena)), tmp, str(len(inputs_per_invoke)), str(num_variables)],
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise RunnerError(f"tinyprop_tflm_runner failed (exit {proc.returncode}): "

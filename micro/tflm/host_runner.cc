@@ -2,7 +2,7 @@
 // custom operators registered. The host-side proof that an exported graph using TINYPROP_* ops runs in real TFLM
 // (the tflite-micro Python wheel cannot load custom operators built outside its own source tree).
 //
-//   tinyprop_tflm_runner MODEL.tflite ARENA_BYTES IO_DIR STEPS
+//   tinyprop_tflm_runner MODEL.tflite ARENA_BYTES IO_DIR STEPS [RESOURCE_VARIABLES]
 //
 // For step s = 0..STEPS-1: input i is read from IO_DIR/in_<s>_<i>.bin (the tensor's raw bytes), the model is
 // invoked, output o is written to IO_DIR/out_<s>_<o>.bin. Prints "arena_used_bytes N" at the end. Every error is
@@ -20,7 +20,9 @@
 
 namespace {
 
-constexpr int kMaxResourceVariables = 64;
+// Default room for resource variables when not given (a DS-CNN with Adam has ~90: weights, two slots each, ymax,
+// step); the table is part of the arena, so callers pass the model's count to measure the arena as a device would.
+constexpr long kDefaultResourceVariables = 256;
 
 bool ReadFile(const char* path, void* data, size_t size) {
   FILE* f = std::fopen(path, "rb");
@@ -75,14 +77,15 @@ bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense,
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: %s MODEL.tflite ARENA_BYTES IO_DIR STEPS\n", argv[0]);
+  if (argc != 5 && argc != 6) {
+    std::fprintf(stderr, "usage: %s MODEL.tflite ARENA_BYTES IO_DIR STEPS [RESOURCE_VARIABLES]\n", argv[0]);
     return 1;
   }
+  const long num_variables = argc == 6 ? std::strtol(argv[5], nullptr, 10) : kDefaultResourceVariables;
   const long arena_size = std::strtol(argv[2], nullptr, 10);
   const long steps = std::strtol(argv[4], nullptr, 10);
-  if (arena_size <= 0 || steps <= 0) {
-    std::fprintf(stderr, "ARENA_BYTES and STEPS must be positive integers\n");
+  if (arena_size <= 0 || steps <= 0 || num_variables <= 0 || num_variables > 65536) {
+    std::fprintf(stderr, "ARENA_BYTES, STEPS and RESOURCE_VARIABLES must be positive integers\n");
     return 1;
   }
   FILE* f = std::fopen(argv[1], "rb");
@@ -117,15 +120,14 @@ int main(int argc, char** argv) {
   // Train graphs keep weights and optimizer state in resource variables, which live in the arena.
   tflite::MicroAllocator* allocator = tflite::MicroAllocator::Create(arena, static_cast<size_t>(arena_size));
   tflite::MicroResourceVariables* variables =
-      allocator != nullptr ? tflite::MicroResourceVariables::Create(allocator, kMaxResourceVariables) : nullptr;
+      allocator != nullptr ? tflite::MicroResourceVariables::Create(allocator, static_cast<int>(num_variables)) : nullptr;
   if (variables == nullptr) {
     std::fprintf(stderr, "arena of %ld bytes too small for the allocator\n", arena_size);
     return 1;
   }
   tflite::MicroInterpreter interpreter(model, resolver, allocator, variables);
   if (interpreter.AllocateTensors() != kTfLiteOk) {
-    std::fprintf(stderr, "AllocateTensors failed (arena of %ld bytes too small, or an unsupported op)\n",
-                 arena_size);
+    std::fprintf(stderr, "AllocateTensors failed with an arena of %ld bytes (TFLM's reason above)\n", arena_size);
     return 1;
   }
   char path[4096];
