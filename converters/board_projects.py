@@ -464,6 +464,11 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
     fast_arena = (manifest.get("tflm_fast") or {}).get("arena_bytes_recommended") if fast else None
     arena = arena_bytes if arena_bytes is not None else (
         fast_arena or manifest["tflm"].get("arena_bytes_recommended"))
+    arena_note = None  # where a fast project's arena comes from (None: given by the caller, or not fast)
+    if fast and arena_bytes is None:
+        arena_note = ("train_fast.tflite's arena measured in tinyprop_tflm_runner" if fast_arena else
+                      "train.tflite's measured arena (train_fast.tflite was not measured: export it with "
+                      "TINYPROP_TFLM_RUNNER set, or pass arena_bytes)")
     if isinstance(arena, bool) or not isinstance(arena, (int, np.integer)) or arena < 1024:
         raise BoardProjectError("the export has no measured arena (exported with measure_arena=False): re-export "
                                 "with measure_arena=True or pass arena_bytes")
@@ -492,12 +497,7 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
                    is_label=is_label, data_note=data_note, train_steps=train_steps, slot_bytes=slot,
                    partition_bytes=partition, persist_files=persist_files, custom_ops=custom_ops,
                    model_bytes=model_bytes if fast else None,
-                   kernel_files=_kernel_sources() if fast else {},
-                   arena_note=("train_fast.tflite's arena measured in tinyprop_tflm_runner" if fast and fast_arena
-                               and arena_bytes is None else
-                               "train.tflite's measured arena (train_fast.tflite was not measured: export it with "
-                               "TINYPROP_TFLM_RUNNER set, or pass arena_bytes)" if fast and arena_bytes is None
-                               else None))
+                   kernel_files=_kernel_sources() if fast else {}, arena_note=arena_note)
     samples_bytes = x.nbytes + y.nbytes
     ctx.budget = _budget(target, manifest, len(model_bytes), samples_bytes, state_bytes, partition)
     files = _esp_files(ctx) if target.platform == "esp-idf" else _zephyr_files(ctx)

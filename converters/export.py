@@ -274,9 +274,10 @@ def export_training_model(
         with open(model_path, "wb") as f:
             f.write(tflm_data)
         arena = None
+        probe_inputs = _probe_inputs(module, tflm_inputs)
         if measure_arena:
             try:
-                arena, arena_detail = tflm.measure_arena(model_path, _probe_inputs(module, tflm_inputs),
+                arena, arena_detail = tflm.measure_arena(model_path, probe_inputs,
                                                          len(tflm_inputs), len(tflm_outputs), detail=True)
             except tflm.TFLMError as e:
                 raise ExportError(f"the tflite-micro interpreter cannot run the exported step: {e}") from None
@@ -307,7 +308,7 @@ def export_training_model(
         if fast_data is not None:
             files["train_fast.tflite"] = fast_data
             manifest["files"]["train_fast.tflite"] = {"sha256": _sha256(fast_data)}
-            fast_arena = _fast_arena(fast_data, manifest) if measure_arena else None
+            fast_arena = _fast_arena(fast_data, probe_inputs, len(tflm_inputs)) if measure_arena else None
             manifest["tflm_fast"] = {
                 "file": "train_fast.tflite",
                 "inputs and outputs": "as train.tflite",
@@ -356,9 +357,9 @@ def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, inp
     return data, counts
 
 
-def _fast_arena(fast_data: bytes, manifest: dict):
-    """Arena bytes train_fast.tflite used in tinyprop_tflm_runner for a train and an infer invoke; None without
-    a runner (never builds one: that takes minutes)."""
+def _fast_arena(fast_data: bytes, probe_inputs: dict, n_inputs: int):
+    """Arena bytes train_fast.tflite used in tinyprop_tflm_runner for a train and an infer invoke (the feeds
+    ``_probe_inputs`` made for train.tflite: same inputs); None without a runner (never builds one: minutes)."""
     from tinyprop_tf.converters import tflm_runner
 
     try:
@@ -367,20 +368,9 @@ def _fast_arena(fast_data: bytes, manifest: dict):
         return None
     if runner is None:
         return None
-    specs = {d["name"]: d for d in manifest["tflm"]["inputs"]}
-    order = [d["name"] for d in sorted(manifest["tflm"]["inputs"], key=lambda d: d["index"])]
-    rng = np.random.default_rng(0)
-
-    def feed(mode):
-        out = {"mode": np.array(mode, np.int32)}
-        x, y = specs["x"], specs["y"]
-        out["x"] = rng.normal(size=x["shape"]).astype(np.float32)
-        out["y"] = (np.zeros(y["shape"], np.int32) if y["dtype"] == "int32"
-                    else rng.normal(size=y["shape"]).astype(np.float32))
-        return [out[name] for name in order]
-
+    feeds = [[probe_inputs[f"in{i}_{step}"] for i in range(n_inputs)] for step in ("s0", "infer")]
     try:
-        _, used = tflm_runner.run(runner, fast_data, [feed(MODE_TRAIN), feed(MODE_INFER)])
+        _, used = tflm_runner.run(runner, fast_data, feeds)
     except tflm_runner.RunnerError as e:
         raise ExportError(f"train_fast.tflite does not run in {runner}: {e}") from None
     return used if used > 0 else None

@@ -307,7 +307,7 @@ class TrainStep(tf.Module):
         return (node.kind in ("conv2d", "depthwise", "conv1d") and node.layer.selection == "channel"
                 and node.layer.padding in ("same", "valid"))
 
-    def _device_dense_backward(self, node, saved, delta):
+    def _device_backward(self, node, saved, delta):
         """(dW, dx, db, k) from the TinyProp device ops: the rule of ``_select``, then the sparse backward."""
         b, n = delta.shape[0], delta.shape[-1]
         policy = self._policy
@@ -364,7 +364,7 @@ class TrainStep(tf.Module):
                 delta = kernels.activation_backward(node.activation, g, s["z"], s["out"])
                 need_dx = node.needs_input_grad
                 if self._uses_device_ops(node):
-                    d_kernel, d_x, d_bias, ks[node.name] = self._device_dense_backward(node, s, delta)
+                    d_kernel, d_x, d_bias, ks[node.name] = self._device_backward(node, s, delta)
                     if node.trainable:
                         weight_grads[(node.name, "kernel")] = d_kernel
                         weight_grads[(node.name, "bias")] = d_bias

@@ -252,11 +252,11 @@ def run_tflm_fast(data, manifest, xs, ys, runner):
     outputs = {d["name"]: d["index"] for d in manifest["tflm"]["outputs"]}
     n_out = len(manifest["tflm"]["outputs"])
     data = flatbuffer.with_variable_outputs(data, [step.safe_name(e["path"]) for e in manifest["weights"]])
-    order = [d["name"] for d in sorted(manifest["tflm"]["inputs"], key=lambda d: d["index"])]
-    feeds = [{"x": x, "y": y, "mode": np.array(MODE_TRAIN, np.int32)} for x, y in zip(xs, ys)]
-    feeds.append({"x": xs[0], "y": ys[0], "mode": np.array(MODE_INFER, np.int32)})
-    res, arena_used = tflm_runner.run(runner, data, [[f[name] for name in order] for f in feeds])
+    inputs = _tflm_inputs(manifest, xs, ys)  # the feeds of the tflite-micro runs, by input index and step
     steps = len(xs)
+    n_in = len(manifest["tflm"]["inputs"])
+    feeds = [[inputs[f"in{i}_{step}"] for i in range(n_in)] for step in [f"s{s}" for s in range(steps)] + ["infer"]]
+    res, arena_used = tflm_runner.run(runner, data, feeds)
     return {
         "losses": np.array([float(res[s][outputs["loss"]]) for s in range(steps)]),
         "k": np.array([res[s][outputs["k"]] for s in range(steps)]),
