@@ -366,7 +366,7 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
 
 def main(argv=None) -> int:
     """``verify`` as a command (for the ``tinyprop verify`` CLI): prints the summary, returns the exit code
-    (0 pass, 1 past tolerance, 2 unreadable export or interpreter failure)."""
+    (0 pass, 1 past tolerance, 2 unreadable export, interpreter or tinyprop_tflm_runner failure)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="tinyprop verify", description=__doc__.splitlines()[0])
@@ -377,7 +377,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         result = verify(args.out_dir, steps=args.steps, rtol=args.rtol, seed=args.seed, check=False)
-    except (flatbuffer.InvalidModelError, FileNotFoundError, tflm.TFLMError) as e:
+    except (flatbuffer.InvalidModelError, FileNotFoundError, tflm.TFLMError, tflm_runner.RunnerError) as e:
         print(f"tinyprop verify: {e}")
         return 2
     print(result.summary())

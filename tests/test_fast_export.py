@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -140,6 +142,18 @@ def test_verify_says_when_the_fast_graph_cannot_run(exported, monkeypatch):
     result = verify(out, steps=3, backends=("litert",))
     assert result.ok and "tflm_fast" not in result.losses
     assert any("train_fast.tflite not run" in n and "TINYPROP_TFLM_DIR" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("TINYPROP_TFLM_RUNNER", "/no/such/runner", "TINYPROP_TFLM_RUNNER=/no/such/runner is not an executable file"),
+    ("TINYPROP_TFLM_DIR", "/tmp", "TINYPROP_TFLM_DIR=/tmp is not a TFLM tree"),
+])
+def test_verify_cli_names_a_bad_runner_setting_in_one_line(exported, variable, value, message):
+    out, _ = exported("mlp_static_adam")
+    env = {k: v for k, v in os.environ.items() if k not in ("TINYPROP_TFLM_RUNNER", "TINYPROP_TFLM_DIR")}
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "verify", out, "--steps", "2"],
+                          capture_output=True, text=True, timeout=600, env={**env, variable: value})
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
 def _runner_or_skip():

@@ -177,10 +177,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from tinyprop_tf.converters.flatbuffer import InvalidModelError
     from tinyprop_tf.converters.tflm import TFLMError
+    from tinyprop_tf.converters.tflm_runner import RunnerError
 
     try:
         code = args.run(args)
-    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, InvalidModelError, TFLMError) as error:
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, InvalidModelError, TFLMError,
+            RunnerError) as error:
         print(f"tinyprop {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
