@@ -131,6 +131,23 @@ void Conv2DLoops(const ConvPlan& p, const float* x, const float* w, const float*
     const int32_t* idx = kSparse ? internal::KeptRow(*kept, b) : nullptr;
     const bool work = kb > 0 && (dw != nullptr || dx != nullptr);
     if (db != nullptr) AccumulateBias(p, delta, b, idx, kb, bias, db);
+    if (kSparse && work && p.kh == 1 && p.kw == 1 && p.sh == 1 && p.sw == 1) {
+      // Pointwise (1x1, stride 1: position i reads pixel i): the sample's positions are the rows of a Dense
+      // layer sharing one kept set; one call runs them in order (the same terms in the same order).
+      const int64_t positions = static_cast<int64_t>(p.out_h) * p.out_w;
+      const int64_t first = static_cast<int64_t>(b) * positions;
+      const float* d = delta + first * O;
+      const float* xp = (dw != nullptr) ? x + first * C : nullptr;
+      float* dxp = (dx != nullptr) ? dx + first * C : nullptr;
+      if (dw != nullptr && dx != nullptr) {
+        internal::SparseSample<true, true>(C, O, xp, w, d, idx, kb, dw, dxp, false, positions);
+      } else if (dw != nullptr) {
+        internal::SparseSample<true, false>(C, O, xp, w, d, idx, kb, dw, dxp, false, positions);
+      } else {
+        internal::SparseSample<false, true>(C, O, xp, w, d, idx, kb, dw, dxp, false, positions);
+      }
+      continue;
+    }
     for (int32_t oh = 0; oh < p.out_h; ++oh) {
       for (int32_t ow = 0; ow < p.out_w; ++ow) {
         const float* d = delta + ((static_cast<int64_t>(b) * p.out_h + oh) * p.out_w + ow) * O;
@@ -222,9 +239,139 @@ void DepthwiseLoops(const ConvPlan& p, const float* x, const float* w, const flo
   }
 }
 
+// Outputs [lo, hi) of one axis whose tap t falls inside the input: 0 <= o * stride - pad + t * dilation < in.
+// int32 arithmetic (a division by a 64-bit value is a library call on a Cortex-M): the caller guarantees
+// |t * dilation - pad| and stride are below 2^30 (ChannelOuterFits).
+inline void TapRange(int32_t out, int32_t stride, int32_t pad, int32_t t, int32_t dilation, int32_t in,
+                     int32_t* lo, int32_t* hi) {
+  const int32_t shift = t * dilation - pad;  // input coordinate = o * stride + shift
+  const int32_t l = shift >= 0 ? 0 : (-shift + stride - 1) / stride;
+  const int32_t last = in - 1 - shift;  // o * stride <= last
+  int32_t h = last < 0 ? 0 : last / stride + 1;
+  if (h > out) h = out;
+  *lo = l < h ? l : h;
+  *hi = h;
+}
+
+// Whether TapRange's int32 arithmetic is exact for this plan.
+inline bool ChannelOuterFits(const ConvPlan& p) {
+  constexpr int64_t kLimit = int64_t{1} << 30;
+  return static_cast<int64_t>(p.kh - 1) * p.dh + p.pad_top < kLimit &&
+         static_cast<int64_t>(p.kw - 1) * p.dw + p.pad_left < kLimit && p.sh < kLimit && p.sw < kLimit &&
+         static_cast<int64_t>(p.in_h) + p.pad_top < kLimit && static_cast<int64_t>(p.in_w) + p.pad_left < kLimit;
+}
+
+// Depthwise backward (depth multiplier 1) of one channel of one sample for kernel tap (r, c): over the output
+// positions where the tap falls inside the input (a rectangle), dW[r, c, o] += x[pixel] * d and
+// dx[pixel] += W[r, c, o] * d, with the dW sum and the W tap held in registers. xo/dxo/d0 point at the channel's
+// element of the sample's x/dx/delta (pixel stride C); one run of pointer increments per row of positions.
+// x_step / x_row: element distance between horizontally / vertically adjacent positions' pixels.
+template <bool kDw, bool kDx>
+void DepthwiseChannelTap(const ConvPlan& p, int32_t r, int32_t c, int32_t x_step, int32_t x_row, const float* xo,
+                         float wv, const float* d0, float* dwp, float* dxo) {
+  int32_t oh_lo, oh_hi, ow_lo, ow_hi;
+  TapRange(p.out_h, p.sh, p.pad_top, r, p.dh, p.in_h, &oh_lo, &oh_hi);
+  TapRange(p.out_w, p.sw, p.pad_left, c, p.dw, p.in_w, &ow_lo, &ow_hi);
+  if (oh_lo >= oh_hi || ow_lo >= ow_hi) return;
+  const int32_t C = p.in_c;
+  const int32_t width = ow_hi - ow_lo;
+  // Element offsets of the first position and pixel (inside their tensors, so they fit in int32), and the
+  // strides between positions / rows.
+  const int32_t d_first = (oh_lo * p.out_w + ow_lo) * C;
+  const int32_t x_first = ((oh_lo * p.sh - p.pad_top + r * p.dh) * p.in_w + ow_lo * p.sw - p.pad_left + c * p.dw) * C;
+  const float* drow = d0 + d_first;
+  const float* xrow = kDw ? xo + x_first : nullptr;
+  float* dxrow = kDx ? dxo + x_first : nullptr;
+  float a = kDw ? *dwp : 0.0f;
+  for (int32_t oh = oh_lo; oh < oh_hi; ++oh) {
+    const float* d = drow;
+    const float* xq = xrow;
+    float* dxq = dxrow;
+    if (kDw && kDx) {
+      // dx has x's layout: its element sits at a fixed byte distance from x's (one pointer advanced, not two).
+      const uintptr_t dx_minus_x = reinterpret_cast<uintptr_t>(dxq) - reinterpret_cast<uintptr_t>(xq);
+      for (int32_t n = width; n > 0; --n) {
+        const float dv = *d;
+        d += C;
+        float* dxe = reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(xq) + dx_minus_x);
+        a += *xq * dv;
+        *dxe += wv * dv;
+        xq += x_step;
+      }
+    } else {
+      for (int32_t n = width; n > 0; --n) {
+        const float dv = *d;
+        d += C;
+        if (kDw) {
+          a += *xq * dv;
+          xq += x_step;
+        }
+        if (kDx) {
+          *dxq += wv * dv;
+          dxq += x_step;
+        }
+      }
+    }
+    drow += p.out_w * C;
+    if (kDw) xrow += x_row;
+    if (kDx) dxrow += x_row;
+  }
+  if (kDw) *dwp = a;
+}
+
+// Channel-outer depthwise loops for depth multiplier 1: per sample, per kept channel, per kernel tap, every
+// position (DepthwiseChannelTap) instead of a kept-index loop per position and tap (whose set-up a few kept
+// channels cannot amortise). Same results bit for bit as DepthwiseLoops: dW[r, c, o] still sums the positions
+// in order; dx[pixel, o] receives one term per tap with the taps visited in DESCENDING order, because the
+// position of a (pixel, tap) pair decreases as the tap increases, so this is the position order of
+// DepthwiseLoops; with dm = 1 no two channels share a dx element.
+template <bool kSparse, bool kDw, bool kDx>
+void DepthwiseChannelLoops(const ConvPlan& p, const float* x, const float* w, const float* delta,
+                           const KeptSet* kept, BiasGrad bias, float* dw, float* dx, float* db) {
+  const int32_t C = p.in_c;
+  const int64_t in_size = static_cast<int64_t>(p.in_h) * p.in_w * C;
+  const int64_t out_size = static_cast<int64_t>(p.out_h) * p.out_w * C;
+  // A stride is only taken between two positions that both read inside x, so it is below x's size then;
+  // a stride beyond int32 is never taken (a single position / row per tap), so 0 stands in for it.
+  const int64_t step64 = static_cast<int64_t>(p.sw) * C, row64 = static_cast<int64_t>(p.sh) * p.in_w * C;
+  const int32_t x_step = step64 > INT32_MAX ? 0 : static_cast<int32_t>(step64);
+  const int32_t x_row = row64 > INT32_MAX ? 0 : static_cast<int32_t>(row64);
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const int32_t kb = kSparse ? kept->k[b] : C;
+    const int32_t* idx = kSparse ? internal::KeptRow(*kept, b) : nullptr;
+    if (db != nullptr) AccumulateBias(p, delta, b, idx, kb, bias, db);
+    if (!kDw && !kDx) continue;
+    const float* xb = kDw ? x + b * in_size : nullptr;
+    float* dxb = kDx ? dx + b * in_size : nullptr;
+    const float* d0 = delta + b * out_size;
+    for (int32_t t = 0; t < kb; ++t) {
+      const int32_t o = kSparse ? idx[t] : t;
+      for (int32_t r = p.kh - 1; r >= 0; --r) {
+        for (int32_t c = p.kw - 1; c >= 0; --c) {
+          const int32_t tap = (r * p.kw + c) * C + o;
+          DepthwiseChannelTap<kDw, kDx>(p, r, c, x_step, x_row, kDw ? xb + o : nullptr, kDx ? w[tap] : 0.0f,
+                                        d0 + o, kDw ? dw + tap : nullptr, kDx ? dxb + o : nullptr);
+        }
+      }
+    }
+  }
+}
+
 template <bool kSparse, bool kDm1>
 void DepthwiseDispatchOutputs(const ConvPlan& p, const float* x, const float* w, const float* delta,
                               const KeptSet* kept, BiasGrad bias, float* dw, float* dx, float* db) {
+  if (kDm1 && kSparse && ChannelOuterFits(p)) {
+    if (dw != nullptr && dx != nullptr) {
+      DepthwiseChannelLoops<kSparse, true, true>(p, x, w, delta, kept, bias, dw, dx, db);
+    } else if (dw != nullptr) {
+      DepthwiseChannelLoops<kSparse, true, false>(p, x, w, delta, kept, bias, dw, dx, db);
+    } else if (dx != nullptr) {
+      DepthwiseChannelLoops<kSparse, false, true>(p, x, w, delta, kept, bias, dw, dx, db);
+    } else {
+      DepthwiseChannelLoops<kSparse, false, false>(p, x, w, delta, kept, bias, dw, dx, db);
+    }
+    return;
+  }
   if (dw != nullptr && dx != nullptr) {
     DepthwiseLoops<kSparse, kDm1, true, true>(p, x, w, delta, kept, bias, dw, dx, db);
   } else if (dw != nullptr) {

@@ -48,31 +48,27 @@ inline void Fill(float* p, int64_t n, float v) {
 // Row b of a KeptSet (valid only after CheckKeptSet succeeded).
 // out[c] += sum over r of f(rows[r * cols + c]), r in order, for c in [0, cols): per column the additions
 // happen in exactly the order of the plain "for r: for c: out[c] += f(rows[r][c])" loop (so results are
-// bit-identical to it), but four columns at a time are held in registers: no load/store of out per element
-// (on a Cortex-M4F this halves the instructions per element). f is the identity or |.| (channel scores).
+// bit-identical to it), but a block of N columns is held in registers: no load/store of out per element
+// (eight columns: one pointer increment and loop test per eight elements). f is the identity or |.|.
+template <bool kAbs, int N>
+inline void AddColumnBlock(const float* rows, int64_t num_rows, int32_t cols, float* out) {
+  float a[N];
+  for (int n = 0; n < N; ++n) a[n] = out[n];
+  const float* p = rows;
+  // num_rows <= kMaxElements (a checked tensor size) fits int32; a 64-bit counter costs 4 instructions per row
+  // on a 32-bit core.
+  for (int32_t r = static_cast<int32_t>(num_rows); r > 0; --r, p += cols) {
+    for (int n = 0; n < N; ++n) a[n] += kAbs ? Abs(p[n]) : p[n];
+  }
+  for (int n = 0; n < N; ++n) out[n] = a[n];
+}
+
 template <bool kAbs>
 inline void AddColumnSums(const float* rows, int64_t num_rows, int32_t cols, float* out) {
   int32_t c = 0;
-  for (; c + 4 <= cols; c += 4) {
-    float a0 = out[c], a1 = out[c + 1], a2 = out[c + 2], a3 = out[c + 3];
-    const float* p = rows + c;
-    for (int64_t r = 0; r < num_rows; ++r, p += cols) {
-      a0 += kAbs ? Abs(p[0]) : p[0];
-      a1 += kAbs ? Abs(p[1]) : p[1];
-      a2 += kAbs ? Abs(p[2]) : p[2];
-      a3 += kAbs ? Abs(p[3]) : p[3];
-    }
-    out[c] = a0;
-    out[c + 1] = a1;
-    out[c + 2] = a2;
-    out[c + 3] = a3;
-  }
-  for (; c < cols; ++c) {
-    float a = out[c];
-    const float* p = rows + c;
-    for (int64_t r = 0; r < num_rows; ++r, p += cols) a += kAbs ? Abs(*p) : *p;
-    out[c] = a;
-  }
+  for (; c + 8 <= cols; c += 8) AddColumnBlock<kAbs, 8>(rows + c, num_rows, cols, out + c);
+  for (; c + 4 <= cols; c += 4) AddColumnBlock<kAbs, 4>(rows + c, num_rows, cols, out + c);
+  for (; c < cols; ++c) AddColumnBlock<kAbs, 1>(rows + c, num_rows, cols, out + c);
 }
 
 inline const int32_t* KeptRow(const KeptSet& kept, int32_t b) {

@@ -55,12 +55,22 @@ void SiftDown(const ScoreFn& score, int32_t* heap, int64_t size, int64_t pos) {
   heap[pos] = item;
 }
 
-// Sorts k indices ascending in place (heapsort with a max-heap on the values): O(k log k), no scratch.
-void SortIndicesAscending(int32_t* a, int64_t k) {
-  auto sift = [a](int64_t pos, int64_t size) {
+// Sorts k indices ascending in place, no scratch: insertion sort for the small k that sparse selection keeps
+// (about k^2/4 moves, cheaper than a heap below a few dozen), heapsort (O(k log k)) beyond.
+void SortIndicesAscending(int32_t* a, int32_t k) {
+  if (k <= 32) {
+    for (int32_t i = 1; i < k; ++i) {
+      const int32_t v = a[i];
+      int32_t j = i;
+      for (; j > 0 && a[j - 1] > v; --j) a[j] = a[j - 1];
+      a[j] = v;
+    }
+    return;
+  }
+  auto sift = [a](int32_t pos, int32_t size) {
     const int32_t item = a[pos];
     for (;;) {
-      int64_t child = 2 * pos + 1;
+      int32_t child = 2 * pos + 1;
       if (child >= size) break;
       if (child + 1 < size && a[child + 1] > a[child]) ++child;
       if (a[child] <= item) break;
@@ -69,8 +79,8 @@ void SortIndicesAscending(int32_t* a, int64_t k) {
     }
     a[pos] = item;
   };
-  for (int64_t p = k / 2 - 1; p >= 0; --p) sift(p, k);
-  for (int64_t end = k - 1; end > 0; --end) {
+  for (int32_t q = k / 2 - 1; q >= 0; --q) sift(q, k);
+  for (int32_t end = k - 1; end > 0; --end) {
     const int32_t top = a[0];
     a[0] = a[end];
     a[end] = top;
@@ -78,18 +88,127 @@ void SortIndicesAscending(int32_t* a, int64_t k) {
   }
 }
 
-// Core selection (arguments already validated: 1 <= k <= n, no NaN scores).
-template <typename ScoreFn>
-void SelectTopK(const ScoreFn& score, int32_t n, int32_t k, int32_t* kept) {
+// ---- the same heap with each entry's score cached as an order-preserving integer key ---------------------
+// Used where the output row has room for it (2k <= capacity: keys in row[k, 2k)): a comparison is then two
+// integer loads instead of an index load, a score load (and |.|) and a float compare per side.
+// Key(s) orders like s for every non-NaN float, and equal floats (+0 and -0 included) get equal keys.
+inline uint32_t OrderKey(float s) {
+  uint32_t u = internal::FloatBits(s);
+  if (u == 0x80000000u) u = 0;                           // -0 == +0
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);   // negatives reversed below the positives
+}
+
+struct PlainKey {
+  const float* s;
+  uint32_t operator()(int32_t i) const { return OrderKey(s[i]); }
+};
+struct AbsKey {
+  const float* v;
+  // |v| >= 0: its bit pattern already orders like the value (and |-0| = +0).
+  uint32_t operator()(int32_t i) const { return (internal::FloatBits(v[i]) & 0x7fffffffu) | 0x80000000u; }
+};
+
+// Entry a (key ka, index ia) is worse than b: lower key, or the same key and a higher index.
+inline bool KeyedWorse(uint32_t ka, int32_t ia, uint32_t kb, int32_t ib) {
+  return ka < kb || (ka == kb && ia > ib);
+}
+
+void KeyedSiftDown(int32_t* idx, uint32_t* key, int32_t size, int32_t pos) {
+  const int32_t item = idx[pos];
+  const uint32_t item_key = key[pos];
+  for (;;) {
+    int32_t child = 2 * pos + 1;
+    if (child >= size) break;
+    if (child + 1 < size && KeyedWorse(key[child + 1], idx[child + 1], key[child], idx[child])) ++child;
+    if (!KeyedWorse(key[child], idx[child], item_key, item)) break;
+    idx[pos] = idx[child];
+    key[pos] = key[child];
+    pos = child;
+  }
+  idx[pos] = item;
+  key[pos] = item_key;
+}
+
+// Largest k for which the keyed selection keeps a sorted list rather than a heap (micro_qemu on Cortex-M4:
+// the list is cheaper at k = 16, the heap at k = 25).
+constexpr int32_t kSortedListMaxK = 20;
+
+// Core selection (arguments already validated: 1 <= k <= n, no NaN scores). kept[0..k) receives the indices in
+// ascending order; the row has `capacity` >= k entries, and entries [k, 2k) serve as key cache when they exist
+// (the caller pads or ignores them afterwards).
+template <typename ScoreFn, typename KeyFn>
+void SelectTopK(const ScoreFn& score, const KeyFn& key_of, int32_t n, int32_t k, int32_t* kept, int32_t capacity) {
   if (k == n) {
     for (int32_t i = 0; i < n; ++i) kept[i] = i;
     return;
   }
+  if (capacity / 2 >= k && k <= kSortedListMaxK) {
+    // Small k: the kept entries as a list sorted best first (key descending, then index ascending). A newcomer
+    // has the highest index so far, so among equal keys it goes last, and it must beat the last entry strictly.
+    // Inserting shifts k/2 entries on average, cheaper than a heap's sift for k up to a few dozen.
+    int32_t* idx = kept;
+    uint32_t* key = reinterpret_cast<uint32_t*>(kept + k);
+    for (int32_t i = 0; i < k; ++i) {
+      const uint32_t ki = key_of(i);
+      int32_t j = i;
+      for (; j > 0 && key[j - 1] < ki; --j) {
+        key[j] = key[j - 1];
+        idx[j] = idx[j - 1];
+      }
+      key[j] = ki;
+      idx[j] = i;
+    }
+    auto insert = [idx, key, k](uint32_t ki, int32_t i) {
+      int32_t j = k - 1;
+      for (; j > 0 && key[j - 1] < ki; --j) {
+        key[j] = key[j - 1];
+        idx[j] = idx[j - 1];
+      }
+      key[j] = ki;
+      idx[j] = i;
+      return key[k - 1];
+    };
+    uint32_t last = key[k - 1];
+    int32_t i = k;
+    for (; i + 2 <= n; i += 2) {  // two candidates per loop test; each still meets the list as it is then
+      const uint32_t k0 = key_of(i), k1 = key_of(i + 1);
+      if (k0 > last) last = insert(k0, i);
+      if (k1 > last) last = insert(k1, i + 1);
+    }
+    if (i < n) {
+      const uint32_t ki = key_of(i);
+      if (ki > last) insert(ki, i);
+    }
+    SortIndicesAscending(kept, k);
+    return;
+  }
+  if (capacity / 2 >= k) {
+    int32_t* idx = kept;
+    // int32_t and uint32_t may alias each other: the key cache is the row's own storage.
+    uint32_t* key = reinterpret_cast<uint32_t*>(kept + k);
+    for (int32_t i = 0; i < k; ++i) {
+      idx[i] = i;
+      key[i] = key_of(i);
+    }
+    for (int32_t q = k / 2 - 1; q >= 0; --q) KeyedSiftDown(idx, key, k, q);
+    uint32_t root = key[0];
+    for (int32_t i = k; i < n; ++i) {
+      // i has a higher index than every kept entry: it must beat the root's key strictly.
+      const uint32_t ki = key_of(i);
+      if (ki > root) {
+        idx[0] = i;
+        key[0] = ki;
+        KeyedSiftDown(idx, key, k, 0);
+        root = key[0];
+      }
+    }
+    SortIndicesAscending(kept, k);
+    return;
+  }
   for (int32_t i = 0; i < k; ++i) kept[i] = i;
-  for (int64_t p = static_cast<int64_t>(k) / 2 - 1; p >= 0; --p) SiftDown(score, kept, k, p);
+  for (int64_t q = static_cast<int64_t>(k) / 2 - 1; q >= 0; --q) SiftDown(score, kept, k, q);
   float root = score(kept[0]);
   for (int32_t i = k; i < n; ++i) {
-    // i has a higher index than every kept entry: it must beat the root's score strictly.
     const float s = score(i);
     if (s > root) {
       kept[0] = i;
@@ -172,7 +291,14 @@ Status LocalError(const float* delta, int32_t batch, int32_t n, float* y) {
   for (int32_t b = 0; b < batch; ++b) {
     const float* row = delta + static_cast<int64_t>(b) * n;
     float s = 0.0f;
-    for (int32_t j = 0; j < n; ++j) s += Abs(row[j]);
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {  // still one running sum in index order; one loop test per four elements
+      s += Abs(row[j]);
+      s += Abs(row[j + 1]);
+      s += Abs(row[j + 2]);
+      s += Abs(row[j + 3]);
+    }
+    for (; j < n; ++j) s += Abs(row[j]);
     y[b] = s;
   }
   return Status::kOk;
@@ -281,7 +407,7 @@ Status TopKIndices(const float* scores, int32_t n, int32_t k, int32_t* kept) {
   if (n < 1) return Status::kBadShape;
   if (k < 1 || k > n) return Status::kBadIndex;
   if (AnyNan(scores, n)) return Status::kNonFinite;
-  SelectTopK(PlainScore{scores}, n, k, kept);
+  SelectTopK(PlainScore{scores}, PlainKey{scores}, n, k, kept, k);
   return Status::kOk;
 }
 
@@ -290,7 +416,7 @@ Status TopKAbsIndices(const float* values, int32_t n, int32_t k, int32_t* kept) 
   if (n < 1) return Status::kBadShape;
   if (k < 1 || k > n) return Status::kBadIndex;
   if (AnyNan(values, n)) return Status::kNonFinite;
-  SelectTopK(AbsScore{values}, n, k, kept);
+  SelectTopK(AbsScore{values}, AbsKey{values}, n, k, kept, k);
   return Status::kOk;
 }
 
@@ -304,7 +430,10 @@ Status TopKBatch(const float* scores, int32_t batch, int32_t n, const int32_t* k
   if (AnyNan(scores, total)) return Status::kNonFinite;
   for (int32_t b = 0; b < batch; ++b) {
     int32_t* row = kept + static_cast<int64_t>(b) * n;
-    if (k[b] > 0) SelectTopK(PlainScore{scores + static_cast<int64_t>(b) * n}, n, k[b], row);
+    if (k[b] > 0) {
+      const float* sb = scores + static_cast<int64_t>(b) * n;
+      SelectTopK(PlainScore{sb}, PlainKey{sb}, n, k[b], row, n);
+    }
     WriteRowPadding(row, k[b], n);
   }
   return Status::kOk;
@@ -377,7 +506,8 @@ Status SelectUnits(const float* delta, int32_t batch, int32_t n, const RatioPara
     if (y[b] == 0.0f) {
       k[b] = 0;
     } else {
-      SelectTopK(AbsScore{delta + static_cast<int64_t>(b) * n}, n, k[b], row);
+      const float* db = delta + static_cast<int64_t>(b) * n;
+      SelectTopK(AbsScore{db}, AbsKey{db}, n, k[b], row, n);
     }
     WriteRowPadding(row, k[b], n);
   }
@@ -412,7 +542,8 @@ Status SelectChannels(const float* delta, int32_t batch, int32_t positions, int3
     if (y[b] == 0.0f) {
       k[b] = 0;
     } else {
-      SelectTopK(PlainScore{scores + static_cast<int64_t>(b) * channels}, channels, k[b], row);
+      const float* sb = scores + static_cast<int64_t>(b) * channels;
+      SelectTopK(PlainScore{sb}, PlainKey{sb}, channels, k[b], row, channels);
     }
     WriteRowPadding(row, k[b], channels);
   }

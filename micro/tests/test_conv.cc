@@ -1,5 +1,7 @@
 // Conv2D / DepthwiseConv2D backward against gather-form loops in double (written here independently of the
 // kernels' scatter form), plus an adjoint check against a forward convolution: <m, conv(x, W)> = <dW, W> = <dx, x>.
+#include <cstring>
+
 #include "harness.h"
 
 using namespace tinyprop;
@@ -217,6 +219,22 @@ void RunCase(tpt::Rng& rng, const Case& c) {
   // Dense reference kernel vs the unmasked gather form, and the adjoint identities.
   std::vector<float> rw(nk), rx(nx), rb(c.O);
   TP_CHECK_OK(RunReference(c, d, rw.data(), rx.data(), rb.data()));
+  // Every channel kept: the sparse kernels (whatever loop order they use, e.g. channel-outer depthwise) add the
+  // same terms in the same order as the reference, so the results are equal bit for bit.
+  {
+    Data all = d;
+    std::vector<int32_t> identity(c.O);
+    for (int32_t o = 0; o < c.O; ++o) identity[o] = o;
+    for (int32_t b = 0; b < c.B; ++b) {
+      all.k[b] = c.O;
+      std::copy(identity.begin(), identity.end(), all.idx.begin() + static_cast<size_t>(b) * c.O);
+    }
+    std::vector<float> sw(nk, 3.0f), sx(nx, 3.0f), sb(c.O, 3.0f);
+    TP_CHECK_OK(RunSparse(c, all, BiasGrad::kDense, Accumulate::kOverwrite, sw.data(), sx.data(), sb.data()));
+    TP_CHECK(std::memcmp(sw.data(), rw.data(), nk * sizeof(float)) == 0);
+    TP_CHECK(std::memcmp(sx.data(), rx.data(), nx * sizeof(float)) == 0);
+    TP_CHECK(std::memcmp(sb.data(), rb.data(), c.O * sizeof(float)) == 0);
+  }
   const Grads full = Reference(c, g, d, false, BiasGrad::kDense);
   TP_CHECK_EQ(Mismatches(rw, full.dw, 1e-5), 0);
   TP_CHECK_EQ(Mismatches(rx, full.dx, 1e-5), 0);
@@ -285,6 +303,8 @@ TP_TEST(Conv2DSparseMatchesGatherReference) {
   RunCase(rng, Case{2, 8, 8, 3, 8, 1, 3, 3, 1, 1, 1, 1, true, false});
   RunCase(rng, Case{1, 9, 9, 4, 5, 1, 3, 3, 2, 2, 1, 1, false, false});
   RunCase(rng, Case{1, 1, 12, 2, 4, 1, 1, 5, 1, 2, 1, 2, true, false});  // Conv1D-like
+  RunCase(rng, Case{3, 5, 3, 6, 7, 1, 1, 1, 1, 1, 1, 1, true, false});  // pointwise (the rows path)
+  RunCase(rng, Case{2, 4, 4, 70, 9, 1, 1, 1, 1, 1, 1, 1, false, false});  // pointwise, C_in over a dx chunk
   TP_CHECK(cases > 0);
 }
 

@@ -226,6 +226,11 @@ TP_TEST(TopKMatchesStableSort) {
           for (int32_t i = 0; i < n; ++i) abs_scores[i] = std::fabs(scores[i]);
           TP_CHECK_OK(TopKAbsIndices(scores.data(), n, k, kept.data()));
           TP_CHECK(kept == RefTopK(abs_scores, k));
+          // A row with room for n entries (TopKBatch): the heap caches integer keys in row[k, 2k) when 2k <= n.
+          std::vector<int32_t> row(n, -5);
+          const int32_t k1[1] = {k};
+          TP_CHECK_OK(TopKBatch(scores.data(), 1, n, k1, row.data()));
+          TP_CHECK(std::vector<int32_t>(row.begin(), row.begin() + k) == RefTopK(scores, k));
         }
       }
     }
@@ -280,7 +285,13 @@ TP_TEST(TopKBatchPerSampleK) {
   tpt::Rng rng(4);
   for (int rep = 0; rep < 50; ++rep) {
     const int32_t batch = rng.Int(1, 6), n = rng.Int(1, 40);
-    const auto scores = RandomScores(rng, batch * n, rep % 2);
+    auto scores = RandomScores(rng, batch * n, rep % 3);
+    if (rep % 5 == 0) {  // infinities and signed zeros among ordinary scores
+      scores[rng.Int(0, batch * n - 1)] = INFINITY;
+      scores[rng.Int(0, batch * n - 1)] = -INFINITY;
+      scores[rng.Int(0, batch * n - 1)] = -0.0f;
+      scores[rng.Int(0, batch * n - 1)] = 0.0f;
+    }
     std::vector<int32_t> k(batch);
     for (auto& v : k) v = rng.Int(0, n);
     k[0] = n;  // k = N edge case
