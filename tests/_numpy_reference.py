@@ -130,8 +130,8 @@ def adaptive_ratio(y, ymax, s_min, s_max, zeta, depth):
     """bpr in float32, in the spec's evaluation order."""
     y = np.asarray(y, np.float32)
     d = f32(s_max) - f32(s_min)
-    t = (y * d).astype(np.float32)
-    t = (t / f32(ymax)).astype(np.float32)
+    q = (y / f32(ymax)).astype(np.float32)
+    t = (q * d).astype(np.float32)
     t = (f32(s_min) + t).astype(np.float32)
     return (t * f32(zeta**depth)).astype(np.float32)
 

@@ -127,6 +127,13 @@ def test_finetune_cli_personalises_fsdd_to_a_new_speaker(tmp_path):
     dense, tinyprop = report["runs"]
     assert len(dense["metric"]) == 3 and tinyprop["bwd_ratio"] < 0.5 and dense["bwd_ratio"] == pytest.approx(1.0)
     assert dense["final_metric"] > dense["initial_metric"]  # fine-tuning on the new speaker helps
+    # --seed covers everything, the pretrained model's initial weights included: a second run is identical.
+    again = tmp_path / "again"
+    proc = _cli("finetune", "--data", FSDD, "--task", "fsdd", "--model", "mlp", "--epochs", "3",
+                "--pretrain-epochs", "4", "--policy", "dense", "--out", str(again))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rerun = json.loads((again / "report.json").read_text())["runs"][0]
+    assert (rerun["initial_metric"], rerun["metric"]) == (dense["initial_metric"], dense["metric"])
     import keras
 
     model = keras.models.load_model(out / "finetuned-tinyprop.keras")

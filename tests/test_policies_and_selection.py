@@ -126,8 +126,9 @@ def test_topk_mask_both_paths_match_the_stable_reference(seed):
 def test_adaptive_ratio_and_k_closed_form():
     y = np.array([0.0, 1.0, 2.5, 5.0], np.float32)
     bpr = selection.adaptive_ratio(y, np.float32(5.0), 0.1, 0.9, 0.5**2).numpy()
-    expected = (np.float32(0.1) + y * np.float32(0.8) / np.float32(5.0)) * np.float32(0.25)
-    np.testing.assert_allclose(bpr, expected, rtol=1e-7)
+    d = np.float32(0.9) - np.float32(0.1)
+    expected = (np.float32(0.1) + y / np.float32(5.0) * d) * np.float32(0.25)  # the module's float32 order
+    np.testing.assert_array_equal(bpr, expected)
     k = selection.ratio_to_k(bpr, 40, "floor").numpy()
     np.testing.assert_array_equal(k, np.clip(np.floor(40 * bpr), 1, 40))
     assert selection.ratio_to_k(np.float32([0.0]), 10).numpy()[0] == 1  # clamped up to 1
@@ -146,3 +147,21 @@ def test_policy_specs_from_the_command_line():
                          ("static:bogus=1", "bogus"), ("static:2", "ratio must be in")]:
         with pytest.raises(ValueError, match=message):
             from_spec(bad)
+
+
+def test_sample_that_sets_the_running_max_gets_a_k_independent_of_its_last_bits():
+    """An exported step computes y with other summation orders, so y can differ in the last bit between Keras,
+    LiteRT and TFLM. For the sample that sets the running max the ratio must not care: q = y / ymax is exactly 1,
+    t = s_min + d = s_max. (The former order (y * d) / ymax gave d one ulp either side for about half of all y,
+    so with s_max = 1 the same sample kept M - 1 units in one runtime and M in another.)"""
+    rng = np.random.default_rng(0)
+    y = rng.uniform(1e-3, 1e3, 2000).astype(np.float32)
+    s_min, s_max, m = 0.1, 1.0, 16
+    bpr = selection.adaptive_ratio(tf.constant(y), tf.constant(y), s_min, s_max, 1.0).numpy()  # ymax = y per sample
+    k = selection.ratio_to_k(bpr, m, "floor").numpy()
+    np.testing.assert_array_equal(bpr, np.float32(s_min) + (np.float32(s_max) - np.float32(s_min)))
+    np.testing.assert_array_equal(k, m)
+    # The old order really was sensitive (so this test can tell the two apart).
+    d = np.float32(s_max) - np.float32(s_min)
+    old = np.float32(s_min) + (y * d) / y
+    assert (np.floor(np.float32(m) * old) != m).any()

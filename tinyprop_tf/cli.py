@@ -52,6 +52,7 @@ def _finetune(args):
             raise UsageError(f"--model {args.model} takes inputs {expected}, but task {task.name} gives "
                              f"{tuple(task.input_shape)}")
     else:
+        keras.utils.set_random_seed(args.seed)  # the initial weights too: --seed makes the whole run repeatable
         pretrained = experiment.pretrain(tasks.build_model(args.model, task), task.pretrain, loss=task.loss,
                                          epochs=args.pretrain_epochs, seed=args.seed)
         os.makedirs(out_dir, exist_ok=True)

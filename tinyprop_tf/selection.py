@@ -6,8 +6,14 @@ evaluation order, so host, exported graph and device agree bit for bit on ``k`` 
 
 The rule, per sample ``n`` of a layer with ``M`` selectable entries (units, channels or elements):
 
-1. ratio (TinyProp): ``bpr = (s_min + Y * (s_max - s_min) / Ymax) * zeta**p``, evaluated as
-   ``d = s_max - s_min; t = Y * d; t = t / Ymax; t = s_min + t; bpr = t * zeta_pow`` in float32;
+1. ratio (TinyProp): ``bpr = (s_min + Y / Ymax * (s_max - s_min)) * zeta**p``, evaluated as
+   ``d = s_max - s_min; q = Y / Ymax; t = q * d; t = s_min + t; bpr = t * zeta_pow`` in float32.
+   Dividing first matters across runtimes: the exported step computes Y with other summation orders (its
+   matmuls and reductions round differently in the last bit), and the sample that sets the running maximum
+   must still get exactly ``q = 1`` there, ``t = s_max``, so ``M * bpr`` lands on the same side of an integer
+   (with ``(Y * d) / Ymax`` it came out one ulp either side of ``d``, and e.g. ``s_max = 1`` kept M - 1 units
+   in one runtime and M in the other). Other samples still depend on Y's last bit, but only when
+   ``M * bpr`` falls within an ulp of an integer by chance;
 2. ``k = clamp(floor(M * bpr), 1, M)`` (``rounding="round"`` uses round-half-to-even instead of floor,
    as ``tf.round`` and C's ``nearbyintf`` do);
 3. keep the ``k`` entries with the largest score; among equal scores the lower index wins.
@@ -41,8 +47,8 @@ def adaptive_ratio(y, ymax, s_min: float, s_max: float, zeta_pow: float):
     """
     y = tf.convert_to_tensor(y, tf.float32)
     d = tf.constant(s_max, tf.float32) - tf.constant(s_min, tf.float32)
-    t = y * d
-    t = t / ymax
+    q = y / ymax  # exactly 1 for the sample that set the running max, whatever rounding produced its y
+    t = q * d
     t = tf.constant(s_min, tf.float32) + t
     return t * tf.constant(zeta_pow, tf.float32)
 

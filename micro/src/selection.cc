@@ -237,8 +237,8 @@ bool AnyNan(const float* v, int64_t n) {
 
 float RatioUnchecked(float y, float ymax, const RatioParams& p) {
   float d = p.s_max - p.s_min;
-  float t = y * d;
-  t = t / ymax;
+  const float q = y / ymax;  // exactly 1 for the sample that set the running max (see selection.h)
+  float t = q * d;
   t = p.s_min + t;
   return t * p.zeta_pow;
 }

@@ -21,8 +21,8 @@ std::vector<int32_t> RefTopK(const std::vector<float>& scores, int32_t k) {
 // The spec's float32 order, written out with volatile so nothing is reassociated or contracted.
 float RefRatio(float y, float ymax, float s_min, float s_max, float zeta_pow) {
   volatile float d = s_max - s_min;
-  volatile float t = y * d;
-  t = t / ymax;
+  volatile float q = y / ymax;
+  volatile float t = q * d;
   t = s_min + t;
   volatile float r = t * zeta_pow;
   return r;
@@ -137,6 +137,27 @@ TP_TEST(RatioParamValidation) {
   TP_CHECK_STATUS(ZetaPow(1.5, 1, &zp), Status::kBadArgument);
   TP_CHECK_STATUS(ZetaPow(NAN, 1, &zp), Status::kBadArgument);
   TP_CHECK_STATUS(ZetaPow(0.5, -1, &zp), Status::kBadArgument);
+}
+
+// The sample that sets the running max gets q = y / ymax = 1 exactly, so its k cannot depend on the last bits
+// of its y (which an exported step may round differently): with s_max = 1 it keeps all n units, always.
+TP_TEST(RunningMaxSampleKeepsTheSameKWhateverItsLastBits) {
+  tpt::Rng rng(31);
+  const RatioParams p{0.1f, 1.0f, 1.0f, Rounding::kFloor};
+  int old_order_flips = 0;
+  for (int it = 0; it < 2000; ++it) {
+    const float y[2] = {rng.Uniform(1e-3f, 1e3f), 0.0f};
+    float ymax = kYmaxInit;
+    int32_t k[2];
+    TP_CHECK_OK(AdaptiveK(y, 2, 16, p, &ymax, nullptr, k));
+    TP_CHECK_EQ(k[0], 16);
+    volatile float d = p.s_max - p.s_min, t = y[0] * d;  // the former order, (y * d) / ymax
+    t = t / y[0];
+    t = p.s_min + t;
+    volatile float n_bpr = 16.0f * t;
+    old_order_flips += static_cast<int32_t>(n_bpr) != 16;
+  }
+  TP_CHECK(old_order_flips > 0);  // the test tells the orders apart
 }
 
 TP_TEST(AdaptiveKUpdatesRunningMaxFirst) {

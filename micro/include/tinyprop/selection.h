@@ -1,7 +1,9 @@
 // TinyProp selection: local error, running maximum, adaptive ratio, k, and deterministic top-k.
 //
 // Float32 evaluation order (identical to tinyprop_tf/selection.py, so results are bit-identical):
-//   d = s_max - s_min; t = y * d; t = t / ymax; t = s_min + t; bpr = t * zeta_pow
+//   d = s_max - s_min; q = y / ymax; t = q * d; t = s_min + t; bpr = t * zeta_pow
+// (dividing first gives the sample that set the running max q = 1 exactly, whatever rounding its y carries,
+// so an exported step whose y differs in the last bit still finds the same k for it)
 //   k = clamp(floor(float(n) * bpr), 1, n)          (Rounding::kHalfEven: nearest, ties to even)
 // The library is compiled with -ffp-contract=off so no FMA contraction changes these results; never build
 // it with -ffast-math.
