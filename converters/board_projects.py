@@ -58,7 +58,7 @@ from string import Template
 import numpy as np
 
 from tinyprop_tf import boards as board_profiles
-from tinyprop_tf.converters import flatbuffer
+from tinyprop_tf.converters import device_ops, flatbuffer
 
 __all__ = ["BOARDS", "BoardProject", "BoardProjectError", "BoardTarget", "TFLM_RESOLVER_METHODS",
            "check_board", "resolver_methods", "write_board_project"]
@@ -579,10 +579,8 @@ def _persist_sources() -> dict:
 
 
 _FAST_MODEL = "train_fast.tflite"
-# micro/tflm/tinyprop_tflm.h: op name -> registration function
-_DEVICE_OPS = {name: f"Register_{name}" for name in (
-    "TINYPROP_SELECT_UNITS", "TINYPROP_SELECT_CHANNELS", "TINYPROP_DENSE_BACKWARD", "TINYPROP_CONV2D_BACKWARD",
-    "TINYPROP_DEPTHWISE_BACKWARD")}
+# micro/tflm/tinyprop_tflm.h: op name -> registration function (Register_<op name>)
+_DEVICE_OPS = {name: f"Register_{name}" for name in sorted(device_ops.DEVICE_OPS)}
 
 
 _KERNEL_DIR = "tinyprop_kernels"

@@ -4,6 +4,9 @@ The builtins-only ``train.tflite`` computes the sparse step as masked dense alge
 (and an O(M²) selection). ``train_fast.tflite`` calls the C++ kernels of ``micro/`` instead, registered in TFLM
 as custom operators (``micro/tflm/tinyprop_tflm.h``):
 
+- ``TINYPROP_DENSE_FORWARD``: x [B, I], w [I, O], bias [O] -> z [B, O] (every Dense forward of the fast graph:
+  TFLM's BATCH_MATMUL would keep a transposed copy of each [I, O] kernel in persistent arena memory, one per op
+  and per branch of the train/infer IF, and the converter folds an explicit transpose back into the matmul);
 - ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
   -> ymax_out [1], k [B] int32, kept [B, N] int32 (the same rule as ``tinyprop_tf.selection``);
 - ``TINYPROP_SELECT_CHANNELS``: the same for a conv error delta [B, positions..., C] (score per channel = sum of
@@ -34,12 +37,13 @@ import tensorflow as tf
 from tinyprop_tf.converters import flatbuffer
 from tinyprop_tf.converters.flatbuffer import fb
 
+DENSE_FORWARD = "TINYPROP_DENSE_FORWARD"
 SELECT_UNITS = "TINYPROP_SELECT_UNITS"
 SELECT_CHANNELS = "TINYPROP_SELECT_CHANNELS"
 DENSE_BACKWARD = "TINYPROP_DENSE_BACKWARD"
 CONV2D_BACKWARD = "TINYPROP_CONV2D_BACKWARD"
 DEPTHWISE_BACKWARD = "TINYPROP_DEPTHWISE_BACKWARD"
-DEVICE_OPS = frozenset({SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD})
+DEVICE_OPS = frozenset({DENSE_FORWARD, SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD})
 
 _PLACEHOLDER = "EagerPyFunc"
 _SHAPE_PASS = "EnsureShape"
@@ -53,16 +57,16 @@ def _never_executed(*_):
 def call(op: str, tag: str, inputs, outputs, shapes: dict):
     """Placeholder for ``op`` in a traced train step; ``outputs`` = [(dtype, static shape), ...].
 
-    ``shapes`` (one dict per graph) records the output shapes under the placeholder's name for ``finalize``:
-    the converter drops the shape of an output nothing consumes (e.g. dx of the first layer).
+    ``shapes`` (one dict per exported step) records the output shapes under the placeholder's name for
+    ``finalize``: the converter drops the shape of an output nothing consumes (e.g. dx of the first layer).
     """
     if op not in DEVICE_OPS:
         raise ValueError(f"unknown device op {op!r}")
-    name = f"{op}__{re.sub(r'[^A-Za-z0-9]', '_', tag)}"
-    out_shapes = [[int(d) for d in shape] for _, shape in outputs]
-    if shapes.get(name, out_shapes) != out_shapes:  # a retrace may place the same op again, never another one
-        raise ValueError(f"two device ops named {name} with different outputs")
-    shapes[name] = out_shapes
+    # A serial number keeps every placeholder's name unique even where one graph calls the same op for the same
+    # layer twice (the Dense forward: the step's output and its loss); TensorFlow would otherwise uniquify the
+    # name itself, in a way finalize could not undo.
+    name = f"{op}__{re.sub(r'[^A-Za-z0-9]', '_', tag)}_{len(shapes)}"
+    shapes[name] = [[int(d) for d in shape] for _, shape in outputs]
     results = tf.py_function(_never_executed, list(inputs), [dtype for dtype, _ in outputs], name=name)
     return [tf.ensure_shape(r, shape) for r, (_, shape) in zip(results, outputs)]
 
@@ -117,7 +121,7 @@ def finalize(data: bytes, shapes: dict) -> tuple[bytes, dict[str, int]]:
         for op in kept_ops:
             if flatbuffer.op_name(codes[op.opcodeIndex]) != "CUSTOM:" + _PLACEHOLDER:
                 continue
-            # Output 0 carries the placeholder's name ("cond/TINYPROP_SELECT_UNITS__fc1"); the others add a suffix.
+            # Output 0 carries the placeholder's name ("cond/TINYPROP_SELECT_UNITS__fc1_3"); the others add a suffix.
             first = flatbuffer.tensor_name(sg.tensors[int(op.outputs[0])])
             match = _TAG.search(first + "__")
             key = first[match.start():] if match else None

@@ -347,7 +347,7 @@ def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, inp
         data, counts = device_ops.finalize(data, module.device_op_shapes)
     except flatbuffer.InvalidModelError as e:
         raise ExportError(f"the fast train step: {e}") from None
-    if not counts:
+    if not set(counts) - {device_ops.DENSE_FORWARD}:
         raise ExportError(f"fast=True: no sparse layer to run on the TinyProp ops (policy {policy!r}); "
                           "export without fast")
     data, _, fast_model = flatbuffer.legalize_for_tflm(data, max_count=max_count)
@@ -359,11 +359,15 @@ def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, inp
 
 def _fast_arena(fast_data: bytes, probe_inputs: dict, n_inputs: int):
     """Arena bytes train_fast.tflite used in tinyprop_tflm_runner for a train and an infer invoke (the feeds
-    ``_probe_inputs`` made for train.tflite: same inputs); None without a runner (never builds one: minutes)."""
+    ``_probe_inputs`` made for train.tflite: same inputs); None without a runner. A first build takes minutes,
+    so export never starts one; an existing build is brought up to date (seconds: only the TinyProp sources
+    change), else a runner older than an operator would reject the graph."""
     from tinyprop_tf.converters import tflm_runner
 
     try:
         runner = tflm_runner.find_runner(build=False)
+        if runner is not None and not os.environ.get("TINYPROP_TFLM_RUNNER"):
+            runner = tflm_runner.find_runner(build=True)
     except tflm_runner.RunnerError:
         return None
     if runner is None:

@@ -113,8 +113,8 @@ class TrainStep(tf.Module):
     def __init__(self, nodes, input_id, output_id, policy, opt: OptimizerConfig, loss: str, batch_size: int,
                  input_shape, output_shape, fast: bool = False):
         super().__init__(name="tinyprop_train_step")
-        # fast: sparse Dense layers call the TinyProp device ops (converters/device_ops.py) for selection and
-        # backward; such a graph is traced and converted only, never executed by TensorFlow.
+        # fast: every Dense forward and the sparse layers' selection and backward call the TinyProp device ops
+        # (converters/device_ops.py); such a graph is traced and converted only, never executed by TensorFlow.
         self.fast = bool(fast)
         self.device_op_shapes = {}  # filled while tracing (device_ops.call), read by device_ops.finalize
         self._nodes, self._input_id, self._output_id = nodes, input_id, output_id
@@ -194,7 +194,10 @@ class TrainStep(tf.Module):
                 kernel, bias = weights[node.name].get("kernel"), weights[node.name].get("bias")
                 layer = node.layer
                 if node.kind == "dense":
-                    z = kernels.dense_forward(h, kernel, bias)
+                    if self.fast:
+                        z = self._device_dense_forward(node, h, kernel, bias)
+                    else:
+                        z = kernels.dense_forward(h, kernel, bias)
                     extra = {}
                 elif node.kind == "conv1d":
                     geo = kernels.ConvGeometry((1, node.in_shapes[0][0]), (1, layer.kernel_size[0]),
@@ -306,6 +309,13 @@ class TrainStep(tf.Module):
             return True
         return (node.kind in ("conv2d", "depthwise", "conv1d") and node.layer.selection == "channel"
                 and node.layer.padding in ("same", "valid"))
+
+    def _device_dense_forward(self, node, x, kernel, bias):
+        """z = x . kernel (+ bias) by TINYPROP_DENSE_FORWARD, which reads the [in, out] kernel as it is stored."""
+        inputs = [x, kernel] + ([bias] if bias is not None else [])
+        (z,) = device_ops.call(device_ops.DENSE_FORWARD, node.name, inputs,
+                               [(tf.float32, [x.shape[0], kernel.shape[1]])], self.device_op_shapes)
+        return z
 
     def _device_backward(self, node, saved, delta):
         """(dW, dx, db, k) from the TinyProp device ops: the rule of ``_select``, then the sparse backward."""

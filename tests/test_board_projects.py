@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tinyprop_tf import boards as board_profiles
-from tinyprop_tf.converters import BoardProjectError, board_projects, write_board_project
+from tinyprop_tf.converters import BoardProjectError, board_projects, device_ops, write_board_project
 
 BOARDS = ["esp32s3", "esp32c3", "nrf52840dk", "nrf5340dk"]
 ESP_FILES = ["CMakeLists.txt", "sdkconfig.defaults", "partitions.csv", "README.md", "main/CMakeLists.txt",
@@ -992,7 +992,7 @@ def test_fast_project_embeds_train_fast_and_registers_the_tinyprop_ops(fast_expo
     main = _read(project, f"{src}/main.{'cc' if board.startswith('esp') else 'cpp'}")
     ops = manifest["tflm_fast"]["ops"]
     custom = sorted(op[7:] for op in ops if op.startswith("CUSTOM:"))
-    assert project.custom_ops == custom and len(custom) == 5  # Dense, Conv2D and depthwise: all five ops
+    assert project.custom_ops == custom and custom == sorted(device_ops.DEVICE_OPS)  # Dense, Conv2D, depthwise: all
     builtin = re.findall(r"resolver->(Add\w+)\(\) != kTfLiteOk\) return kTfLiteError;  // (\w+) x(\d+)", main)
     added = re.findall(r'resolver->AddCustom\("(\w+)", &custom\d+\) != kTfLiteOk\) return kTfLiteError;  '
                        r"// CUSTOM:(\w+) x(\d+)", main)

@@ -83,6 +83,7 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     # Every TinyProp op: fully static shapes, as its C++ Prepare/Eval expect.
     batch = manifest["batch_size"]
     widths = []
+    forwards = 0
     for sg in model.subgraphs:
         for op in sg.operators:
             name_ = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])[len("CUSTOM:"):]
@@ -96,6 +97,11 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 assert delta[0] == batch and ymax == ymax_out == [1] and params == [4]
                 assert k == [batch] and kept == [batch, delta[-1]]
                 assert len(delta) == (2 if name_ == device_ops.SELECT_UNITS else len(delta)) >= 2
+            elif name_ == device_ops.DENSE_FORWARD:
+                x, w, *bias, z = shapes
+                assert x[0] == batch and len(x) == len(w) == 2 and x[1] == w[0] and z == [batch, w[1]]
+                assert bias in ([], [[w[1]]])
+                forwards += 1
             elif name_ == device_ops.DENSE_BACKWARD:
                 x, w, delta, k, kept, wanted, dw, dx, db = shapes
                 assert dw == w and dx == x and db == [w[1]] and delta == [batch, w[1]] and kept == delta
@@ -106,6 +112,11 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 assert kept == [batch, delta[-1]] and window == [7] and wanted == [3]
                 assert w[3] == delta[3] if name_ == device_ops.CONV2D_BACKWARD else w[2] * w[3] == delta[3]
     assert sorted(widths) == sorted(layer["entries"] for layer in sparse)
+    # Every Dense forward runs on TINYPROP_DENSE_FORWARD (BATCH_MATMUL would keep a persistent transposed copy of
+    # each kernel): at least one per Dense layer (the train and infer branches each have their own).
+    n_dense = sum(layer["kind"] == "dense" for layer in manifest["layers"])
+    assert forwards == ops.get("CUSTOM:" + device_ops.DENSE_FORWARD, 0) >= n_dense
+    assert "BATCH_MATMUL" not in ops
 
 
 def test_first_layer_skips_dx_and_params_carry_the_policy(exported):

@@ -294,6 +294,7 @@ void FuzzDense(Input& in) {
     float one = 0;
     int32_t k = 0, idx = 0;
     ExpectRejected(DenseBackwardReference(s, &one, &one, &one, &one, &one, &one));
+    ExpectRejected(DenseForward(s, &one, &one, &one, &one));
     ExpectRejected(DenseBackwardSparse(s, &one, &one, &one, KeptSet{&k, &idx, 1}, bias, mode, &one, &one, &one));
     return;
   }
@@ -306,6 +307,7 @@ void FuzzDense(Input& in) {
   const KeptBuf kb = MakeKept(in, s.batch, s.out);
   (void)DenseBackwardSparse(s, x.ptr(), w.ptr(), d.ptr(), kb.view(), bias, mode, dw.ptr(), dx.ptr(), db.ptr());
   (void)DenseBackwardReference(s, x.ptr(), w.ptr(), d.ptr(), dw.ptr(), dx.ptr(), db.ptr());
+  (void)DenseForward(s, x.ptr(), w.ptr(), in.U8() % 2 ? db.ptr() : nullptr, d.ptr());
   FBuf a = MakeF(in, int64_t{s.batch} * s.out);
   (void)ReluBackward(d.ptr(), a.ptr(), s.batch * s.out, d.ptr());
 }

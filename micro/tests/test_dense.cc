@@ -93,6 +93,45 @@ TP_TEST(DenseReferenceMatchesTextbook) {
       }
 }
 
+TP_TEST(DenseForwardMatchesTextbookAndSumsInInputOrder) {
+  tpt::Rng rng(13);
+  const int32_t batches[] = {1, 3};
+  const int32_t ins[] = {1, 5, 17};
+  const int32_t outs[] = {1, 4, 33};
+  for (int32_t B : batches)
+    for (int32_t I : ins)
+      for (int32_t O : outs) {
+        const auto x = rng.Vec(B * I), w = rng.Vec(I * O), bias = rng.Vec(O);
+        std::vector<float> z(B * O, 9.0f), z_nobias(B * O, 9.0f);
+        TP_CHECK_OK(DenseForward(DenseShape{B, I, O}, x.data(), w.data(), bias.data(), z.data()));
+        TP_CHECK_OK(DenseForward(DenseShape{B, I, O}, x.data(), w.data(), nullptr, z_nobias.data()));
+        for (int32_t b = 0; b < B; ++b) {
+          for (int32_t j = 0; j < O; ++j) {
+            double want = 0.0;
+            volatile float acc = 0.0f;  // the documented float32 order: input order, then the bias
+            for (int32_t i = 0; i < I; ++i) {
+              want += static_cast<double>(x[b * I + i]) * w[i * O + j];
+              volatile float p = x[b * I + i] * w[i * O + j];
+              acc = acc + p;
+            }
+            TP_CHECK_NEAR(z_nobias[b * O + j], want, 1e-5);
+            TP_CHECK_NEAR(z[b * O + j], want + bias[j], 1e-5);
+            TP_CHECK_EQ(z_nobias[b * O + j], static_cast<float>(acc));
+            volatile float with_bias = acc + bias[j];
+            TP_CHECK_EQ(z[b * O + j], static_cast<float>(with_bias));
+          }
+        }
+      }
+  const float one[1] = {1.0f};
+  float out[1] = {7.0f};
+  TP_CHECK_STATUS(DenseForward(DenseShape{0, 1, 1}, one, one, nullptr, out), Status::kBadShape);
+  TP_CHECK_STATUS(DenseForward(DenseShape{1, 65536, 65536}, one, one, nullptr, out), Status::kBadShape);
+  TP_CHECK_STATUS(DenseForward(DenseShape{1, 1, 1}, nullptr, one, nullptr, out), Status::kBadArgument);
+  TP_CHECK_STATUS(DenseForward(DenseShape{1, 1, 1}, one, nullptr, nullptr, out), Status::kBadArgument);
+  TP_CHECK_STATUS(DenseForward(DenseShape{1, 1, 1}, one, one, nullptr, nullptr), Status::kBadArgument);
+  TP_CHECK_EQ(out[0], 7.0f);
+}
+
 TP_TEST(DenseSparseMatchesMaskedTextbook) {
   tpt::Rng rng(12);
   const int32_t batches[] = {1, 2, 3, 6};

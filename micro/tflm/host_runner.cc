@@ -51,7 +51,7 @@ bool WriteFile(const char* path, const void* data, size_t size) {
 // TinyProp operators. AddX returns an error if registered twice; the count is checked against the capacity.
 template <typename Resolver>
 bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense, TFLMRegistration* conv,
-                 TFLMRegistration* select_channels, TFLMRegistration* depthwise) {
+                 TFLMRegistration* select_channels, TFLMRegistration* depthwise, TFLMRegistration* forward) {
   const TfLiteStatus s[] = {
       r.AddAbs(), r.AddAdd(), r.AddAddN(), r.AddArgMax(), r.AddAssignVariable(), r.AddBatchMatMul(),
       r.AddBroadcastTo(), r.AddCallOnce(), r.AddCast(), r.AddConcatenation(), r.AddConv2D(), r.AddCumSum(),
@@ -67,7 +67,8 @@ bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense,
       r.AddCustom(tinyprop::tflm::kSelectUnitsOp, select), r.AddCustom(tinyprop::tflm::kDenseBackwardOp, dense),
       r.AddCustom(tinyprop::tflm::kConv2DBackwardOp, conv),
       r.AddCustom(tinyprop::tflm::kSelectChannelsOp, select_channels),
-      r.AddCustom(tinyprop::tflm::kDepthwiseBackwardOp, depthwise)};
+      r.AddCustom(tinyprop::tflm::kDepthwiseBackwardOp, depthwise),
+      r.AddCustom(tinyprop::tflm::kDenseForwardOp, forward)};
   for (TfLiteStatus v : s) {
     if (v != kTfLiteOk) return false;
   }
@@ -113,7 +114,8 @@ int main(int argc, char** argv) {
   TFLMRegistration conv = tinyprop::tflm::Register_TINYPROP_CONV2D_BACKWARD();
   TFLMRegistration select_channels = tinyprop::tflm::Register_TINYPROP_SELECT_CHANNELS();
   TFLMRegistration depthwise = tinyprop::tflm::Register_TINYPROP_DEPTHWISE_BACKWARD();
-  if (!RegisterOps(resolver, &select, &dense, &conv, &select_channels, &depthwise)) {
+  TFLMRegistration forward = tinyprop::tflm::Register_TINYPROP_DENSE_FORWARD();
+  if (!RegisterOps(resolver, &select, &dense, &conv, &select_channels, &depthwise, &forward)) {
     std::fprintf(stderr, "op registration failed (resolver capacity?)\n");
     return 1;
   }

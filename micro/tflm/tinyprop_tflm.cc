@@ -35,6 +35,28 @@ TfLiteStatus CheckTypes(TfLiteContext* context, TfLiteNode* node, const TfLiteTy
   return kTfLiteOk;
 }
 
+// ---- TINYPROP_DENSE_FORWARD ---------------------------------------------------------------------------------
+constexpr TfLiteType kForwardTypes[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32};
+
+TfLiteStatus DenseForwardPrepare(TfLiteContext* context, TfLiteNode* node) {
+  const int n_in = node->inputs->size == 3 ? 3 : 2;
+  return CheckTypes(context, node, kForwardTypes, n_in, kForwardTypes, 1);
+}
+
+TfLiteStatus DenseForwardEval(TfLiteContext* context, TfLiteNode* node) {
+  const TfLiteEvalTensor* x = GetEvalInput(context, node, 0);
+  const TfLiteEvalTensor* w = GetEvalInput(context, node, 1);
+  const TfLiteEvalTensor* bias = node->inputs->size == 3 ? GetEvalInput(context, node, 2) : nullptr;
+  TfLiteEvalTensor* z = GetEvalOutput(context, node, 0);
+  const DenseShape shape{Dim(x, 0), Dim(x, 1), Dim(w, 1)};
+  if (Rank(x) != 2 || Rank(w) != 2 || Rank(z) != 2 || Dim(w, 0) != shape.in || Dim(z, 0) != shape.batch ||
+      Dim(z, 1) != shape.out || (bias != nullptr && (Rank(bias) != 1 || Dim(bias, 0) != shape.out))) {
+    return ToTfLite(Status::kBadShape, kDenseForwardOp);
+  }
+  return ToTfLite(DenseForward(shape, x->data.f, w->data.f, bias != nullptr ? bias->data.f : nullptr, z->data.f),
+                  kDenseForwardOp);
+}
+
 // ---- TINYPROP_SELECT_UNITS (delta [B, N]), TINYPROP_SELECT_CHANNELS (delta [B, positions..., C]) -------------
 // Channels: one score per (sample, channel) = sum of |delta| over the positions. Scratch (arena): y [B] for
 // units; scores [B, C] and y [B] for channels.
@@ -201,6 +223,10 @@ TfLiteStatus ConvBackwardEval(TfLiteContext* context, TfLiteNode* node) {
 }
 
 }  // namespace
+
+TFLMRegistration Register_TINYPROP_DENSE_FORWARD() {
+  return tflite::micro::RegisterOp(/*init=*/nullptr, DenseForwardPrepare, DenseForwardEval);
+}
 
 TFLMRegistration Register_TINYPROP_SELECT_UNITS() {
   return tflite::micro::RegisterOp(/*init=*/nullptr, SelectPrepare<false>, SelectEval<false>);

@@ -9,6 +9,9 @@
 //   resolver.AddCustom(tinyprop::tflm::kSelectUnitsOp, &select);  // AddCustom copies the registration
 //
 // Operators (all tensors float32 unless noted, shapes as the kernels in micro/include/tinyprop):
+//   TINYPROP_DENSE_FORWARD     in: x [B, I], w [I, O], optional bias [O]   out: z [B, O] = x . w (+ bias)
+//                              (reads the kernel in Keras' [I, O] layout: no transposed copy, unlike BATCH_MATMUL,
+//                              which keeps one per op in persistent arena memory)
 //   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
 //                              out: ymax_out [1], k [B] int32, kept [B, N] int32 (ascending rows, -1 padded)
 //   TINYPROP_DENSE_BACKWARD    in: x [B, I], w [I, O], delta [B, O], k [B] int32, kept [B, O] int32,
@@ -31,12 +34,14 @@
 namespace tinyprop {
 namespace tflm {
 
+constexpr const char kDenseForwardOp[] = "TINYPROP_DENSE_FORWARD";
 constexpr const char kSelectUnitsOp[] = "TINYPROP_SELECT_UNITS";
 constexpr const char kDenseBackwardOp[] = "TINYPROP_DENSE_BACKWARD";
 constexpr const char kConv2DBackwardOp[] = "TINYPROP_CONV2D_BACKWARD";
 constexpr const char kSelectChannelsOp[] = "TINYPROP_SELECT_CHANNELS";
 constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
 
+TFLMRegistration Register_TINYPROP_DENSE_FORWARD();
 TFLMRegistration Register_TINYPROP_SELECT_UNITS();
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD();
 TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD();

@@ -16,6 +16,12 @@ struct DenseShape {
   int32_t out;
 };
 
+// Forward z = x . W (+ bias): z [batch, out], bias [out] or null. Per element 0 + x[b, 0] W[0, j] + ... in input
+// order, then + bias[j] (the order of TFLM's reference FULLY_CONNECTED). Reads W in its Keras layout [in, out],
+// so an exported graph needs no transposed copy of it (TFLM's BATCH_MATMUL keeps one, persistently, per op).
+// z must not alias x or W.
+Status DenseForward(const DenseShape& shape, const float* x, const float* w, const float* bias, float* z);
+
 // Reference: dW = x^T . delta, dx = delta . W^T, db = sum_b delta (straightforward loops, overwrites).
 Status DenseBackwardReference(const DenseShape& shape, const float* x, const float* w, const float* delta,
                               float* dw, float* dx, float* db);
