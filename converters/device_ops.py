@@ -14,6 +14,9 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
 - ``TINYPROP_DENSE_BACKWARD``: x [B, I], w [I, O], delta [B, O], k, kept, outputs wanted [3] int32 (dW, dx,
   db: 0 skips that computation, e.g. dx of the first layer) -> dW [I, O], dx [B, I], db [O] (dW and dx from the
   kept units only; dense bias gradient, TinyProp's rule);
+- ``TINYPROP_DENSE_BACKWARD_SGD``: the same inputs plus lr [1] and the bias [O] (if the layer has one) ->
+  w_new = w - dW * lr [I, O], dx, b_new = bias - db * lr [O]: plain SGD fused into the sparse backward (the graph
+  assigns w_new; no dW tensor lives next to w and w_new), used when the optimizer is SGD without momentum;
 - ``TINYPROP_CONV2D_BACKWARD`` / ``TINYPROP_DEPTHWISE_BACKWARD``: x, w, delta (NHWC, Keras kernel layouts), k,
   kept, window [7] int32 (stride_h, stride_w, dilation_h, dilation_w, padding 0 VALID / 1 SAME, 0, 0), wanted
   -> dW, dx, db, from the kept channels only (Conv1D runs as Conv2D with H = 1).
@@ -41,9 +44,10 @@ DENSE_FORWARD = "TINYPROP_DENSE_FORWARD"
 SELECT_UNITS = "TINYPROP_SELECT_UNITS"
 SELECT_CHANNELS = "TINYPROP_SELECT_CHANNELS"
 DENSE_BACKWARD = "TINYPROP_DENSE_BACKWARD"
+DENSE_BACKWARD_SGD = "TINYPROP_DENSE_BACKWARD_SGD"
 CONV2D_BACKWARD = "TINYPROP_CONV2D_BACKWARD"
 DEPTHWISE_BACKWARD = "TINYPROP_DEPTHWISE_BACKWARD"
-DEVICE_OPS = frozenset({DENSE_FORWARD, SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD})
+DEVICE_OPS = frozenset({DENSE_FORWARD, SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD, DENSE_BACKWARD_SGD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD})
 
 _PLACEHOLDER = "EagerPyFunc"
 _SHAPE_PASS = "EnsureShape"

@@ -99,6 +99,13 @@ def weight_key(layer_name: str, weight) -> str:
     return f"{layer_name}/{weight.path.rsplit('/', 1)[-1]}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Updated:
+    """A weight's new value computed by a device op (fused SGD), standing where its gradient would be."""
+
+    value: object
+
+
 def safe_name(path: str) -> str:
     """A weight path as an identifier: 'fc1/kernel' -> 'fc1_kernel'."""
     return re.sub(r"[^0-9A-Za-z_]", "_", path)
@@ -215,7 +222,7 @@ class TrainStep(tf.Module):
                     z = fwd(h, kernel, bias4, geo)
                     extra = {"geo": geo}
                 out = kernels.activation_forward(node.activation, z)
-                saved[node.name] = {"x": h, "z": z, "out": out, "kernel": kernel, **extra}
+                saved[node.name] = {"x": h, "z": z, "out": out, "kernel": kernel, "bias": bias, **extra}
             elif node.kind == "act":
                 out = kernels.activation_forward(node.activation, h)
                 saved[node.name] = {"z": h, "out": out}
@@ -317,8 +324,15 @@ class TrainStep(tf.Module):
                                [(tf.float32, [x.shape[0], kernel.shape[1]])], self.device_op_shapes)
         return z
 
+    def _fuses_sgd(self, node) -> bool:
+        """Whether the layer's plain SGD step runs inside its device backward (TINYPROP_DENSE_BACKWARD_SGD)."""
+        opt = self._opt
+        return (node.kind == "dense" and node.trainable and self._uses_device_ops(node) and opt.name == "sgd"
+                and opt.momentum == 0.0)
+
     def _device_backward(self, node, saved, delta):
-        """(dW, dx, db, k) from the TinyProp device ops: the rule of ``_select``, then the sparse backward."""
+        """(dW, dx, db, k) from the TinyProp device ops: the rule of ``_select``, then the sparse backward. With
+        fused SGD (``_fuses_sgd``) dW and db are ``Updated`` new values instead."""
         b, n = delta.shape[0], delta.shape[-1]
         policy = self._policy
         s_min, s_max = (policy.ratio, policy.ratio) if isinstance(policy, policies_lib.StaticTopK) else (
@@ -331,12 +345,27 @@ class TrainStep(tf.Module):
             select, node.name, [delta, tf.reshape(state.read_value(), [1]), params],
             [(tf.float32, [1]), (tf.int32, [b]), (tf.int32, [b, n])], self.device_op_shapes)
         state.assign(tf.reshape(ymax, []))
-        wanted = tf.constant([int(node.trainable), int(node.needs_input_grad), int(node.trainable)], tf.int32)
+        want = (node.trainable, node.needs_input_grad, node.trainable)
+        wanted = tf.constant([int(v) for v in want], tf.int32)
         x, kernel = saved["x"], saved["kernel"]
+
+        def outputs(*shapes):  # an output the op will not write gets one element (it would take arena space)
+            return [(tf.float32, list(shape) if w else [1]) for shape, w in zip(shapes, want)]
+
+        if self._fuses_sgd(node):
+            # Outputs the updated kernel and bias (same numbers as dW, db and `_apply`'s assign_sub(grad * lr)).
+            bias = saved["bias"]
+            want = (True, node.needs_input_grad, bias is not None)
+            wanted = tf.constant([int(v) for v in want], tf.int32)
+            inputs = [x, kernel, delta, k, kept, wanted, tf.constant([self._opt.learning_rate], tf.float32)]
+            new_kernel, d_x, new_bias = device_ops.call(
+                device_ops.DENSE_BACKWARD_SGD, node.name, inputs + ([bias] if bias is not None else []),
+                outputs(kernel.shape, x.shape, [n]), self.device_op_shapes)
+            return Updated(new_kernel), d_x, Updated(new_bias) if bias is not None else None, k
         if node.kind == "dense":
             d_kernel, d_x, d_bias = device_ops.call(
                 device_ops.DENSE_BACKWARD, node.name, [x, kernel, delta, k, kept, wanted],
-                [(tf.float32, kernel.shape), (tf.float32, x.shape), (tf.float32, [n])], self.device_op_shapes)
+                outputs(kernel.shape, x.shape, [n]), self.device_op_shapes)
             return d_kernel, d_x, d_bias, k
         geo = saved["geo"]
         window = tf.constant([geo.sh, geo.sw, 1, 1, 1 if geo.padding == "same" else 0, 0, 0], tf.int32)
@@ -345,12 +374,13 @@ class TrainStep(tf.Module):
             d4 = tf.reshape(delta, [b, 1, *delta.shape[1:]])
             d_k4, d_x4, d_bias = device_ops.call(
                 device_ops.CONV2D_BACKWARD, node.name, [x4, k4, d4, k, kept, window, wanted],
-                [(tf.float32, k4.shape), (tf.float32, x4.shape), (tf.float32, [n])], self.device_op_shapes)
-            return tf.reshape(d_k4, kernel.shape), tf.reshape(d_x4, x.shape), d_bias, k
+                outputs(k4.shape, x4.shape, [n]), self.device_op_shapes)
+            return (tf.reshape(d_k4, kernel.shape) if want[0] else None,
+                    tf.reshape(d_x4, x.shape) if want[1] else None, d_bias, k)
         op = device_ops.CONV2D_BACKWARD if node.kind == "conv2d" else device_ops.DEPTHWISE_BACKWARD
         d_kernel, d_x, d_bias = device_ops.call(
             op, node.name, [x, kernel, delta, k, kept, window, wanted],
-            [(tf.float32, kernel.shape), (tf.float32, x.shape), (tf.float32, [n])], self.device_op_shapes)
+            outputs(kernel.shape, x.shape, [n]), self.device_op_shapes)
         return d_kernel, d_x, d_bias, k
 
     # -- backward -------------------------------------------------------------------------------------------
@@ -418,6 +448,7 @@ class TrainStep(tf.Module):
 
     # -- optimizer ------------------------------------------------------------------------------------------
     def _apply(self, grads):
+        """One optimizer step; a weight whose entry is ``Updated`` takes that value (a fused device update)."""
         opt = self._opt
         lr = tf.constant(opt.learning_rate, tf.float32)
         if opt.name == "adam":
@@ -428,7 +459,9 @@ class TrainStep(tf.Module):
             beta_2_power = tf.exp(local_step * tf.constant(np.float32(math.log(float(np.float32(opt.beta_2))))))
             alpha = lr * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
         for i, (var, grad) in enumerate(zip(self.weight_vars, grads)):
-            if opt.name == "sgd":
+            if isinstance(grad, Updated):
+                var.assign(grad.value)
+            elif opt.name == "sgd":
                 if opt.momentum != 0.0:
                     m = self.slots_m[i]
                     momentum = tf.constant(opt.momentum, tf.float32)

@@ -43,6 +43,11 @@ BACKWARD_OPS = {"dense": device_ops.DENSE_BACKWARD, "conv2d": device_ops.CONV2D_
                 "conv1d": device_ops.CONV2D_BACKWARD, "depthwise": device_ops.DEPTHWISE_BACKWARD}
 
 
+def backward_op(kind, optimizer):
+    """Plain SGD (what every "sgd" case uses) runs fused into the Dense backward."""
+    return device_ops.DENSE_BACKWARD_SGD if (kind, optimizer) == ("dense", "sgd") else BACKWARD_OPS[kind]
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     cache = {}
@@ -70,8 +75,9 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     n_units = sum(layer["kind"] == "dense" for layer in sparse)
     assert ops.get("CUSTOM:" + device_ops.SELECT_UNITS, 0) == n_units
     assert ops.get("CUSTOM:" + device_ops.SELECT_CHANNELS, 0) == len(sparse) - n_units
-    for op in set(BACKWARD_OPS.values()):
-        assert ops.get("CUSTOM:" + op, 0) == sum(BACKWARD_OPS[layer["kind"]] == op for layer in sparse), op
+    expected = [backward_op(layer["kind"], CASES[name][2]) for layer in sparse]
+    for op in set(BACKWARD_OPS.values()) | {device_ops.DENSE_BACKWARD_SGD}:
+        assert ops.get("CUSTOM:" + op, 0) == expected.count(op), op
     others = [op for op in ops if op.startswith("CUSTOM:") and op[7:] not in device_ops.DEVICE_OPS]
     assert not others  # no EagerPyFunc / EnsureShape left
     assert not [op for op in flatbuffer.non_tflm_ops(model) if not op.startswith("CUSTOM:TINYPROP_")]
@@ -104,11 +110,15 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 forwards += 1
             elif name_ == device_ops.DENSE_BACKWARD:
                 x, w, delta, k, kept, wanted, dw, dx, db = shapes
-                assert dw == w and dx == x and db == [w[1]] and delta == [batch, w[1]] and kept == delta
-                assert wanted == [3]
+                assert dw == w and dx in (x, [1]) and db == [w[1]] and delta == [batch, w[1]] and kept == delta
+                assert wanted == [3]  # an output the op will not write is one element (dx of the first layer)
+            elif name_ == device_ops.DENSE_BACKWARD_SGD:
+                x, w, delta, k, kept, wanted, lr, *bias, w_new, dx, b_new = shapes
+                assert w_new == w and dx in (x, [1]) and delta == [batch, w[1]] and kept == delta
+                assert wanted == [3] and lr == [1] and bias in ([], [[w[1]]]) and b_new == ([w[1]] if bias else [1])
             else:
                 x, w, delta, k, kept, window, wanted, dw, dx, db = shapes
-                assert len(x) == len(w) == len(delta) == 4 and dw == w and dx == x and db == [delta[-1]]
+                assert len(x) == len(w) == len(delta) == 4 and dw == w and dx in (x, [1]) and db == [delta[-1]]
                 assert kept == [batch, delta[-1]] and window == [7] and wanted == [3]
                 assert w[3] == delta[3] if name_ == device_ops.CONV2D_BACKWARD else w[2] * w[3] == delta[3]
     assert sorted(widths) == sorted(layer["entries"] for layer in sparse)
@@ -129,7 +139,7 @@ def test_first_layer_skips_dx_and_params_carry_the_policy(exported):
             name_ = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])
             const = lambda t: np.frombuffer(bytes(model.buffers[sg.tensors[t].buffer].data),  # noqa: E731
                                             flatbuffer.numpy_dtype(sg.tensors[t].type))
-            if name_.endswith(device_ops.DENSE_BACKWARD):
+            if name_[len("CUSTOM:"):] in (device_ops.DENSE_BACKWARD, device_ops.DENSE_BACKWARD_SGD):
                 wanted[int(sg.tensors[op.inputs[1]].shape[0])] = const(op.inputs[5]).tolist()
             elif name_.endswith(device_ops.SELECT_UNITS):
                 params.append(const(op.inputs[2]).tolist())

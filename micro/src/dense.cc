@@ -122,6 +122,25 @@ Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float*
   return Status::kOk;
 }
 
+Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, const float* w, const float* b,
+                              const float* delta, const KeptSet& kept, float lr, float* w_new, float* dx,
+                              float* b_new) {
+  if (w == nullptr || w_new == nullptr || x == nullptr || (b == nullptr) != (b_new == nullptr)) {
+    return Status::kBadArgument;
+  }
+  if (!internal::IsFinite(lr)) return Status::kNonFinite;
+  const Status s = DenseBackwardSparse(shape, x, w, delta, kept, BiasGrad::kDense, Accumulate::kOverwrite, w_new,
+                                       dx, b_new);
+  if (s != Status::kOk) return s;
+  // w_new holds dW (zeros in never-kept columns: w - 0 * lr == w there, bit for bit).
+  const int64_t n = static_cast<int64_t>(shape.in) * shape.out;
+  for (int64_t e = 0; e < n; ++e) w_new[e] = w[e] - w_new[e] * lr;
+  if (b != nullptr) {
+    for (int32_t j = 0; j < shape.out; ++j) b_new[j] = b[j] - b_new[j] * lr;
+  }
+  return Status::kOk;
+}
+
 Status ReluBackward(const float* d_post, const float* activation_out, int32_t n, float* d_pre) {
   if (d_post == nullptr || activation_out == nullptr || d_pre == nullptr) return Status::kBadArgument;
   if (n < 1) return Status::kBadShape;

@@ -132,6 +132,58 @@ TP_TEST(DenseForwardMatchesTextbookAndSumsInInputOrder) {
   TP_CHECK_EQ(out[0], 7.0f);
 }
 
+TP_TEST(DenseSparseSgdIsTheUpdateOfTheSparseGradientBitForBit) {
+  tpt::Rng rng(14);
+  for (int rep = 0; rep < 40; ++rep) {
+    const int32_t B = rng.Int(1, 4), I = rng.Int(1, 70), O = rng.Int(1, 20);
+    const auto x = rng.Vec(B * I), w = rng.Vec(I * O), d = rng.Vec(B * O), b = rng.Vec(O);
+    std::vector<int32_t> k(B), idx(static_cast<size_t>(B) * O, -1);
+    for (int32_t s = 0; s < B; ++s) {
+      k[s] = rng.Int(0, O);
+      const auto sub = rng.Subset(O, k[s]);
+      std::copy(sub.begin(), sub.end(), idx.begin() + static_cast<size_t>(s) * O);
+    }
+    const KeptSet kept{k.data(), idx.data(), O};
+    const float lr = rng.Uniform(1e-3f, 0.5f);
+    std::vector<float> dw(I * O), dx(B * I), db(O);
+    TP_CHECK_OK(DenseBackwardSparse(DenseShape{B, I, O}, x.data(), w.data(), d.data(), kept, BiasGrad::kDense,
+                                    Accumulate::kOverwrite, dw.data(), dx.data(), db.data()));
+    std::vector<float> w_new(I * O, 5.0f), dx2(B * I, 5.0f), b_new(O, 5.0f);
+    TP_CHECK_OK(DenseBackwardSparseSgd(DenseShape{B, I, O}, x.data(), w.data(), b.data(), d.data(), kept, lr,
+                                       w_new.data(), dx2.data(), b_new.data()));
+    for (int32_t e = 0; e < I * O; ++e) {
+      volatile float step = dw[e] * lr;  // Keras: variable.assign_sub(gradient * lr)
+      TP_CHECK_EQ(w_new[e], static_cast<float>(w[e] - step));
+    }
+    for (int32_t j = 0; j < O; ++j) {
+      volatile float step = db[j] * lr;
+      TP_CHECK_EQ(b_new[j], static_cast<float>(b[j] - step));
+    }
+    TP_CHECK(dx2 == dx);
+    // Without dx and bias.
+    std::vector<float> w_new2(I * O);
+    TP_CHECK_OK(DenseBackwardSparseSgd(DenseShape{B, I, O}, x.data(), w.data(), nullptr, d.data(), kept, lr,
+                                       w_new2.data(), nullptr, nullptr));
+    TP_CHECK(w_new2 == w_new);
+  }
+  const float one[4] = {1, 1, 1, 1};
+  float out[4] = {7, 7, 7, 7};
+  const int32_t k1[1] = {1}, i1[1] = {0};
+  const KeptSet kept{k1, i1, 1};
+  const DenseShape s{1, 1, 1};
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, one, one, one, kept, 0.1f, out, nullptr, nullptr),
+                  Status::kBadArgument);  // b without b_new
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, one, nullptr, one, kept, INFINITY, out, nullptr, nullptr),
+                  Status::kNonFinite);
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, nullptr, one, nullptr, one, kept, 0.1f, out, nullptr, nullptr),
+                  Status::kBadArgument);
+  const int32_t k_bad[1] = {2};
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, one, nullptr, one, KeptSet{k_bad, i1, 1}, 0.1f, out, nullptr,
+                                         nullptr),
+                  Status::kBadIndex);
+  TP_CHECK_EQ(out[0], 7.0f);  // untouched on every error
+}
+
 TP_TEST(DenseSparseMatchesMaskedTextbook) {
   tpt::Rng rng(12);
   const int32_t batches[] = {1, 2, 3, 6};

@@ -51,7 +51,8 @@ bool WriteFile(const char* path, const void* data, size_t size) {
 // TinyProp operators. AddX returns an error if registered twice; the count is checked against the capacity.
 template <typename Resolver>
 bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense, TFLMRegistration* conv,
-                 TFLMRegistration* select_channels, TFLMRegistration* depthwise, TFLMRegistration* forward) {
+                 TFLMRegistration* select_channels, TFLMRegistration* depthwise, TFLMRegistration* forward,
+                 TFLMRegistration* dense_sgd) {
   const TfLiteStatus s[] = {
       r.AddAbs(), r.AddAdd(), r.AddAddN(), r.AddArgMax(), r.AddAssignVariable(), r.AddBatchMatMul(),
       r.AddBroadcastTo(), r.AddCallOnce(), r.AddCast(), r.AddConcatenation(), r.AddConv2D(), r.AddCumSum(),
@@ -68,7 +69,8 @@ bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense,
       r.AddCustom(tinyprop::tflm::kConv2DBackwardOp, conv),
       r.AddCustom(tinyprop::tflm::kSelectChannelsOp, select_channels),
       r.AddCustom(tinyprop::tflm::kDepthwiseBackwardOp, depthwise),
-      r.AddCustom(tinyprop::tflm::kDenseForwardOp, forward)};
+      r.AddCustom(tinyprop::tflm::kDenseForwardOp, forward),
+      r.AddCustom(tinyprop::tflm::kDenseBackwardSgdOp, dense_sgd)};
   for (TfLiteStatus v : s) {
     if (v != kTfLiteOk) return false;
   }
@@ -115,7 +117,8 @@ int main(int argc, char** argv) {
   TFLMRegistration select_channels = tinyprop::tflm::Register_TINYPROP_SELECT_CHANNELS();
   TFLMRegistration depthwise = tinyprop::tflm::Register_TINYPROP_DEPTHWISE_BACKWARD();
   TFLMRegistration forward = tinyprop::tflm::Register_TINYPROP_DENSE_FORWARD();
-  if (!RegisterOps(resolver, &select, &dense, &conv, &select_channels, &depthwise, &forward)) {
+  TFLMRegistration dense_sgd = tinyprop::tflm::Register_TINYPROP_DENSE_BACKWARD_SGD();
+  if (!RegisterOps(resolver, &select, &dense, &conv, &select_channels, &depthwise, &forward, &dense_sgd)) {
     std::fprintf(stderr, "op registration failed (resolver capacity?)\n");
     return 1;
   }

@@ -148,19 +148,60 @@ TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
   TfLiteEvalTensor* dx = GetEvalOutput(context, node, 1);
   TfLiteEvalTensor* db = GetEvalOutput(context, node, 2);
   const DenseShape shape{Dim(x, 0), Dim(x, 1), Dim(w, 1)};
-  if (Dim(w, 0) != shape.in || Dim(delta, 0) != shape.batch || Dim(delta, 1) != shape.out ||
-      Dim(k, 0) != shape.batch || Dim(kept, 0) != shape.batch || Dim(kept, 1) != shape.out ||
-      Dim(dw, 0) != shape.in || Dim(dw, 1) != shape.out || Dim(dx, 0) != shape.batch || Dim(dx, 1) != shape.in ||
-      Dim(db, 0) != shape.out) {
-    return ToTfLite(Status::kBadShape, kDenseBackwardOp);
-  }
   bool want[3];
   if (ReadWanted(context, node, 5, want) != kTfLiteOk) return ToTfLite(Status::kBadShape, kDenseBackwardOp);
+  // An output that is not wanted is never written, so the graph may give it any shape (one element: no arena).
+  if (Dim(w, 0) != shape.in || Dim(delta, 0) != shape.batch || Dim(delta, 1) != shape.out ||
+      Dim(k, 0) != shape.batch || Dim(kept, 0) != shape.batch || Dim(kept, 1) != shape.out ||
+      (want[0] && (Dim(dw, 0) != shape.in || Dim(dw, 1) != shape.out)) ||
+      (want[1] && (Dim(dx, 0) != shape.batch || Dim(dx, 1) != shape.in)) || (want[2] && Dim(db, 0) != shape.out)) {
+    return ToTfLite(Status::kBadShape, kDenseBackwardOp);
+  }
   return ToTfLite(DenseBackwardSparse(shape, x->data.f, w->data.f, delta->data.f,
                                       KeptSet{k->data.i32, kept->data.i32, shape.out}, BiasGrad::kDense,
                                       Accumulate::kOverwrite, want[0] ? dw->data.f : nullptr,
                                       want[1] ? dx->data.f : nullptr, want[2] ? db->data.f : nullptr),
                   kDenseBackwardOp);
+}
+
+// ---- TINYPROP_DENSE_BACKWARD_SGD --------------------------------------------------------------------------
+constexpr TfLiteType kDenseSgdIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32,
+                                      kTfLiteInt32,   kTfLiteInt32,   kTfLiteFloat32, kTfLiteFloat32};
+
+TfLiteStatus DenseSgdPrepare(TfLiteContext* context, TfLiteNode* node) {
+  const int n_in = node->inputs->size == 8 ? 8 : 7;
+  return CheckTypes(context, node, kDenseSgdIn, n_in, kGradOut, 3);
+}
+
+TfLiteStatus DenseSgdEval(TfLiteContext* context, TfLiteNode* node) {
+  const TfLiteEvalTensor* x = GetEvalInput(context, node, 0);
+  const TfLiteEvalTensor* w = GetEvalInput(context, node, 1);
+  const TfLiteEvalTensor* delta = GetEvalInput(context, node, 2);
+  const TfLiteEvalTensor* k = GetEvalInput(context, node, 3);
+  const TfLiteEvalTensor* kept = GetEvalInput(context, node, 4);
+  const TfLiteEvalTensor* lr = GetEvalInput(context, node, 6);
+  const TfLiteEvalTensor* bias = node->inputs->size == 8 ? GetEvalInput(context, node, 7) : nullptr;
+  TfLiteEvalTensor* w_new = GetEvalOutput(context, node, 0);
+  TfLiteEvalTensor* dx = GetEvalOutput(context, node, 1);
+  TfLiteEvalTensor* b_new = GetEvalOutput(context, node, 2);
+  const DenseShape shape{Dim(x, 0), Dim(x, 1), Dim(w, 1)};
+  bool want[3];
+  if (ReadWanted(context, node, 5, want) != kTfLiteOk || !want[0]) {
+    return ToTfLite(Status::kBadShape, kDenseBackwardSgdOp);
+  }
+  const bool with_bias = bias != nullptr && want[2];
+  if (Dim(w, 0) != shape.in || Dim(delta, 0) != shape.batch || Dim(delta, 1) != shape.out ||
+      Dim(k, 0) != shape.batch || Dim(kept, 0) != shape.batch || Dim(kept, 1) != shape.out ||
+      Dim(w_new, 0) != shape.in || Dim(w_new, 1) != shape.out || Dim(lr, 0) != 1 ||
+      (want[1] && (Dim(dx, 0) != shape.batch || Dim(dx, 1) != shape.in)) ||
+      (with_bias && (Dim(bias, 0) != shape.out || Dim(b_new, 0) != shape.out))) {
+    return ToTfLite(Status::kBadShape, kDenseBackwardSgdOp);
+  }
+  return ToTfLite(DenseBackwardSparseSgd(shape, x->data.f, w->data.f, with_bias ? bias->data.f : nullptr,
+                                         delta->data.f, KeptSet{k->data.i32, kept->data.i32, shape.out},
+                                         lr->data.f[0], w_new->data.f, want[1] ? dx->data.f : nullptr,
+                                         with_bias ? b_new->data.f : nullptr),
+                  kDenseBackwardSgdOp);
 }
 
 // ---- TINYPROP_CONV2D_BACKWARD, TINYPROP_DEPTHWISE_BACKWARD --------------------------------------------------
@@ -188,6 +229,8 @@ TfLiteStatus ConvBackwardEval(TfLiteContext* context, TfLiteNode* node) {
   TfLiteEvalTensor* dw = GetEvalOutput(context, node, 0);
   TfLiteEvalTensor* dx = GetEvalOutput(context, node, 1);
   TfLiteEvalTensor* db = GetEvalOutput(context, node, 2);
+  bool want[3];
+  if (ReadWanted(context, node, 6, want) != kTfLiteOk) return ToTfLite(Status::kBadShape, op);
   if (Rank(x) != 4 || Rank(w) != 4 || Rank(delta) != 4 || Dim(window, 0) != 7) {
     return ToTfLite(Status::kBadShape, op);
   }
@@ -198,14 +241,14 @@ TfLiteStatus ConvBackwardEval(TfLiteContext* context, TfLiteNode* node) {
   const int32_t batch = Dim(x, 0), out_c = kDepthwise ? Dim(x, 3) * Dim(w, 3) : Dim(w, 3);
   if (Dim(w, 2) != Dim(x, 3) || Dim(delta, 0) != batch || Dim(delta, 1) != g.out_h || Dim(delta, 2) != g.out_w ||
       Dim(delta, 3) != out_c || Dim(k, 0) != batch || Dim(kept, 0) != batch || Dim(kept, 1) != out_c ||
-      Rank(dw) != 4 || Rank(dx) != 4 || Dim(db, 0) != out_c) {
-    return ToTfLite(Status::kBadShape, op);
+      (want[0] && Rank(dw) != 4) || (want[1] && Rank(dx) != 4) || (want[2] && Dim(db, 0) != out_c)) {
+    return ToTfLite(Status::kBadShape, op);  // unwanted outputs are never written: any shape will do
   }
   for (int i = 0; i < 4; ++i) {
-    if (Dim(dw, i) != Dim(w, i) || Dim(dx, i) != Dim(x, i)) return ToTfLite(Status::kBadShape, op);
+    if ((want[0] && Dim(dw, i) != Dim(w, i)) || (want[1] && Dim(dx, i) != Dim(x, i))) {
+      return ToTfLite(Status::kBadShape, op);
+    }
   }
-  bool want[3];
-  if (ReadWanted(context, node, 6, want) != kTfLiteOk) return ToTfLite(Status::kBadShape, op);
   const KeptSet kept_set{k->data.i32, kept->data.i32, out_c};
   float* dw_out = want[0] ? dw->data.f : nullptr;
   float* dx_out = want[1] ? dx->data.f : nullptr;
@@ -234,6 +277,10 @@ TFLMRegistration Register_TINYPROP_SELECT_UNITS() {
 
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD() {
   return tflite::micro::RegisterOp(/*init=*/nullptr, DensePrepare, DenseEval);
+}
+
+TFLMRegistration Register_TINYPROP_DENSE_BACKWARD_SGD() {
+  return tflite::micro::RegisterOp(/*init=*/nullptr, DenseSgdPrepare, DenseSgdEval);
 }
 
 TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD() {

@@ -15,8 +15,12 @@
 //   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
 //                              out: ymax_out [1], k [B] int32, kept [B, N] int32 (ascending rows, -1 padded)
 //   TINYPROP_DENSE_BACKWARD    in: x [B, I], w [I, O], delta [B, O], k [B] int32, kept [B, O] int32,
-//                                  optional wanted [3] int32 (dw, dx, db: 0 = skip, output left unwritten)
+//                                  optional wanted [3] int32 (dw, dx, db: 0 = skip, output left unwritten and
+//                                  its shape unchecked: the graph can make it one element)
 //                              out: dw [I, O], dx [B, I], db [O]   (bias gradient dense, TinyProp's rule)
+//   TINYPROP_DENSE_BACKWARD_SGD  in: x, w, delta, k, kept, wanted as DENSE_BACKWARD, lr [1], optional bias [O]
+//                              out: w_new [I, O] = w - dW * lr, dx [B, I], b_new [O] = bias - db * lr (plain SGD
+//                                   fused into the sparse backward: no dW tensor next to w and w_new)
 //   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [4] as SELECT_UNITS
 //                              out: ymax_out [1], k [B] int32, kept [B, C] int32 (score = sum of |delta| over
 //                                   the positions per channel)
@@ -37,6 +41,7 @@ namespace tflm {
 constexpr const char kDenseForwardOp[] = "TINYPROP_DENSE_FORWARD";
 constexpr const char kSelectUnitsOp[] = "TINYPROP_SELECT_UNITS";
 constexpr const char kDenseBackwardOp[] = "TINYPROP_DENSE_BACKWARD";
+constexpr const char kDenseBackwardSgdOp[] = "TINYPROP_DENSE_BACKWARD_SGD";
 constexpr const char kConv2DBackwardOp[] = "TINYPROP_CONV2D_BACKWARD";
 constexpr const char kSelectChannelsOp[] = "TINYPROP_SELECT_CHANNELS";
 constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
@@ -44,6 +49,7 @@ constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
 TFLMRegistration Register_TINYPROP_DENSE_FORWARD();
 TFLMRegistration Register_TINYPROP_SELECT_UNITS();
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD();
+TFLMRegistration Register_TINYPROP_DENSE_BACKWARD_SGD();
 TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD();
 TFLMRegistration Register_TINYPROP_SELECT_CHANNELS();
 TFLMRegistration Register_TINYPROP_DEPTHWISE_BACKWARD();

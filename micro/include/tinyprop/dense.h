@@ -34,6 +34,15 @@ Status DenseBackwardReference(const DenseShape& shape, const float* x, const flo
 Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float* w, const float* delta,
                            const KeptSet& kept, BiasGrad bias, Accumulate mode, float* dw, float* dx, float* db);
 
+// Sparse backward fused with a plain SGD step, for graphs that must not hold dW next to W and W_new (the TFLM
+// arena): w_new = w - dW * lr and b_new = b - db * lr with dW, db exactly as DenseBackwardSparse(kOverwrite,
+// kDense bias) computes them (dW is formed in w_new, then turned into the update in place, so the numbers are
+// those of Keras' `variable.assign_sub(gradient * lr)` on that dW). dx as DenseBackwardSparse; dx, b and
+// b_new may be null (b and b_new together). w_new must not alias w or x.
+Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, const float* w, const float* b,
+                              const float* delta, const KeptSet& kept, float lr, float* w_new, float* dx,
+                              float* b_new);
+
 // d_pre[i] = d_post[i] if activation_out[i] > 0 else 0 (ReLU's gradient from its output, as tf.nn.relu's
 // ReluGrad). In-place use (d_pre == d_post) is allowed.
 Status ReluBackward(const float* d_post, const float* activation_out, int32_t n, float* d_pre);
