@@ -138,33 +138,50 @@ TfLiteStatus DensePrepare(TfLiteContext* context, TfLiteNode* node) {
   return CheckTypes(context, node, kDenseIn, n_in, kGradOut, 3);
 }
 
-TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
-  const TfLiteEvalTensor* x = GetEvalInput(context, node, 0);
-  const TfLiteEvalTensor* w = GetEvalInput(context, node, 1);
-  const TfLiteEvalTensor* delta = GetEvalInput(context, node, 2);
-  const TfLiteEvalTensor* k = GetEvalInput(context, node, 3);
-  const TfLiteEvalTensor* kept = GetEvalInput(context, node, 4);
-  TfLiteEvalTensor* dw = GetEvalOutput(context, node, 0);
-  TfLiteEvalTensor* dx = GetEvalOutput(context, node, 1);
-  TfLiteEvalTensor* db = GetEvalOutput(context, node, 2);
-  const DenseShape shape{Dim(x, 0), Dim(x, 1), Dim(w, 1)};
+// Inputs 0-5 and outputs 0-2 of the Dense backward ops, read and checked once: outputs dW-or-w_new [I, O],
+// dx [B, I], db-or-b_new [O]. An output that is not wanted is never written, so the graph may give it any shape
+// (one element: no arena).
+struct DenseBackwardIo {
+  const TfLiteEvalTensor* x;
+  const TfLiteEvalTensor* w;
+  const TfLiteEvalTensor* delta;
+  const TfLiteEvalTensor* k;
+  const TfLiteEvalTensor* kept;
+  TfLiteEvalTensor* out[3];
+  DenseShape shape;
   bool want[3];
-  if (ReadWanted(context, node, 5, want) != kTfLiteOk) return ToTfLite(Status::kBadShape, kDenseBackwardOp);
-  // An output that is not wanted is never written, so the graph may give it any shape (one element: no arena).
-  if (Dim(w, 0) != shape.in || Dim(delta, 0) != shape.batch || Dim(delta, 1) != shape.out ||
-      Dim(k, 0) != shape.batch || Dim(kept, 0) != shape.batch || Dim(kept, 1) != shape.out ||
-      (want[0] && (Dim(dw, 0) != shape.in || Dim(dw, 1) != shape.out)) ||
-      (want[1] && (Dim(dx, 0) != shape.batch || Dim(dx, 1) != shape.in)) || (want[2] && Dim(db, 0) != shape.out)) {
-    return ToTfLite(Status::kBadShape, kDenseBackwardOp);
-  }
-  return ToTfLite(DenseBackwardSparse(shape, x->data.f, w->data.f, delta->data.f,
-                                      KeptSet{k->data.i32, kept->data.i32, shape.out}, BiasGrad::kDense,
-                                      Accumulate::kOverwrite, want[0] ? dw->data.f : nullptr,
-                                      want[1] ? dx->data.f : nullptr, want[2] ? db->data.f : nullptr),
+};
+
+bool ReadDenseBackwardIo(TfLiteContext* context, TfLiteNode* node, DenseBackwardIo* io) {
+  io->x = GetEvalInput(context, node, 0);
+  io->w = GetEvalInput(context, node, 1);
+  io->delta = GetEvalInput(context, node, 2);
+  io->k = GetEvalInput(context, node, 3);
+  io->kept = GetEvalInput(context, node, 4);
+  for (int i = 0; i < 3; ++i) io->out[i] = GetEvalOutput(context, node, i);
+  io->shape = DenseShape{Dim(io->x, 0), Dim(io->x, 1), Dim(io->w, 1)};
+  if (ReadWanted(context, node, 5, io->want) != kTfLiteOk) return false;
+  const DenseShape& s = io->shape;
+  return Dim(io->w, 0) == s.in && Dim(io->delta, 0) == s.batch && Dim(io->delta, 1) == s.out &&
+         Dim(io->k, 0) == s.batch && Dim(io->kept, 0) == s.batch && Dim(io->kept, 1) == s.out &&
+         (!io->want[0] || (Dim(io->out[0], 0) == s.in && Dim(io->out[0], 1) == s.out)) &&
+         (!io->want[1] || (Dim(io->out[1], 0) == s.batch && Dim(io->out[1], 1) == s.in)) &&
+         (!io->want[2] || Dim(io->out[2], 0) == s.out);
+}
+
+float* Wanted(const DenseBackwardIo& io, int i) { return io.want[i] ? io.out[i]->data.f : nullptr; }
+
+TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
+  DenseBackwardIo io;
+  if (!ReadDenseBackwardIo(context, node, &io)) return ToTfLite(Status::kBadShape, kDenseBackwardOp);
+  return ToTfLite(DenseBackwardSparse(io.shape, io.x->data.f, io.w->data.f, io.delta->data.f,
+                                      KeptSet{io.k->data.i32, io.kept->data.i32, io.shape.out}, BiasGrad::kDense,
+                                      Accumulate::kOverwrite, Wanted(io, 0), Wanted(io, 1), Wanted(io, 2)),
                   kDenseBackwardOp);
 }
 
 // ---- TINYPROP_DENSE_BACKWARD_SGD --------------------------------------------------------------------------
+// Inputs as DENSE_BACKWARD, then lr [1] and the optional bias [O]; outputs w_new, dx, b_new (wanted[2]: bias).
 constexpr TfLiteType kDenseSgdIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32,
                                       kTfLiteInt32,   kTfLiteInt32,   kTfLiteFloat32, kTfLiteFloat32};
 
@@ -174,33 +191,18 @@ TfLiteStatus DenseSgdPrepare(TfLiteContext* context, TfLiteNode* node) {
 }
 
 TfLiteStatus DenseSgdEval(TfLiteContext* context, TfLiteNode* node) {
-  const TfLiteEvalTensor* x = GetEvalInput(context, node, 0);
-  const TfLiteEvalTensor* w = GetEvalInput(context, node, 1);
-  const TfLiteEvalTensor* delta = GetEvalInput(context, node, 2);
-  const TfLiteEvalTensor* k = GetEvalInput(context, node, 3);
-  const TfLiteEvalTensor* kept = GetEvalInput(context, node, 4);
+  DenseBackwardIo io;
   const TfLiteEvalTensor* lr = GetEvalInput(context, node, 6);
   const TfLiteEvalTensor* bias = node->inputs->size == 8 ? GetEvalInput(context, node, 7) : nullptr;
-  TfLiteEvalTensor* w_new = GetEvalOutput(context, node, 0);
-  TfLiteEvalTensor* dx = GetEvalOutput(context, node, 1);
-  TfLiteEvalTensor* b_new = GetEvalOutput(context, node, 2);
-  const DenseShape shape{Dim(x, 0), Dim(x, 1), Dim(w, 1)};
-  bool want[3];
-  if (ReadWanted(context, node, 5, want) != kTfLiteOk || !want[0]) {
+  const bool ok = ReadDenseBackwardIo(context, node, &io);
+  const bool with_bias = bias != nullptr && io.want[2];
+  if (!ok || !io.want[0] || Dim(lr, 0) != 1 || (with_bias && Dim(bias, 0) != io.shape.out) ||
+      (io.want[2] && bias == nullptr)) {
     return ToTfLite(Status::kBadShape, kDenseBackwardSgdOp);
   }
-  const bool with_bias = bias != nullptr && want[2];
-  if (Dim(w, 0) != shape.in || Dim(delta, 0) != shape.batch || Dim(delta, 1) != shape.out ||
-      Dim(k, 0) != shape.batch || Dim(kept, 0) != shape.batch || Dim(kept, 1) != shape.out ||
-      Dim(w_new, 0) != shape.in || Dim(w_new, 1) != shape.out || Dim(lr, 0) != 1 ||
-      (want[1] && (Dim(dx, 0) != shape.batch || Dim(dx, 1) != shape.in)) ||
-      (with_bias && (Dim(bias, 0) != shape.out || Dim(b_new, 0) != shape.out))) {
-    return ToTfLite(Status::kBadShape, kDenseBackwardSgdOp);
-  }
-  return ToTfLite(DenseBackwardSparseSgd(shape, x->data.f, w->data.f, with_bias ? bias->data.f : nullptr,
-                                         delta->data.f, KeptSet{k->data.i32, kept->data.i32, shape.out},
-                                         lr->data.f[0], w_new->data.f, want[1] ? dx->data.f : nullptr,
-                                         with_bias ? b_new->data.f : nullptr),
+  return ToTfLite(DenseBackwardSparseSgd(io.shape, io.x->data.f, io.w->data.f, with_bias ? bias->data.f : nullptr,
+                                         io.delta->data.f, KeptSet{io.k->data.i32, io.kept->data.i32, io.shape.out},
+                                         lr->data.f[0], io.out[0]->data.f, Wanted(io, 1), Wanted(io, 2)),
                   kDenseBackwardSgdOp);
 }
 
