@@ -347,7 +347,7 @@ def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, inp
         data, counts = device_ops.finalize(data, module.device_op_shapes)
     except flatbuffer.InvalidModelError as e:
         raise ExportError(f"the fast train step: {e}") from None
-    if not set(counts) - {device_ops.DENSE_FORWARD}:
+    if not set(counts) & {device_ops.SELECT_UNITS, device_ops.SELECT_CHANNELS}:
         raise ExportError(f"fast=True: no sparse layer to run on the TinyProp ops (policy {policy!r}); "
                           "export without fast")
     data, _, fast_model = flatbuffer.legalize_for_tflm(data, max_count=max_count)

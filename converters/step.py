@@ -384,6 +384,13 @@ class TrainStep(tf.Module):
         return d_kernel, d_x, d_bias, k
 
     # -- backward -------------------------------------------------------------------------------------------
+    def _activation_backward(self, node, activation, g, saved):
+        if self.fast and activation == "relu":
+            (d,) = device_ops.call(device_ops.RELU_BACKWARD, node.name, [g, saved["out"]],
+                                   [(tf.float32, g.shape)], self.device_op_shapes)
+            return d
+        return kernels.activation_backward(activation, g, saved["z"], saved["out"])
+
     def _backward(self, values, saved, g_out):
         b = self.batch_size
         grads = {self._output_id: g_out}
@@ -401,7 +408,7 @@ class TrainStep(tf.Module):
                 if not self._runs_backward[node.name]:
                     continue
                 s = saved[node.name]
-                delta = kernels.activation_backward(node.activation, g, s["z"], s["out"])
+                delta = self._activation_backward(node, node.activation, g, s)
                 need_dx = node.needs_input_grad
                 if self._uses_device_ops(node):
                     d_kernel, d_x, d_bias, ks[node.name] = self._device_backward(node, s, delta)
@@ -434,7 +441,7 @@ class TrainStep(tf.Module):
                 continue
             elif node.kind == "act":
                 s = saved[node.name]
-                give(node.inputs[0], kernels.activation_backward(node.activation, g, s["z"], s["out"]))
+                give(node.inputs[0], self._activation_backward(node, node.activation, g, s))
             elif node.kind == "reshape":
                 give(node.inputs[0], tf.reshape(g, [b, *node.in_shapes[0]]))
             elif node.kind == "gap":

@@ -14,6 +14,7 @@ Without either, ``find_runner`` returns None and the callers say so.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import tempfile
@@ -48,13 +49,18 @@ def find_runner(build: bool = True) -> str | None:
     exe = os.path.join(BUILD_DIR, "tinyprop_tflm_runner")
     if not build:
         return exe if os.path.isfile(exe) else None
-    for cmd in (["cmake", "-S", MICRO_DIR, "-B", BUILD_DIR, f"-DTINYPROP_TFLM_DIR={tree}",
-                 "-DTINYPROP_TFLM_HOST_RUNNER=ON", "-DTINYPROP_BUILD_TESTS=OFF"],
-                ["cmake", "--build", BUILD_DIR, "--target", "tinyprop_tflm_runner", "-j", str(os.cpu_count() or 2)]):
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise RunnerError(f"building tinyprop_tflm_runner from {tree} failed:\n{tail}")
+    os.makedirs(BUILD_DIR, exist_ok=True)
+    # One build at a time: exports and verifies in parallel processes (pytest -n) share this build tree.
+    with open(os.path.join(BUILD_DIR, ".build.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for cmd in (["cmake", "-S", MICRO_DIR, "-B", BUILD_DIR, f"-DTINYPROP_TFLM_DIR={tree}",
+                     "-DTINYPROP_TFLM_HOST_RUNNER=ON", "-DTINYPROP_BUILD_TESTS=OFF"],
+                    ["cmake", "--build", BUILD_DIR, "--target", "tinyprop_tflm_runner", "-j",
+                     str(os.cpu_count() or 2)]):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+                raise RunnerError(f"building tinyprop_tflm_runner from {tree} failed:\n{tail}")
     return exe
 
 

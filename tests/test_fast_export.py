@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -55,6 +56,7 @@ def exported(tmp_path_factory):
     def get(name):
         if name not in cache:
             build, policy, opt, loss = CASES[name]
+            keras.utils.set_random_seed(0)  # the same initial weights whatever ran before in this worker
             out = tmp_path_factory.mktemp(name)
             manifest = export_training_model(build(), policy(), opt, 0.05, loss=loss, batch_size=4, out_dir=str(out),
                                              measure_arena=False, fast=True)
@@ -103,6 +105,9 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 assert delta[0] == batch and ymax == ymax_out == [1] and params == [4]
                 assert k == [batch] and kept == [batch, delta[-1]]
                 assert len(delta) == (2 if name_ == device_ops.SELECT_UNITS else len(delta)) >= 2
+            elif name_ == device_ops.RELU_BACKWARD:
+                g, out, d = shapes
+                assert g == out == d and g[0] == batch
             elif name_ == device_ops.DENSE_FORWARD:
                 x, w, *bias, z = shapes
                 assert x[0] == batch and len(x) == len(w) == 2 and x[1] == w[0] and z == [batch, w[1]]

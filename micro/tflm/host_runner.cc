@@ -52,7 +52,7 @@ bool WriteFile(const char* path, const void* data, size_t size) {
 template <typename Resolver>
 bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense, TFLMRegistration* conv,
                  TFLMRegistration* select_channels, TFLMRegistration* depthwise, TFLMRegistration* forward,
-                 TFLMRegistration* dense_sgd) {
+                 TFLMRegistration* dense_sgd, TFLMRegistration* relu_backward) {
   const TfLiteStatus s[] = {
       r.AddAbs(), r.AddAdd(), r.AddAddN(), r.AddArgMax(), r.AddAssignVariable(), r.AddBatchMatMul(),
       r.AddBroadcastTo(), r.AddCallOnce(), r.AddCast(), r.AddConcatenation(), r.AddConv2D(), r.AddCumSum(),
@@ -70,7 +70,8 @@ bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense,
       r.AddCustom(tinyprop::tflm::kSelectChannelsOp, select_channels),
       r.AddCustom(tinyprop::tflm::kDepthwiseBackwardOp, depthwise),
       r.AddCustom(tinyprop::tflm::kDenseForwardOp, forward),
-      r.AddCustom(tinyprop::tflm::kDenseBackwardSgdOp, dense_sgd)};
+      r.AddCustom(tinyprop::tflm::kDenseBackwardSgdOp, dense_sgd),
+      r.AddCustom(tinyprop::tflm::kReluBackwardOp, relu_backward)};
   for (TfLiteStatus v : s) {
     if (v != kTfLiteOk) return false;
   }
@@ -118,7 +119,9 @@ int main(int argc, char** argv) {
   TFLMRegistration depthwise = tinyprop::tflm::Register_TINYPROP_DEPTHWISE_BACKWARD();
   TFLMRegistration forward = tinyprop::tflm::Register_TINYPROP_DENSE_FORWARD();
   TFLMRegistration dense_sgd = tinyprop::tflm::Register_TINYPROP_DENSE_BACKWARD_SGD();
-  if (!RegisterOps(resolver, &select, &dense, &conv, &select_channels, &depthwise, &forward, &dense_sgd)) {
+  TFLMRegistration relu_backward = tinyprop::tflm::Register_TINYPROP_RELU_BACKWARD();
+  if (!RegisterOps(resolver, &select, &dense, &conv, &select_channels, &depthwise, &forward, &dense_sgd,
+                   &relu_backward)) {
     std::fprintf(stderr, "op registration failed (resolver capacity?)\n");
     return 1;
   }

@@ -57,6 +57,28 @@ TfLiteStatus DenseForwardEval(TfLiteContext* context, TfLiteNode* node) {
                   kDenseForwardOp);
 }
 
+// ---- TINYPROP_RELU_BACKWARD --------------------------------------------------------------------------------
+constexpr TfLiteType kReluTypes[] = {kTfLiteFloat32, kTfLiteFloat32};
+
+TfLiteStatus ReluBackwardPrepare(TfLiteContext* context, TfLiteNode* node) {
+  return CheckTypes(context, node, kReluTypes, 2, kReluTypes, 1);
+}
+
+int64_t Elements(const TfLiteEvalTensor* t) {
+  int64_t n = 1;
+  for (int i = 0; i < Rank(t); ++i) n *= Dim(t, i);
+  return n;
+}
+
+TfLiteStatus ReluBackwardEval(TfLiteContext* context, TfLiteNode* node) {
+  const TfLiteEvalTensor* g = GetEvalInput(context, node, 0);
+  const TfLiteEvalTensor* out = GetEvalInput(context, node, 1);
+  TfLiteEvalTensor* d = GetEvalOutput(context, node, 0);
+  const int64_t n = Elements(g);
+  if (n != Elements(out) || n != Elements(d) || n > INT32_MAX) return ToTfLite(Status::kBadShape, kReluBackwardOp);
+  return ToTfLite(ReluBackward(g->data.f, out->data.f, static_cast<int32_t>(n), d->data.f), kReluBackwardOp);
+}
+
 // ---- TINYPROP_SELECT_UNITS (delta [B, N]), TINYPROP_SELECT_CHANNELS (delta [B, positions..., C]) -------------
 // Channels: one score per (sample, channel) = sum of |delta| over the positions. Scratch (arena): y [B] for
 // units; scores [B, C] and y [B] for channels.
@@ -271,6 +293,10 @@ TfLiteStatus ConvBackwardEval(TfLiteContext* context, TfLiteNode* node) {
 
 TFLMRegistration Register_TINYPROP_DENSE_FORWARD() {
   return tflite::micro::RegisterOp(/*init=*/nullptr, DenseForwardPrepare, DenseForwardEval);
+}
+
+TFLMRegistration Register_TINYPROP_RELU_BACKWARD() {
+  return tflite::micro::RegisterOp(/*init=*/nullptr, ReluBackwardPrepare, ReluBackwardEval);
 }
 
 TFLMRegistration Register_TINYPROP_SELECT_UNITS() {

@@ -12,6 +12,8 @@
 //   TINYPROP_DENSE_FORWARD     in: x [B, I], w [I, O], optional bias [O]   out: z [B, O] = x . w (+ bias)
 //                              (reads the kernel in Keras' [I, O] layout: no transposed copy, unlike BATCH_MATMUL,
 //                              which keeps one per op in persistent arena memory)
+//   TINYPROP_RELU_BACKWARD     in: g, out (ReLU's output), same shape   out: g where out > 0, else 0 (one op: no
+//                              mask tensor that a converter could compute early and keep alive)
 //   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
 //                              out: ymax_out [1], k [B] int32, kept [B, N] int32 (ascending rows, -1 padded)
 //   TINYPROP_DENSE_BACKWARD    in: x [B, I], w [I, O], delta [B, O], k [B] int32, kept [B, O] int32,
@@ -39,6 +41,7 @@ namespace tinyprop {
 namespace tflm {
 
 constexpr const char kDenseForwardOp[] = "TINYPROP_DENSE_FORWARD";
+constexpr const char kReluBackwardOp[] = "TINYPROP_RELU_BACKWARD";
 constexpr const char kSelectUnitsOp[] = "TINYPROP_SELECT_UNITS";
 constexpr const char kDenseBackwardOp[] = "TINYPROP_DENSE_BACKWARD";
 constexpr const char kDenseBackwardSgdOp[] = "TINYPROP_DENSE_BACKWARD_SGD";
@@ -47,6 +50,7 @@ constexpr const char kSelectChannelsOp[] = "TINYPROP_SELECT_CHANNELS";
 constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
 
 TFLMRegistration Register_TINYPROP_DENSE_FORWARD();
+TFLMRegistration Register_TINYPROP_RELU_BACKWARD();
 TFLMRegistration Register_TINYPROP_SELECT_UNITS();
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD();
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD_SGD();
