@@ -7,7 +7,8 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
 - ``TINYPROP_DENSE_FORWARD``: x [B, I], w [I, O], bias [O] -> z [B, O] (every Dense forward of the fast graph:
   TFLM's BATCH_MATMUL would keep a transposed copy of each [I, O] kernel in persistent arena memory, one per op
   and per branch of the train/infer IF, and the converter folds an explicit transpose back into the matmul);
-- ``TINYPROP_RELU_BACKWARD``: g, out (ReLU's output) -> g where out > 0, else 0 (TF's ReluGrad as one op: the
+- ``TINYPROP_RELU_BACKWARD``: g, out (ReLU's output) -> g where out > 0, else +0 (TF's ReluGrad, a select, as
+  one op; the builtins graph's ``g * cast(out > 0)`` gives -0 for a negative g and NaN for an infinite one there; the
   builtin form ``g * cast(out > 0)`` leaves a mask the converter schedules right after the forward, so every
   layer's mask stayed alive next to its activation until the backward);
 - ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)

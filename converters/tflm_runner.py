@@ -14,6 +14,7 @@ Without either, ``find_runner`` returns None and the callers say so.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -51,7 +52,7 @@ def find_runner(build: bool = True) -> str | None:
         return exe if os.path.isfile(exe) else None
     os.makedirs(BUILD_DIR, exist_ok=True)
     # One build at a time: exports and verifies in parallel processes (pytest -n) share this build tree.
-    with open(os.path.join(BUILD_DIR, ".build.lock"), "w") as lock:
+    with open(os.path.join(BUILD_DIR, ".build.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for cmd in (["cmake", "-S", MICRO_DIR, "-B", BUILD_DIR, f"-DTINYPROP_TFLM_DIR={tree}",
                      "-DTINYPROP_TFLM_HOST_RUNNER=ON", "-DTINYPROP_BUILD_TESTS=OFF"],
@@ -62,6 +63,18 @@ def find_runner(build: bool = True) -> str | None:
                 tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
                 raise RunnerError(f"building tinyprop_tflm_runner from {tree} failed:\n{tail}")
     return exe
+
+
+@contextlib.contextmanager
+def _using(runner: str):
+    """Shared hold on the build tree's lock while a runner built there executes (a rebuild takes it exclusively,
+    so no process runs a half-linked binary)."""
+    if os.path.dirname(os.path.abspath(runner)) != os.path.abspath(BUILD_DIR):
+        yield
+        return
+    with open(os.path.join(BUILD_DIR, ".build.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
 
 
 def run(runner: str, model: bytes, inputs_per_invoke: list[list[np.ndarray]], arena: int = DEFAULT_ARENA,
@@ -84,8 +97,9 @@ def run(runner: str, model: bytes, inputs_per_invoke: list[list[np.ndarray]], ar
                 a.tofile(os.path.join(tmp, f"in_{s}_{i}.bin"))
         # The resource-variable table lives in the arena: size it for this model, as a device project does.
         num_variables = max(1, len(flatbuffer.variable_names(parsed)))
-        proc = subprocess.run([runner, path, str(int(arena)), tmp, str(len(inputs_per_invoke)), str(num_variables)],
-                              capture_output=True, text=True, timeout=timeout)
+        with _using(runner):
+            proc = subprocess.run([runner, path, str(int(arena)), tmp, str(len(inputs_per_invoke)),
+                                   str(num_variables)], capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise RunnerError(f"tinyprop_tflm_runner failed (exit {proc.returncode}): "
                               f"{(proc.stderr or proc.stdout).strip()[-2000:]}")

@@ -99,6 +99,11 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 continue
             shapes = [list(sg.tensors[t].shape) for t in list(op.inputs) + list(op.outputs)]
             assert all(len(s) > 0 for s in shapes), shapes  # no unknown (empty) shape left
+
+            def wanted_flags(index, op=op, sg=sg):  # the constant "wanted" input: an unwanted output is [1]
+                t = sg.tensors[op.inputs[index]]
+                return np.frombuffer(bytes(model.buffers[t.buffer].data), np.int32).tolist()
+
             if name_ in SELECT_OPS:
                 delta, ymax, params, ymax_out, k, kept = shapes
                 widths.append(delta[-1])
@@ -115,15 +120,20 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 forwards += 1
             elif name_ == device_ops.DENSE_BACKWARD:
                 x, w, delta, k, kept, wanted, dw, dx, db = shapes
-                assert dw == w and dx in (x, [1]) and db == [w[1]] and delta == [batch, w[1]] and kept == delta
-                assert wanted == [3]  # an output the op will not write is one element (dx of the first layer)
+                want = wanted_flags(5)
+                assert [dw, dx, db] == [full if f else [1] for full, f in zip((w, x, [w[1]]), want)]
+                assert delta == [batch, w[1]] and kept == delta and wanted == [3]
             elif name_ == device_ops.DENSE_BACKWARD_SGD:
                 x, w, delta, k, kept, wanted, lr, *bias, w_new, dx, b_new = shapes
-                assert w_new == w and dx in (x, [1]) and delta == [batch, w[1]] and kept == delta
-                assert wanted == [3] and lr == [1] and bias in ([], [[w[1]]]) and b_new == ([w[1]] if bias else [1])
+                want = wanted_flags(5)
+                assert want[0] == 1 and want[2] == int(bool(bias)) and wanted == [3] and lr == [1]
+                assert [w_new, dx, b_new] == [full if f else [1] for full, f in zip((w, x, [w[1]]), want)]
+                assert delta == [batch, w[1]] and kept == delta and bias in ([], [[w[1]]])
             else:
                 x, w, delta, k, kept, window, wanted, dw, dx, db = shapes
-                assert len(x) == len(w) == len(delta) == 4 and dw == w and dx in (x, [1]) and db == [delta[-1]]
+                want = wanted_flags(6)
+                assert [dw, dx, db] == [full if f else [1] for full, f in zip((w, x, [delta[-1]]), want)]
+                assert len(x) == len(w) == len(delta) == 4
                 assert kept == [batch, delta[-1]] and window == [7] and wanted == [3]
                 assert w[3] == delta[3] if name_ == device_ops.CONV2D_BACKWARD else w[2] * w[3] == delta[3]
     assert sorted(widths) == sorted(layer["entries"] for layer in sparse)

@@ -152,7 +152,7 @@ def test_policy_specs_from_the_command_line():
 def test_sample_that_sets_the_running_max_gets_a_k_independent_of_its_last_bits():
     """An exported step computes y with other summation orders, so y can differ in the last bit between Keras,
     LiteRT and TFLM. For the sample that sets the running max the ratio must not care: q = y / ymax is exactly 1,
-    t = s_min + d = s_max. (The former order (y * d) / ymax gave d one ulp either side for about half of all y,
+    t = s_min + d = s_max. (The former order (y * d) / ymax gave d one ulp either side for about a fifth of all y,
     so with s_max = 1 the same sample kept M - 1 units in one runtime and M in another.)"""
     rng = np.random.default_rng(0)
     y = rng.uniform(1e-3, 1e3, 2000).astype(np.float32)

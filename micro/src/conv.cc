@@ -331,8 +331,9 @@ void DepthwiseChannelLoops(const ConvPlan& p, const float* x, const float* w, co
   const int32_t C = p.in_c;
   const int64_t in_size = static_cast<int64_t>(p.in_h) * p.in_w * C;
   const int64_t out_size = static_cast<int64_t>(p.out_h) * p.out_w * C;
-  // A stride is only taken between two positions that both read inside x, so it is below x's size then;
-  // a stride beyond int32 is never taken (a single position / row per tap), so 0 stands in for it.
+  // A stride is only dereferenced between two positions that both read inside x, so it is below x's size then;
+  // a stride beyond int32 only ever moves a pointer past its last use (a single position / row per tap), so 0
+  // stands in for it. (The loops step their pointers once past the last position and row; never read.)
   const int64_t step64 = static_cast<int64_t>(p.sw) * C, row64 = static_cast<int64_t>(p.sh) * p.in_w * C;
   const int32_t x_step = step64 > INT32_MAX ? 0 : static_cast<int32_t>(step64);
   const int32_t x_row = row64 > INT32_MAX ? 0 : static_cast<int32_t>(row64);

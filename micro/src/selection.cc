@@ -67,10 +67,10 @@ void SortIndicesAscending(int32_t* a, int32_t k) {
     }
     return;
   }
-  auto sift = [a](int32_t pos, int32_t size) {
+  auto sift = [a](int64_t pos, int64_t size) {  // int64: 2 * pos + 1 must not overflow for k near 2^31
     const int32_t item = a[pos];
     for (;;) {
-      int32_t child = 2 * pos + 1;
+      int64_t child = 2 * pos + 1;
       if (child >= size) break;
       if (child + 1 < size && a[child + 1] > a[child]) ++child;
       if (a[child] <= item) break;
@@ -170,7 +170,7 @@ void SelectTopK(const ScoreFn& score, const KeyFn& key_of, int32_t n, int32_t k,
     };
     uint32_t last = key[k - 1];
     int32_t i = k;
-    for (; i + 2 <= n; i += 2) {  // two candidates per loop test; each still meets the list as it is then
+    for (; i < n - 1; i += 2) {  // two candidates per loop test; each still meets the list as it is then
       const uint32_t k0 = key_of(i), k1 = key_of(i + 1);
       if (k0 > last) last = insert(k0, i);
       if (k1 > last) last = insert(k1, i + 1);

@@ -234,6 +234,12 @@ void RunCase(tpt::Rng& rng, const Case& c) {
     TP_CHECK(std::memcmp(sw.data(), rw.data(), nk * sizeof(float)) == 0);
     TP_CHECK(std::memcmp(sx.data(), rx.data(), nx * sizeof(float)) == 0);
     TP_CHECK(std::memcmp(sb.data(), rb.data(), c.O * sizeof(float)) == 0);
+    // The dW-only and dx-only variants (an exported step's first layer, a frozen layer) give the same bytes.
+    std::vector<float> ow(nk, 3.0f), ox(nx, 3.0f);
+    TP_CHECK_OK(RunSparse(c, all, BiasGrad::kDense, Accumulate::kOverwrite, ow.data(), nullptr, nullptr));
+    TP_CHECK_OK(RunSparse(c, all, BiasGrad::kDense, Accumulate::kOverwrite, nullptr, ox.data(), nullptr));
+    TP_CHECK(std::memcmp(ow.data(), rw.data(), nk * sizeof(float)) == 0);
+    TP_CHECK(std::memcmp(ox.data(), rx.data(), nx * sizeof(float)) == 0);
   }
   const Grads full = Reference(c, g, d, false, BiasGrad::kDense);
   TP_CHECK_EQ(Mismatches(rw, full.dw, 1e-5), 0);

@@ -75,7 +75,9 @@ TfLiteStatus ReluBackwardEval(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteEvalTensor* out = GetEvalInput(context, node, 1);
   TfLiteEvalTensor* d = GetEvalOutput(context, node, 0);
   const int64_t n = Elements(g);
-  if (n != Elements(out) || n != Elements(d) || n > INT32_MAX) return ToTfLite(Status::kBadShape, kReluBackwardOp);
+  bool same = Rank(g) == Rank(out) && Rank(g) == Rank(d);
+  for (int i = 0; same && i < Rank(g); ++i) same = Dim(g, i) == Dim(out, i) && Dim(g, i) == Dim(d, i);
+  if (!same || n > INT32_MAX) return ToTfLite(Status::kBadShape, kReluBackwardOp);
   return ToTfLite(ReluBackward(g->data.f, out->data.f, static_cast<int32_t>(n), d->data.f), kReluBackwardOp);
 }
 

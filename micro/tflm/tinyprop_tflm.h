@@ -12,7 +12,8 @@
 //   TINYPROP_DENSE_FORWARD     in: x [B, I], w [I, O], optional bias [O]   out: z [B, O] = x . w (+ bias)
 //                              (reads the kernel in Keras' [I, O] layout: no transposed copy, unlike BATCH_MATMUL,
 //                              which keeps one per op in persistent arena memory)
-//   TINYPROP_RELU_BACKWARD     in: g, out (ReLU's output), same shape   out: g where out > 0, else 0 (one op: no
+//   TINYPROP_RELU_BACKWARD     in: g, out (ReLU's output), same shape   out: g where out > 0, else +0 (TF's
+//                              ReluGrad, a select: +0 and no NaN where the unit is off, unlike g * mask; one op: no
 //                              mask tensor that a converter could compute early and keep alive)
 //   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
 //                              out: ymax_out [1], k [B] int32, kept [B, N] int32 (ascending rows, -1 padded)
@@ -20,7 +21,8 @@
 //                                  optional wanted [3] int32 (dw, dx, db: 0 = skip, output left unwritten and
 //                                  its shape unchecked: the graph can make it one element)
 //                              out: dw [I, O], dx [B, I], db [O]   (bias gradient dense, TinyProp's rule)
-//   TINYPROP_DENSE_BACKWARD_SGD  in: x, w, delta, k, kept, wanted as DENSE_BACKWARD, lr [1], optional bias [O]
+//   TINYPROP_DENSE_BACKWARD_SGD  in: x, w, delta, k, kept, wanted [3] (required here, wanted[0] must be 1; wanted[2]
+//                                  = has bias), lr [1], optional bias [O]
 //                              out: w_new [I, O] = w - dW * lr, dx [B, I], b_new [O] = bias - db * lr (plain SGD
 //                                   fused into the sparse backward: no dW tensor next to w and w_new)
 //   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [4] as SELECT_UNITS

@@ -38,7 +38,8 @@ Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float*
 // arena): w_new = w - dW * lr and b_new = b - db * lr with dW, db exactly as DenseBackwardSparse(kOverwrite,
 // kDense bias) computes them (dW is formed in w_new, then turned into the update in place, so the numbers are
 // those of Keras' `variable.assign_sub(gradient * lr)` on that dW). dx as DenseBackwardSparse; dx, b and
-// b_new may be null (b and b_new together). w_new must not alias w or x.
+// b_new may be null (b and b_new together). No output may alias an input (w_new: w, x, delta; b_new: b, which is
+// cleared for db first; dx: any), nor another output.
 Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, const float* w, const float* b,
                               const float* delta, const KeptSet& kept, float lr, float* w_new, float* dx,
                               float* b_new);
