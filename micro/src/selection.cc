@@ -67,11 +67,11 @@ void SortIndicesAscending(int32_t* a, int32_t k) {
     }
     return;
   }
-  auto sift = [a](int64_t pos, int64_t size) {  // int64: 2 * pos + 1 must not overflow for k near 2^31
+  auto sift = [a](int32_t pos, int32_t size) {
     const int32_t item = a[pos];
     for (;;) {
-      int64_t child = 2 * pos + 1;
-      if (child >= size) break;
+      if (pos >= size / 2) break;  // no child; tested first so that 2 * pos + 1 cannot overflow int32
+      int32_t child = 2 * pos + 1;
       if (child + 1 < size && a[child + 1] > a[child]) ++child;
       if (a[child] <= item) break;
       a[pos] = a[child];
