@@ -8,9 +8,9 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
   TFLM's BATCH_MATMUL would keep a transposed copy of each [I, O] kernel in persistent arena memory, one per op
   and per branch of the train/infer IF, and the converter folds an explicit transpose back into the matmul);
 - ``TINYPROP_RELU_BACKWARD``: g, out (ReLU's output) -> g where out > 0, else +0 (TF's ReluGrad, a select, as
-  one op; the builtins graph's ``g * cast(out > 0)`` gives -0 for a negative g and NaN for an infinite one there; the
-  builtin form ``g * cast(out > 0)`` leaves a mask the converter schedules right after the forward, so every
-  layer's mask stayed alive next to its activation until the backward);
+  one op). The builtins graph's ``g * cast(out > 0)`` leaves a mask the converter schedules right after the
+  forward, alive next to each activation until the backward (and gives -0 for a negative g, NaN for an
+  infinite one, where the unit is off);
 - ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
   -> ymax_out [1], k [B] int32, kept [B, N] int32 (the same rule as ``tinyprop_tf.selection``);
 - ``TINYPROP_SELECT_CHANNELS``: the same for a conv error delta [B, positions..., C] (score per channel = sum of
@@ -52,7 +52,8 @@ DENSE_BACKWARD = "TINYPROP_DENSE_BACKWARD"
 DENSE_BACKWARD_SGD = "TINYPROP_DENSE_BACKWARD_SGD"
 CONV2D_BACKWARD = "TINYPROP_CONV2D_BACKWARD"
 DEPTHWISE_BACKWARD = "TINYPROP_DEPTHWISE_BACKWARD"
-DEVICE_OPS = frozenset({DENSE_FORWARD, RELU_BACKWARD, SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD, DENSE_BACKWARD_SGD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD})
+DEVICE_OPS = frozenset({DENSE_FORWARD, RELU_BACKWARD, SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD,
+                        DENSE_BACKWARD_SGD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD})
 
 _PLACEHOLDER = "EagerPyFunc"
 _SHAPE_PASS = "EnsureShape"

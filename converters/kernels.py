@@ -112,14 +112,14 @@ def activation_forward(name, z):
     raise ValueError(name)
 
 
-def activation_backward(name, g, z, out):
-    """dL/dz from dL/dout; z = pre-activation, out = activation output."""
+def activation_backward(name, g, out):
+    """dL/dz from dL/dout and the activation's output (every supported activation's derivative is a function
+    of its output, so the pre-activation need not outlive the forward)."""
     if name == "linear":
         return g
     if name == "relu":
-        # TF's ReluGrad takes relu's output (out > 0 exactly where z > 0). Using out, not z, lets the graph drop
-        # each pre-activation right after the RELU instead of keeping it to the backward pass: in a TFLM arena
-        # that is one activation-sized tensor per layer (a third of a DS-CNN step's arena).
+        # TF's ReluGrad takes relu's output too (out > 0 exactly where z > 0): keeping z to the backward pass
+        # cost one activation-sized tensor per layer in a TFLM arena (a third of a DS-CNN step's).
         return g * tf.cast(out > 0.0, g.dtype)
     if name == "sigmoid":
         return g * (out * (1.0 - out))

@@ -222,10 +222,10 @@ class TrainStep(tf.Module):
                     z = fwd(h, kernel, bias4, geo)
                     extra = {"geo": geo}
                 out = kernels.activation_forward(node.activation, z)
-                saved[node.name] = {"x": h, "z": z, "out": out, "kernel": kernel, "bias": bias, **extra}
+                saved[node.name] = {"x": h, "out": out, "kernel": kernel, "bias": bias, **extra}
             elif node.kind == "act":
                 out = kernels.activation_forward(node.activation, h)
-                saved[node.name] = {"z": h, "out": out}
+                saved[node.name] = {"out": out}
             elif node.kind == "reshape":
                 out = tf.reshape(h, [b, *node.out_shape])
             elif node.kind == "gap":
@@ -345,18 +345,18 @@ class TrainStep(tf.Module):
             select, node.name, [delta, tf.reshape(state.read_value(), [1]), params],
             [(tf.float32, [1]), (tf.int32, [b]), (tf.int32, [b, n])], self.device_op_shapes)
         state.assign(tf.reshape(ymax, []))
-        want = (node.trainable, node.needs_input_grad, node.trainable)
+        x, kernel, bias = saved["x"], saved["kernel"], saved["bias"]
+        fused = self._fuses_sgd(node)
+        # (dW or new kernel, dx, db or new bias): which outputs the op computes
+        want = ((True, node.needs_input_grad, bias is not None) if fused
+                else (node.trainable, node.needs_input_grad, node.trainable))
         wanted = tf.constant([int(v) for v in want], tf.int32)
-        x, kernel = saved["x"], saved["kernel"]
 
         def outputs(*shapes):  # an output the op will not write gets one element (it would take arena space)
             return [(tf.float32, list(shape) if w else [1]) for shape, w in zip(shapes, want)]
 
-        if self._fuses_sgd(node):
+        if fused:
             # Outputs the updated kernel and bias (same numbers as dW, db and `_apply`'s assign_sub(grad * lr)).
-            bias = saved["bias"]
-            want = (True, node.needs_input_grad, bias is not None)
-            wanted = tf.constant([int(v) for v in want], tf.int32)
             inputs = [x, kernel, delta, k, kept, wanted, tf.constant([self._opt.learning_rate], tf.float32)]
             new_kernel, d_x, new_bias = device_ops.call(
                 device_ops.DENSE_BACKWARD_SGD, node.name, inputs + ([bias] if bias is not None else []),
@@ -384,12 +384,13 @@ class TrainStep(tf.Module):
         return d_kernel, d_x, d_bias, k
 
     # -- backward -------------------------------------------------------------------------------------------
-    def _activation_backward(self, node, activation, g, saved):
-        if self.fast and activation == "relu":
+    def _activation_backward(self, node, g, saved):
+        """dL/dz of the node's activation from dL/dout and the saved output."""
+        if self.fast and node.activation == "relu":
             (d,) = device_ops.call(device_ops.RELU_BACKWARD, node.name, [g, saved["out"]],
                                    [(tf.float32, g.shape)], self.device_op_shapes)
             return d
-        return kernels.activation_backward(activation, g, saved["z"], saved["out"])
+        return kernels.activation_backward(node.activation, g, saved["out"])
 
     def _backward(self, values, saved, g_out):
         b = self.batch_size
@@ -408,7 +409,7 @@ class TrainStep(tf.Module):
                 if not self._runs_backward[node.name]:
                     continue
                 s = saved[node.name]
-                delta = self._activation_backward(node, node.activation, g, s)
+                delta = self._activation_backward(node, g, s)
                 need_dx = node.needs_input_grad
                 if self._uses_device_ops(node):
                     d_kernel, d_x, d_bias, ks[node.name] = self._device_backward(node, s, delta)
@@ -441,7 +442,7 @@ class TrainStep(tf.Module):
                 continue
             elif node.kind == "act":
                 s = saved[node.name]
-                give(node.inputs[0], self._activation_backward(node, node.activation, g, s))
+                give(node.inputs[0], self._activation_backward(node, g, s))
             elif node.kind == "reshape":
                 give(node.inputs[0], tf.reshape(g, [b, *node.in_shapes[0]]))
             elif node.kind == "gap":

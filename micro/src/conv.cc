@@ -325,9 +325,9 @@ void DepthwiseChannelTap(const ConvPlan& p, int32_t r, int32_t c, int32_t x_step
 // in order; dx[pixel, o] receives one term per tap with the taps visited in DESCENDING order, because the
 // position of a (pixel, tap) pair decreases as the tap increases, so this is the position order of
 // DepthwiseLoops; with dm = 1 no two channels share a dx element.
-template <bool kSparse, bool kDw, bool kDx>
+template <bool kDw, bool kDx>
 void DepthwiseChannelLoops(const ConvPlan& p, const float* x, const float* w, const float* delta,
-                           const KeptSet* kept, BiasGrad bias, float* dw, float* dx, float* db) {
+                           const KeptSet& kept, BiasGrad bias, float* dw, float* dx, float* db) {
   const int32_t C = p.in_c;
   const int64_t in_size = static_cast<int64_t>(p.in_h) * p.in_w * C;
   const int64_t out_size = static_cast<int64_t>(p.out_h) * p.out_w * C;
@@ -338,15 +338,15 @@ void DepthwiseChannelLoops(const ConvPlan& p, const float* x, const float* w, co
   const int32_t x_step = step64 > INT32_MAX ? 0 : static_cast<int32_t>(step64);
   const int32_t x_row = row64 > INT32_MAX ? 0 : static_cast<int32_t>(row64);
   for (int32_t b = 0; b < p.batch; ++b) {
-    const int32_t kb = kSparse ? kept->k[b] : C;
-    const int32_t* idx = kSparse ? internal::KeptRow(*kept, b) : nullptr;
+    const int32_t kb = kept.k[b];
+    const int32_t* idx = internal::KeptRow(kept, b);
     if (db != nullptr) AccumulateBias(p, delta, b, idx, kb, bias, db);
     if (!kDw && !kDx) continue;
     const float* xb = kDw ? x + b * in_size : nullptr;
     float* dxb = kDx ? dx + b * in_size : nullptr;
     const float* d0 = delta + b * out_size;
     for (int32_t t = 0; t < kb; ++t) {
-      const int32_t o = kSparse ? idx[t] : t;
+      const int32_t o = idx[t];
       for (int32_t r = p.kh - 1; r >= 0; --r) {
         for (int32_t c = p.kw - 1; c >= 0; --c) {
           const int32_t tap = (r * p.kw + c) * C + o;
@@ -361,15 +361,15 @@ void DepthwiseChannelLoops(const ConvPlan& p, const float* x, const float* w, co
 template <bool kSparse, bool kDm1>
 void DepthwiseDispatchOutputs(const ConvPlan& p, const float* x, const float* w, const float* delta,
                               const KeptSet* kept, BiasGrad bias, float* dw, float* dx, float* db) {
-  if (kDm1 && kSparse && ChannelOuterFits(p)) {
+  if (kDm1 && kSparse && ChannelOuterFits(p)) {  // the sparse kernel: a few kept channels
     if (dw != nullptr && dx != nullptr) {
-      DepthwiseChannelLoops<kSparse, true, true>(p, x, w, delta, kept, bias, dw, dx, db);
+      DepthwiseChannelLoops<true, true>(p, x, w, delta, *kept, bias, dw, dx, db);
     } else if (dw != nullptr) {
-      DepthwiseChannelLoops<kSparse, true, false>(p, x, w, delta, kept, bias, dw, dx, db);
+      DepthwiseChannelLoops<true, false>(p, x, w, delta, *kept, bias, dw, dx, db);
     } else if (dx != nullptr) {
-      DepthwiseChannelLoops<kSparse, false, true>(p, x, w, delta, kept, bias, dw, dx, db);
+      DepthwiseChannelLoops<false, true>(p, x, w, delta, *kept, bias, dw, dx, db);
     } else {
-      DepthwiseChannelLoops<kSparse, false, false>(p, x, w, delta, kept, bias, dw, dx, db);
+      DepthwiseChannelLoops<false, false>(p, x, w, delta, *kept, bias, dw, dx, db);
     }
     return;
   }
