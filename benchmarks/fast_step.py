@@ -2,8 +2,9 @@
 
     TINYPROP_TFLM_DIR=/path/to/esp-tflite-micro .venv/bin/python benchmarks/fast_step.py [--steps 10]
 
-For each model: export with ``fast=True``, run ``verify`` (Keras vs LiteRT vs the tflite-micro interpreter vs
-``train_fast.tflite`` in ``tinyprop_tflm_runner``) and record the largest relative differences and the TFLM
+For each model: export with ``fast=True``, run ``verify`` (Keras, LiteRT, the tflite-micro interpreter and
+``train_fast.tflite`` in ``tinyprop_tflm_runner``, each against the float64 steps) and record the largest
+relative errors and the TFLM
 arenas: ``train.tflite``'s from the tflite-micro wheel's RecordingMicroAllocator, ``train_fast.tflite``'s from
 the runner (``MicroInterpreter::arena_used_bytes``; a different TFLM build, the user's tree). Both on a 64-bit
 host: pointer-sized allocations shrink on a 32-bit MCU. Needs a TFLM tree or runner (see
@@ -26,7 +27,7 @@ import keras  # noqa: E402
 import tinyprop_tf as tp  # noqa: E402
 from tinyprop_tf import models  # noqa: E402
 from tinyprop_tf.converters import export_training_model, tflm_runner  # noqa: E402
-from tinyprop_tf.converters.verify import verify  # noqa: E402
+from tinyprop_tf.converters.verification import verify  # noqa: E402
 
 TINYPROP = (0.1, 0.9, 0.5)
 CASES = {
@@ -51,7 +52,7 @@ def main(argv=None):
     if runner is None:
         print(f"no TFLM runner: {tflm_runner.HOW_TO}")
         return 1
-    rows = ["| model | fast ops | verify (10 steps) | max rel. diff (loss, weights) vs Keras: LiteRT / TFLM / fast "
+    rows = ["| model | fast ops | verify (10 steps) | max rel. error (loss, weights, output) vs float64: LiteRT / TFLM / fast "
             "| arena train.tflite | arena train_fast.tflite |", "|---|---|---|---|---:|---:|"]
     for name, (build, optimizer, batch, tinyprop) in CASES.items():
         keras.utils.set_random_seed(0)  # the same initial weights every run
@@ -61,7 +62,7 @@ def main(argv=None):
                                              "adam" else 0.01, loss=loss, batch_size=batch, out_dir=out, fast=True)
             result = verify(out, steps=args.steps, check=False)
         diffs = " / ".join(
-            f"{max(result.loss_max_rel_diff[b], result.max_weight_rel_diff(b)):.1e}"
+            f"{result.max_error(b):.1e}"
             for b in ("litert", "tflm_probe", "tflm_fast"))
         ops = ", ".join(f"{n}x {op.replace('TINYPROP_', '')}" for op, n in manifest["tflm_fast"]["device_ops"].items())
         rows.append(f"| {name} | {ops} | {'pass' if result.ok else 'FAIL'}, k identical: "

@@ -4,27 +4,35 @@
   writes ``train.tflite`` (TFLM: one entry subgraph, ``mode`` input), ``train_litert.tflite`` (LiteRT
   signatures train/infer/save/restore), ``weights.bin``, ``weights.h``, ``model_data.h/.cc``,
   ``reference.keras`` and ``manifest.json``.
-- ``verify(out_dir, steps=10)`` trains the same batches in Keras, LiteRT and the tflite-micro interpreter and
-  compares loss, weights and k.
+- ``verify(out_dir, steps=10)`` trains the same batches in Keras, LiteRT and the tflite-micro interpreter, and
+  in float64 as the oracle, and compares each against it.
 - ``write_board_project(export_dir, board, out_dir)`` turns an export into a ready-to-build ESP-IDF (esp32s3,
-  esp32c3) or Zephyr / nRF Connect SDK (nrf52840dk, nrf5340dk) training application (``board_projects``; also
-  reachable as ``tinyprop_tf.converters.boards``).
+  esp32c3) or Zephyr / nRF Connect SDK (nrf52840dk, nrf5340dk) training application (``board_projects``).
+
+The names below are imported on first use (PEP 562): ``tinyprop_tf.converters.board_projects`` and the other
+light modules load without TensorFlow, so the CLI can check its arguments first.
 """
 
-import sys as _sys
+import importlib
 
-from tinyprop_tf.converters import board_projects
-from tinyprop_tf.converters.board_projects import BoardProjectError, write_board_project
-from tinyprop_tf.converters.export import export_training_model
-from tinyprop_tf.converters.flatbuffer import TFLM_BUILTINS, InvalidModelError
-from tinyprop_tf.converters.graph import ExportError
-from tinyprop_tf.converters.verify import VerificationError, VerifyResult, verify
+_EXPORTS = {
+    "BoardProjectError": "board_projects", "write_board_project": "board_projects",
+    "export_training_model": "export",
+    "TFLM_BUILTINS": "flatbuffer", "InvalidModelError": "flatbuffer",
+    "ExportError": "graph",
+    "VerificationError": "verification", "VerifyResult": "verification", "verify": "verification",
+}
+__all__ = sorted(_EXPORTS)
 
-# ``tinyprop_tf.converters.boards.write_board_project`` (attribute and importable module name).
-boards = board_projects
-_sys.modules[__name__ + ".boards"] = board_projects
 
-__all__ = [
-    "BoardProjectError", "ExportError", "InvalidModelError", "TFLM_BUILTINS", "VerificationError", "VerifyResult",
-    "export_training_model", "verify", "write_board_project",
-]
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tinyprop_tf.converters' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

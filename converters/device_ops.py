@@ -39,7 +39,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import tensorflow as tf
 
 from tinyprop_tf.converters import flatbuffer
 from tinyprop_tf.converters.flatbuffer import fb
@@ -70,6 +69,8 @@ def call(op: str, tag: str, inputs, outputs, shapes: dict):
     ``shapes`` (one dict per exported step) records the output shapes under the placeholder's name for
     ``finalize``: the converter drops the shape of an output nothing consumes (e.g. dx of the first layer).
     """
+    import tensorflow as tf  # here, not at module load: board projects read this module's op names without TF
+
     if op not in DEVICE_OPS:
         raise ValueError(f"unknown device op {op!r}")
     # A serial number keeps every placeholder's name unique even where one graph calls the same op for the same

@@ -31,7 +31,6 @@ Documented choices of the exported step:
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -44,10 +43,10 @@ import tensorflow as tf
 
 import tinyprop_tf
 from tinyprop_tf import selection
-from tinyprop_tf.converters import device_ops, flatbuffer, graph, step, tflm
+from tinyprop_tf.converters import artifacts, device_ops, flatbuffer, graph, step, tflm
 from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
 
-FORMAT = "tinyprop-train/1"
+FORMAT = artifacts.FORMAT
 MODE_TRAIN, MODE_INFER = 1, 0
 
 
@@ -178,10 +177,6 @@ alignas(16) static const float g_tinyprop_weights[TINYPROP_WEIGHTS_TOTAL] = {{
 """
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def export_training_model(
     model,
     policy=None,
@@ -294,9 +289,6 @@ def export_training_model(
                              tflm_inputs, tflm_outputs, arena, legal_notes, entries, len(weights_bin))
         if arena is not None:
             manifest["tflm"]["arena_detail"] = arena_detail
-        manifest["files"]["train.tflite"]["sha256"] = _sha256(tflm_data)
-        manifest["files"]["train_litert.tflite"]["sha256"] = _sha256(litert_data)
-        manifest["files"]["weights.bin"]["sha256"] = _sha256(weights_bin)
         header, source = _model_data_files(tflm_data, manifest)
         stage = os.path.join(tmp, "out")
         os.makedirs(stage)
@@ -307,7 +299,7 @@ def export_training_model(
         }
         if fast_data is not None:
             files["train_fast.tflite"] = fast_data
-            manifest["files"]["train_fast.tflite"] = {"sha256": _sha256(fast_data)}
+            manifest["files"]["train_fast.tflite"] = {}
             fast_arena = _fast_arena(fast_data, probe_inputs, len(tflm_inputs)) if measure_arena else None
             manifest["tflm_fast"] = {
                 "file": "train_fast.tflite",
@@ -326,6 +318,9 @@ def export_training_model(
             with open(os.path.join(stage, name), "wb") as f:
                 f.write(data)
         ref.save(os.path.join(stage, "reference.keras"))
+        for name in manifest["files"]:  # every artefact but the manifest itself: verify checks them all
+            if name != artifacts.MANIFEST:
+                manifest["files"][name]["sha256"] = artifacts.sha256_file(os.path.join(stage, name))
         with open(os.path.join(stage, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=2)
         os.makedirs(out_dir, exist_ok=True)

@@ -118,11 +118,21 @@ class TrainStep(tf.Module):
     """Plain tf.Variables + explicit forward/backward/update. Built from the exporter's node plan."""
 
     def __init__(self, nodes, input_id, output_id, policy, opt: OptimizerConfig, loss: str, batch_size: int,
-                 input_shape, output_shape, fast: bool = False):
+                 input_shape, output_shape, fast: bool = False, dtype=tf.float32):
         super().__init__(name="tinyprop_train_step")
         # fast: every Dense forward and the sparse layers' selection and backward call the TinyProp device ops
         # (converters/device_ops.py); such a graph is traced and converted only, never executed by TensorFlow.
         self.fast = bool(fast)
+        # float64: verify's oracle, the same step in double precision. Its weights start from the float32 values
+        # and its hyper-parameters are the float32 constants the exported step holds, so it computes exactly the
+        # float32 runtimes' step, only with less rounding. It is run eagerly with forced kept sets (below).
+        self.dtype = tf.as_dtype(dtype)
+        self._np = self.dtype.as_numpy_dtype
+        if self.dtype not in (tf.float32, tf.float64) or (self.fast and self.dtype != tf.float32):
+            raise ExportError(f"internal: a {'fast ' if self.fast else ''}train step in {self.dtype.name}")
+        # {sparse layer name: (gate [B, M] bool or None for all kept, k_eff [B] int32)}: when set, every sparse
+        # layer keeps exactly these entries instead of selecting (verify replays Keras' kept sets this way).
+        self.forced_selection = None
         self.device_op_shapes = {}  # filled while tracing (device_ops.call), read by device_ops.finalize
         self._nodes, self._input_id, self._output_id = nodes, input_id, output_id
         self._policy, self._opt, self._loss = policy, opt, loss
@@ -141,7 +151,7 @@ class TrainStep(tf.Module):
                 leaf = w.path.rsplit("/", 1)[-1]
                 if leaf not in ("kernel", "bias"):
                     continue  # sparsity state
-                value = np.asarray(w.numpy(), np.float32)
+                value = np.asarray(w.numpy(), np.float32).astype(self._np)
                 path = weight_key(node.name, w)
                 if node.trainable and w.trainable:
                     var = tf.Variable(value, name=safe_name(path), trainable=True)
@@ -164,7 +174,7 @@ class TrainStep(tf.Module):
         self._ymax_list = list(self.ymax_vars.values())  # tracked
 
         # Optimizer slots.
-        zeros = [np.zeros(s, np.float32) for s in self.weight_shapes]
+        zeros = [np.zeros(s, self._np) for s in self.weight_shapes]
         self.slots_m, self.slots_v = [], []
         if opt.name == "sgd" and opt.momentum != 0.0:
             self.slots_m = [tf.Variable(z, name=f"{safe_name(p)}_momentum", trainable=False)
@@ -178,12 +188,12 @@ class TrainStep(tf.Module):
 
     # -- specs ----------------------------------------------------------------------------------------------
     def x_spec(self):
-        return tf.TensorSpec([self.batch_size, *self.input_shape], tf.float32, name="x")
+        return tf.TensorSpec([self.batch_size, *self.input_shape], self.dtype, name="x")
 
     def y_spec(self):
         if self._loss == "sparse_categorical_crossentropy":
             return tf.TensorSpec([self.batch_size], tf.int32, name="y")
-        return tf.TensorSpec([self.batch_size, *self.output_shape], tf.float32, name="y")
+        return tf.TensorSpec([self.batch_size, *self.output_shape], self.dtype, name="y")
 
     # -- forward --------------------------------------------------------------------------------------------
     def _forward(self, x, weights):
@@ -247,15 +257,15 @@ class TrainStep(tf.Module):
         if self._loss == "sparse_categorical_crossentropy":
             classes = out.shape[-1]
             # One-hot without ONE_HOT (not a TFLM builtin; the converter fuses cast(equal(y, range)) into it).
-            classes_f = tf.constant(np.arange(classes, dtype=np.float32))[None, :]
-            y_f = tf.cast(y, tf.float32)[:, None]
-            onehot = tf.cast(tf.logical_and(y_f >= classes_f, y_f <= classes_f), tf.float32)
+            classes_f = tf.constant(np.arange(classes, dtype=self._np))[None, :]
+            y_f = tf.cast(y, self.dtype)[:, None]
+            onehot = tf.cast(tf.logical_and(y_f >= classes_f, y_f <= classes_f), self.dtype)
             per_sample = -tf.reduce_sum(onehot * tf.nn.log_softmax(out), axis=1)
             loss = tf.reduce_sum(per_sample) / float(b)
             if not with_grad:
                 return loss, None
             # d loss / d logits = (softmax - onehot) * (1 / B), as TF's fused xent gradient times the mean's.
-            g = (tf.nn.softmax(out) - onehot) * tf.constant(np.float32(1.0) / np.float32(b))
+            g = (tf.nn.softmax(out) - onehot) * tf.constant(self._np(1.0) / self._np(b))
             return loss, g
         # MSE: mean over the last axis, then over the batch (Keras MeanSquaredError).
         diff = y - out
@@ -264,7 +274,7 @@ class TrainStep(tf.Module):
         if not with_grad:
             return loss, None
         count = int(np.prod(out.shape[1:]))
-        scale = np.float32(np.float32(1.0) / np.float32(b)) / np.float32(count)
+        scale = self._np(self._np(1.0) / self._np(b)) / self._np(count)
         g = -(tf.constant(scale) * (2.0 * diff))
         return loss, g
 
@@ -305,6 +315,22 @@ class TrainStep(tf.Module):
             k_eff = k * tf.cast(y > 0.0, tf.int32)  # samples with zero error cost nothing
         d_bias = tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1)))  # dense bias gradient
         return masked, d_bias, k_eff
+
+    def _forced_select(self, node, delta):
+        """``_select`` with the kept set given (``forced_selection``): no scores, no running max."""
+        gate, k_eff = self.forced_selection[node.name]
+        if gate is not None:
+            per_sample = delta.shape[1:]
+            gate = tf.constant(np.asarray(gate, self._np))
+            if node.layer.selection == "element":
+                gate = tf.reshape(gate, [self.batch_size, *per_sample])
+            else:
+                gate = tf.reshape(gate, [self.batch_size] + [1] * (delta.shape.rank - 2) + [per_sample[-1]])
+            delta_kept = delta * gate
+        else:
+            delta_kept = delta
+        d_bias = tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1)))
+        return delta_kept, d_bias, tf.constant(np.asarray(k_eff, np.int32))
 
     # -- device ops (fast variant) ----------------------------------------------------------------------------
     def _uses_device_ops(self, node) -> bool:
@@ -419,7 +445,8 @@ class TrainStep(tf.Module):
                     if need_dx:
                         give(node.inputs[0], d_x)
                     continue
-                masked, d_bias, k_eff = self._select(node, delta)
+                select = self._forced_select if (node.sparse and self.forced_selection is not None) else self._select
+                masked, d_bias, k_eff = select(node, delta)
                 if k_eff is not None:
                     ks[node.name] = k_eff
                 if node.kind == "dense":
@@ -458,13 +485,16 @@ class TrainStep(tf.Module):
     def _apply(self, grads):
         """One optimizer step; a weight whose entry is ``Updated`` takes that value (a fused device update)."""
         opt = self._opt
-        lr = tf.constant(opt.learning_rate, tf.float32)
+        hyper = self._hyper
+        lr = hyper(opt.learning_rate)
         if opt.name == "adam":
-            local_step = tf.cast(self.iterations.read_value() + 1, tf.float32)
+            local_step = tf.cast(self.iterations.read_value() + 1, self.dtype)
             # beta**t without POW (not a TFLM builtin): exp(t * log(beta)), the log of the float32 beta (the
             # value Keras raises to the power) taken in float64 at export time. Within a few ulp of TF's pow.
-            beta_1_power = tf.exp(local_step * tf.constant(np.float32(math.log(float(np.float32(opt.beta_1))))))
-            beta_2_power = tf.exp(local_step * tf.constant(np.float32(math.log(float(np.float32(opt.beta_2))))))
+            log_beta_1 = math.log(float(np.float32(opt.beta_1)))
+            log_beta_2 = math.log(float(np.float32(opt.beta_2)))
+            beta_1_power = tf.exp(local_step * tf.constant(self._np(log_beta_1)))
+            beta_2_power = tf.exp(local_step * tf.constant(self._np(log_beta_2)))
             alpha = lr * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
         for i, (var, grad) in enumerate(zip(self.weight_vars, grads)):
             if isinstance(grad, Updated):
@@ -472,7 +502,7 @@ class TrainStep(tf.Module):
             elif opt.name == "sgd":
                 if opt.momentum != 0.0:
                     m = self.slots_m[i]
-                    momentum = tf.constant(opt.momentum, tf.float32)
+                    momentum = hyper(opt.momentum)
                     m.assign(m.read_value() * momentum - grad * lr)
                     if opt.nesterov:
                         var.assign_add(m.read_value() * momentum - grad * lr)
@@ -482,10 +512,14 @@ class TrainStep(tf.Module):
                     var.assign_sub(grad * lr)
             else:
                 m, v = self.slots_m[i], self.slots_v[i]
-                m.assign_add((grad - m.read_value()) * (1 - opt.beta_1))
-                v.assign_add((tf.square(grad) - v.read_value()) * (1 - opt.beta_2))
-                var.assign_sub((m.read_value() * alpha) / (tf.sqrt(v.read_value()) + opt.epsilon))
+                m.assign_add((grad - m.read_value()) * hyper(1 - opt.beta_1))
+                v.assign_add((tf.square(grad) - v.read_value()) * hyper(1 - opt.beta_2))
+                var.assign_sub((m.read_value() * alpha) / (tf.sqrt(v.read_value()) + hyper(opt.epsilon)))
         self.iterations.assign_add(1)
+
+    def _hyper(self, value):
+        """A hyper-parameter as the exported step holds it: a float32 constant (widened in the float64 oracle)."""
+        return tf.constant(np.float32(value).astype(self._np))
 
     # -- step functions -------------------------------------------------------------------------------------
     def _read_weights(self):

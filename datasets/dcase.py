@@ -171,9 +171,16 @@ def default_log_mel(waveform: np.ndarray, sample_rate: int, *, n_mels: int = 128
     """
     from tinyprop_tf import audio  # imports TensorFlow: only for this default front end
 
-    config = audio.LogMelConfig.dcase_16k(sample_rate=sample_rate, n_mels=n_mels, frame_length=frame_length,
-                                          hop_length=hop_length, fft_length=frame_length, f_max=sample_rate / 2)
+    config = default_log_mel_config(sample_rate, n_mels=n_mels, frame_length=frame_length, hop_length=hop_length)
     return audio.log_mel(np.asarray(waveform, np.float32)[None, :], config).numpy()[0]
+
+
+def default_log_mel_config(sample_rate: int, *, n_mels: int = 128, frame_length: int = 1024, hop_length: int = 512):
+    """The ``LogMelConfig`` of :func:`default_log_mel` (what a device front end must reproduce)."""
+    from tinyprop_tf import audio
+
+    return audio.LogMelConfig.dcase_16k(sample_rate=sample_rate, n_mels=n_mels, frame_length=frame_length,
+                                        hop_length=hop_length, fft_length=frame_length, f_max=sample_rate / 2)
 
 
 def stack_frames(frames: np.ndarray, n_frames: int = 5) -> np.ndarray:

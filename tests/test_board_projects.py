@@ -933,13 +933,6 @@ int main() {{
 # --------------------------------------------------------------------------------------------------------------
 # CLI and names
 # --------------------------------------------------------------------------------------------------------------
-def test_converters_boards_alias():
-    import tinyprop_tf.converters as converters
-    from tinyprop_tf.converters.boards import write_board_project as aliased
-
-    assert converters.boards.write_board_project is aliased is write_board_project
-
-
 @pytest.mark.slow
 def test_cli_export_with_board(tmp_path, capsys):
     import keras

@@ -23,7 +23,7 @@ import tinyprop_tf as tp
 from tinyprop_tf import models
 from tinyprop_tf.converters import device_ops, export_training_model, flatbuffer, tflm_runner
 from tinyprop_tf.converters.graph import ExportError
-from tinyprop_tf.converters.verify import verify
+from tinyprop_tf.converters.verification import verify
 
 CASES = {
     "mlp_tinyprop_sgd": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16, 12)),
@@ -210,9 +210,9 @@ def test_fast_step_runs_in_tflm_with_the_tinyprop_ops_and_matches_keras(exported
     result = verify(out, steps=10, check=False)
     assert "tflm_fast" in result.losses, result.notes
     assert result.ok, result.summary()
-    assert result.loss_max_rel_diff["tflm_fast"] <= 1e-5
-    assert result.max_weight_rel_diff("tflm_fast") <= 1e-5
-    k = result.k["tflm_fast"]  # [steps, layers, batch]: per-sample k of the C++ selection == Keras' sums
-    np.testing.assert_array_equal(k.sum(axis=2), result.k["keras"])
+    assert result.worst_share("tflm_fast") <= 1.0  # within float32's own error of the float64 steps
+    assert set(result.errors["tflm_fast"]["weights"]) == {e["path"] for e in manifest["weights"]}
+    k = result.k["tflm_fast"]  # [steps, layers, batch]: per-sample k of the C++ selection == Keras'
+    np.testing.assert_array_equal(k, result.k["keras"])
     assert k.max() < max(layer["entries"] for layer in manifest["layers"] if layer.get("sparse"))
     json.dumps(manifest["tflm_fast"])  # serialisable as written

@@ -37,6 +37,8 @@ def __getattr__(name):
     if module is None:
         raise AttributeError(f"module 'tinyprop_tf' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"tinyprop_tf.{module}"), name)
+    if module in ("policies", "schedules"):  # known to Keras from the first use on, as with the layers
+        importlib.import_module("tinyprop_tf._registry").register_with_keras()
     globals()[name] = value
     return value
 

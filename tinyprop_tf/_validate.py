@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import numbers
 
+# How M * ratio becomes k (tinyprop_tf.selection.ratio_to_k): "floor" (the TinyProp authors' C code) or "round".
+ROUNDING_MODES = ("floor", "round")
+
 
 def _as_real(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -1,28 +1,161 @@
-"""``tinyprop`` command line. Errors in what the user gave are one line on stderr and a non-zero exit."""
+"""``tinyprop`` command line.
+
+Every check of what the user gave (options, numbers, paths, files) runs before TensorFlow is imported, which
+takes seconds: a usage error is reported at once. An error is one line on stderr, ``tinyprop <command>: error:
+...`` naming the option or file and what is expected, exit code 2, and nothing is written. Exit code 1 is kept
+for ``verify`` finding the runtimes apart; 130 for an interrupt.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import tempfile
 
 
 class UsageError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse's own print the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# -- argument types (argparse reports their message with the option's name) ----------------------------------------
+def _int_at_least(minimum: int, maximum: int | None = None):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum:,}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _real(low: float, high: float, *, low_open: bool = True, high_open: bool = False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_rate = _real(0.0, math.inf, high_open=True)
+
+ARCHITECTURES = ("auto", "mlp", "cnn", "ds_cnn", "autoencoder")
+DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
+# verify keeps every step's batch in memory (and hands copies to the interpreters)
+VERIFY_MAX_STEPS = 10_000
+
+
+# -- checks that need no TensorFlow --------------------------------------------------------------------------------
+def _check_keras_file(label: str, path: str) -> None:
+    from tinyprop_tf.converters import artifacts  # no TensorFlow
+
+    try:
+        artifacts.check_keras_archive(path, label)
+    except artifacts.ArtifactError as error:
+        raise UsageError(str(error)) from None
+
+
+def _check_board(board) -> None:
+    from tinyprop_tf.converters import board_projects  # no TensorFlow
+
+    try:
+        board_projects.check_board(board)
+    except board_projects.BoardProjectError as error:
+        raise UsageError(f"--board: {error}") from None
+
+
+def _check_out_dir(label: str, path: str) -> None:
+    """``path`` is, or can be created as, a writable folder."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{label}{path}: exists and is not a folder")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{label}{path}: cannot be created ({parent} is not a folder)")
+    try:  # the real test (permissions, a read-only file system, a pseudo file system); leaves nothing behind
+        os.rmdir(tempfile.mkdtemp(prefix=".tinyprop-write-test-", dir=parent))
+    except OSError as error:
+        raise UsageError(f"{label}{path}: cannot write in {parent} ({error.strerror})") from None
+
+
+def _check_policies(specs) -> dict:
+    from tinyprop_tf import policies  # no TensorFlow
+
+    try:
+        return {spec: policies.from_spec(spec) for spec in specs}
+    except ValueError as error:
+        raise UsageError(f"--policy: {error}") from None
+
+
+def _check_demo(args):
+    if args.board != "none":
+        _check_board(args.board)
+    if args.out:
+        _check_out_dir("--out ", args.out)
+
+
+def _check_finetune(args):
+    if not os.path.exists(args.data):
+        raise UsageError(f"--data {args.data}: no such file or folder")
+    if args.model.endswith(".keras"):
+        _check_keras_file("--model ", args.model)
+    elif args.model not in ARCHITECTURES:
+        raise UsageError(f"--model {args.model}: expected a .keras file or one of {', '.join(ARCHITECTURES[1:])}")
+    if args.task == "dcase" and not args.machine:
+        raise UsageError("--task dcase needs --machine (a machine type folder, e.g. fan, slider)")
+    args.policies = _check_policies(args.policy or DEFAULT_POLICIES)
+    if args.out:
+        _check_out_dir("--out ", args.out)
+
+
+def _check_export(args):
+    _check_keras_file("", args.model)
+    if args.policy:
+        _check_policies([args.policy])
+    if args.momentum and args.optimizer != "sgd":
+        raise UsageError(f"--momentum is for --optimizer sgd, not {args.optimizer}")
+    if args.board:
+        _check_board(args.board)
+    _check_out_dir("--out ", args.out)
+
+
+def _check_verify(args):
+    from tinyprop_tf.converters import artifacts  # no TensorFlow
+
+    try:
+        manifest = artifacts.check_export(args.out_dir)
+        artifacts.check_verify_steps(manifest, args.steps)
+    except artifacts.ArtifactError as error:
+        raise UsageError(str(error)) from None
+
+
+# -- the commands --------------------------------------------------------------------------------------------------
 def _demo(args):
     from tinyprop_tf.demo import run_demo
 
-    if args.board != "none":
-        from tinyprop_tf.converters import board_projects
-
-        board_projects.check_board(args.board)  # a typo fails now, not after the training
     run_demo(out_dir=args.out, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
              board=None if args.board == "none" else args.board)
-
-
-DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
 
 
 def _finetune(args):
@@ -30,13 +163,8 @@ def _finetune(args):
 
     import keras
 
-    from tinyprop_tf import experiment, policies, tasks
+    from tinyprop_tf import experiment, tasks
 
-    if not os.path.exists(args.data):
-        raise UsageError(f"--data {args.data}: no such file or folder")
-    chosen = {spec: policies.from_spec(spec) for spec in (args.policy or DEFAULT_POLICIES)}
-    if args.task == "dcase" and not args.machine:
-        raise UsageError("--task dcase needs --machine (a machine type folder, e.g. fan, slider)")
     task = tasks.load_task(args.task, args.data, new_speaker=args.speaker, machine=args.machine,
                            machine_id=args.machine_id)
     out_dir = args.out or os.path.join(
@@ -44,9 +172,7 @@ def _finetune(args):
     print(f"Task {task.name}: {task.description}; {len(task.finetune[0])} samples to fine-tune, "
           f"{len(task.test[0])} to test, input {task.input_shape}")
     if args.model.endswith(".keras"):
-        if not os.path.isfile(args.model):
-            raise UsageError(f"--model {args.model}: no such file")
-        pretrained = keras.models.load_model(args.model)
+        pretrained = _load_keras("--model ", args.model)
         expected = tuple(pretrained.input_shape[1:])
         if expected != tuple(task.input_shape):
             raise UsageError(f"--model {args.model} takes inputs {expected}, but task {task.name} gives "
@@ -58,26 +184,26 @@ def _finetune(args):
         os.makedirs(out_dir, exist_ok=True)
         pretrained.save(os.path.join(out_dir, "pretrained.keras"))
     about = {"what": f"fine-tune on {task.description}", "task": task.name, "data": args.data,
-             "model": args.model, "policies": list(chosen)}
-    experiment.compare(pretrained, chosen, task.finetune, task.evaluate, out_dir, metric_name=task.metric_name,
-                       loss=task.loss, epochs=args.epochs, batch_size=args.batch_size,
+             "model": args.model, "policies": list(args.policies), "features": task.features}
+    experiment.compare(pretrained, args.policies, task.finetune, task.evaluate, out_dir,
+                       metric_name=task.metric_name, loss=task.loss, epochs=args.epochs, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, seed=args.seed, about=about)
 
 
-def _export(args):
+def _load_keras(label: str, path: str):
     import keras
 
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # Keras raises many types for a bad file; the user needs the one line
+        raise UsageError(f"{label}{path}: cannot load as a Keras model ({type(error).__name__}: {error})") from None
+
+
+def _export(args):
     from tinyprop_tf import policies
     from tinyprop_tf.converters import board_projects, export_training_model
 
-    if args.board:
-        board_projects.check_board(args.board)  # before the export: a typo fails fast, listing the valid boards
-    if not os.path.isfile(args.model):
-        raise UsageError(f"{args.model}: no such model file (expected a .keras file)")
-    try:
-        model = keras.models.load_model(args.model)
-    except Exception as error:  # Keras raises many types for a bad file; the user needs the one line
-        raise UsageError(f"{args.model}: cannot load as a Keras model ({type(error).__name__}: {error})") from None
+    model = _load_keras("", args.model)
     if args.policy:
         policy = policies.from_spec(args.policy)
     else:  # a sparsified model keeps its own policy; a plain one gets TinyProp's defaults, as --help says
@@ -105,7 +231,7 @@ def _export(args):
 
 
 def _verify(args):
-    from tinyprop_tf.converters.verify import verify
+    from tinyprop_tf.converters.verification import verify
 
     result = verify(args.out_dir, steps=args.steps, rtol=args.rtol, seed=args.seed, check=False)
     print(result.summary())
@@ -113,18 +239,19 @@ def _verify(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinyprop", description="Sparse on-device fine-tuning, simulated in Keras.")
+    parser = _Parser(prog="tinyprop", description="Sparse on-device fine-tuning, simulated in Keras.")
     sub = parser.add_subparsers(dest="command", required=True)
+    epochs, seed = _int_at_least(1), _int_at_least(0)
 
     demo = sub.add_parser("demo", help="pretrain on MNIST, fine-tune on shifted MNIST with dense/static/TinyProp")
     demo.add_argument("--out", help="output folder (default: tinyprop_out/demo-<time>)")
-    demo.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs (default 12)")
-    demo.add_argument("--pretrain-epochs", type=int, default=15)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=epochs, default=12, help="fine-tuning epochs (default 12)")
+    demo.add_argument("--pretrain-epochs", type=epochs, default=15)
+    demo.add_argument("--seed", type=seed, default=0)
     demo.add_argument("--board", default="nrf52840dk",
                       help="board project written at the end: esp32s3 | esp32c3 | nrf52840dk | nrf5340dk, or none "
                            "(default nrf52840dk)")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, check=_check_demo)
 
     ft = sub.add_parser("finetune", help="fine-tune a model on your data with several back-propagation policies")
     ft.add_argument("--data", required=True, help="data folder (layout per --task)")
@@ -136,55 +263,70 @@ def build_parser() -> argparse.ArgumentParser:
                     help="repeatable: dense | static:RATIO | tinyprop[:s_min=..,s_max=..,zeta=..] | "
                          f"tinyprop_skip:tau=.. | ssprop:KEEP (default: {' '.join(DEFAULT_POLICIES)})")
     ft.add_argument("--out", help="output folder (default: tinyprop_out/finetune-<task>-<time>)")
-    ft.add_argument("--epochs", type=int, default=10)
-    ft.add_argument("--pretrain-epochs", type=int, default=15)
-    ft.add_argument("--batch-size", type=int, default=32)
-    ft.add_argument("--learning-rate", type=float, default=1e-3)
-    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--epochs", type=epochs, default=10)
+    ft.add_argument("--pretrain-epochs", type=epochs, default=15)
+    ft.add_argument("--batch-size", type=_int_at_least(1), default=32)
+    ft.add_argument("--learning-rate", type=_positive_rate, default=1e-3)
+    ft.add_argument("--seed", type=seed, default=0)
     ft.add_argument("--speaker", help="fsdd: the new speaker to personalise to (default yweweler)")
     ft.add_argument("--machine", help="dcase: machine type folder (fan, pump, slider, valve, ToyCar, ToyConveyor)")
     ft.add_argument("--machine-id", help="dcase: the machine id to fine-tune to (default: the last one)")
-    ft.set_defaults(run=_finetune)
+    ft.set_defaults(run=_finetune, check=_check_finetune)
 
     ex = sub.add_parser("export", help="write a training-capable .tflite (TFLM and LiteRT) of a Keras model")
     ex.add_argument("model", help="a .keras model (plain or sparsified)")
     ex.add_argument("--policy", help="dense | static:RATIO | tinyprop[:...] (default: the model's own, else "
                                      "TinyProp)")
     ex.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    ex.add_argument("--learning-rate", type=float)
-    ex.add_argument("--momentum", type=float, default=0.0, help="sgd only")
+    ex.add_argument("--learning-rate", type=_positive_rate)
+    ex.add_argument("--momentum", type=_real(0.0, 1.0, low_open=False), default=0.0, help="sgd only, in [0, 1]")
     ex.add_argument("--loss", choices=["sparse_categorical_crossentropy", "mse"],
                     default="sparse_categorical_crossentropy")
-    ex.add_argument("--batch-size", type=int, default=8)
+    ex.add_argument("--batch-size", type=_int_at_least(1), default=8)
     ex.add_argument("--fast", action="store_true",
                     help="also write train_fast.tflite: sparse layers select and back-propagate with the "
                          "TinyProp TFLM custom operators (micro/tflm) instead of masked dense builtins")
     ex.add_argument("--out", required=True, help="output folder")
-    ex.add_argument("--board", help="also write a ready-to-build project for esp32s3 | esp32c3 (ESP-IDF) | "
-                                    "nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project")
-    ex.set_defaults(run=_export)
+    ex.add_argument("--board",
+                    help="also write a ready-to-build project for esp32s3 | esp32c3 (ESP-IDF) | "
+                         "nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project")
+    ex.set_defaults(run=_export, check=_check_export)
 
-    ve = sub.add_parser("verify", help="train N identical steps in Keras, LiteRT and TFLM and compare")
+    ve = sub.add_parser("verify", help="train N identical steps in Keras, LiteRT and TFLM and compare them with "
+                                       "the same steps in float64")
     ve.add_argument("out_dir", help="a folder written by tinyprop export")
-    ve.add_argument("--steps", type=int, default=10)
-    ve.add_argument("--rtol", type=float, default=1e-5)
-    ve.add_argument("--seed", type=int, default=0)
-    ve.set_defaults(run=_verify)
+    ve.add_argument("--steps", type=_int_at_least(1, VERIFY_MAX_STEPS), default=10)
+    ve.add_argument("--rtol", type=_real(0.0, 1.0, high_open=True), default=1e-5,
+                    help="floor of the tolerance, relative (default 1e-5); see converters/README.md")
+    ve.add_argument("--seed", type=seed, default=0)
+    ve.set_defaults(run=_verify, check=_check_verify)
     return parser
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    try:
+        args.check(args)
+    except UsageError as error:
+        print(f"tinyprop {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+    from tinyprop_tf._quiet import import_tensorflow
+
+    import_tensorflow()
+    from tinyprop_tf.converters.artifacts import ArtifactError
     from tinyprop_tf.converters.flatbuffer import InvalidModelError
     from tinyprop_tf.converters.tflm import TFLMError
     from tinyprop_tf.converters.tflm_runner import RunnerError
 
     try:
         code = args.run(args)
-    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, InvalidModelError, TFLMError,
-            RunnerError) as error:
+    except (UsageError, ValueError, ArtifactError, InvalidModelError, TFLMError, RunnerError) as error:
         print(f"tinyprop {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file or folder the command could not read or write
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"tinyprop {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tinyprop {args.command}: interrupted", file=sys.stderr)

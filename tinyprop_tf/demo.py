@@ -67,25 +67,27 @@ EXPORT_BATCH = 8  # a device batch: the training state of 32 MNIST samples does 
 EXPORT_POLICY = DEMO_POLICIES["TinyProp"]
 # Plain SGD on the device: no optimizer state in RAM (Adam would add two copies of the weights), and an update
 # that does not amplify rounding: Adam divides by sqrt(v) + 1e-7, so a gradient that cancels to ~1e-9 (where the
-# float summation order decides its last bits) moves a weight by ~lr * 1e-9 / 1e-7, beyond verify's 1e-5.
+# float summation order decides its last bits) moves a weight by ~lr * 1e-9 / 1e-7 (verify's float64 oracle
+# measures that and widens its bound to match; the device would still train on noise).
 EXPORT_LEARNING_RATE = 0.01
 
 
 def export_for_board(model, out_dir: str, board: str, print_fn=print) -> dict:
     """Step 6: export ``model`` for on-device TinyProp fine-tuning, verify it, write a ``board`` project."""
     from tinyprop_tf.converters import export_training_model, write_board_project
-    from tinyprop_tf.converters.verify import verify
+    from tinyprop_tf.converters import verification as verify_lib
 
     export_dir = os.path.join(out_dir, "export")
     print_fn(f"\nExporting the pretrained model for on-device fine-tuning with {EXPORT_POLICY!r} "
              f"(SGD {EXPORT_LEARNING_RATE}, batch {EXPORT_BATCH}) to {export_dir}/ ...")
     manifest = export_training_model(model, EXPORT_POLICY, optimizer="sgd", learning_rate=EXPORT_LEARNING_RATE,
                                      batch_size=EXPORT_BATCH, out_dir=export_dir, fast=True)
-    result = verify(export_dir, steps=5, check=False)
-    worst = max(max(result.loss_max_rel_diff.values()),
-                max(result.max_weight_rel_diff(b) for b in result.weight_max_rel_diff))
-    print_fn(f"  5 exported training steps vs Keras (LiteRT, tflite-micro): {'PASS' if result.ok else 'FAIL'}, "
-             f"largest relative difference {worst:.2g}; TFLM arena {manifest['tflm']['arena_bytes']:,} B")
+    result = verify_lib.verify(export_dir, steps=5, check=False)
+    runtimes = [name for name in verify_lib.RUNTIMES if name in result.errors]
+    worst = max(result.max_error(name) for name in runtimes)
+    print_fn(f"  5 exported training steps vs float64 (Keras, LiteRT, tflite-micro): {'PASS' if result.ok else 'FAIL'}, "
+             f"largest relative error {worst:.2g} (float32's own: {result.max_error('tf_float32'):.2g}); "
+             f"TFLM arena {manifest['tflm']['arena_bytes']:,} B")
     project_dir = os.path.join(out_dir, f"{board}_project")
     project = write_board_project(export_dir, board, project_dir)
     print_fn(f"  {board} project (runs train_fast.tflite on the TinyProp operators {', '.join(project.custom_ops)}): "

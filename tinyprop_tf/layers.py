@@ -36,6 +36,10 @@ from keras import ops
 
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf import selection
+from tinyprop_tf._registry import register_with_keras
+
+# Policies and schedules travel inside the layers' configs: Keras must know them before any layer is saved/loaded.
+register_with_keras()
 
 SELECTIONS = ("channel", "element")
 
@@ -99,6 +103,11 @@ class SparseBackpropMixin:
     A subclass provides ``_affine(inputs)`` (the parent's output before bias), ``_bias_for_add()`` (the bias
     shaped as the parent adds it) and ``_fan_in()`` (MACs per output element).
     """
+
+    #: ``observer(layer, kept, k)`` called by every backward pass with the kept entries ([B, M] bool, None when
+    #: the policy keeps everything) and the entries each sample costs ([B] int32, 0 for an inactive sample).
+    #: ``verify`` sets it on an eagerly trained copy to replay exactly these kept sets in float64.
+    kept_observer = None
 
     def _init_sparse(self, policy, depth, selection_mode, needs_input_grad):
         if getattr(self, "data_format", "channels_last") != "channels_last":
@@ -227,6 +236,8 @@ class SparseBackpropMixin:
         else:
             d_bias = tf.reduce_sum(delta, axis=bias_axes)
 
+        if self.kept_observer is not None:
+            self.kept_observer(self, keep_entries, tf.where(active, k, 0))
         self._record_step(batch, k, bpr, active, num_entries, positions, int(np.prod(delta.shape[1:])))
         # The check on y must run before anything downstream (the optimizer) can use these gradients, also where
         # they don't depend on y (DenseBackprop).

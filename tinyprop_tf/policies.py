@@ -12,16 +12,16 @@ state (running maximum of the local error, ssProp's current keep fraction) lives
   nearest the output (depth 0). It is not the paper's method.
 - ``SsProp(schedule)``: channel-wise top-k shared by the batch (score = mean |delta| over batch and positions),
   keep fraction from a schedule; the bias gradient of unselected channels is zero too.
+
+Loading this module loads no TensorFlow (the CLI checks ``--policy`` specs before TensorFlow's seconds-long
+import); the methods that build graph ops import it where they run.
 """
 
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
-
 from tinyprop_tf import schedules as schedules_lib
-from tinyprop_tf import selection
-from tinyprop_tf._validate import check_fraction, check_range
+from tinyprop_tf._registry import keras_serializable, register_with_keras
+from tinyprop_tf._validate import ROUNDING_MODES, check_fraction, check_range
 
 
 class BackpropPolicy:
@@ -62,13 +62,15 @@ class BackpropPolicy:
         return f"{type(self).__name__}({args})"
 
 
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
+@keras_serializable
 class DenseBackprop(BackpropPolicy):
     """Dense back-propagation: the exact gradient, with the same accounting as the sparse policies."""
 
     selects = False
 
     def sample_ratio(self, y, ymax, depth, keep):
+        import tensorflow as tf
+
         return tf.ones_like(y)
 
 
@@ -77,12 +79,12 @@ def _check_zeta(zeta):
 
 
 def _check_rounding(rounding):
-    if rounding not in selection.ROUNDING_MODES:
-        raise ValueError(f"rounding must be one of {selection.ROUNDING_MODES}, got {rounding!r}")
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
     return rounding
 
 
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
+@keras_serializable
 class StaticTopK(BackpropPolicy):
     """meProp-style static top-k: every sample keeps ``clamp(floor(M * ratio * zeta**p), 1, M)`` entries."""
 
@@ -92,6 +94,8 @@ class StaticTopK(BackpropPolicy):
         self.rounding = _check_rounding(rounding)
 
     def sample_ratio(self, y, ymax, depth, keep):
+        from tinyprop_tf import selection
+
         # TinyProp with S_min = S_max = ratio: the same expression, so the same float32 result.
         return selection.adaptive_ratio(y, ymax, self.ratio, self.ratio, self.zeta**depth)
 
@@ -99,7 +103,7 @@ class StaticTopK(BackpropPolicy):
         return {"ratio": self.ratio, "zeta": self.zeta, "rounding": self.rounding}
 
 
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
+@keras_serializable
 class TinyProp(BackpropPolicy):
     """TinyProp: ``bpr(n) = (s_min + Y(n) * (s_max - s_min) / Ymax) * zeta**p``, ``k = clamp(floor(M*bpr),1,M)``.
 
@@ -116,13 +120,15 @@ class TinyProp(BackpropPolicy):
         self.rounding = _check_rounding(rounding)
 
     def sample_ratio(self, y, ymax, depth, keep):
+        from tinyprop_tf import selection
+
         return selection.adaptive_ratio(y, ymax, self.s_min, self.s_max, self.zeta**depth)
 
     def get_config(self):
         return {"s_min": self.s_min, "s_max": self.s_max, "zeta": self.zeta, "rounding": self.rounding}
 
 
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
+@keras_serializable
 class TinyPropSkip(TinyProp):
     """TinyProp plus sample skipping: this project's reading of TinyPropv2 (its rule is unpublished).
 
@@ -136,6 +142,8 @@ class TinyPropSkip(TinyProp):
         self.tau = check_range("tau", tau, 0.0, 1.0)
 
     def skipped_samples(self, y, ymax, depth):
+        import tensorflow as tf
+
         if depth != 0:
             return None
         return (y / ymax) < tf.constant(self.tau, tf.float32)
@@ -144,7 +152,7 @@ class TinyPropSkip(TinyProp):
         return {"tau": self.tau, **super().get_config()}
 
 
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
+@keras_serializable
 class SsProp(BackpropPolicy):
     """ssProp: channel-wise top-k shared by the batch, keep fraction from a schedule.
 
@@ -157,22 +165,34 @@ class SsProp(BackpropPolicy):
 
     def __init__(self, schedule: schedules_lib.KeepSchedule | float = 0.5):
         if isinstance(schedule, dict):
-            schedule = keras.saving.deserialize_keras_object(schedule)
+            schedule = _from_keras_config(schedule)
         elif not isinstance(schedule, schedules_lib.KeepSchedule):
             schedule = schedules_lib.Constant(check_fraction("schedule", schedule))
         self.schedule = schedule
 
     def sample_ratio(self, y, ymax, depth, keep):
+        import tensorflow as tf
+
         return tf.fill(tf.shape(y), keep)
 
     def initial_keep(self):
         return self.schedule.keep(epoch=0, epochs=1, iteration=0)
 
     def get_config(self):
+        import keras
+
+        register_with_keras()
         return {"schedule": keras.saving.serialize_keras_object(self.schedule)}
 
     def __repr__(self):
         return f"SsProp({self.schedule!r})"
+
+
+def _from_keras_config(config: dict):
+    import keras
+
+    register_with_keras()
+    return keras.saving.deserialize_keras_object(config)
 
 
 def get(identifier) -> BackpropPolicy:
@@ -180,7 +200,7 @@ def get(identifier) -> BackpropPolicy:
     if isinstance(identifier, BackpropPolicy):
         return identifier
     if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
+        return _from_keras_config(identifier)
     names = {"dense": DenseBackprop, "tinyprop": TinyProp, "tinyprop_skip": TinyPropSkip, "ssprop": SsProp}
     if isinstance(identifier, str) and identifier.lower() in names:
         return names[identifier.lower()]()

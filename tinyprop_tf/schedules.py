@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import math
 
-import keras
-
+from tinyprop_tf._registry import keras_serializable
 from tinyprop_tf._validate import check_fraction, check_int, check_range
 
 
@@ -69,7 +68,7 @@ def _fraction_of_run(position: int, length: int) -> float:
     return 0.0 if length <= 1 else position / (length - 1)
 
 
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
+@keras_serializable
 class Constant(KeepSchedule):
     """Keep ``p`` throughout (ssProp's headline recipe: ``Constant(0.2, interleave=True)``, mean keep 0.6)."""
 
@@ -96,7 +95,7 @@ class _Decaying(KeepSchedule):
         return {"p": self.p, "p_min": self.p_min, **super().get_config()}
 
 
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
+@keras_serializable
 class Linear(_Decaying):
     """``max(p_min, p - (p - p_min) * e / (E - 1))``."""
 
@@ -104,7 +103,7 @@ class Linear(_Decaying):
         return max(self.p_min, self.p - (self.p - self.p_min) * _fraction_of_run(position, length))
 
 
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
+@keras_serializable
 class Cosine(_Decaying):
     """``p_min + (p - p_min) * (1 + cos(pi * e / (E - 1))) / 2``."""
 
@@ -114,7 +113,7 @@ class Cosine(_Decaying):
         )
 
 
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
+@keras_serializable
 class Bar(_Decaying):
     """``p`` for the first half (``e < E // 2``), ``p_min`` after."""
 

@@ -30,7 +30,7 @@ import math
 
 import tensorflow as tf
 
-ROUNDING_MODES = ("floor", "round")
+from tinyprop_tf._validate import ROUNDING_MODES
 
 # Running-max initial value: tiny but a normal float32, so that an all-zero first error gives 0 / tiny = 0
 # instead of 0 / 0.

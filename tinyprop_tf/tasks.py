@@ -35,7 +35,8 @@ class Task:
     evaluate: Callable  # evaluate(model) -> float on the test split
     loss: object = None  # None: sparse categorical cross-entropy on logits
     description: str = ""
-    feature_scaling: tuple[float, float] | None = None  # (mean, std) subtracted/divided from audio features
+    # How raw inputs become model inputs, as a device front end must reproduce them (None: no front end).
+    features: dict | None = None
 
     @property
     def input_shape(self):
@@ -56,11 +57,32 @@ def _standardised(pieces):
     return [((x - mean) / std, y) for x, y in pieces], (mean, std)
 
 
-def _classification(name, pretrain, finetune, test, num_classes, description, feature_scaling=None):
+def _log_mel_front_end(config, clip_samples: int | None, scaling=None, context_frames: int | None = None) -> dict:
+    """Everything a device needs to compute the model's inputs from audio as training did."""
+    description = {
+        "front_end": "tinyprop_tf.audio.log_mel",
+        "log_mel_config": dataclasses.asdict(config),
+        "clip_samples": clip_samples,  # None: clips of any length (frames are not padded)
+        "on_device": "tinyprop_tf.audio.export_frontend(LogMelConfig(**log_mel_config), clip_samples, path) writes "
+                     "this front end as a TFLM graph (Hann window, DFT as matmul, mel filterbank, log(mel + "
+                     "log_offset)); clips are zero-padded / centre-cropped to clip_samples, frames not padded",
+    }
+    if context_frames is not None:
+        description["context_frames"] = context_frames
+        description["model_input"] = (f"each run of {context_frames} consecutive frames concatenated "
+                                      "(datasets.stack_frames)")
+    if scaling is not None:
+        mean, std = scaling
+        description["standardisation"] = {"mean": mean, "std": std, "model_input": "(log_mel - mean) / std",
+                                          "from": "the pretrain split (one scalar mean and std)"}
+    return description
+
+
+def _classification(name, pretrain, finetune, test, num_classes, description, features=None):
     from tinyprop_tf.experiment import accuracy_evaluator
 
     return Task(name, pretrain, finetune, test, num_classes, "accuracy", accuracy_evaluator(*test),
-                description=description, feature_scaling=feature_scaling)
+                description=description, features=features)
 
 
 def mnist_task(path: str) -> Task:
@@ -82,7 +104,7 @@ def fsdd_task(path: str, new_speaker: str = "yweweler") -> Task:
     config = LogMelConfig.fsdd_8k()
     pieces, scaling = _standardised([(_features(part.x, config), part.y) for part in split])
     return _classification("fsdd", *pieces, 10, f"FSDD in {path}, personalising to speaker {new_speaker!r}",
-                           scaling)
+                           _log_mel_front_end(config, int(split[0].x.shape[1]), scaling))
 
 
 def kws_task(path: str) -> Task:
@@ -92,11 +114,12 @@ def kws_task(path: str) -> Task:
     config = LogMelConfig.kws_16k()
     parts = [load_speech_commands(path, split) for split in ("train", "validation", "test")]
     pieces, scaling = _standardised([(_features(part.x, config), part.y) for part in parts])
-    return _classification("kws", *pieces, len(parts[0].classes), f"Speech Commands in {path}", scaling)
+    return _classification("kws", *pieces, len(parts[0].classes), f"Speech Commands in {path}",
+                           _log_mel_front_end(config, int(parts[0].x.shape[1]), scaling))
 
 
 def dcase_task(path: str, machine: str, machine_id: str | None = None) -> Task:
-    from tinyprop_tf.datasets import context_vectors, load_dcase, roc_auc
+    from tinyprop_tf.datasets import context_vectors, default_log_mel_config, load_dcase, roc_auc
 
     train = load_dcase(path, machine, "train")
     ids = sorted(set(train.metadata["machine_id"].tolist()))
@@ -122,7 +145,8 @@ def dcase_task(path: str, machine: str, machine_id: str | None = None) -> Task:
     pretrain = (others, others) if others is not None else (own, own)
     flat_test = np.concatenate(test_vectors)
     return Task("dcase", pretrain, (own, own), (flat_test, flat_test), None, "AUC", evaluate, loss="mse",
-                description=f"DCASE2020 {machine} in {path}, fine-tuning to machine id {machine_id}")
+                description=f"DCASE2020 {machine} in {path}, fine-tuning to machine id {machine_id}",
+                features=_log_mel_front_end(default_log_mel_config(train.sample_rate), None, context_frames=5))
 
 
 def load_task(name: str, path: str, **options) -> Task:
