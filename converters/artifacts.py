@@ -14,8 +14,6 @@ import math
 import os
 import zipfile
 
-from tinyprop_tf.converters import flatbuffer
-
 FORMAT = "tinyprop-train/1"
 MANIFEST = "manifest.json"
 # Memory verify may spend on the batches of its steps (each runtime gets its own copy of them).
@@ -90,6 +88,8 @@ def check_export(out_dir: str) -> dict:
         if not os.path.isfile(path):
             raise ArtifactError(f"{path}: missing (manifest.json lists it; export again)")
         if name.endswith(".tflite"):  # structure first: the clearer message for a truncated file
+            from tinyprop_tf.converters import flatbuffer  # NumPy and the TFLite schema: only when needed
+
             with open(path, "rb") as f:
                 try:
                     flatbuffer.load(f.read(), name)
