@@ -197,6 +197,24 @@ def test_out_that_is_a_file_or_cannot_be_created_is_refused_before_any_work(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+def test_out_on_a_read_only_file_system_is_refused_before_any_work(tmp_path):
+    """Observation 5: --out on a read-only file system gave a traceback, sometimes after the whole training."""
+    mount_point = tmp_path / "ro"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        for command, args in (("finetune", ["--data", str(tmp_path), "--task", "fsdd"]), ("demo", [])):
+            out = mount_point / "run"
+            proc = _cli(command, *args, "--out", str(out))
+            assert (proc.returncode, proc.stderr) == (2, _error_line(
+                command, f"--out {out}: cannot write in {mount_point} (Read-only file system)"))
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
 @pytest.mark.slow
 def test_finetune_cli_personalises_fsdd_to_a_new_speaker(tmp_path):
     if not os.path.isdir(FSDD):
