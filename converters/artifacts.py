@@ -16,6 +16,13 @@ import zipfile
 
 FORMAT = "tinyprop-train/1"
 MANIFEST = "manifest.json"
+# Written by every export (train_fast.tflite by --fast): a manifest that does not list one of these is not ours.
+REQUIRED_FILES = ("train.tflite", "train_litert.tflite", "weights.bin", "weights.h", "model_data.h", "model_data.cc",
+                  "reference.keras", MANIFEST)
+# The manifest entries verify reads, with their types.
+REQUIRED_KEYS = {"files": dict, "batch_size": int, "input": dict, "target": dict, "output_shape": list,
+                 "loss": str, "optimizer": dict, "policy": dict, "sparse_layers": list, "weights": list,
+                 "weights_bin": dict, "tflm": dict}
 # Memory verify may spend on the batches of its steps (each runtime gets its own copy of them).
 VERIFY_BATCH_BYTES = 2 << 30
 
@@ -66,8 +73,25 @@ def read_manifest(out_dir: str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ArtifactError(f"{path}: unknown format {found!r} (expected {FORMAT!r})")
-    if not isinstance(manifest.get("files"), dict):
-        raise ArtifactError(f"{path}: no 'files' table")
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise ArtifactError(f"{path}: '{key}' is missing or not a {kind.__name__} (export again)")
+    files = manifest["files"]
+    missing = [name for name in REQUIRED_FILES + (("train_fast.tflite",) if "tflm_fast" in manifest else ())
+               if name not in files]
+    if missing:
+        raise ArtifactError(f"{path}: its 'files' table does not list {', '.join(missing)} (export again)")
+    for name, entry in files.items():
+        if not isinstance(name, str) or os.path.basename(name) != name or name in (".", ".."):
+            raise ArtifactError(f"{path}: file name {name!r} is not a plain name inside the folder")
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{path}: the entry of {name} is not a table")
+    try:
+        for entry in manifest["weights"]:
+            int(entry["size"]), int(entry["offset"]), str(entry["path"]), list(entry["shape"])
+        [int(d) for d in manifest["input"]["shape"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ArtifactError(f"{path}: malformed 'weights' or 'input' entry ({type(error).__name__}: {error})") from None
     return manifest
 
 
@@ -87,6 +111,8 @@ def check_export(out_dir: str) -> dict:
         path = os.path.join(out_dir, name)
         if not os.path.isfile(path):
             raise ArtifactError(f"{path}: missing (manifest.json lists it; export again)")
+        if not os.access(path, os.R_OK):
+            raise ArtifactError(f"{path}: not readable")
         if name.endswith(".tflite"):  # structure first: the clearer message for a truncated file
             from tinyprop_tf.converters import flatbuffer  # NumPy and the TFLite schema: only when needed
 
@@ -99,8 +125,10 @@ def check_export(out_dir: str) -> dict:
             check_keras_archive(path)
         elif name == "weights.bin":
             _check_weights_bin(path, manifest)
-        expected = (entry or {}).get("sha256")
-        if expected and sha256_file(path) != expected:
+        expected = entry.get("sha256")
+        if not expected:
+            raise ArtifactError(f"{path}: manifest.json has no SHA-256 for it (export again)")
+        if sha256_file(path) != expected:
             raise ArtifactError(f"{path}: contents do not match manifest.json (modified or damaged after export)")
     return manifest
 

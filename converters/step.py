@@ -124,8 +124,9 @@ class TrainStep(tf.Module):
         # (converters/device_ops.py); such a graph is traced and converted only, never executed by TensorFlow.
         self.fast = bool(fast)
         # float64: verify's oracle, the same step in double precision. Its weights start from the float32 values
-        # and its hyper-parameters are the float32 constants the exported step holds, so it computes exactly the
-        # float32 runtimes' step, only with less rounding. It is run eagerly with forced kept sets (below).
+        # and its optimizer hyper-parameters are the float32 constants the exported step holds (the loss scale
+        # 1/B and Adam's log(beta) are exact), so it computes the float32 runtimes' step with less rounding. It
+        # runs eagerly with forced kept sets (below).
         self.dtype = tf.as_dtype(dtype)
         self._np = self.dtype.as_numpy_dtype
         if self.dtype not in (tf.float32, tf.float64) or (self.fast and self.dtype != tf.float32):
@@ -318,6 +319,10 @@ class TrainStep(tf.Module):
 
     def _forced_select(self, node, delta):
         """``_select`` with the kept set given (``forced_selection``): no scores, no running max."""
+        if self._policy.sparse_bias or self._policy.batch_shared or type(self._policy).skipped_samples is not \
+                policies_lib.BackpropPolicy.skipped_samples:
+            # The replay has the rules of the exported policies (graph.check_policy): dense bias, no skipping.
+            raise ExportError(f"internal: no replay of {self._policy!r}'s kept sets")
         gate, k_eff = self.forced_selection[node.name]
         if gate is not None:
             per_sample = delta.shape[1:]

@@ -143,14 +143,55 @@ CLI_ERRORS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def no_tensorflow(tmp_path_factory):
+    """A PYTHONPATH under which importing TensorFlow or Keras fails: what runs with it ran without them."""
+    root = tmp_path_factory.mktemp("no_tensorflow")
+    for name in ("tensorflow", "keras"):
+        (root / name).mkdir()
+        (root / name / "__init__.py").write_text(f"raise ImportError('{name} imported before the arguments were "
+                                                 "checked')\n")
+    return {**os.environ, "PYTHONPATH": str(root)}
+
+
 @pytest.mark.parametrize("args, expected", CLI_ERRORS, ids=[" ".join(a)[:60] for a, _ in CLI_ERRORS])
-def test_cli_errors_are_exactly_one_line_and_write_nothing(tmp_path, args, expected):
+def test_cli_errors_are_exactly_one_line_and_write_nothing(tmp_path, args, expected, no_tensorflow):
     if any("{fsdd}" in a for a in args) and not os.path.isdir(FSDD):
         pytest.skip(f"shared FSDD data not found at {FSDD}")
     fill = lambda text: text.replace("{tmp}", str(tmp_path)).replace("{fsdd}", FSDD)  # noqa: E731
-    proc = _cli(*map(fill, args), timeout=300)
+    # Every check but the FSDD loader's (it reads the folder with the audio code) runs before TensorFlow loads.
+    needs_tensorflow = args[:5] == ["finetune", "--data", "{tmp}", "--task", "fsdd"] and len(args) == 5
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", *map(fill, args)], capture_output=True,
+                          text=True, timeout=300, env=None if needs_tensorflow else no_tensorflow)
     assert (proc.returncode, proc.stderr) == (2, fill(expected))
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_multi_line_errors_are_reported_on_one_line(capsys):
+    from tinyprop_tf import cli
+
+    assert cli._report("export", "conversion failed:\n  op FOO\n\n  op BAR ") == 2
+    assert capsys.readouterr().err == "tinyprop export: error: conversion failed: | op FOO | op BAR\n"
+
+
+def test_verify_names_a_malformed_manifest_in_one_line(tmp_path, no_tensorflow):
+    (tmp_path / "manifest.json").write_text('{"format": "tinyprop-train/1", "files": {}}')
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "verify", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env=no_tensorflow)
+    assert (proc.returncode, proc.stderr) == (2, _error_line(
+        "verify", f"{tmp_path / 'manifest.json'}: 'batch_size' is missing or not a int (export again)"))
+
+
+def test_export_reads_legacy_h5_files_but_refuses_what_is_not_hdf5(tmp_path, no_tensorflow):
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5")
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "export", str(tmp_path / "bad.h5"), "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120, env=no_tensorflow)
+    assert (proc.returncode, proc.stderr) == (2, _error_line(
+        "export", f"{tmp_path / 'bad.h5'}: not an HDF5 file (empty, truncated or corrupt)"))
+    (tmp_path / "good.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # passes the check, then Keras reads it
+    proc = _cli("export", str(tmp_path / "good.h5"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"tinyprop export: error: {tmp_path / 'good.h5'}: cannot load as a Keras model (")
 
 
 @pytest.mark.parametrize("content, message", [

@@ -165,3 +165,25 @@ def test_sample_that_sets_the_running_max_gets_a_k_independent_of_its_last_bits(
     d = np.float32(s_max) - np.float32(s_min)
     old = np.float32(s_min) + (y * d) / y
     assert (np.floor(np.float32(m) * old) != m).any()
+
+
+def test_policies_serialise_with_their_package_whatever_was_imported_first():
+    """Policies register with Keras lazily (so that parsing a spec loads no TensorFlow): a policy serialised
+    by Keras straight after importing only the policies module still carries 'tinyprop_tf>' and round-trips."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys\n"
+        "from tinyprop_tf.policies import DenseBackprop, SsProp, TinyProp\n"
+        "from tinyprop_tf.schedules import Linear\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
+        "assert repr(TinyProp()) and TinyProp() == TinyProp() and 'keras' not in sys.modules\n"
+        "import keras\n"
+        "for policy in (TinyProp(0.2, 0.8), DenseBackprop(), SsProp(Linear(0.5, 0.1))):\n"
+        "    config = keras.saving.serialize_keras_object(policy)\n"
+        "    assert config['registered_name'] == 'tinyprop_tf>' + type(policy).__name__, config\n"
+        "    assert keras.saving.deserialize_keras_object(config) == policy\n"
+        "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr[-2000:]

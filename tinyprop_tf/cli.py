@@ -75,6 +75,14 @@ def _check_keras_file(label: str, path: str) -> None:
         raise UsageError(str(error)) from None
 
 
+def _check_hdf5_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file (expected a .keras or .h5 model file)")
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89HDF\r\n\x1a\n":
+            raise UsageError(f"{path}: not an HDF5 file (empty, truncated or corrupt)")
+
+
 def _check_board(board) -> None:
     from tinyprop_tf.converters import board_projects  # no TensorFlow
 
@@ -130,7 +138,10 @@ def _check_finetune(args):
 
 
 def _check_export(args):
-    _check_keras_file("", args.model)
+    if args.model.lower().endswith((".h5", ".hdf5")):  # a legacy Keras 2 file: Keras reads it, if it is HDF5
+        _check_hdf5_file(args.model)
+    else:
+        _check_keras_file("", args.model)
     if args.policy:
         _check_policies([args.policy])
     if args.momentum and args.optimizer != "sgd":
@@ -274,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.set_defaults(run=_finetune, check=_check_finetune)
 
     ex = sub.add_parser("export", help="write a training-capable .tflite (TFLM and LiteRT) of a Keras model")
-    ex.add_argument("model", help="a .keras model (plain or sparsified)")
+    ex.add_argument("model", help="a .keras model (plain or sparsified; a legacy .h5 file is read too)")
     ex.add_argument("--policy", help="dense | static:RATIO | tinyprop[:...] (default: the model's own, else "
                                      "TinyProp)")
     ex.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
@@ -303,35 +314,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.check(args)
-    except UsageError as error:
-        print(f"tinyprop {args.command}: error: {error}", file=sys.stderr)
-        return 2
+def _one_line(text) -> str:
+    """An error message as one line: a multi-line one (a converter's op list, an interpreter's output tail) has
+    its lines joined with ' | '."""
+    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
+
+def _report(command: str, message) -> int:
+    print(f"tinyprop {command}: error: {_one_line(message)}", file=sys.stderr)
+    return 2
+
+
+def _run(args) -> int:
+    try:
+        args.check(args)  # no TensorFlow yet: a usage error is reported at once, before anything is written
+    except UsageError as error:
+        return _report(args.command, error)
     from tinyprop_tf._quiet import import_tensorflow
 
     import_tensorflow()
-    from tinyprop_tf.converters.artifacts import ArtifactError
-    from tinyprop_tf.converters.flatbuffer import InvalidModelError
+    import tensorflow as tf
+
     from tinyprop_tf.converters.tflm import TFLMError
     from tinyprop_tf.converters.tflm_runner import RunnerError
 
     try:
-        code = args.run(args)
-    except (UsageError, ValueError, ArtifactError, InvalidModelError, TFLMError, RunnerError) as error:
-        print(f"tinyprop {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return args.run(args) or 0
+    except (UsageError, ValueError, TFLMError, RunnerError) as error:  # ValueError: ours and Keras' input checks
+        return _report(args.command, error)
+    except tf.errors.OpError as error:  # e.g. the sparse layers' NaN check: training diverged
+        return _report(args.command, f"TensorFlow: {error.message}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
     except OSError as error:  # a file or folder the command could not read or write
         where = f"{error.filename}: " if error.filename else ""
-        print(f"tinyprop {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
-        return 2
+        return _report(args.command, f"{where}{error.strerror or error}")
     except KeyboardInterrupt:
         print(f"tinyprop {args.command}: interrupted", file=sys.stderr)
         return 130
-    return code or 0
 
 
 if __name__ == "__main__":
