@@ -6,13 +6,13 @@ Used by ``tinyprop demo``, ``tinyprop finetune`` and ``benchmarks/paper_comparis
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
 import keras
 import numpy as np
 
+from tinyprop_tf import outdir
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf.cloning import sparsify
 from tinyprop_tf.training import BackpropStats, UpdateSparsity
@@ -252,12 +252,8 @@ def memory_fit(model: keras.Model, batch_size: int, optimizer: str = "adam", boa
 
 
 def write_json(path: str, payload) -> None:
-    """Write JSON through a temporary file, so an interrupted run never leaves a truncated report."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=1, default=float)
-    os.replace(tmp, path)
+    """Write JSON atomically (``outdir.write_json``): an interrupted run never leaves a truncated report."""
+    outdir.write_json(path, payload)
 
 
 def selection_overhead_share(result: RunResult) -> float:
