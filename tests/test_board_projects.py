@@ -1126,3 +1126,33 @@ def test_a_folder_that_is_not_this_boards_project_needs_overwrite(quick_write, t
     with pytest.raises(BoardProjectError, match="already holds files"):
         quick_write("esp32s3", str(other))
     assert os.listdir(other) == ["thesis.tex"]
+
+
+@pytest.mark.slow
+def test_cli_export_overwrite_with_board_keeps_the_edited_main(tmp_path):
+    """`tinyprop export --overwrite --board`: the export folder (with its project) is replaced as a whole, but the
+    edited src/main.cpp survives, with the new one beside it; without --board the edit would be lost: refused."""
+    import sys
+
+    from tinyprop_tf import models
+
+    models.mlp(input_shape=(16,), num_classes=4, hidden=(12,)).save(tmp_path / "m.keras")
+    out = tmp_path / "E"
+    args = ["-m", "tinyprop_tf.cli", "export", str(tmp_path / "m.keras"), "--batch-size", "2", "--out", str(out)]
+
+    def cli(*extra):
+        return subprocess.run([sys.executable, *args, *extra], capture_output=True, text=True, timeout=600)
+
+    assert cli("--board", "nrf52840dk").returncode == 0
+    main = out / "nrf52840dk_project" / "src" / "main.cpp"
+    edited = main.read_text() + "// my SetInputs() changes\n"
+    main.write_text(edited)
+    proc = cli("--overwrite")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{main} differs from what tinyprop generated, and --overwrite would delete it" in proc.stderr
+    assert "(--board nrf52840dk)" in proc.stderr and main.read_text() == edited
+    proc = cli("--overwrite", "--board", "nrf52840dk", "--learning-rate", "0.5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{main}: kept (it differs from what tinyprop generated); the regenerated file is {main}.new" in proc.stdout
+    assert main.read_text() == edited and (out / "nrf52840dk_project" / "src" / "main.cpp.new").is_file()
+    assert json.loads((out / "manifest.json").read_text())["optimizer"]["learning_rate"] == pytest.approx(0.5)

@@ -23,6 +23,8 @@ def _demo(args):
 
 
 DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
+OVERWRITE_HELP = ("replace what --out holds (a previous export or run) as a whole, once this one has finished "
+                  "(default: a non-empty --out is refused)")
 
 
 def _finetune(args):
@@ -65,6 +67,10 @@ def _finetune(args):
 
 
 def _export(args):
+    from tinyprop_tf import outdir
+
+    project_name = outdir.project_dir_name(args.board)
+    outdir.check(args.out, args.overwrite, regenerate=[project_name], inputs=[args.model])
     import keras
 
     from tinyprop_tf import policies
@@ -85,9 +91,17 @@ def _export(args):
 
         policy = None if sparse_layers(model) else policies.TinyProp()
     options = {"momentum": args.momentum} if args.optimizer == "sgd" else {}
-    manifest = export_training_model(model, policy, optimizer=args.optimizer, learning_rate=args.learning_rate,
-                                     loss=args.loss, batch_size=args.batch_size, out_dir=args.out,
-                                     fast=args.fast, **options)
+    # The export and its board project are one set: staged together, swapped in together (an edited main file of
+    # the project is carried over by write_board_project).
+    with outdir.replacing(args.out, args.overwrite, regenerate=[project_name], inputs=[args.model]) as folder:
+        manifest = export_training_model(model, policy, optimizer=args.optimizer, learning_rate=args.learning_rate,
+                                         loss=args.loss, batch_size=args.batch_size, out_dir=folder.path,
+                                         fast=args.fast, **options)
+        if args.board:
+            board = board_projects.check_board(args.board).key
+            project = board_projects.write_board_project(
+                folder.path, board, os.path.join(folder.path, project_name),
+                previous_dir=os.path.join(args.out, project_name), overwrite=args.overwrite)
     arena = manifest["tflm"].get("arena_bytes")
     print(f"Wrote {args.out}/: train.tflite (TFLM), train_litert.tflite (LiteRT signatures), weights, C arrays, "
           f"manifest.json" + (f"; TFLM arena {arena} bytes" if arena else ""))
@@ -97,9 +111,7 @@ def _export(args):
               "micro/tflm/tinyprop_tflm.h in your MicroMutableOpResolver")
     print(f"Check it: tinyprop verify {args.out} --steps 10")
     if args.board:
-        board = board_projects.check_board(args.board).key
-        project_dir = os.path.join(args.out, f"{board}_project")
-        project = board_projects.write_board_project(args.out, board, project_dir)
+        project_dir = os.path.join(args.out, project_name)
         print(f"Wrote {project_dir}/ ({project.platform} project, build instructions in README.md): "
               f"{project.budget_text}")
 
@@ -162,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--board", help="also write a ready-to-build project for esp32s3 | esp32c3 (ESP-IDF) | "
                                     "nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project")
+    ex.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP + "; an edited main file of the "
+                    "board project is kept, the new one written beside it as .new")
     ex.set_defaults(run=_export)
 
     ve = sub.add_parser("verify", help="train N identical steps in Keras, LiteRT and TFLM and compare")
