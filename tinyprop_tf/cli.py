@@ -12,6 +12,9 @@ class UsageError(Exception):
 
 
 def _demo(args):
+    from tinyprop_tf import outdir
+
+    outdir.check(args.out, args.overwrite, regenerate=[outdir.project_dir_name(args.board)])
     from tinyprop_tf.demo import run_demo
 
     if args.board != "none":
@@ -19,7 +22,7 @@ def _demo(args):
 
         board_projects.check_board(args.board)  # a typo fails now, not after the training
     run_demo(out_dir=args.out, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
-             board=None if args.board == "none" else args.board)
+             board=None if args.board == "none" else args.board, overwrite=args.overwrite)
 
 
 DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
@@ -28,6 +31,9 @@ OVERWRITE_HELP = ("replace what --out holds (a previous export or run) as a whol
 
 
 def _finetune(args):
+    from tinyprop_tf import outdir
+
+    outdir.check(args.out, args.overwrite, inputs=[args.data, args.model])
     import datetime
 
     import keras
@@ -57,13 +63,12 @@ def _finetune(args):
         keras.utils.set_random_seed(args.seed)  # the initial weights too: --seed makes the whole run repeatable
         pretrained = experiment.pretrain(tasks.build_model(args.model, task), task.pretrain, loss=task.loss,
                                          epochs=args.pretrain_epochs, seed=args.seed)
-        os.makedirs(out_dir, exist_ok=True)
-        pretrained.save(os.path.join(out_dir, "pretrained.keras"))
     about = {"what": f"fine-tune on {task.description}", "task": task.name, "data": args.data,
              "model": args.model, "policies": list(chosen)}
     experiment.compare(pretrained, chosen, task.finetune, task.evaluate, out_dir, metric_name=task.metric_name,
                        loss=task.loss, epochs=args.epochs, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, seed=args.seed, about=about)
+                       learning_rate=args.learning_rate, seed=args.seed, about=about, overwrite=args.overwrite,
+                       save_pretrained=not args.model.endswith(".keras"))
 
 
 def _export(args):
@@ -136,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--board", default="nrf52840dk",
                       help="board project written at the end: esp32s3 | esp32c3 | nrf52840dk | nrf5340dk, or none "
                            "(default nrf52840dk)")
+    demo.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     demo.set_defaults(run=_demo)
 
     ft = sub.add_parser("finetune", help="fine-tune a model on your data with several back-propagation policies")
@@ -156,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--speaker", help="fsdd: the new speaker to personalise to (default yweweler)")
     ft.add_argument("--machine", help="dcase: machine type folder (fan, pump, slider, valve, ToyCar, ToyConveyor)")
     ft.add_argument("--machine-id", help="dcase: the machine id to fine-tune to (default: the last one)")
+    ft.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ft.set_defaults(run=_finetune)
 
     ex = sub.add_parser("export", help="write a training-capable .tflite (TFLM and LiteRT) of a Keras model")
