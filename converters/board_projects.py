@@ -38,6 +38,10 @@ first, in the manifest's order (so the first ``weights.bin``-size bytes of the p
 ``weights.bin``), then the optimizer slots, TinyProp's running maxima ``ymax`` and the step counter, so training
 resumes where it stopped. Restoring must happen after the first invoke (the initialiser would overwrite it).
 
+**Writing a project again** keeps the user's work: ``tinyprop_project.json`` holds the SHA-256 of every generated
+file; a user-editable main file (``outdir.USER_FILES``) that no longer matches is kept and the new one is written
+beside it as ``.new``; for the same board, files that were not generated are carried over (``outdir.previous_project``).
+
 Nothing here builds with a vendor SDK (none is available where this was written): the SDK-independent sources are
 compiled by the tests with host and cross compilers, and ``main.cc``/``main.cpp`` are compiled against stub
 headers of the TFLM / ESP-IDF / Zephyr functions they call.
@@ -52,12 +56,12 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from string import Template
 
 import numpy as np
 
 from tinyprop_tf import boards as board_profiles
+from tinyprop_tf import outdir
 from tinyprop_tf.converters import device_ops, flatbuffer
 
 __all__ = ["BOARDS", "BoardProject", "BoardProjectError", "BoardTarget", "TFLM_RESOLVER_METHODS",
@@ -403,6 +407,7 @@ class BoardProject:
     train_steps: int
     budget: dict
     custom_ops: list = dataclasses.field(default_factory=list)  # TinyProp TFLM ops (fast projects)
+    kept_user_files: list = dataclasses.field(default_factory=list)  # user-edited files kept (new one: <file>.new)
 
     @property
     def fits(self) -> bool:
@@ -417,13 +422,20 @@ class BoardProject:
 # Generation
 # ----------------------------------------------------------------------------------------------------------------
 def write_board_project(export_dir, board, out_dir, samples=None, labels=None, steps=None, seed=0,
-                        arena_bytes=None, fast=None) -> BoardProject:
+                        arena_bytes=None, fast=None, overwrite=False, previous_dir=None,
+                        print_fn=print) -> BoardProject:
     """Write a complete ESP-IDF or Zephyr project for ``board`` from an export directory into ``out_dir``.
 
     Args:
       export_dir: a directory written by ``export_training_model`` (manifest.json, train.tflite, C arrays).
       board: ``esp32s3``, ``esp32c3`` (ESP-IDF), ``nrf52840dk``, ``nrf5340dk`` (Zephyr / nRF Connect SDK).
-      out_dir: the project directory (created; files of ours in it are replaced).
+      out_dir: the project directory. Written as a whole (staged beside it, then swapped in), so no file of an
+        earlier project survives unless listed here. A free folder is written; the same board's project (its
+        ``tinyprop_project.json`` says so) is regenerated: a user-editable main file (``main/main.cc``,
+        ``src/main.cpp``) that differs from what was generated is kept and the new one is written beside it as
+        ``main.cc.new`` (a one-line notice through ``print_fn``), and the files the generator did not write
+        (``build/``, ``sdkconfig``, your own sources) are carried over. Any other non-empty folder needs
+        ``overwrite=True`` (an edited main file is kept then too; refused if the new project has no such file).
       samples, labels: optional training data compiled into ``samples.cc``: samples [N, *input shape] and integer
         labels [N] (cross-entropy) or float targets [N, *output shape] (MSE). Default: a few random samples.
       steps: training steps the application runs per boot (default: two passes over the samples).
@@ -431,12 +443,17 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
       arena_bytes: arena override (default: the manifest's recommended, measured size).
       fast: run ``train_fast.tflite`` (the sparse step on the TinyProp TFLM custom operators; the project then
         carries the micro/ kernels and their TFLM glue and registers them). Default: when the export has it.
+      overwrite: replace a non-empty ``out_dir`` that is not this board's project (see ``out_dir``).
+      previous_dir: the project this one replaces, when ``out_dir`` is a staging folder (``tinyprop export
+        --board``: the export and its project are swapped in together); default ``out_dir``.
+      print_fn: where the notice about a kept user file goes.
 
     Returns a ``BoardProject`` (files, op registration, state layout, memory budget: ``.fits``, ``.budget_text``).
 
     Raises:
       BoardProjectError (a ValueError) before anything is written: unknown board, incomplete or inconsistent export,
-      an op without a resolver method, bad samples, a state too large for the board's flash layout.
+      an op without a resolver method, bad samples, a state too large for the board's flash layout, an ``out_dir``
+      that may not be replaced (see above).
     """
     target = check_board(board)
     export_dir, manifest, model_bytes, sha = _load_export(export_dir)
@@ -502,22 +519,32 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
     ctx.budget = _budget(target, manifest, len(model_bytes), samples_bytes, state_bytes, partition)
     files = _esp_files(ctx) if target.platform == "esp-idf" else _zephyr_files(ctx)
 
-    with tempfile.TemporaryDirectory(prefix="tinyprop-board-") as tmp:
+    previous = out_dir if previous_dir is None else os.fspath(previous_dir)
+    try:
+        carry = outdir.previous_project(previous, target.key, set(files), overwrite)
+        outdir.check(out_dir, True, regenerate=(".",), inputs=[export_dir])
+    except outdir.OutDirError as error:
+        raise BoardProjectError(str(error)) from None
+    with outdir.replacing(out_dir, True, regenerate=(".",), inputs=[export_dir]) as folder:
         for rel, content in files.items():
-            path = os.path.join(tmp, rel)
+            path = os.path.join(folder.path, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if isinstance(content, tuple):  # ("copy", source path)
                 shutil.copyfile(content[1], path)
             else:
                 with open(path, "w", encoding="utf-8", newline="\n") as f:
                     f.write(content)
-        os.makedirs(out_dir, exist_ok=True)
-        for rel in files:
-            dst = os.path.join(out_dir, rel)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            shutil.copyfile(os.path.join(tmp, rel), dst)
-    return BoardProject(board=target.key, platform=target.platform, out_dir=out_dir, files=sorted(files), ops=ops,
-                        custom_ops=custom_ops,
+        hashes = {rel: outdir.sha256_file(os.path.join(folder.path, rel)) for rel in sorted(files)}
+        kept = carry.apply(folder.path, set(files), print_fn) if carry is not None else {}
+        outdir.write_json(os.path.join(folder.path, outdir.PROJECT_RECORD), {
+            "format": outdir.PROJECT_FORMAT, "board": target.key,
+            "note": "written by tinyprop_tf.converters.board_projects: SHA-256 of every file it generated. When the "
+                    "project is generated again, a main file that no longer matches is kept (the new one is "
+                    "written beside it as .new) and files not listed here are carried over.",
+            "files": hashes, "kept": kept})
+    return BoardProject(board=target.key, platform=target.platform, out_dir=out_dir,
+                        files=sorted([*files, outdir.PROJECT_RECORD]), ops=ops, custom_ops=custom_ops,
+                        kept_user_files=sorted(kept),
                         state_variables=layout, state_bytes=state_bytes, partition_bytes=partition,
                         train_steps=train_steps, budget=ctx.budget)
 
@@ -1499,6 +1526,11 @@ Usable RAM: {b['usable_ram_source']}
 - `samples.h/.cc`: the training data; `tinyprop_state.h/.cc`: the state layout table.
 - `{'components/tinyprop_persist' if t.platform == 'esp-idf' else 'lib/tinyprop_persist'}`: the two-slot CRC32
   persistence library (tinyprop-tf `micro/persist`).
+- `{outdir.PROJECT_RECORD}`: the SHA-256 of every generated file. Generating this project again (`tinyprop export
+  --overwrite --board {t.key}`, or `write_board_project` into this folder) keeps your edited
+  `{'main/main.cc' if t.platform == 'esp-idf' else 'src/main.cpp'}` and writes the new one beside it as
+  `{'main.cc' if t.platform == 'esp-idf' else 'main.cpp'}.new` (merge it); files the generator did not write
+  (`build/`, `sdkconfig`, your own) stay; the other generated files are replaced.
 """
     if t.platform == "esp-idf":
         return f"""# TinyProp on-device training: {t.description} (ESP-IDF)

@@ -1,6 +1,7 @@
 """``export_training_model``: a Keras model + back-propagation policy -> on-device training artefacts.
 
-Files written to ``out_dir`` (all checks run first; nothing is written when the export is refused):
+Files written to ``out_dir`` (all checks run first; nothing is written when the export is refused; the set is
+staged beside ``out_dir`` and appears complete, replacing a previous export only with ``overwrite=True``):
 
 - ``train.tflite``: the TFLM model. ONE entry subgraph (subgraph 0) with inputs ``x``, ``y``, ``mode`` (int32
   scalar: 1 = train step, anything else = inference) and outputs ``loss`` (scalar), ``output`` (the model
@@ -33,7 +34,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
 import tempfile
 import warnings
 
@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 import tinyprop_tf
-from tinyprop_tf import selection
+from tinyprop_tf import outdir, selection
 from tinyprop_tf.converters import artifacts, device_ops, flatbuffer, graph, step, tflm
 from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
 
@@ -188,6 +188,7 @@ def export_training_model(
     selection_mode=None,
     measure_arena=True,
     fast=False,
+    overwrite=False,
     **optimizer_kwargs,
 ):
     """Export ``model`` for sparse on-device training with ``policy``; returns the manifest (dict).
@@ -201,16 +202,22 @@ def export_training_model(
       learning_rate: float (default: Keras' default of the optimizer).
       loss: "sparse_categorical_crossentropy" (logits output, integer labels) or "mse".
       batch_size: the fixed batch size of the exported graphs (TFLM needs static shapes).
-      out_dir: directory for the files (created; our files in it are replaced).
+      out_dir: directory for the files. A non-empty one is refused (``tinyprop_tf.outdir.OutDirError``, a
+        ValueError) before any work unless ``overwrite``.
       selection_mode: "channel" (default) or "element" selection for conv layers (as ``sparsify``).
       measure_arena: measure the TFLM arena (a few seconds; it also proves TFLM can allocate and run it).
       fast: also write ``train_fast.tflite``, the same step with the sparse layers' selection and backward
         done by the TinyProp TFLM custom operators (``micro/tflm``; see ``device_ops``). It runs in a TFLM
         build that registers them (the board projects, ``tinyprop_tflm_runner``), not in the pip interpreter.
+      overwrite: replace a previous export in ``out_dir`` as a whole: the files are staged in a sibling folder and
+        swapped in, so nothing of the previous export (an old ``train_fast.tflite``, a board project) survives.
+        Refused when that would delete a board project's edited main file (write it again with
+        ``write_board_project``, see ``tinyprop export --board``).
 
     Raises:
       ExportError: the model, an option or the converted graph cannot be exported (before any file is written).
     """
+    outdir.check(out_dir, overwrite)  # before the conversion work
     if loss not in step.LOSSES:
         raise ExportError(f"loss must be one of {step.LOSSES}, got {loss!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -290,8 +297,6 @@ def export_training_model(
         if arena is not None:
             manifest["tflm"]["arena_detail"] = arena_detail
         header, source = _model_data_files(tflm_data, manifest)
-        stage = os.path.join(tmp, "out")
-        os.makedirs(stage)
         files = {
             "train.tflite": tflm_data, "train_litert.tflite": litert_data, "weights.bin": weights_bin,
             "weights.h": _weights_header(weights, entries).encode(), "model_data.h": header.encode(),
@@ -314,18 +319,16 @@ def export_training_model(
                         "(register micro/tflm/tinyprop_tflm.h with MicroMutableOpResolver::AddCustom); other "
                         "layers as in train.tflite",
             }
-        for name, data in files.items():
-            with open(os.path.join(stage, name), "wb") as f:
-                f.write(data)
-        ref.save(os.path.join(stage, "reference.keras"))
-        for name in manifest["files"]:  # every artefact but the manifest itself: verify checks them all
-            if name != artifacts.MANIFEST:
-                manifest["files"][name]["sha256"] = artifacts.sha256_file(os.path.join(stage, name))
-        with open(os.path.join(stage, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=2)
-        os.makedirs(out_dir, exist_ok=True)
-        for name in os.listdir(stage):
-            shutil.move(os.path.join(stage, name), os.path.join(out_dir, name))
+        with outdir.replacing(out_dir, overwrite) as folder:
+            for name, data in files.items():
+                with open(os.path.join(folder.path, name), "wb") as f:
+                    f.write(data)
+            ref.save(os.path.join(folder.path, "reference.keras"))
+            for name in manifest["files"]:  # every artefact but the manifest itself: verify checks them all
+                if name != artifacts.MANIFEST:
+                    manifest["files"][name]["sha256"] = artifacts.sha256_file(os.path.join(folder.path, name))
+            with open(os.path.join(folder.path, "manifest.json"), "w") as f:
+                json.dump(manifest, f, indent=2)
     return manifest
 
 

@@ -1040,3 +1040,112 @@ def test_fast_is_optional_and_refused_without_train_fast(fast_export, exports, t
     with pytest.raises(BoardProjectError, match="no train_fast.tflite: export with fast=True"):
         write_board_project(exports["ce_sgd"][0], "esp32c3", str(tmp_path / "nofast"), fast=True)
     assert not (tmp_path / "nofast").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Generating a project again: the user's edits to the main file are never overwritten silently
+# --------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quick_write(tmp_path_factory):
+    """write_board_project from one small export made without measuring the arena (a few seconds)."""
+    import functools
+
+    import tinyprop_tf as tp
+    from tinyprop_tf import models
+    from tinyprop_tf.converters import export_training_model
+
+    path = str(tmp_path_factory.mktemp("quick_export"))
+    export_training_model(models.mlp(input_shape=(16,), num_classes=4, hidden=(12,)), tp.TinyProp(),
+                          learning_rate=0.01, batch_size=2, out_dir=path, measure_arena=False)
+    return functools.partial(write_board_project, path, arena_bytes=64 * 1024)
+
+
+@pytest.mark.parametrize("board", ["esp32c3", "nrf5340dk"])
+def test_regenerating_keeps_an_edited_main_and_writes_the_new_one_beside_it(quick_write, board, tmp_path):
+    """Observation: writing the project again overwrote main/main.cc (src/main.cpp), where the README says to edit
+    SetInputs()."""
+    from tinyprop_tf import outdir
+
+    out = tmp_path / "p"
+    main = f"{_src_dir(board)}/main.{'cc' if board.startswith('esp') else 'cpp'}"
+    first = quick_write(board, str(out))
+    assert outdir.PROJECT_RECORD in first.files and first.kept_user_files == []
+    generated = (out / main).read_text()
+    assert "SetInputs(" in generated and outdir.PROJECT_RECORD in _read(first, "README.md")
+
+    # unchanged since generated: replaced, nothing beside it
+    (out / "samples.h").write_text("stale file of ours")  # listed below as generated: must not survive
+    record = json.loads((out / outdir.PROJECT_RECORD).read_text())
+    record["files"]["samples.h"] = outdir.sha256_file(out / "samples.h")
+    (out / outdir.PROJECT_RECORD).write_text(json.dumps(record))
+    notices = []
+    again = quick_write(board, str(out), steps=3, print_fn=notices.append)
+    assert again.kept_user_files == [] and notices == [] and not (out / (main + ".new")).exists()
+    assert "constexpr int kTrainSteps = 3;" in (out / main).read_text() and not (out / "samples.h").exists()
+
+    # edited: kept, the new one beside it, one notice; build output and the user's files come along
+    edited = (out / main).read_text().replace("bool SetInputs(", "// reads my sensor\nbool SetInputs(")
+    (out / main).write_text(edited)
+    (out / "build").mkdir()
+    (out / "build" / "app.elf").write_bytes(b"\x7fELF")
+    (out / "my_notes.txt").write_text("mine")
+    project = quick_write(board, str(out), steps=4, print_fn=notices.append)
+    assert project.kept_user_files == [main] and (out / main).read_text() == edited
+    assert "constexpr int kTrainSteps = 4;" in (out / (main + ".new")).read_text()
+    assert notices == [f"{out / main}: kept (it differs from what tinyprop generated); the regenerated file is "
+                       f"{out / main}.new: merge it into yours"]
+    assert (out / "build" / "app.elf").read_bytes() == b"\x7fELF" and (out / "my_notes.txt").read_text() == "mine"
+    # still edited next time (it differs from what was generated last, now in the .new file): kept again
+    quick_write(board, str(out), steps=5, print_fn=notices.append)
+    assert (out / main).read_text() == edited and "kTrainSteps = 5;" in (out / (main + ".new")).read_text()
+    assert sorted(os.listdir(tmp_path)) == ["p"]
+
+
+def test_a_folder_that_is_not_this_boards_project_needs_overwrite(quick_write, tmp_path):
+    out = tmp_path / "p"
+    quick_write("esp32s3", str(out))
+    with pytest.raises(BoardProjectError, match="holds a board project for esp32s3, not for esp32c3: pass --overwrite"):
+        quick_write("esp32c3", str(out))
+    main = out / "main" / "main.cc"
+    main.write_text(main.read_text() + "// mine\n")
+    with pytest.raises(BoardProjectError, match=r"main/main.cc differs from what tinyprop generated and a "
+                                                r"nrf52840dk project has no such file"):
+        quick_write("nrf52840dk", str(out), overwrite=True)
+    project = quick_write("esp32c3", str(out), overwrite=True, print_fn=lambda line: None)
+    assert project.kept_user_files == ["main/main.cc"] and main.read_text().endswith("// mine\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("mine")
+    with pytest.raises(BoardProjectError, match="already holds files"):
+        quick_write("esp32s3", str(other))
+    assert os.listdir(other) == ["thesis.tex"]
+
+
+@pytest.mark.slow
+def test_cli_export_overwrite_with_board_keeps_the_edited_main(tmp_path):
+    """`tinyprop export --overwrite --board`: the export folder (with its project) is replaced as a whole, but the
+    edited src/main.cpp survives, with the new one beside it; without --board the edit would be lost: refused."""
+    import sys
+
+    from tinyprop_tf import models
+
+    models.mlp(input_shape=(16,), num_classes=4, hidden=(12,)).save(tmp_path / "m.keras")
+    out = tmp_path / "E"
+    args = ["-m", "tinyprop_tf.cli", "export", str(tmp_path / "m.keras"), "--batch-size", "2", "--out", str(out)]
+
+    def cli(*extra):
+        return subprocess.run([sys.executable, *args, *extra], capture_output=True, text=True, timeout=600)
+
+    assert cli("--board", "nrf52840dk").returncode == 0
+    main = out / "nrf52840dk_project" / "src" / "main.cpp"
+    edited = main.read_text() + "// my SetInputs() changes\n"
+    main.write_text(edited)
+    proc = cli("--overwrite")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{main} differs from what tinyprop generated, and --overwrite would delete it" in proc.stderr
+    assert "(--board nrf52840dk)" in proc.stderr and main.read_text() == edited
+    proc = cli("--overwrite", "--board", "nrf52840dk", "--learning-rate", "0.5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{main}: kept (it differs from what tinyprop generated); the regenerated file is {main}.new" in proc.stdout
+    assert main.read_text() == edited and (out / "nrf52840dk_project" / "src" / "main.cpp.new").is_file()
+    assert json.loads((out / "manifest.json").read_text())["optimizer"]["learning_rate"] == pytest.approx(0.5)

@@ -41,6 +41,7 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is True  # every step finished, the export and board project included
     runs = {run["name"]: run for run in report["runs"]}
     assert list(runs) == list(demo.DEMO_POLICIES)
     dense, static, tinyprop = runs["dense"], runs["static top-k 0.2"], runs["TinyProp"]
@@ -265,7 +266,7 @@ def test_finetune_cli_personalises_fsdd_to_a_new_speaker(tmp_path):
                 "--pretrain-epochs", "4", "--policy", "dense", "--policy", "tinyprop", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert [run["name"] for run in report["runs"]] == ["dense", "tinyprop"]
+    assert [run["name"] for run in report["runs"]] == ["dense", "tinyprop"] and report["complete"] is True
     dense, tinyprop = report["runs"]
     assert len(dense["metric"]) == 3 and tinyprop["bwd_ratio"] < 0.5 and dense["bwd_ratio"] == pytest.approx(1.0)
     assert dense["final_metric"] > dense["initial_metric"]  # fine-tuning on the new speaker helps
@@ -329,3 +330,137 @@ def test_export_cli_rejects_missing_and_non_keras_files(tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith(f"tinyprop export: error: {tmp_path / 'bad.keras'}: cannot load as a Keras model (")
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output folders: a used one is refused unless --overwrite, which replaces the whole run; reports say whether
+# the run completed
+# --------------------------------------------------------------------------------------------------------------
+def _write_idx(path, array):
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    """IDX files of 256 + 64 random 'digits' and a 784-8-10 MLP for them: a finetune run of a few seconds."""
+    from tinyprop_tf import models
+
+    folder = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 256), ("t10k", 64)):
+        _write_idx(folder / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(folder / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    model = tmp_path_factory.mktemp("model") / "tiny.keras"
+    models.mlp(input_shape=(28, 28, 1), num_classes=10, hidden=(8,)).save(model)
+    return str(folder), str(model)
+
+
+def _previous_run(path):
+    path.mkdir()
+    (path / "finetuned-dense.keras").write_text("the previous run's model")
+    (path / "report.json").write_text(json.dumps({"complete": True, "runs": [{"name": "dense"}]}))
+    return path
+
+
+def _tinyprop_lines(proc):
+    return [line for line in proc.stderr.splitlines() if line.startswith("tinyprop ")]
+
+
+@pytest.mark.parametrize("command", [["demo", "--board", "esp32s3"],
+                                     ["finetune", "--data", "{data}", "--task", "mnist"], ["export", "{model}"]])
+def test_a_used_output_folder_is_refused_before_any_work(tmp_path, tiny_mnist, command):
+    out = _previous_run(tmp_path / "out")
+    args = [a.replace("{data}", tiny_mnist[0]).replace("{model}", tiny_mnist[1]) for a in command]
+    proc = _cli(*args, "--out", str(out), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert _tinyprop_lines(proc) == [
+        f"tinyprop {command[0]}: error: output folder {out} already holds files (finetuned-dense.keras, report.json), "
+        "e.g. a previous export or run: pass --overwrite (overwrite=True) to replace it, or choose another folder"]
+    assert "Traceback" not in proc.stderr and sorted(os.listdir(out)) == ["finetuned-dense.keras", "report.json"]
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_finetune_overwrite_replaces_the_previous_run_as_a_whole(tmp_path, tiny_mnist):
+    """Observation: a finetune into a used folder kept the previous run's finetuned-*.keras next to a report.json
+    that listed only the new run."""
+    data, model = tiny_mnist
+    out = _previous_run(tmp_path / "out")
+    proc = _cli("finetune", "--data", data, "--task", "mnist", "--model", model, "--epochs", "1",
+                "--policy", "tinyprop", "--out", str(out), "--overwrite", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is True and [run["name"] for run in report["runs"]] == ["tinyprop"]
+    assert sorted(name for name in os.listdir(out) if name.endswith(".keras")) == ["finetuned-tinyprop.keras"]
+    assert report["runs"][0]["model_path"] == str(out / "finetuned-tinyprop.keras")  # where it ended up
+    assert all(os.path.exists(path) for path in report["plots"])
+    assert os.listdir(tmp_path) == ["out"]  # nothing staged or set aside is left
+
+
+@pytest.mark.slow  # about 20 s on its own: a real run, interrupted after its first policy
+def test_sigint_leaves_a_report_that_says_incomplete_with_the_finished_runs(tmp_path, tiny_mnist):
+    """Observation: an interrupted run left a valid report.json with 2 of 3 runs and no mark."""
+    import signal
+    import time
+
+    data, model = tiny_mnist
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinyprop_tf.cli", "finetune", "--data", data, "--task", "mnist", "--model", model,
+         "--epochs", "15", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if len(json.loads((out / "report.json").read_text())["runs"]) >= 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "tinyprop finetune: interrupted" in stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is False and 1 <= len(report["runs"]) < 3
+    assert all(os.path.exists(run["model_path"]) for run in report["runs"])
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
+
+
+def test_a_crash_mid_comparison_keeps_the_finished_runs_marked_incomplete(tmp_path):
+    from tinyprop_tf import experiment, models, policies
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 16)).astype("float32"), rng.integers(0, 4, 32).astype("int32")
+    model = models.mlp(input_shape=(16,), num_classes=4, hidden=(12,))
+    out = tmp_path / "run"
+    runs = {"dense": policies.DenseBackprop(), "broken": "no-such-policy"}
+    with pytest.raises(ValueError, match="no-such-policy"):
+        experiment.compare(model, runs, (x, y), experiment.accuracy_evaluator(x, y), str(out), epochs=1,
+                           print_fn=lambda *a: None)
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is False and [run["name"] for run in report["runs"]] == ["dense"]
+    assert (out / "finetuned-dense.keras").exists()
+    # Over a previous run (overwrite): the previous run stays whole, this one's finished part lies beside it.
+    with pytest.raises(ValueError, match="no-such-policy"):
+        experiment.compare(model, runs, (x, y), experiment.accuracy_evaluator(x, y), str(out), epochs=1,
+                           overwrite=True, print_fn=lambda *a: None)
+    assert json.loads((out / "report.json").read_text()) == report
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith("run.partial-")]
+    assert len(partial) == 1
+    again = json.loads((partial[0] / "report.json").read_text())
+    assert again["complete"] is False and os.path.exists(again["runs"][0]["model_path"])
+    assert str(partial[0]) in again["runs"][0]["model_path"]  # the partial report names files where they are
+    finished = experiment.compare(model, {"dense": policies.DenseBackprop()}, (x, y),
+                                  experiment.accuracy_evaluator(x, y), str(out), epochs=1, overwrite=True,
+                                  print_fn=lambda *a: None)
+    written = json.loads((out / "report.json").read_text())
+    assert finished["complete"] is written["complete"] is True and written["runs"] == finished["runs"]
+    assert written["runs"][0]["model_path"] == str(out / "finetuned-dense.keras")
+    assert sorted(os.listdir(out)) == sorted(["finetuned-dense.keras", "report.json", "accuracy_vs_epoch.png",
+                                              "backward_compute_vs_epoch.png", "kept_ratio_per_layer.png",
+                                              "accuracy_vs_backward_compute.png"])

@@ -658,3 +658,58 @@ def test_generated_c_arrays_compile_and_hold_the_model(mlp_export, tmp_path):
                     os.path.join(out, "model_data.cc"), "-o", str(exe)], check=True)
     run = subprocess.run([str(exe)], cwd=out, capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == "ok"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output folder: a previous export is replaced only with overwrite, and then as a whole
+# --------------------------------------------------------------------------------------------------------------
+def test_export_into_a_used_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    from tinyprop_tf.outdir import OutDirError
+
+    out = tmp_path / "E"
+    out.mkdir()
+    (out / "train_fast.tflite").write_bytes(b"model A")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the export started before the folder was checked")
+
+    monkeypatch.setattr(graph, "reference_model", no_work)
+    mlp = models.mlp(input_shape=(16,), num_classes=4, hidden=(12,))
+    with pytest.raises(OutDirError, match=f"output folder {out} already holds files .*pass --overwrite"):
+        export_training_model(mlp, tp.TinyProp(), batch_size=2, out_dir=str(out))
+    assert os.listdir(out) == ["train_fast.tflite"]
+
+
+@pytest.mark.slow
+def test_cli_export_overwrite_replaces_the_previous_export_as_a_whole(tmp_path):
+    """Observation: exporting model B into model A's `--fast --board esp32s3` folder left A's train_fast.tflite and
+    board project beside B's files, and verify said PASS."""
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", *args], capture_output=True, text=True,
+                              timeout=600)
+
+    keras.utils.set_random_seed(0)
+    models.mlp(input_shape=(16,), num_classes=4, hidden=(12,), name="model_a").save(tmp_path / "A.keras")
+    models.mlp(input_shape=(16,), num_classes=4, hidden=(10,), name="model_b").save(tmp_path / "B.keras")
+    out = tmp_path / "E"
+    proc = cli("export", str(tmp_path / "A.keras"), "--fast", "--board", "esp32s3", "--batch-size", "2",
+               "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = {name: (out / name).read_bytes() for name in os.listdir(out) if (out / name).is_file()}
+    assert "train_fast.tflite" in before and (out / "esp32s3_project" / "main" / "main.cc").is_file()
+
+    proc = cli("export", str(tmp_path / "B.keras"), "--batch-size", "2", "--out", str(out))
+    assert proc.returncode == 2 and f"output folder {out} already holds files" in proc.stderr
+    assert "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert {name: (out / name).read_bytes() for name in before} == before  # A's export untouched
+
+    proc = cli("export", str(tmp_path / "B.keras"), "--batch-size", "2", "--out", str(out), "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(out)) == sorted(json.loads((out / "manifest.json").read_text())["files"])
+    assert json.loads((out / "manifest.json").read_text())["model_name"] == "model_b"
+    assert sorted(os.listdir(tmp_path)) == ["A.keras", "B.keras", "E"]  # no stage or old copy left
+    proc = cli("verify", str(out), "--steps", "3")
+    assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr[-2000:]

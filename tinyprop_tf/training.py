@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 
 import keras
 
-from tinyprop_tf import accounting
+from tinyprop_tf import accounting, outdir
 from tinyprop_tf import layers as layers_lib
 
 
@@ -70,21 +68,6 @@ class UpdateSparsity(keras.callbacks.Callback):
         if self._per_iteration:
             update_keep(self.model, self._epoch, self.params.get("epochs", 1) or 1, self._iteration)
         self._iteration += 1
-
-
-def _atomic_write(path: str, write):
-    """Write through a temporary file and rename, so a crash never leaves a half-written report."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 PER_LAYER_KEYS = ("k_mean", "k_min", "k_max", "bpr_mean", "kept_ratio", "bwd_macs_sparse", "bwd_macs_dense")
@@ -148,7 +131,7 @@ class BackpropStats(keras.callbacks.Callback):
 
     def _write_files(self):
         if self.json_path:
-            _atomic_write(self.json_path, lambda f: json.dump(self.epochs, f, indent=1))
+            outdir.atomic_write(self.json_path, lambda f: json.dump(self.epochs, f, indent=1))
         if self.csv_path:
             def write_csv(handle):
                 writer = None
@@ -160,4 +143,4 @@ class BackpropStats(keras.callbacks.Callback):
                             writer.writeheader()
                         writer.writerow(flat)
 
-            _atomic_write(self.csv_path, write_csv)
+            outdir.atomic_write(self.csv_path, write_csv)
