@@ -5,6 +5,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Keep the suite inside CI's budget on 2 cores; TF's own threads would oversubscribe two workers.
 PYTEST_WORKERS ?= 2
+# The tests that run the exported fast step in real TFLM need tinyprop_tflm_runner, built from a TFLM tree
+# (converters/tflm_runner.py): the user's TINYPROP_TFLM_DIR or TINYPROP_TFLM_RUNNER, else ../shared's
+# esp-tflite-micro when it is beside the checkout (as in CI); with none they skip and say why.
+SHARED_TFLM := $(abspath ../shared/tflm/esp-tflite-micro)
+ifeq ($(strip $(TINYPROP_TFLM_DIR)$(TINYPROP_TFLM_RUNNER)),)
+ifneq ($(wildcard $(SHARED_TFLM)),)
+test tflm-runner: export TINYPROP_TFLM_DIR := $(SHARED_TFLM)
+endif
+endif
 # Built runners live outside the checkout, one per TFLM tree and micro/ sources: a fresh clone of the same code
 # reuses one (a cold build takes minutes), a change rebuilds.
 export TINYPROP_TFLM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tinyprop-tf/tflm-runner
