@@ -103,8 +103,9 @@ def _tree_digest(tree: str) -> str:
     for d, dirs, names in os.walk(tree):
         dirs[:] = sorted(n for n in dirs if n != ".git")
         for n in sorted(names):
-            st = os.stat(os.path.join(d, n))
-            h.update(f"{os.path.relpath(os.path.join(d, n), tree)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            path = os.path.join(d, n)
+            st = os.stat(path) if os.path.exists(path) else os.lstat(path)  # a dangling link: its own times
+            h.update(f"{os.path.relpath(path, tree)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()
 
 

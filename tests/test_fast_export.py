@@ -41,7 +41,8 @@ CASES = {
                           lambda: tp.StaticTopK(0.4), "sgd", "sparse_categorical_crossentropy"),
 }
 SELECT_OPS = (device_ops.SELECT_UNITS, device_ops.SELECT_CHANNELS)
-SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm", "esp-tflite-micro"))
+SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
+                                           "esp-tflite-micro"))
 BACKWARD_OPS = {"dense": device_ops.DENSE_BACKWARD, "conv2d": device_ops.CONV2D_BACKWARD,
                 "conv1d": device_ops.CONV2D_BACKWARD, "depthwise": device_ops.DEPTHWISE_BACKWARD}
 
@@ -211,6 +212,7 @@ def _runner_or_skip():
 
 
 @pytest.mark.slow
+@pytest.mark.tflm_runner
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fast_step_runs_in_tflm_with_the_tinyprop_ops_and_matches_keras(exported, name):
     _runner_or_skip()
