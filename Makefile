@@ -5,8 +5,20 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Keep the suite inside CI's budget on 2 cores; TF's own threads would oversubscribe two workers.
 PYTEST_WORKERS ?= 2
+# The tests that run the exported fast step in real TFLM need tinyprop_tflm_runner, built from a TFLM tree
+# (converters/tflm_runner.py): the user's TINYPROP_TFLM_DIR or TINYPROP_TFLM_RUNNER, else ../shared's
+# esp-tflite-micro when it is beside the checkout (as in CI); with none they skip and say why.
+SHARED_TFLM := $(abspath ../shared/tflm/esp-tflite-micro)
+ifeq ($(strip $(TINYPROP_TFLM_DIR)$(TINYPROP_TFLM_RUNNER)),)
+ifneq ($(wildcard $(SHARED_TFLM)),)
+test tflm-runner: export TINYPROP_TFLM_DIR := $(SHARED_TFLM)
+endif
+endif
+# Built runners live outside the checkout, one per TFLM tree and micro/ sources: a fresh clone of the same code
+# reuses one (a cold build takes minutes), a change rebuilds.
+export TINYPROP_TFLM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tinyprop-tf/tflm-runner
 
-.PHONY: venv toolchains demo test test-fast clean bench
+.PHONY: venv toolchains tflm-runner demo test test-fast clean bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -29,8 +41,12 @@ toolchains:
 demo: $(STAMP)
 	$(VENV)/bin/tinyprop demo
 
+# Builds the runner once, before the test workers start (a no-op when the cache has it, or without a tree).
+tflm-runner: $(STAMP) toolchains
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c 'from tinyprop_tf.converters import tflm_runner; raise SystemExit(tflm_runner.main())'
+
 # Runs every test, slow end-to-end ones included (they are the proof).
-test: $(STAMP) toolchains
+test: $(STAMP) toolchains tflm-runner
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -rs --durations=15
 
 # Quick local loop: skips the slow end-to-end tests.

@@ -358,14 +358,12 @@ def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, inp
 def _fast_arena(fast_data: bytes, probe_inputs: dict, n_inputs: int):
     """Arena bytes train_fast.tflite used in tinyprop_tflm_runner for a train and an infer invoke (the feeds
     ``_probe_inputs`` made for train.tflite: same inputs); None without a runner. A first build takes minutes,
-    so export never starts one; an existing build is brought up to date (seconds: only the TinyProp sources
-    change), else a runner older than an operator would reject the graph."""
+    so export never starts one; an earlier build of the tree is brought up to date (seconds: only the TinyProp
+    sources change)."""
     from tinyprop_tf.converters import tflm_runner
 
     try:
-        runner = tflm_runner.find_runner(build=False)
-        if runner is not None and not os.environ.get("TINYPROP_TFLM_RUNNER"):
-            runner = tflm_runner.find_runner(build=True)
+        runner = tflm_runner.find_runner(build="update")
     except tflm_runner.RunnerError:
         return None
     if runner is None:
