@@ -138,21 +138,29 @@ def _build(tree: str, tree_digest: str, sources: dict[str, bytes], cache: str, e
         _sync(sources, src)
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(build, BUILT_TREE))
-        jobs = str(len(os.sched_getaffinity(0)) or 1)
-        for cmd in (["cmake", "-S", src, "-B", build, f"-DTINYPROP_TFLM_DIR={tree}", *CMAKE_OPTIONS],
-                    ["cmake", "--build", build, "--target", "tinyprop_tflm_runner", "-j", jobs]):
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-            except FileNotFoundError:
-                raise RunnerError("building tinyprop_tflm_runner needs cmake on PATH") from None
-            if proc.returncode != 0:
-                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-                raise RunnerError(f"building tinyprop_tflm_runner from {tree} in {build} failed:\n{tail}")
+        configure = ["cmake", "-S", src, "-B", build, f"-DTINYPROP_TFLM_DIR={tree}", *CMAKE_OPTIONS]
+        proc = _cmake(configure)
+        if proc.returncode != 0 and os.path.isdir(build):
+            shutil.rmtree(build)  # a build tree CMake will not reuse (the cache folder moved, another CMake)
+            proc = _cmake(configure)
+        if proc.returncode == 0:
+            jobs = str(len(os.sched_getaffinity(0)) or 1)
+            proc = _cmake(["cmake", "--build", build, "--target", "tinyprop_tflm_runner", "-j", jobs])
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise RunnerError(f"building tinyprop_tflm_runner from {tree} in {build} failed:\n{tail}")
         # Published whole (rename): a process that finds the path runs a complete binary.
         shutil.copy2(os.path.join(build, "tinyprop_tflm_runner"), exe + ".tmp")
         os.replace(exe + ".tmp", exe)
         with open(os.path.join(build, BUILT_TREE), "w") as f:
             f.write(tree_digest)
+
+
+def _cmake(cmd: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise RunnerError("building tinyprop_tflm_runner needs cmake on PATH") from None
 
 
 def _sync(sources: dict[str, bytes], src: str) -> None:
