@@ -51,8 +51,23 @@ DENSE_BACKWARD = "TINYPROP_DENSE_BACKWARD"
 DENSE_BACKWARD_SGD = "TINYPROP_DENSE_BACKWARD_SGD"
 CONV2D_BACKWARD = "TINYPROP_CONV2D_BACKWARD"
 DEPTHWISE_BACKWARD = "TINYPROP_DEPTHWISE_BACKWARD"
+APPLY_GRADIENT = "TINYPROP_APPLY_GRADIENT"
+COUNT_STEP = "TINYPROP_COUNT_STEP"
+ASSIGN = "TINYPROP_ASSIGN"
 DEVICE_OPS = frozenset({DENSE_FORWARD, RELU_BACKWARD, SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD,
-                        DENSE_BACKWARD_SGD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD})
+                        DENSE_BACKWARD_SGD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD, APPLY_GRADIENT, COUNT_STEP, ASSIGN})
+
+# The ops that update training state in place: output position -> the input position it is (micro/tflm/
+# tinyprop_tflm.h). In the converted graph such an output is assigned to a variable the op read at that input;
+# ``in_place_state`` makes both the variable's tensor.
+IN_PLACE = {
+    SELECT_UNITS: {0: 1}, SELECT_CHANNELS: {0: 1},
+    DENSE_BACKWARD_SGD: {0: 1, 2: 8},
+    APPLY_GRADIENT: {0: 0, 1: 4, 2: 5},
+    COUNT_STEP: {0: 0}, ASSIGN: {0: 0},
+}
+# TINYPROP_APPLY_GRADIENT's hyper [0]: the update rule.
+APPLY_RULES = {"sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3}
 
 _PLACEHOLDER = "EagerPyFunc"
 _SHAPE_PASS = "EnsureShape"
@@ -116,7 +131,7 @@ def finalize(data: bytes, shapes: dict) -> tuple[bytes, dict[str, int]]:
             else:
                 kept_ops.append(op)
 
-        def resolve(t):
+        def resolve(t, alias=alias):  # bound now: one alias map per subgraph
             while t in alias:
                 t = alias[t]
             return t
@@ -155,3 +170,135 @@ def finalize(data: bytes, shapes: dict) -> tuple[bytes, dict[str, int]]:
     if leftovers:
         raise flatbuffer.InvalidModelError(f"fast graph: custom ops other than the TinyProp ones: {leftovers}")
     return flatbuffer.serialize(model), counts
+
+
+_STATE_OPS = {"READ_VARIABLE", "ASSIGN_VARIABLE", "VAR_HANDLE", "CALL_ONCE"}
+
+
+def in_place_state(data: bytes, first: list[str]) -> tuple[bytes, list[dict]]:
+    """The fast graph with its training state in place: every resource variable becomes one TFLM *variable
+    tensor* (persistent, never planned, zeroed by AllocateTensors) that the ops read directly and the
+    ``IN_PLACE`` ops update where it lives, and that is also a model output, so the application sets its initial
+    value and saves/restores it through ``interpreter.output(i)``.
+
+    TFLM's resource variables cost a copy per READ_VARIABLE and an op output per new value before
+    ASSIGN_VARIABLE copies it back (for the demo MLP's first layer: 3 x 100 KB at the step's peak), and the
+    initialiser subgraph keeps the initial values as a second copy in flash. Here: READ_VARIABLE outputs become
+    the variable's tensor; ASSIGN_VARIABLE(v, value) requires ``value`` to be an ``IN_PLACE`` output of an op that
+    read ``v`` at the matching input, which then writes the variable's tensor itself; VAR_HANDLE, CALL_ONCE and
+    the initialiser subgraph go. An op whose outputs are all state moves to just after the last other reader of
+    that state (the converter orders independent ops freely), and every reader must then precede the writer:
+    otherwise the export fails rather than compute with an updated value.
+
+    ``first``: variable names that come first in the state (the weights, in manifest order); the others follow
+    by name. Returns (bytes, [{name, output, tensor, dtype, shape}] in state order).
+    """
+    model = flatbuffer.load(data, "converted fast model")
+    codes = model.operatorCodes
+    sg = model.subgraphs[0]
+    name_of = lambda op: flatbuffer.op_name(codes[op.opcodeIndex])  # noqa: E731
+    handles = flatbuffer._var_handles(model, sg)
+    for op in sg.operators:
+        if name_of(op) in ("IF", "WHILE"):
+            raise flatbuffer.InvalidModelError(f"in-place state: the entry subgraph has a {name_of(op)}")
+    state = {}  # variable name -> its tensor
+    alias = {}  # READ_VARIABLE output -> variable tensor
+    for op in sg.operators:
+        if name_of(op) != "READ_VARIABLE":
+            continue
+        name = handles[int(op.inputs[0])]
+        read = sg.tensors[int(op.outputs[0])]
+        if name not in state:
+            t = fb.TensorT()
+            t.shape = None if read.shape is None else np.array(read.shape, np.int32)
+            t.type, t.isVariable, t.name = read.type, True, name.encode()
+            model.buffers.append(fb.BufferT())
+            t.buffer = len(model.buffers) - 1
+            sg.tensors.append(t)
+            state[name] = len(sg.tensors) - 1
+        alias[int(op.outputs[0])] = state[name]
+    for op in sg.operators:
+        if op.inputs is not None:
+            op.inputs = np.array([alias.get(int(t), int(t)) for t in op.inputs], np.int32)
+    producer = {int(t): (op, pos) for op in sg.operators for pos, t in enumerate(op.outputs if op.outputs is not None
+                                                                                  else [])}
+    written = {}
+    for op in sg.operators:
+        if name_of(op) != "ASSIGN_VARIABLE":
+            continue
+        name = handles[int(op.inputs[0])]
+        value = int(op.inputs[1])
+        writer, pos = producer.get(value, (None, None))
+        device = name_of(writer)[len("CUSTOM:"):] if writer is not None else None
+        pairs = IN_PLACE.get(device, {})
+        var = state.get(name)
+        if pos not in pairs or var is None or len(writer.inputs) <= pairs[pos] or int(writer.inputs[pairs[pos]]) != var:
+            raise flatbuffer.InvalidModelError(
+                f"in-place state: variable {name!r} is assigned a value that no TinyProp op computed in place "
+                f"(from {name_of(writer) if writer is not None else 'a constant or input'})")
+        if name in written:
+            raise flatbuffer.InvalidModelError(f"in-place state: variable {name!r} is written twice")
+        outputs = [int(t) for t in writer.outputs]
+        outputs[pos] = var
+        writer.outputs = np.array(outputs, np.int32)
+        written[name] = writer
+        for other in sg.operators:  # anything else that used the new value reads the variable instead
+            if other is not writer and other.inputs is not None:
+                other.inputs = np.array([var if int(t) == value else int(t) for t in other.inputs], np.int32)
+    ops = [op for op in sg.operators if name_of(op) not in _STATE_OPS]
+    state_tensors = set(state.values())
+
+    def readers(var, ops):
+        return [i for i, o in enumerate(ops) if var in [int(t) for t in o.inputs] and o is not written_by[var]]
+
+    written_by = {state[n]: w for n, w in written.items()}
+    for name, writer in written.items():
+        if not all(int(t) in state_tensors for t in writer.outputs):
+            continue  # it computes more than state (dx, k ...): stays where the converter put it
+        var_set = [int(t) for t in writer.outputs]
+        last = max((i for v in var_set for i in readers(v, ops)), default=-1)
+        at = ops.index(writer)
+        if last > at:
+            ops.pop(at)
+            ops.insert(last, writer)
+    for var, writer in written_by.items():
+        late = [i for i in readers(var, ops) if i > ops.index(writer)]
+        if late:
+            raise flatbuffer.InvalidModelError(
+                f"in-place state: {flatbuffer.tensor_name(sg.tensors[var])} is read by op {late[0]} "
+                f"({name_of(ops[late[0]])}) after {name_of(writer)} updated it")
+    sg.operators = ops
+    order = [n for n in first if n in state] + sorted(n for n in state if n not in set(first))
+    missing = [n for n in first if n not in state]
+    if missing:
+        raise flatbuffer.InvalidModelError(f"in-place state: weights {missing} are not variables of the step")
+    n_out = len(sg.outputs)
+    sg.outputs = np.array([int(t) for t in sg.outputs] + [state[n] for n in order], np.int32)
+    for sig in model.signatureDefs or []:
+        if sig.subgraphIndex == 0:
+            for n in order:
+                tm = fb.TensorMapT()
+                tm.name, tm.tensorIndex = n.encode(), state[n]
+                sig.outputs.append(tm)
+    model.subgraphs = [sg]  # the initialiser subgraph: the application sets the initial state
+    flatbuffer.prune_unused_tensors(model, sg)
+    rows = []
+    for i, n in enumerate(order):
+        t = sg.tensors[int(sg.outputs[n_out + i])]
+        rows.append({"name": n, "output": n_out + i, "dtype": flatbuffer.type_name(t.type),
+                     "shape": [int(d) for d in (t.shape if t.shape is not None else [])]})
+    return flatbuffer.serialize(model), rows
+
+
+def initial_state(rows: list[dict], weights: dict) -> list[np.ndarray]:
+    """Initial values of the in-place state ``rows`` (manifest ``tflm_fast.state``): ``weights`` {name: array}
+    for the weights, else the row's ``fill`` (optimizer slots and the step counter 0, running maxima
+    selection.YMAX_INIT)."""
+    values = []
+    for r in rows:
+        dtype = flatbuffer.numpy_dtype(getattr(fb.TensorType, r["dtype"].upper()))
+        if "fill" in r:
+            values.append(np.full(r["shape"], r["fill"], dtype))
+        else:
+            values.append(np.asarray(weights[r["name"]], dtype).reshape(r["shape"]))
+    return values

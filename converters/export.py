@@ -248,7 +248,7 @@ def export_training_model(
 
         fast_data = fast_counts = None
         if fast:
-            fast_data, fast_counts = _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size,
+            fast_data, fast_counts, fast_state = _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size,
                                                    input_shape, output_shape, max_entries * batch_size)
 
         # TFLM: type legalisation, then refuse anything TFLM cannot run.
@@ -305,15 +305,22 @@ def export_training_model(
         if fast_data is not None:
             files["train_fast.tflite"] = fast_data
             manifest["files"]["train_fast.tflite"] = {}
-            fast_arena = _fast_arena(fast_data, probe_inputs, len(tflm_inputs)) if measure_arena else None
+            fast_arena = _fast_arena(fast_data, probe_inputs, tflm_inputs, fast_state,
+                                     {e["name"]: w for e, w in zip(entries, weights)}) if measure_arena else None
             manifest["tflm_fast"] = {
                 "file": "train_fast.tflite",
-                "inputs and outputs": "as train.tflite",
                 "arena_bytes": fast_arena,
                 "arena_bytes_recommended": None if fast_arena is None else int(-(-int(fast_arena * 1.05) // 1024) * 1024),
                 "arena_note": "measured in tinyprop_tflm_runner (64-bit host) when one was available at export "
                               "(TINYPROP_TFLM_RUNNER, or a runner already built from TINYPROP_TFLM_DIR); else null",
                 "device_ops": fast_counts,
+                "inputs": flatbuffer.io_details(flatbuffer.load(fast_data, "train_fast.tflite"), 0)[0],
+                "outputs": flatbuffer.io_details(flatbuffer.load(fast_data, "train_fast.tflite"), 0)[1],
+                "state": fast_state,
+                "state_note": "training state in place: TFLM variable tensors (persistent, zeroed by AllocateTensors) "
+                              "that are also these outputs; set each to its initial value (weights.bin, or "
+                              "'fill') through interpreter.output(i) before the first invoke, save/restore the "
+                              "same way. No IF: the ops take mode (1 = train); inference keeps nothing.",
                 "ops": flatbuffer.ops_used(flatbuffer.load(fast_data, "train_fast.tflite")),
                 "note": "sparse layers select and back-propagate with the TinyProp custom operators "
                         "(register micro/tflm/tinyprop_tflm.h with MicroMutableOpResolver::AddCustom); other "
@@ -348,18 +355,33 @@ def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, inp
     if not set(counts) & {device_ops.SELECT_UNITS, device_ops.SELECT_CHANNELS}:
         raise ExportError(f"fast=True: no sparse layer to run on the TinyProp ops (policy {policy!r}); "
                           "export without fast")
+    weight_names = [step.safe_name(p) for p in module.weight_paths]
+    try:
+        data, state = device_ops.in_place_state(data, weight_names)
+    except flatbuffer.InvalidModelError as e:
+        raise ExportError(f"the fast train step: {e}") from None
+    # Initial values: the weights from weights.bin; running maxima YMAX_INIT; optimizer slots, step counter 0.
+    ymax_names = {_variable_name(v) for v in module.ymax_vars.values()}
+    for row in state:
+        if row["name"] not in weight_names:
+            row["fill"] = float(np.float32(selection.YMAX_INIT)) if row["name"] in ymax_names else 0
     data, _, fast_model = flatbuffer.legalize_for_tflm(data, max_count=max_count)
     bad = [op for op in flatbuffer.non_tflm_ops(fast_model) if op[len("CUSTOM:"):] not in device_ops.DEVICE_OPS]
     if bad:
         raise ExportError(f"the fast TFLM graph uses ops TFLM does not implement: {bad}")
-    return data, counts
+    return data, counts, state
 
 
-def _fast_arena(fast_data: bytes, probe_inputs: dict, n_inputs: int):
+def _variable_name(var) -> str:
+    """A tf.Variable's shared name in the converted graph ('fc1_ymax:0' -> 'fc1_ymax')."""
+    return var.name.split(":", 1)[0]
+
+
+def _fast_arena(fast_data: bytes, probe_inputs: dict, tflm_inputs: list, state: list, weights: dict):
     """Arena bytes train_fast.tflite used in tinyprop_tflm_runner for a train and an infer invoke (the feeds
-    ``_probe_inputs`` made for train.tflite: same inputs); None without a runner. A first build takes minutes,
-    so export never starts one; an earlier build of the tree is brought up to date (seconds: only the TinyProp
-    sources change)."""
+    ``_probe_inputs`` made for train.tflite, matched by name; the exported initial state); None without a runner.
+    A first build takes minutes, so export never starts one; an earlier build of the tree is brought up to date
+    (seconds: only the TinyProp sources change)."""
     from tinyprop_tf.converters import tflm_runner
 
     try:
@@ -368,9 +390,12 @@ def _fast_arena(fast_data: bytes, probe_inputs: dict, n_inputs: int):
         return None
     if runner is None:
         return None
-    feeds = [[probe_inputs[f"in{i}_{step}"] for i in range(n_inputs)] for step in ("s0", "infer")]
+    fast_inputs = flatbuffer.io_details(flatbuffer.load(fast_data, "train_fast.tflite"), 0)[0]
+    index = {d["name"]: d["index"] for d in tflm_inputs}
+    feeds = [[probe_inputs[f"in{index[d['name']]}_{step}"] for d in fast_inputs] for step in ("s0", "infer")]
+    initial = dict(zip((r["output"] for r in state), device_ops.initial_state(state, weights)))
     try:
-        _, used = tflm_runner.run(runner, fast_data, feeds)
+        _, used = tflm_runner.run(runner, fast_data, feeds, state=initial)
     except tflm_runner.RunnerError as e:
         raise ExportError(f"train_fast.tflite does not run in {runner}: {e}") from None
     return used if used > 0 else None

@@ -265,6 +265,34 @@ def _new_tensor(model, sg, like, ttype, suffix):
     return len(sg.tensors) - 1
 
 
+def prune_unused_tensors(model, sg) -> None:
+    """Drops the tensors no operator, subgraph input/output or signature of ``sg`` refers to (TFLM keeps
+    bookkeeping, and may plan a buffer, for every tensor of a subgraph), renumbering the references."""
+    index = model.subgraphs.index(sg)
+    used = set()
+    for op in sg.operators or []:
+        used.update(int(t) for t in (op.inputs if op.inputs is not None else []) if t >= 0)
+        used.update(int(t) for t in (op.outputs if op.outputs is not None else []) if t >= 0)
+    used.update(int(t) for t in (sg.inputs if sg.inputs is not None else []))
+    used.update(int(t) for t in (sg.outputs if sg.outputs is not None else []))
+    sigs = [s for s in model.signatureDefs or [] if s.subgraphIndex == index]
+    for sig in sigs:
+        used.update(int(tm.tensorIndex) for tm in list(sig.inputs or []) + list(sig.outputs or []))
+    keep = sorted(used)
+    new = {old: i for i, old in enumerate(keep)}
+    sg.tensors = [sg.tensors[i] for i in keep]
+
+    def remap(values):
+        return None if values is None else np.array([new[int(t)] if t >= 0 else int(t) for t in values], np.int32)
+
+    for op in sg.operators or []:
+        op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+    sg.inputs, sg.outputs = remap(sg.inputs), remap(sg.outputs)
+    for sig in sigs:
+        for tm in list(sig.inputs or []) + list(sig.outputs or []):
+            tm.tensorIndex = new[int(tm.tensorIndex)]
+
+
 def _cast_op(model, src, dst, in_type, out_type):
     op = fb.OperatorT()
     op.opcodeIndex = _opcode_index(model, fb.BuiltinOperator.CAST)

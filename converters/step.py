@@ -134,6 +134,7 @@ class TrainStep(tf.Module):
         # {sparse layer name: (gate [B, M] bool or None for all kept, k_eff [B] int32)}: when set, every sparse
         # layer keeps exactly these entries instead of selecting (verify replays Keras' kept sets this way).
         self.forced_selection = None
+        self._mode = None  # the fast step's mode input while it is traced (the device ops take it)
         self.device_op_shapes = {}  # filled while tracing (device_ops.call), read by device_ops.finalize
         self._nodes, self._input_id, self._output_id = nodes, input_id, output_id
         self._policy, self._opt, self._loss = policy, opt, loss
@@ -170,8 +171,9 @@ class TrainStep(tf.Module):
         self.ymax_vars = {}
         for n in nodes:
             if n.sparse and self._runs_backward[n.name]:
-                self.ymax_vars[n.name] = tf.Variable(np.float32(selection.YMAX_INIT), name=f"{safe_name(n.name)}_ymax",
-                                                     trainable=False)
+                init = np.float32(selection.YMAX_INIT)  # [1] in the fast graph: the select ops' state shape
+                self.ymax_vars[n.name] = tf.Variable(np.array([init]) if self.fast else init,
+                                                     name=f"{safe_name(n.name)}_ymax", trainable=False)
         self._ymax_list = list(self.ymax_vars.values())  # tracked
 
         # Optimizer slots.
@@ -297,8 +299,8 @@ class TrainStep(tf.Module):
         scores = tf.reduce_sum(flat, axis=1)  # [B, M]
         y = tf.reduce_sum(scores, axis=1)  # [B]
         state = self.ymax_vars[node.name]
-        ymax = tf.maximum(state.read_value(), tf.reduce_max(y))  # updated before use
-        state.assign(ymax)
+        ymax = tf.maximum(tf.reshape(state.read_value(), []), tf.reduce_max(y))  # updated before use
+        self._assign(state, tf.reshape(ymax, state.shape))
         bpr = policy.sample_ratio(y, ymax, node.depth, tf.constant(1.0, tf.float32))
         if not policy.selects:
             k = tf.fill([b], num_entries)
@@ -373,9 +375,9 @@ class TrainStep(tf.Module):
         state = self.ymax_vars[node.name]
         select = device_ops.SELECT_UNITS if node.kind == "dense" else device_ops.SELECT_CHANNELS
         ymax, k, kept = device_ops.call(
-            select, node.name, [delta, tf.reshape(state.read_value(), [1]), params],
+            select, node.name, [delta, state.read_value(), params, self._mode],
             [(tf.float32, [1]), (tf.int32, [b]), (tf.int32, [b, n])], self.device_op_shapes)
-        state.assign(tf.reshape(ymax, []))
+        state.assign(ymax)  # in place (device_ops.in_place_state)
         x, kernel, bias = saved["x"], saved["kernel"], saved["bias"]
         fused = self._fuses_sgd(node)
         # (dW or new kernel, dx, db or new bias): which outputs the op computes
@@ -388,7 +390,8 @@ class TrainStep(tf.Module):
 
         if fused:
             # Outputs the updated kernel and bias (same numbers as dW, db and `_apply`'s assign_sub(grad * lr)).
-            inputs = [x, kernel, delta, k, kept, wanted, tf.constant([self._opt.learning_rate], tf.float32)]
+            inputs = [x, kernel, delta, k, kept, wanted, tf.constant([self._opt.learning_rate], tf.float32),
+                      self._mode]
             new_kernel, d_x, new_bias = device_ops.call(
                 device_ops.DENSE_BACKWARD_SGD, node.name, inputs + ([bias] if bias is not None else []),
                 outputs(kernel.shape, x.shape, [n]), self.device_op_shapes)
@@ -504,6 +507,8 @@ class TrainStep(tf.Module):
         for i, (var, grad) in enumerate(zip(self.weight_vars, grads)):
             if isinstance(grad, Updated):
                 var.assign(grad.value)
+            elif self.fast:
+                self._device_apply(i, var, grad, (beta_1_power, beta_2_power) if opt.name == "adam" else None)
             elif opt.name == "sgd":
                 if opt.momentum != 0.0:
                     m = self.slots_m[i]
@@ -520,7 +525,44 @@ class TrainStep(tf.Module):
                 m.assign_add((grad - m.read_value()) * hyper(1 - opt.beta_1))
                 v.assign_add((tf.square(grad) - v.read_value()) * hyper(1 - opt.beta_2))
                 var.assign_sub((m.read_value() * alpha) / (tf.sqrt(v.read_value()) + hyper(opt.epsilon)))
-        self.iterations.assign_add(1)
+        if self.fast:
+            (count,) = device_ops.call(device_ops.COUNT_STEP, "iterations", [self.iterations.read_value(), self._mode],
+                                       [(tf.int32, [])], self.device_op_shapes)
+            self.iterations.assign(count)
+        else:
+            self.iterations.assign_add(1)
+
+    def _device_apply(self, i, var, grad, powers):
+        """The optimizer step of weight i by TINYPROP_APPLY_GRADIENT, in place (the rules of ``_apply``)."""
+        opt = self._opt
+        if opt.name == "adam":
+            rule, second = "adam", opt.beta_1
+        else:
+            rule = "sgd" if opt.momentum == 0.0 else ("nesterov" if opt.nesterov else "momentum")
+            second = opt.momentum
+        # float32 of the double 1 - beta, as Keras computes it (and _apply's hyper)
+        one_minus = [float(np.float32(1 - opt.beta_1)), float(np.float32(1 - opt.beta_2))] if rule == "adam" else [0, 0]
+        hyper = tf.constant([device_ops.APPLY_RULES[rule], opt.learning_rate, second,
+                             opt.beta_2 if rule == "adam" else 0.0, opt.epsilon if rule == "adam" else 0.0,
+                             *one_minus], tf.float32)
+        slots = [self.slots_m[i]] if self.slots_m else []
+        slots += [self.slots_v[i]] if self.slots_v else []
+        inputs = [var.read_value(), grad, self._mode, hyper] + [s.read_value() for s in slots]
+        if powers is not None:
+            inputs.append(tf.stack([powers[0], powers[1]]))
+        results = device_ops.call(device_ops.APPLY_GRADIENT, safe_name(self.weight_paths[i]), inputs,
+                                  [(tf.float32, var.shape)] * (1 + len(slots)), self.device_op_shapes)
+        for target, value in zip([var] + slots, results):
+            target.assign(value)  # in place (device_ops.in_place_state)
+
+    def _assign(self, var, value):
+        """var = value; in the fast graph by TINYPROP_ASSIGN, on training invokes only."""
+        if not self.fast:
+            var.assign(value)
+            return
+        (new,) = device_ops.call(device_ops.ASSIGN, safe_name(var.name), [var.read_value(), value, self._mode],
+                                 [(var.dtype, var.shape)], self.device_op_shapes)
+        var.assign(new)
 
     def _hyper(self, value):
         """A hyper-parameter as the exported step holds it: a float32 constant (widened in the float64 oracle)."""
@@ -565,6 +607,18 @@ class TrainStep(tf.Module):
         b, n_sparse = self.batch_size, len(self.sparse_names)
 
         mode_spec = tf.TensorSpec([], tf.int32, name="mode")
+
+        if self.fast:
+            # No IF (TFLM copies every operand of an IF into the branch: x, frozen layers' constants): the ops
+            # take the mode. On an inference invoke selection keeps nothing (the sparse backward does no work)
+            # and no state changes; the loss and output are the same as the builtins graph's.
+            @tf.function(autograph=False, input_signature=[self.x_spec(), self.y_spec(), mode_spec])
+            def fast_step(x, y, mode):
+                self._mode = mode
+                loss, out, k = self.train_impl(x, y)
+                return {"loss": loss, "output": out, "k": k * tf.cast(tf.equal(mode, 1), tf.int32)}
+
+            return {"step": fast_step}
 
         @tf.function(autograph=False, input_signature=[self.x_spec(), self.y_spec(), mode_spec])
         def step(x, y, mode):

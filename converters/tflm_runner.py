@@ -183,9 +183,11 @@ def _sync(sources: dict[str, bytes], src: str) -> None:
 
 
 def run(runner: str, model: bytes, inputs_per_invoke: list[list[np.ndarray]], arena: int = DEFAULT_ARENA,
-        timeout: float = 600) -> tuple[list[list[np.ndarray]], int]:
+        timeout: float = 600, state: dict | None = None) -> tuple[list[list[np.ndarray]], int]:
     """Invoke ``model`` once per entry of ``inputs_per_invoke`` (arrays in the model's input order) in one
-    interpreter (resource variables persist). Returns (outputs per invoke, arena bytes used)."""
+    interpreter (resource variables and variable tensors persist). ``state``: {output index: initial value}, copied
+    into those outputs before the first invoke (the in-place step's training state, ``device_ops.in_place_state``).
+    Returns (outputs per invoke, arena bytes used)."""
     parsed = flatbuffer.load(model, "model for tinyprop_tflm_runner")
     in_details, out_details = flatbuffer.io_details(parsed, 0)
     with tempfile.TemporaryDirectory(prefix="tinyprop-runner-") as tmp:
@@ -200,6 +202,12 @@ def run(runner: str, model: bytes, inputs_per_invoke: list[list[np.ndarray]], ar
                 if list(a.shape) != d["shape"]:
                     raise ValueError(f"invoke {s}: input {d['name']} has shape {list(a.shape)}, expected {d['shape']}")
                 a.tofile(os.path.join(tmp, f"in_{s}_{i}.bin"))
+        for o, value in (state or {}).items():
+            d = out_details[o]
+            a = np.asarray(value, dtype=flatbuffer.numpy_dtype(_type_code(d["dtype"])))
+            if a.size != int(np.prod(d["shape"], dtype=np.int64)):
+                raise ValueError(f"state for output {o} ({d['name']}) has {a.size} elements, expected shape {d['shape']}")
+            a.tofile(os.path.join(tmp, f"state_{o}.bin"))
         # The resource-variable table lives in the arena: size it for this model, as a device project does.
         num_variables = max(1, len(flatbuffer.variable_names(parsed)))
         proc = subprocess.run([runner, path, str(int(arena)), tmp, str(len(inputs_per_invoke)), str(num_variables)],

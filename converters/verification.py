@@ -43,7 +43,7 @@ import tinyprop_tf  # noqa: F401  (registers the sparse layers for loading refer
 from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf._quiet import native_stderr_filtered
-from tinyprop_tf.converters import artifacts, flatbuffer, graph, step, tflm, tflm_runner
+from tinyprop_tf.converters import artifacts, device_ops, flatbuffer, graph, step, tflm, tflm_runner
 from tinyprop_tf.converters.export import MODE_INFER, MODE_TRAIN
 
 # A float32 runtime's error may exceed TensorFlow's own float32 error by a factor: two float32 evaluations that
@@ -315,22 +315,33 @@ def run_tflm(data, manifest, xs, ys, probe: bool):
     return result
 
 
-def run_tflm_fast(data, manifest, xs, ys, runner):
-    """train_fast.tflite (TinyProp custom ops) in ``tinyprop_tflm_runner``: the probe copy (weights as extra
-    outputs), ``steps`` train invokes then one infer invoke."""
-    outputs = {d["name"]: d["index"] for d in manifest["tflm"]["outputs"]}
-    n_out = len(manifest["tflm"]["outputs"])
-    data = flatbuffer.with_variable_outputs(data, [step.safe_name(e["path"]) for e in manifest["weights"]])
-    inputs = _tflm_inputs(manifest, xs, ys)  # the feeds of the tflite-micro runs, by input index and step
+def exported_weights(out_dir, manifest) -> dict:
+    """{weight name: array} from weights.bin, in the manifest's layout."""
+    raw = np.frombuffer(_read(out_dir, "weights.bin"), "<f4")
+    return {e["name"]: raw[e["offset"] // 4:e["offset"] // 4 + e["size"]].reshape(e["shape"])
+            for e in manifest["weights"]}
+
+
+def run_tflm_fast(data, manifest, xs, ys, runner, weights):
+    """train_fast.tflite (TinyProp custom ops) in ``tinyprop_tflm_runner``: the exported initial state set
+    through the state outputs, ``steps`` train invokes then one infer invoke; the weights are read from the same
+    outputs."""
+    fast = manifest["tflm_fast"]
+    outputs = {d["name"]: d["index"] for d in fast["outputs"]}
+    train_index = {d["name"]: d["index"] for d in manifest["tflm"]["inputs"]}
+    inputs = _tflm_inputs(manifest, xs, ys)  # the feeds of the tflite-micro runs, by train.tflite input index
     steps = len(xs)
-    n_in = len(manifest["tflm"]["inputs"])
-    feeds = [[inputs[f"in{i}_{step}"] for i in range(n_in)] for step in [f"s{s}" for s in range(steps)] + ["infer"]]
-    res, arena_used = tflm_runner.run(runner, data, feeds)
+    feeds = [[inputs[f"in{train_index[d['name']]}_{step}"] for d in fast["inputs"]]
+             for step in [f"s{s}" for s in range(steps)] + ["infer"]]
+    state_rows = fast["state"]
+    initial = dict(zip((r["output"] for r in state_rows), device_ops.initial_state(state_rows, weights)))
+    res, arena_used = tflm_runner.run(runner, data, feeds, state=initial)
+    by_name = {r["name"]: r["output"] for r in state_rows}
     return {
         "losses": np.array([float(res[s][outputs["loss"]]) for s in range(steps)]),
         "k": np.array([res[s][outputs["k"]] for s in range(steps)]),
         "output": res[steps][outputs["output"]],
-        "weights": {e["path"]: res[steps][n_out + i] for i, e in enumerate(manifest["weights"])},
+        "weights": {e["path"]: res[steps][by_name[e["name"]]].reshape(e["shape"]) for e in manifest["weights"]},
         "arena_used": arena_used,
     }
 
@@ -403,7 +414,8 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
         if runner is None:
             fast_note = f"train_fast.tflite not run: {tflm_runner.HOW_TO}"
         else:
-            runs["tflm_fast"] = run_tflm_fast(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, runner)
+            runs["tflm_fast"] = run_tflm_fast(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, runner,
+                                              exported_weights(out_dir, manifest))
             fast_note = (f"train_fast.tflite ran in tinyprop_tflm_runner ({runner}): arena used "
                          f"{runs['tflm_fast']['arena_used']} bytes (64-bit host)")
 

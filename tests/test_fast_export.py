@@ -87,28 +87,56 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     assert not others  # no EagerPyFunc / EnsureShape left
     assert not [op for op in flatbuffer.non_tflm_ops(model) if not op.startswith("CUSTOM:TINYPROP_")]
     assert ops == manifest["tflm_fast"]["ops"]
-    # Same entry as train.tflite: inputs and outputs by name and shape.
+    # The training state in place: one subgraph, no IF (it would copy x and frozen constants into the branch),
+    # no resource variables, no initialiser.
+    assert len(model.subgraphs) == 1
+    assert not set(ops) & {"IF", "CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"}
+    sg = model.subgraphs[0]
+    # Same entry as train.tflite (inputs and the first outputs by name and shape), then one output per state
+    # tensor: a TFLM variable tensor without data, in the manifest's state order (weights first, as weights.bin).
     with open(os.path.join(out, "train.tflite"), "rb") as f:
         plain = flatbuffer.load(f.read())
-    assert flatbuffer.io_details(model, 0) == flatbuffer.io_details(plain, 0)
-    # Every TinyProp op: fully static shapes, as its C++ Prepare/Eval expect.
+    fast_in, fast_out = flatbuffer.io_details(model, 0)
+    plain_in, plain_out = flatbuffer.io_details(plain, 0)
+    by_name = lambda rows: sorted((r["name"], r["shape"], r["dtype"]) for r in rows)  # noqa: E731
+    assert by_name(fast_in) == by_name(plain_in)
+    assert by_name(fast_out[:len(plain_out)]) == by_name(plain_out)
+    state = manifest["tflm_fast"]["state"]
+    assert [r["output"] for r in state] == list(range(len(plain_out), len(fast_out)))
+    assert [r["name"] for r in state][:len(manifest["weights"])] == [e["name"] for e in manifest["weights"]]
+    state_tensors = {int(sg.outputs[r["output"]]) for r in state}
+    for t in state_tensors:
+        assert sg.tensors[t].isVariable and not model.buffers[sg.tensors[t].buffer].data
+    assert {sg.tensors[t].isVariable for t in range(len(sg.tensors))} == {True, False}
+    # Every TinyProp op: fully static shapes, as its C++ Prepare/Eval expect; an in-place output is its input.
     batch = manifest["batch_size"]
     widths = []
     forwards = 0
+    writers = {}
     for sg in model.subgraphs:
-        for op in sg.operators:
+        for position, op in enumerate(sg.operators):
             name_ = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])[len("CUSTOM:"):]
             if not name_.startswith("TINYPROP_"):
+                for t in op.outputs:
+                    assert int(t) not in state_tensors, name_  # only TinyProp ops write state
                 continue
+            for out_pos, in_pos in device_ops.IN_PLACE.get(name_, {}).items():
+                if out_pos < len(op.outputs) and int(op.outputs[out_pos]) in state_tensors:
+                    assert int(op.inputs[in_pos]) == int(op.outputs[out_pos])
+                    assert int(op.outputs[out_pos]) not in writers
+                    writers[int(op.outputs[out_pos])] = position
             shapes = [list(sg.tensors[t].shape) for t in list(op.inputs) + list(op.outputs)]
-            assert all(len(s) > 0 for s in shapes), shapes  # no unknown (empty) shape left
+            mode_inputs = [i for i, t in enumerate(op.inputs) if int(t) == int(sg.inputs[_input(fast_in, "mode")])]
+            assert all(len(s) > 0 for i, s in enumerate(shapes) if i not in mode_inputs
+                       and name_ != device_ops.COUNT_STEP), shapes  # no unknown (empty) shape left
 
             def wanted_flags(index, op=op, sg=sg):  # the constant "wanted" input: an unwanted output is [1]
                 t = sg.tensors[op.inputs[index]]
                 return np.frombuffer(bytes(model.buffers[t.buffer].data), np.int32).tolist()
 
             if name_ in SELECT_OPS:
-                delta, ymax, params, ymax_out, k, kept = shapes
+                delta, ymax, params, mode, ymax_out, k, kept = shapes
+                assert mode_inputs == [3]
                 widths.append(delta[-1])
                 assert delta[0] == batch and ymax == ymax_out == [1] and params == [4]
                 assert k == [batch] and kept == [batch, delta[-1]]
@@ -127,11 +155,18 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 assert [dw, dx, db] == [full if f else [1] for full, f in zip((w, x, [w[1]]), want)]
                 assert delta == [batch, w[1]] and kept == delta and wanted == [3]
             elif name_ == device_ops.DENSE_BACKWARD_SGD:
-                x, w, delta, k, kept, wanted, lr, *bias, w_new, dx, b_new = shapes
+                x, w, delta, k, kept, wanted, lr, mode, *bias, w_new, dx, b_new = shapes
+                assert mode_inputs == [7] and int(op.outputs[0]) in state_tensors
                 want = wanted_flags(5)
                 assert want[0] == 1 and want[2] == int(bool(bias)) and wanted == [3] and lr == [1]
                 assert [w_new, dx, b_new] == [full if f else [1] for full, f in zip((w, x, [w[1]]), want)]
                 assert delta == [batch, w[1]] and kept == delta and bias in ([], [[w[1]]])
+            elif name_ == device_ops.APPLY_GRADIENT:
+                w, g, mode, hyper, *rest = shapes
+                assert mode_inputs == [2] and hyper == [7] and w == g and int(op.outputs[0]) in state_tensors
+                assert len(op.outputs) == {"sgd": 1, "adam": 3}[CASES[name][2]]
+            elif name_ == device_ops.COUNT_STEP:
+                assert mode_inputs == [1] and int(op.outputs[0]) in state_tensors
             else:
                 x, w, delta, k, kept, window, wanted, dw, dx, db = shapes
                 want = wanted_flags(6)
@@ -139,12 +174,22 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 assert len(x) == len(w) == len(delta) == 4
                 assert kept == [batch, delta[-1]] and window == [7] and wanted == [3]
                 assert w[3] == delta[3] if name_ == device_ops.CONV2D_BACKWARD else w[2] * w[3] == delta[3]
+    assert set(writers) == state_tensors  # every state tensor has exactly one writer
+    # Every reader of a state tensor runs before its writer (no op sees a half-updated step).
+    for position, op in enumerate(model.subgraphs[0].operators):
+        for t in op.inputs:
+            if int(t) in writers and writers[int(t)] != position:
+                assert position < writers[int(t)]
     assert sorted(widths) == sorted(layer["entries"] for layer in sparse)
     # Every Dense forward runs on TINYPROP_DENSE_FORWARD (BATCH_MATMUL would keep a persistent transposed copy of
-    # each kernel): at least one per Dense layer (the train and infer branches each have their own).
+    # each kernel): one per Dense layer.
     n_dense = sum(layer["kind"] == "dense" for layer in manifest["layers"])
-    assert forwards == ops.get("CUSTOM:" + device_ops.DENSE_FORWARD, 0) >= n_dense
+    assert forwards == ops.get("CUSTOM:" + device_ops.DENSE_FORWARD, 0) == n_dense
     assert "BATCH_MATMUL" not in ops
+
+
+def _input(details, name):
+    return next(d["index"] for d in details if d["name"] == name)
 
 
 def test_first_layer_skips_dx_and_params_carry_the_policy(exported):

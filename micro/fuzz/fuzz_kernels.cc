@@ -308,10 +308,12 @@ void FuzzDense(Input& in) {
   (void)DenseBackwardSparse(s, x.ptr(), w.ptr(), d.ptr(), kb.view(), bias, mode, dw.ptr(), dx.ptr(), db.ptr());
   (void)DenseBackwardReference(s, x.ptr(), w.ptr(), d.ptr(), dw.ptr(), dx.ptr(), db.ptr());
   (void)DenseForward(s, x.ptr(), w.ptr(), in.U8() % 2 ? db.ptr() : nullptr, d.ptr());
-  FBuf w_new = MakeF(in, int64_t{s.in} * s.out), b = MakeF(in, s.out);
+  FBuf b = MakeF(in, s.out);
   const bool with_bias = in.U8() % 2;
+  std::vector<int32_t> scratch(static_cast<size_t>(DenseSgdScratchSize(s.batch > 0 ? s.batch : 0)));
   (void)DenseBackwardSparseSgd(s, x.ptr(), w.ptr(), with_bias ? b.ptr() : nullptr, d.ptr(), kb.view(), in.Float(),
-                               w_new.ptr(), in.U8() % 2 ? dx.ptr() : nullptr, with_bias ? db.ptr() : nullptr);
+                               in.U8() % 2 ? dx.ptr() : nullptr, scratch.data(),
+                               static_cast<int64_t>(scratch.size()) - (in.U8() % 4 == 0));
   FBuf a = MakeF(in, int64_t{s.batch} * s.out);
   (void)ReluBackward(d.ptr(), a.ptr(), s.batch * s.out, d.ptr());
 }

@@ -122,21 +122,62 @@ Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float*
   return Status::kOk;
 }
 
-Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, const float* w, const float* b,
-                              const float* delta, const KeptSet& kept, float lr, float* w_new, float* dx,
-                              float* b_new) {
-  if (w == nullptr || w_new == nullptr || x == nullptr || (b == nullptr) != (b_new == nullptr)) {
-    return Status::kBadArgument;
-  }
-  if (!internal::IsFinite(lr)) return Status::kNonFinite;
-  const Status s = DenseBackwardSparse(shape, x, w, delta, kept, BiasGrad::kDense, Accumulate::kOverwrite, w_new,
-                                       dx, b_new);
+Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, float* w, float* b, const float* delta,
+                              const KeptSet& kept, float lr, float* dx, int32_t* scratch, int64_t scratch_len) {
+  if (w == nullptr || x == nullptr) return Status::kBadArgument;
+  Status s = CheckDense(shape, x, w, delta, w, dx);
   if (s != Status::kOk) return s;
-  // w_new holds dW (zeros in never-kept columns: w - 0 * lr == w there, bit for bit).
-  const int64_t n = static_cast<int64_t>(shape.in) * shape.out;
-  for (int64_t e = 0; e < n; ++e) w_new[e] = w[e] - w_new[e] * lr;
-  if (b != nullptr) {
-    for (int32_t j = 0; j < shape.out; ++j) b_new[j] = b[j] - b_new[j] * lr;
+  if (!internal::IsFinite(lr)) return Status::kNonFinite;
+  s = CheckKeptSet(kept, shape.batch, shape.out);
+  if (s != Status::kOk) return s;
+  if (scratch == nullptr || scratch_len < DenseSgdScratchSize(shape.batch)) return Status::kBufferTooSmall;
+  // dx from the weights before the update.
+  if (dx != nullptr) {
+    s = DenseBackwardSparse(shape, x, w, delta, kept, BiasGrad::kDense, Accumulate::kOverwrite, nullptr, dx,
+                            nullptr);
+    if (s != Status::kOk) return s;
+  }
+  const int32_t B = shape.batch, I = shape.in, O = shape.out;
+  // Walk the kept units of all samples in ascending order (a merge of the sorted kept rows): for each unit kept
+  // by any sample, the samples keeping it, in batch order. dW[i, j] = 0 + x[b0, i] d[b0, j] + x[b1, i] d[b1, j]
+  // + ... is then formed in a register and applied at once: the additions of DenseBackwardSparse's dW, so
+  // w - dW * lr is bit for bit the separate backward followed by Keras' assign_sub(gradient * lr). A unit no
+  // sample kept has dW = 0 and keeps its weights (w - 0 * lr == w), so it is not touched.
+  int32_t* cursor = scratch;
+  int32_t* keepers = scratch + B;
+  for (int32_t bb = 0; bb < B; ++bb) cursor[bb] = 0;
+  for (;;) {
+    int32_t j = O;
+    for (int32_t bb = 0; bb < B; ++bb) {
+      if (cursor[bb] < kept.k[bb]) {
+        const int32_t c = internal::KeptRow(kept, bb)[cursor[bb]];
+        if (c < j) j = c;
+      }
+    }
+    if (j == O) break;
+    int32_t n = 0;
+    for (int32_t bb = 0; bb < B; ++bb) {
+      if (cursor[bb] < kept.k[bb] && internal::KeptRow(kept, bb)[cursor[bb]] == j) {
+        keepers[n++] = bb;
+        ++cursor[bb];
+      }
+    }
+    float* wj = w + j;
+    for (int32_t i = 0; i < I; ++i) {
+      float g = 0.0f;
+      for (int32_t t = 0; t < n; ++t) {
+        const int64_t r = keepers[t];
+        g = g + x[r * I + i] * delta[r * O + j];
+      }
+      wj[static_cast<int64_t>(i) * O] = wj[static_cast<int64_t>(i) * O] - g * lr;
+    }
+  }
+  if (b != nullptr) {  // dense bias gradient: the full error, samples in order per unit
+    for (int32_t j = 0; j < O; ++j) {
+      float g = 0.0f;
+      for (int32_t bb = 0; bb < B; ++bb) g = g + delta[static_cast<int64_t>(bb) * O + j];
+      b[j] = b[j] - g * lr;
+    }
   }
   return Status::kOk;
 }

@@ -148,40 +148,42 @@ TP_TEST(DenseSparseSgdIsTheUpdateOfTheSparseGradientBitForBit) {
     std::vector<float> dw(I * O), dx(B * I), db(O);
     TP_CHECK_OK(DenseBackwardSparse(DenseShape{B, I, O}, x.data(), w.data(), d.data(), kept, BiasGrad::kDense,
                                     Accumulate::kOverwrite, dw.data(), dx.data(), db.data()));
-    std::vector<float> w_new(I * O, 5.0f), dx2(B * I, 5.0f), b_new(O, 5.0f);
-    TP_CHECK_OK(DenseBackwardSparseSgd(DenseShape{B, I, O}, x.data(), w.data(), b.data(), d.data(), kept, lr,
-                                       w_new.data(), dx2.data(), b_new.data()));
+    // In place: w and b become the updated weights; dx is the backward's (from the weights before the update).
+    std::vector<float> w2 = w, b2 = b, dx2(B * I, 5.0f);
+    std::vector<int32_t> scratch(DenseSgdScratchSize(B), 77);
+    TP_CHECK_OK(DenseBackwardSparseSgd(DenseShape{B, I, O}, x.data(), w2.data(), b2.data(), d.data(), kept, lr,
+                                       dx2.data(), scratch.data(), static_cast<int64_t>(scratch.size())));
     for (int32_t e = 0; e < I * O; ++e) {
       volatile float step = dw[e] * lr;  // Keras: variable.assign_sub(gradient * lr)
-      TP_CHECK_EQ(w_new[e], static_cast<float>(w[e] - step));
+      TP_CHECK_EQ(tpt::Bits(w2[e]), tpt::Bits(static_cast<float>(w[e] - step)));
     }
     for (int32_t j = 0; j < O; ++j) {
       volatile float step = db[j] * lr;
-      TP_CHECK_EQ(b_new[j], static_cast<float>(b[j] - step));
+      TP_CHECK_EQ(tpt::Bits(b2[j]), tpt::Bits(static_cast<float>(b[j] - step)));
     }
     TP_CHECK(dx2 == dx);
     // Without dx and bias.
-    std::vector<float> w_new2(I * O);
-    TP_CHECK_OK(DenseBackwardSparseSgd(DenseShape{B, I, O}, x.data(), w.data(), nullptr, d.data(), kept, lr,
-                                       w_new2.data(), nullptr, nullptr));
-    TP_CHECK(w_new2 == w_new);
+    std::vector<float> w3 = w;
+    TP_CHECK_OK(DenseBackwardSparseSgd(DenseShape{B, I, O}, x.data(), w3.data(), nullptr, d.data(), kept, lr,
+                                       nullptr, scratch.data(), static_cast<int64_t>(scratch.size())));
+    TP_CHECK(w3 == w2);
   }
-  const float one[4] = {1, 1, 1, 1};
-  float out[4] = {7, 7, 7, 7};
+  float one[4] = {1, 1, 1, 1};
+  float w[4] = {7, 7, 7, 7};
+  int32_t scratch[2];
   const int32_t k1[1] = {1}, i1[1] = {0};
   const KeptSet kept{k1, i1, 1};
   const DenseShape s{1, 1, 1};
-  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, one, one, one, kept, 0.1f, out, nullptr, nullptr),
-                  Status::kBadArgument);  // b without b_new
-  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, one, nullptr, one, kept, INFINITY, out, nullptr, nullptr),
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, w, nullptr, one, kept, INFINITY, nullptr, scratch, 2),
                   Status::kNonFinite);
-  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, nullptr, one, nullptr, one, kept, 0.1f, out, nullptr, nullptr),
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, nullptr, w, nullptr, one, kept, 0.1f, nullptr, scratch, 2),
                   Status::kBadArgument);
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, w, nullptr, one, kept, 0.1f, nullptr, scratch, 1),
+                  Status::kBufferTooSmall);
   const int32_t k_bad[1] = {2};
-  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, one, nullptr, one, KeptSet{k_bad, i1, 1}, 0.1f, out, nullptr,
-                                         nullptr),
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, w, nullptr, one, KeptSet{k_bad, i1, 1}, 0.1f, nullptr, scratch, 2),
                   Status::kBadIndex);
-  TP_CHECK_EQ(out[0], 7.0f);  // untouched on every error
+  TP_CHECK_EQ(w[0], 7.0f);  // untouched on every error
 }
 
 TP_TEST(DenseSparseMatchesMaskedTextbook) {

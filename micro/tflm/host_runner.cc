@@ -5,7 +5,8 @@
 //   tinyprop_tflm_runner MODEL.tflite ARENA_BYTES IO_DIR STEPS [RESOURCE_VARIABLES]
 //
 // For step s = 0..STEPS-1: input i is read from IO_DIR/in_<s>_<i>.bin (the tensor's raw bytes), the model is
-// invoked, output o is written to IO_DIR/out_<s>_<o>.bin. Prints "arena_used_bytes N" at the end. Every error is
+// invoked, output o is written to IO_DIR/out_<s>_<o>.bin; before step 0, IO_DIR/state_<o>.bin (where present) is
+// copied into output o (the in-place step's training state). Prints "arena_used_bytes N" at the end. Every error is
 // one line on stderr and exit code 1. Resource variables persist across the steps (one interpreter).
 #include <cstdio>
 #include <cstdlib>
@@ -50,9 +51,7 @@ bool WriteFile(const char* path, const void* data, size_t size) {
 // Every builtin the exporter may emit (converters/flatbuffer.py TFLM_BUILTINS that train graphs use) plus the
 // TinyProp operators. AddX returns an error if registered twice; the count is checked against the capacity.
 template <typename Resolver>
-bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense, TFLMRegistration* conv,
-                 TFLMRegistration* select_channels, TFLMRegistration* depthwise, TFLMRegistration* forward,
-                 TFLMRegistration* dense_sgd, TFLMRegistration* relu_backward) {
+bool RegisterOps(Resolver& r) {
   const TfLiteStatus s[] = {
       r.AddAbs(), r.AddAdd(), r.AddAddN(), r.AddArgMax(), r.AddAssignVariable(), r.AddBatchMatMul(),
       r.AddBroadcastTo(), r.AddCallOnce(), r.AddCast(), r.AddConcatenation(), r.AddConv2D(), r.AddCumSum(),
@@ -65,13 +64,7 @@ bool RegisterOps(Resolver& r, TFLMRegistration* select, TFLMRegistration* dense,
       r.AddSoftmax(), r.AddSplit(), r.AddSplitV(), r.AddSqrt(), r.AddSquare(), r.AddSquaredDifference(),
       r.AddSqueeze(), r.AddStridedSlice(), r.AddSub(), r.AddSum(), r.AddTanh(), r.AddTranspose(),
       r.AddTransposeConv(), r.AddUnpack(), r.AddVarHandle(), r.AddWhile(), r.AddZerosLike(),
-      r.AddCustom(tinyprop::tflm::kSelectUnitsOp, select), r.AddCustom(tinyprop::tflm::kDenseBackwardOp, dense),
-      r.AddCustom(tinyprop::tflm::kConv2DBackwardOp, conv),
-      r.AddCustom(tinyprop::tflm::kSelectChannelsOp, select_channels),
-      r.AddCustom(tinyprop::tflm::kDepthwiseBackwardOp, depthwise),
-      r.AddCustom(tinyprop::tflm::kDenseForwardOp, forward),
-      r.AddCustom(tinyprop::tflm::kDenseBackwardSgdOp, dense_sgd),
-      r.AddCustom(tinyprop::tflm::kReluBackwardOp, relu_backward)};
+      tinyprop::tflm::AddTinyPropOps(r)};
   for (TfLiteStatus v : s) {
     if (v != kTfLiteOk) return false;
   }
@@ -111,17 +104,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const tflite::Model* model = tflite::GetModel(model_data);
-  static tflite::MicroMutableOpResolver<80> resolver;
-  TFLMRegistration select = tinyprop::tflm::Register_TINYPROP_SELECT_UNITS();
-  TFLMRegistration dense = tinyprop::tflm::Register_TINYPROP_DENSE_BACKWARD();
-  TFLMRegistration conv = tinyprop::tflm::Register_TINYPROP_CONV2D_BACKWARD();
-  TFLMRegistration select_channels = tinyprop::tflm::Register_TINYPROP_SELECT_CHANNELS();
-  TFLMRegistration depthwise = tinyprop::tflm::Register_TINYPROP_DEPTHWISE_BACKWARD();
-  TFLMRegistration forward = tinyprop::tflm::Register_TINYPROP_DENSE_FORWARD();
-  TFLMRegistration dense_sgd = tinyprop::tflm::Register_TINYPROP_DENSE_BACKWARD_SGD();
-  TFLMRegistration relu_backward = tinyprop::tflm::Register_TINYPROP_RELU_BACKWARD();
-  if (!RegisterOps(resolver, &select, &dense, &conv, &select_channels, &depthwise, &forward, &dense_sgd,
-                   &relu_backward)) {
+  static tflite::MicroMutableOpResolver<96> resolver;
+  if (!RegisterOps(resolver)) {
     std::fprintf(stderr, "op registration failed (resolver capacity?)\n");
     return 1;
   }
@@ -139,6 +123,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   char path[4096];
+  // The in-place train step keeps its training state in variable tensors that are also outputs (zeroed by
+  // AllocateTensors): IO_DIR/state_<o>.bin, where present, is output o's initial value.
+  for (size_t o = 0; o < interpreter.outputs_size(); ++o) {
+    TfLiteTensor* t = interpreter.output(o);
+    std::snprintf(path, sizeof(path), "%s/state_%zu.bin", argv[3], o);
+    FILE* probe = std::fopen(path, "rb");
+    if (probe == nullptr) continue;
+    std::fclose(probe);
+    if (!ReadFile(path, t->data.raw, t->bytes)) return 1;
+  }
   for (long s = 0; s < steps; ++s) {
     for (size_t i = 0; i < interpreter.inputs_size(); ++i) {
       TfLiteTensor* t = interpreter.input(i);

@@ -4,6 +4,7 @@
 
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
+#include "tensorflow/lite/micro/memory_helpers.h"
 #include "tensorflow/lite/micro/micro_log.h"
 #include "tinyprop/tinyprop.h"
 
@@ -18,6 +19,15 @@ int32_t Dim(const TfLiteEvalTensor* t, int i) {
   return (t->dims != nullptr && i < t->dims->size) ? t->dims->data[i] : -1;
 }
 int Rank(const TfLiteEvalTensor* t) { return t->dims != nullptr ? t->dims->size : -1; }
+
+// The step's mode input (int32 scalar or [1]): 1 is a training invoke, anything else inference.
+bool Training(const TfLiteEvalTensor* mode) { return mode->data.i32[0] == 1; }
+
+// Whether output `out` of the node is its input `in` (the same state tensor: updated in place).
+bool InPlace(TfLiteContext* context, TfLiteNode* node, int out, int in) {
+  return node->outputs->data[out] == node->inputs->data[in] &&
+         GetEvalOutput(context, node, out)->data.raw == GetEvalInput(context, node, in)->data.raw;
+}
 
 TfLiteStatus ToTfLite(Status s, const char* op) {
   if (s == Status::kOk) return kTfLiteOk;
@@ -84,7 +94,7 @@ TfLiteStatus ReluBackwardEval(TfLiteContext* context, TfLiteNode* node) {
 // ---- TINYPROP_SELECT_UNITS (delta [B, N]), TINYPROP_SELECT_CHANNELS (delta [B, positions..., C]) -------------
 // Channels: one score per (sample, channel) = sum of |delta| over the positions. Scratch (arena): y [B] for
 // units; scores [B, C] and y [B] for channels.
-constexpr TfLiteType kSelectIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32};
+constexpr TfLiteType kSelectIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32};
 constexpr TfLiteType kSelectOut[] = {kTfLiteFloat32, kTfLiteInt32, kTfLiteInt32};
 
 int64_t Positions(const TfLiteEvalTensor* t) {
@@ -101,7 +111,7 @@ int64_t SelectScratchFloats(const TfLiteEvalTensor* delta) {
 
 template <bool kChannels>
 TfLiteStatus SelectPrepare(TfLiteContext* context, TfLiteNode* node) {
-  TF_LITE_ENSURE_OK(context, CheckTypes(context, node, kSelectIn, 3, kSelectOut, 3));
+  TF_LITE_ENSURE_OK(context, CheckTypes(context, node, kSelectIn, node->inputs->size == 4 ? 4 : 3, kSelectOut, 3));
   const TfLiteEvalTensor* delta = GetEvalInput(context, node, 0);
   TF_LITE_ENSURE(context, kChannels ? Rank(delta) >= 3 : Rank(delta) == 2);
   int scratch_index = -1;
@@ -127,6 +137,13 @@ TfLiteStatus SelectEval(TfLiteContext* context, TfLiteNode* node) {
       Dim(k, 0) != batch || Dim(kept, 0) != batch || Dim(kept, 1) != n) {
     return ToTfLite(Status::kBadShape, op);
   }
+  if (node->inputs->size == 4 && !Training(GetEvalInput(context, node, 3))) {
+    // Not a training invoke: nothing kept (the backward ops then do no work) and the running max unchanged.
+    for (int32_t b = 0; b < batch; ++b) k->data.i32[b] = 0;
+    for (int64_t e = 0; e < static_cast<int64_t>(batch) * n; ++e) kept->data.i32[e] = -1;
+    ymax_out->data.f[0] = ymax->data.f[0];
+    return kTfLiteOk;
+  }
   const float* p = params->data.f;
   const RatioParams rp{p[0], p[1], p[2], p[3] == 1.0f ? Rounding::kHalfEven : Rounding::kFloor};
   float m = ymax->data.f[0];
@@ -137,7 +154,7 @@ TfLiteStatus SelectEval(TfLiteContext* context, TfLiteNode* node) {
                                               k->data.i32, kept->data.i32, scratch, scratch_len)
                              : SelectUnits(delta->data.f, batch, n, rp, &m, k->data.i32, kept->data.i32, scratch,
                                            scratch_len);
-  ymax_out->data.f[0] = m;
+  ymax_out->data.f[0] = m;  // ymax_out may be ymax itself (the in-place training state)
   return ToTfLite(s, op);
 }
 
@@ -205,28 +222,45 @@ TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
 }
 
 // ---- TINYPROP_DENSE_BACKWARD_SGD --------------------------------------------------------------------------
-// Inputs as DENSE_BACKWARD, then lr [1] and the optional bias [O]; outputs w_new, dx, b_new (wanted[2]: bias).
-constexpr TfLiteType kDenseSgdIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32,
-                                      kTfLiteInt32,   kTfLiteInt32,   kTfLiteFloat32, kTfLiteFloat32};
+// Inputs as DENSE_BACKWARD, then lr [1], mode and the optional bias [O]; outputs w (input 1 itself), dx, bias
+// (input 8 itself, or one unused element). Scratch: DenseSgdScratchSize(batch) int32.
+constexpr TfLiteType kDenseSgdIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32, kTfLiteInt32,
+                                      kTfLiteInt32,   kTfLiteFloat32, kTfLiteInt32,   kTfLiteFloat32};
 
 TfLiteStatus DenseSgdPrepare(TfLiteContext* context, TfLiteNode* node) {
-  const int n_in = node->inputs->size == 8 ? 8 : 7;
-  return CheckTypes(context, node, kDenseSgdIn, n_in, kGradOut, 3);
+  const int n_in = node->inputs->size == 9 ? 9 : 8;
+  TF_LITE_ENSURE_OK(context, CheckTypes(context, node, kDenseSgdIn, n_in, kGradOut, 3));
+  const int32_t batch = Dim(GetEvalInput(context, node, 0), 0);
+  TF_LITE_ENSURE(context, batch >= 1);
+  int scratch_index = -1;
+  TF_LITE_ENSURE_OK(context, context->RequestScratchBufferInArena(
+                                 context, static_cast<size_t>(DenseSgdScratchSize(batch)) * sizeof(int32_t),
+                                 &scratch_index));
+  node->user_data = reinterpret_cast<void*>(static_cast<intptr_t>(scratch_index));
+  return kTfLiteOk;
 }
 
 TfLiteStatus DenseSgdEval(TfLiteContext* context, TfLiteNode* node) {
   DenseBackwardIo io;
   const TfLiteEvalTensor* lr = GetEvalInput(context, node, 6);
-  const TfLiteEvalTensor* bias = node->inputs->size == 8 ? GetEvalInput(context, node, 7) : nullptr;
+  const TfLiteEvalTensor* mode = GetEvalInput(context, node, 7);
+  const bool has_bias = node->inputs->size == 9;
   const bool ok = ReadDenseBackwardIo(context, node, &io);
-  const bool with_bias = bias != nullptr && io.want[2];
-  if (!ok || !io.want[0] || Dim(lr, 0) != 1 || (with_bias && Dim(bias, 0) != io.shape.out) ||
-      (io.want[2] && bias == nullptr)) {
+  if (!ok || !io.want[0] || io.want[2] != has_bias || Dim(lr, 0) != 1 ||
+      (has_bias && Dim(GetEvalInput(context, node, 8), 0) != io.shape.out)) {
     return ToTfLite(Status::kBadShape, kDenseBackwardSgdOp);
   }
-  return ToTfLite(DenseBackwardSparseSgd(io.shape, io.x->data.f, io.w->data.f, with_bias ? bias->data.f : nullptr,
-                                         io.delta->data.f, KeptSet{io.k->data.i32, io.kept->data.i32, io.shape.out},
-                                         lr->data.f[0], io.out[0]->data.f, Wanted(io, 1), Wanted(io, 2)),
+  if (!InPlace(context, node, 0, 1) || (has_bias && !InPlace(context, node, 2, 8))) {
+    MicroPrintf("%s: outputs 0 and 2 must be inputs 1 and 8 (weights updated in place)", kDenseBackwardSgdOp);
+    return kTfLiteError;
+  }
+  if (!Training(mode)) return kTfLiteOk;
+  const int scratch_index = static_cast<int>(reinterpret_cast<intptr_t>(node->user_data));
+  int32_t* scratch = static_cast<int32_t*>(context->GetScratchBuffer(context, scratch_index));
+  return ToTfLite(DenseBackwardSparseSgd(io.shape, io.x->data.f, io.out[0]->data.f,
+                                         has_bias ? io.out[2]->data.f : nullptr, io.delta->data.f,
+                                         KeptSet{io.k->data.i32, io.kept->data.i32, io.shape.out}, lr->data.f[0],
+                                         Wanted(io, 1), scratch, DenseSgdScratchSize(io.shape.batch)),
                   kDenseBackwardSgdOp);
 }
 
@@ -291,7 +325,97 @@ TfLiteStatus ConvBackwardEval(TfLiteContext* context, TfLiteNode* node) {
                   op);
 }
 
+// ---- TINYPROP_APPLY_GRADIENT --------------------------------------------------------------------------------
+// in: w, g, mode, hyper [7] = (rule, lr, momentum or beta_1, beta_2, epsilon, 1 - beta_1, 1 - beta_2), then the
+// rule's state: momentum SGD velocity; Adam m, v and powers [2] = (beta_1^t, beta_2^t). out: w, then the state
+// tensors, each its input itself (updated in place).
+enum class Rule : int32_t { kSgd = 0, kMomentum = 1, kNesterov = 2, kAdam = 3 };
+
+int StateInputs(Rule rule) { return rule == Rule::kAdam ? 3 : (rule == Rule::kSgd ? 0 : 1); }
+
+TfLiteStatus ApplyPrepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE(context, node->inputs->size >= 4);
+  const TfLiteEvalTensor* hyper = GetEvalInput(context, node, 3);
+  TF_LITE_ENSURE(context, hyper->type == kTfLiteFloat32 && Dim(hyper, 0) == 7);
+  return kTfLiteOk;
+}
+
+TfLiteStatus ApplyEval(TfLiteContext* context, TfLiteNode* node) {
+  const TfLiteEvalTensor* g = GetEvalInput(context, node, 1);
+  const TfLiteEvalTensor* mode = GetEvalInput(context, node, 2);
+  const float* h = GetEvalInput(context, node, 3)->data.f;
+  const Rule rule = static_cast<Rule>(static_cast<int32_t>(h[0]));
+  if (h[0] < 0.0f || h[0] > 3.0f || node->inputs->size != 4 + StateInputs(rule) ||
+      node->outputs->size != 1 + (rule == Rule::kAdam ? 2 : StateInputs(rule))) {
+    return ToTfLite(Status::kBadArgument, kApplyGradientOp);
+  }
+  TfLiteEvalTensor* w = GetEvalOutput(context, node, 0);
+  const int64_t n = Elements(w);
+  bool ok = n <= INT32_MAX && Elements(g) == n && InPlace(context, node, 0, 0);
+  for (int i = 1; i < node->outputs->size; ++i) {
+    ok = ok && InPlace(context, node, i, 3 + i) && Elements(GetEvalOutput(context, node, i)) == n;
+  }
+  if (!ok) {
+    MicroPrintf("%s: outputs must be the weight and state inputs (in place), all of the gradient's size",
+                kApplyGradientOp);
+    return kTfLiteError;
+  }
+  if (!Training(mode)) return kTfLiteOk;
+  const int32_t count = static_cast<int32_t>(n);
+  if (rule == Rule::kAdam) {
+    const float* powers = GetEvalInput(context, node, 6)->data.f;
+    const AdamParams p{h[1], h[2], h[3], h[4], h[5], h[6]};
+    return ToTfLite(AdamUpdate(p, powers[0], powers[1], w->data.f, g->data.f, GetEvalOutput(context, node, 1)->data.f,
+                               GetEvalOutput(context, node, 2)->data.f, count),
+                    kApplyGradientOp);
+  }
+  const SgdParams p{h[1], rule == Rule::kSgd ? 0.0f : h[2], rule == Rule::kNesterov};
+  float* velocity = rule == Rule::kSgd ? nullptr : GetEvalOutput(context, node, 1)->data.f;
+  return ToTfLite(SgdUpdate(p, w->data.f, g->data.f, velocity, count), kApplyGradientOp);
+}
+
+// ---- TINYPROP_COUNT_STEP, TINYPROP_ASSIGN ---------------------------------------------------------------------
+// COUNT_STEP in: counter int32 [] or [1], mode; out: counter (itself) + 1 on a training invoke.
+// ASSIGN in: state, value (same type and size), mode; out: state (itself) = value on a training invoke.
+TfLiteStatus CountStepEval(TfLiteContext* context, TfLiteNode* node) {
+  TfLiteEvalTensor* counter = GetEvalOutput(context, node, 0);
+  if (node->inputs->size != 2 || counter->type != kTfLiteInt32 || Elements(counter) != 1 ||
+      !InPlace(context, node, 0, 0)) {
+    return ToTfLite(Status::kBadArgument, kCountStepOp);
+  }
+  if (Training(GetEvalInput(context, node, 1))) counter->data.i32[0] += 1;
+  return kTfLiteOk;
+}
+
+TfLiteStatus AssignEval(TfLiteContext* context, TfLiteNode* node) {
+  TfLiteEvalTensor* state = GetEvalOutput(context, node, 0);
+  const TfLiteEvalTensor* value = GetEvalInput(context, node, 1);
+  if (node->inputs->size != 3 || value->type != state->type || Elements(value) != Elements(state) ||
+      !InPlace(context, node, 0, 0)) {
+    return ToTfLite(Status::kBadArgument, kAssignOp);
+  }
+  if (!Training(GetEvalInput(context, node, 2))) return kTfLiteOk;
+  size_t bytes = 0;
+  TF_LITE_ENSURE_OK(context, tflite::TfLiteEvalTensorByteLength(state, &bytes));
+  const char* src = value->data.raw;
+  char* dst = state->data.raw;
+  for (size_t i = 0; i < bytes; ++i) dst[i] = src[i];
+  return kTfLiteOk;
+}
+
 }  // namespace
+
+TFLMRegistration Register_TINYPROP_APPLY_GRADIENT() {
+  return tflite::micro::RegisterOp(/*init=*/nullptr, ApplyPrepare, ApplyEval);
+}
+
+TFLMRegistration Register_TINYPROP_COUNT_STEP() {
+  return tflite::micro::RegisterOp(/*init=*/nullptr, /*prepare=*/nullptr, CountStepEval);
+}
+
+TFLMRegistration Register_TINYPROP_ASSIGN() {
+  return tflite::micro::RegisterOp(/*init=*/nullptr, /*prepare=*/nullptr, AssignEval);
+}
 
 TFLMRegistration Register_TINYPROP_DENSE_FORWARD() {
   return tflite::micro::RegisterOp(/*init=*/nullptr, DenseForwardPrepare, DenseForwardEval);

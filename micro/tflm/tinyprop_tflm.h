@@ -15,17 +15,21 @@
 //   TINYPROP_RELU_BACKWARD     in: g, out (ReLU's output), same shape   out: g where out > 0, else +0 (TF's
 //                              ReluGrad, a select: +0 and no NaN where the unit is off, unlike g * mask; one op: no
 //                              mask tensor that a converter could compute early and keep alive)
-//   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
-//                              out: ymax_out [1], k [B] int32, kept [B, N] int32 (ascending rows, -1 padded)
+//   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1),
+//                                  optional mode int32 (1 = training invoke)
+//                              out: ymax_out [1] (in the in-place graph: the ymax state tensor itself), k [B] int32,
+//                                   kept [B, N] int32 (ascending rows, -1 padded). When mode is given and not 1:
+//                                   k = 0, kept = -1, ymax unchanged (the backward ops then do no work).
 //   TINYPROP_DENSE_BACKWARD    in: x [B, I], w [I, O], delta [B, O], k [B] int32, kept [B, O] int32,
 //                                  optional wanted [3] int32 (dw, dx, db: 0 = skip, output left unwritten and
 //                                  its shape unchecked: the graph can make it one element)
 //                              out: dw [I, O], dx [B, I], db [O]   (bias gradient dense, TinyProp's rule)
-//   TINYPROP_DENSE_BACKWARD_SGD  in: x, w, delta, k, kept, wanted [3] (required here, wanted[0] must be 1; wanted[2]
-//                                  = has bias), lr [1], optional bias [O]
-//                              out: w_new [I, O] = w - dW * lr, dx [B, I], b_new [O] = bias - db * lr (plain SGD
-//                                   fused into the sparse backward: no dW tensor next to w and w_new)
-//   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [4] as SELECT_UNITS
+//   TINYPROP_DENSE_BACKWARD_SGD  in: x, w, delta, k, kept, wanted [3] (wanted[0] must be 1; wanted[2] = has bias),
+//                                  lr [1], mode int32, optional bias [O]
+//                              out: w, dx [B, I], bias: outputs 0 and 2 are inputs 1 and 8 themselves (the
+//                                   weights, updated in place on a training invoke: w -= dW * lr, bias -= db * lr;
+//                                   dx from the weights before the update; no dW or second weight copy exists)
+//   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [4], optional mode as SELECT_UNITS
 //                              out: ymax_out [1], k [B] int32, kept [B, C] int32 (score = sum of |delta| over
 //                                   the positions per channel)
 //   TINYPROP_CONV2D_BACKWARD   in: x [B, H, W, C], w [KH, KW, C, O], delta [B, OH, OW, O], k [B], kept [B, O],
@@ -33,6 +37,18 @@
 //                                  1=SAME, unused, unused), optional wanted [3] int32 as DENSE_BACKWARD
 //                              out: dw, dx, db
 //   TINYPROP_DEPTHWISE_BACKWARD  as CONV2D_BACKWARD with w [KH, KW, C, DM], delta [..., C * DM], kept [B, C * DM]
+//   TINYPROP_APPLY_GRADIENT    in: w, g (same size), mode int32, hyper [7] = (rule 0 SGD | 1 momentum | 2 Nesterov
+//                                  | 3 Adam, lr, momentum or beta_1, beta_2, epsilon, 1 - beta_1, 1 - beta_2),
+//                                  then the rule's state: velocity (momentum, Nesterov) or m, v, powers [2] =
+//                                  (beta_1^t, beta_2^t) (Adam)
+//                              out: w, then velocity or m, v: each its input itself (updated in place on a
+//                                   training invoke, Keras 3's rules: micro/include/tinyprop/optimizer.h)
+//   TINYPROP_COUNT_STEP        in: counter int32 [1], mode   out: counter itself, + 1 on a training invoke
+//   TINYPROP_ASSIGN            in: state, value (same type and size), mode   out: state itself = value on a
+//                                  training invoke
+// In-place outputs are checked on every Eval (same tensor, same buffer): the exporter makes them TFLM variable
+// tensors (persistent, never planned) that are also model outputs, so the application reads and writes the
+// training state through interpreter.output(i) (converters/device_ops.py, `in_place_state`).
 // Errors of the kernels (tinyprop::Status) become kTfLiteError with the status name printed.
 #ifndef TINYPROP_TFLM_TINYPROP_TFLM_H_
 #define TINYPROP_TFLM_TINYPROP_TFLM_H_
@@ -50,6 +66,9 @@ constexpr const char kDenseBackwardSgdOp[] = "TINYPROP_DENSE_BACKWARD_SGD";
 constexpr const char kConv2DBackwardOp[] = "TINYPROP_CONV2D_BACKWARD";
 constexpr const char kSelectChannelsOp[] = "TINYPROP_SELECT_CHANNELS";
 constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
+constexpr const char kApplyGradientOp[] = "TINYPROP_APPLY_GRADIENT";
+constexpr const char kCountStepOp[] = "TINYPROP_COUNT_STEP";
+constexpr const char kAssignOp[] = "TINYPROP_ASSIGN";
 
 TFLMRegistration Register_TINYPROP_DENSE_FORWARD();
 TFLMRegistration Register_TINYPROP_RELU_BACKWARD();
@@ -59,6 +78,36 @@ TFLMRegistration Register_TINYPROP_DENSE_BACKWARD_SGD();
 TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD();
 TFLMRegistration Register_TINYPROP_SELECT_CHANNELS();
 TFLMRegistration Register_TINYPROP_DEPTHWISE_BACKWARD();
+TFLMRegistration Register_TINYPROP_APPLY_GRADIENT();
+TFLMRegistration Register_TINYPROP_COUNT_STEP();
+TFLMRegistration Register_TINYPROP_ASSIGN();
+
+// Registers every TinyProp operator above with a MicroMutableOpResolver (AddCustom copies each registration).
+template <typename Resolver>
+TfLiteStatus AddTinyPropOps(Resolver& resolver) {
+  struct Op {
+    const char* name;
+    TFLMRegistration (*make)();
+  };
+  static constexpr Op kOps[] = {
+      {kDenseForwardOp, Register_TINYPROP_DENSE_FORWARD},
+      {kReluBackwardOp, Register_TINYPROP_RELU_BACKWARD},
+      {kSelectUnitsOp, Register_TINYPROP_SELECT_UNITS},
+      {kDenseBackwardOp, Register_TINYPROP_DENSE_BACKWARD},
+      {kDenseBackwardSgdOp, Register_TINYPROP_DENSE_BACKWARD_SGD},
+      {kConv2DBackwardOp, Register_TINYPROP_CONV2D_BACKWARD},
+      {kSelectChannelsOp, Register_TINYPROP_SELECT_CHANNELS},
+      {kDepthwiseBackwardOp, Register_TINYPROP_DEPTHWISE_BACKWARD},
+      {kApplyGradientOp, Register_TINYPROP_APPLY_GRADIENT},
+      {kCountStepOp, Register_TINYPROP_COUNT_STEP},
+      {kAssignOp, Register_TINYPROP_ASSIGN},
+  };
+  for (const Op& op : kOps) {
+    TFLMRegistration registration = op.make();
+    if (resolver.AddCustom(op.name, &registration) != kTfLiteOk) return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
 
 }  // namespace tflm
 }  // namespace tinyprop

@@ -34,16 +34,15 @@ Status DenseBackwardReference(const DenseShape& shape, const float* x, const flo
 Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float* w, const float* delta,
                            const KeptSet& kept, BiasGrad bias, Accumulate mode, float* dw, float* dx, float* db);
 
-// Sparse backward fused with a plain SGD step, for graphs that must not hold dW next to W and W_new (the TFLM
-// arena): w_new = w - dW * lr and b_new = b - db * lr with dW, db exactly as DenseBackwardSparse(kOverwrite,
-// kDense bias) computes them (dW is formed in w_new, then turned into the update in place, so the numbers are
-// those of Keras' `variable.assign_sub(gradient * lr)` on that dW). dx as DenseBackwardSparse; dx, b and
-// b_new may be null (b and b_new together). No output may alias an input (w_new: w, x, delta; b_new: b, which is
-// cleared for db first; dx: any), nor another output.
-Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, const float* w, const float* b,
-                              const float* delta, const KeptSet& kept, float lr, float* w_new, float* dx,
-                              float* b_new);
-
+// Sparse backward fused with a plain SGD step, in place, for graphs that must not hold dW or a second copy of W
+// (the TFLM arena): w <- w - dW * lr and b <- b - db * lr, with dW and db exactly as DenseBackwardSparse
+// (kOverwrite, kDense bias) computes them, so the numbers are those of the separate backward followed by Keras'
+// `variable.assign_sub(gradient * lr)`, bit for bit. dx (may be null) is computed from the weights before the
+// update. Only the columns of units some sample kept are written; b may be null. scratch: at least
+// DenseSgdScratchSize(batch) int32. dx must not alias any input. On an argument error nothing is written.
+constexpr int64_t DenseSgdScratchSize(int32_t batch) { return 2 * static_cast<int64_t>(batch); }
+Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, float* w, float* b, const float* delta,
+                              const KeptSet& kept, float lr, float* dx, int32_t* scratch, int64_t scratch_len);
 // d_pre[i] = d_post[i] if activation_out[i] > 0 else 0 (ReLU's gradient from its output, as tf.nn.relu's
 // ReluGrad). In-place use (d_pre == d_post) is allowed.
 Status ReluBackward(const float* d_post, const float* activation_out, int32_t n, float* d_pre);
