@@ -12,39 +12,50 @@ default; ``fast=False`` keeps ``train.tflite``): it embeds that model, copies th
 (``tinyprop_kernels/``, built with ``-ffp-contract=off``) and registers the TinyProp custom operators with
 ``AddCustom`` next to the builtins, so the sparse layers' backward really skips unselected rows and filters.
 
-What a generated application does (``main/main.cc`` or ``src/main.cpp``):
+**What is generated and what is copied.** The application is the on-device training app of ``micro/app``, the same
+compiled and host-tested C++ in every project, copied unchanged (micro/README.md, "The on-device training app"):
+the entry ``main/main.cc`` (ESP-IDF) or ``src/main.cpp`` (Zephyr) with the platform's flash adapter, the training
+loop, state walk and persistence glue (``micro/persist``), and a thin TFLM part. This module emits only data --
+``tinyprop_app_config.h`` (steps, shapes, state sizes, model id, state partition, the op registration list as
+X-macros), ``samples.cc``, ``tinyprop_state.cc`` (the state layout table), the model arrays -- and the build files,
+manifests and README, rendered from ``converters/templates/`` with ``string.Template``.
 
-1. registers exactly the builtin operators of ``train.tflite`` (``manifest["tflm"]["ops"]``) in a
+What the application does, per boot:
+
+1. registers exactly the operators of the model (``manifest["tflm"]["ops"]``, or ``["tflm_fast"]``) in a
    ``MicroMutableOpResolver``, creates the interpreter on a static arena of ``TINYPROP_ARENA_BYTES`` with a
    ``MicroResourceVariables`` for the model's resource variables;
 2. runs one inference invoke first: it runs the initialiser subgraph (``CALL_ONCE``), which assigns the exported
    weights to the resource variables;
 3. loads the newest valid training state from flash (two-slot CRC32 persistence, ``micro/persist``) and, when its
-   model id and size match, writes it into the resource variables;
+   model id and size match, writes it into the state tensors;
 4. trains ``steps`` steps over the samples of ``samples.cc`` (printing loss and k per step), runs inference mode
    and prints the predictions;
-5. reads every resource variable back and saves it with ``SaveWeights`` (the slot holding the previous state is
+5. reads every state tensor back and saves the state with ``SaveWeights`` (the slot holding the previous state is
    never touched).
 
-**How weights are read back from TFLM.** The Python tflite-micro interpreter cannot read resource variables, and
-``train.tflite`` has no weight outputs (``verify`` uses a *probe* copy with extra outputs). On the device no
-model change is needed: the application owns the ``tflite::MicroResourceVariables`` object it passes to the
-interpreter, whose public ``CreateIdIfNoneFound(container, shared_name)`` finds a variable by its shared name
-(after ``AllocateTensors``; ``container == nullptr`` matches any container), ``Read(id, eval_tensor)`` copies it
-out and ``Assign(id, bytes, data)`` copies it in (TFLM ≥ early 2025: Zephyr v4.1+'s tflite-micro,
-esp-tflite-micro 1.4). The shared names, dtypes and shapes are read from the initialiser subgraph of
-``train.tflite`` at generation time. The *training state* saved is every resource variable: the trainable weights
-first, in the manifest's order (so the first ``weights.bin``-size bytes of the payload are exactly
-``weights.bin``), then the optimizer slots, TinyProp's running maxima ``ymax`` and the step counter, so training
-resumes where it stopped. Restoring must happen after the first invoke (the initialiser would overwrite it).
+**How the state is reached.** The app reads and writes state tensor *i* of the layout table through one interface
+(``tinyprop::app::StateAccess``); only ``micro/app/tflm/resource_variable_state.cc`` knows the tensors are TFLM
+resource variables. The Python tflite-micro interpreter cannot read resource variables, and ``train.tflite`` has
+no weight outputs (``verify`` uses a *probe* copy with extra outputs). On the device no model change is needed:
+the application owns the ``tflite::MicroResourceVariables`` object it passes to the interpreter, whose public
+``CreateIdIfNoneFound(container, shared_name)`` finds a variable by its shared name (after ``AllocateTensors``;
+``container == nullptr`` matches any container), ``Read(id, eval_tensor)`` copies it out and ``Assign(id, bytes,
+data)`` copies it in (TFLM >= early 2025: Zephyr v4.1+'s tflite-micro, esp-tflite-micro 1.4). The shared names,
+dtypes and shapes are read from the initialiser subgraph of the model at generation time (``_state_layout``). The
+*training state* saved is every resource variable: the trainable weights first, in the manifest's order (so the
+first ``weights.bin``-size bytes of the payload are exactly ``weights.bin``), then the optimizer slots, TinyProp's
+running maxima ``ymax`` and the step counter, so training resumes where it stopped. Restoring must happen after the
+first invoke (the initialiser would overwrite it).
 
 **Writing a project again** keeps the user's work: ``tinyprop_project.json`` holds the SHA-256 of every generated
 file; a user-editable main file (``outdir.USER_FILES``) that no longer matches is kept and the new one is written
 beside it as ``.new``; for the same board, files that were not generated are carried over (``outdir.previous_project``).
 
-Nothing here builds with a vendor SDK (none is available where this was written): the SDK-independent sources are
-compiled by the tests with host and cross compilers, and ``main.cc``/``main.cpp`` are compiled against stub
-headers of the TFLM / ESP-IDF / Zephyr functions they call.
+Nothing here builds with a vendor SDK (none is available where this was written): the tests compile the SDK-free
+sources with host and cross compilers, the entry and the TFLM part against stub headers of the TFLM / ESP-IDF /
+Zephyr functions they call, and validate ``idf_component.yml`` (``compote manifest lint``) and ``west.yml``
+(``west manifest --validate``) offline.
 """
 
 from __future__ import annotations
