@@ -12,39 +12,50 @@ default; ``fast=False`` keeps ``train.tflite``): it embeds that model, copies th
 (``tinyprop_kernels/``, built with ``-ffp-contract=off``) and registers the TinyProp custom operators with
 ``AddCustom`` next to the builtins, so the sparse layers' backward really skips unselected rows and filters.
 
-What a generated application does (``main/main.cc`` or ``src/main.cpp``):
+**What is generated and what is copied.** The application is the on-device training app of ``micro/app``, the same
+compiled and host-tested C++ in every project, copied unchanged (micro/README.md, "The on-device training app"):
+the entry ``main/main.cc`` (ESP-IDF) or ``src/main.cpp`` (Zephyr) with the platform's flash adapter, the training
+loop, state walk and persistence glue (``micro/persist``), and a thin TFLM part. This module emits only data --
+``tinyprop_app_config.h`` (steps, shapes, state sizes, model id, state partition, the op registration list as
+X-macros), ``samples.cc``, ``tinyprop_state.cc`` (the state layout table), the model arrays -- and the build files,
+manifests and README, rendered from ``converters/templates/`` with ``string.Template``.
 
-1. registers exactly the builtin operators of ``train.tflite`` (``manifest["tflm"]["ops"]``) in a
+What the application does, per boot:
+
+1. registers exactly the operators of the model (``manifest["tflm"]["ops"]``, or ``["tflm_fast"]``) in a
    ``MicroMutableOpResolver``, creates the interpreter on a static arena of ``TINYPROP_ARENA_BYTES`` with a
    ``MicroResourceVariables`` for the model's resource variables;
 2. runs one inference invoke first: it runs the initialiser subgraph (``CALL_ONCE``), which assigns the exported
    weights to the resource variables;
 3. loads the newest valid training state from flash (two-slot CRC32 persistence, ``micro/persist``) and, when its
-   model id and size match, writes it into the resource variables;
+   model id and size match, writes it into the state tensors;
 4. trains ``steps`` steps over the samples of ``samples.cc`` (printing loss and k per step), runs inference mode
    and prints the predictions;
-5. reads every resource variable back and saves it with ``SaveWeights`` (the slot holding the previous state is
+5. reads every state tensor back and saves the state with ``SaveWeights`` (the slot holding the previous state is
    never touched).
 
-**How weights are read back from TFLM.** The Python tflite-micro interpreter cannot read resource variables, and
-``train.tflite`` has no weight outputs (``verify`` uses a *probe* copy with extra outputs). On the device no
-model change is needed: the application owns the ``tflite::MicroResourceVariables`` object it passes to the
-interpreter, whose public ``CreateIdIfNoneFound(container, shared_name)`` finds a variable by its shared name
-(after ``AllocateTensors``; ``container == nullptr`` matches any container), ``Read(id, eval_tensor)`` copies it
-out and ``Assign(id, bytes, data)`` copies it in (TFLM ≥ early 2025: Zephyr v4.1+'s tflite-micro,
-esp-tflite-micro 1.4). The shared names, dtypes and shapes are read from the initialiser subgraph of
-``train.tflite`` at generation time. The *training state* saved is every resource variable: the trainable weights
-first, in the manifest's order (so the first ``weights.bin``-size bytes of the payload are exactly
-``weights.bin``), then the optimizer slots, TinyProp's running maxima ``ymax`` and the step counter, so training
-resumes where it stopped. Restoring must happen after the first invoke (the initialiser would overwrite it).
+**How the state is reached.** The app reads and writes state tensor *i* of the layout table through one interface
+(``tinyprop::app::StateAccess``); only ``micro/app/tflm/resource_variable_state.cc`` knows the tensors are TFLM
+resource variables. The Python tflite-micro interpreter cannot read resource variables, and ``train.tflite`` has
+no weight outputs (``verify`` uses a *probe* copy with extra outputs). On the device no model change is needed:
+the application owns the ``tflite::MicroResourceVariables`` object it passes to the interpreter, whose public
+``CreateIdIfNoneFound(container, shared_name)`` finds a variable by its shared name (after ``AllocateTensors``;
+``container == nullptr`` matches any container), ``Read(id, eval_tensor)`` copies it out and ``Assign(id, bytes,
+data)`` copies it in (TFLM >= early 2025: Zephyr v4.1+'s tflite-micro, esp-tflite-micro 1.4). The shared names,
+dtypes and shapes are read from the initialiser subgraph of the model at generation time (``_state_layout``). The
+*training state* saved is every resource variable: the trainable weights first, in the manifest's order (so the
+first ``weights.bin``-size bytes of the payload are exactly ``weights.bin``), then the optimizer slots, TinyProp's
+running maxima ``ymax`` and the step counter, so training resumes where it stopped. Restoring must happen after the
+first invoke (the initialiser would overwrite it).
 
 **Writing a project again** keeps the user's work: ``tinyprop_project.json`` holds the SHA-256 of every generated
 file; a user-editable main file (``outdir.USER_FILES``) that no longer matches is kept and the new one is written
 beside it as ``.new``; for the same board, files that were not generated are carried over (``outdir.previous_project``).
 
-Nothing here builds with a vendor SDK (none is available where this was written): the SDK-independent sources are
-compiled by the tests with host and cross compilers, and ``main.cc``/``main.cpp`` are compiled against stub
-headers of the TFLM / ESP-IDF / Zephyr functions they call.
+Nothing here builds with a vendor SDK (none is available where this was written): the tests compile the SDK-free
+sources with host and cross compilers, the entry and the TFLM part against stub headers of the TFLM / ESP-IDF /
+Zephyr functions they call, and validate ``idf_component.yml`` (``compote manifest lint``) and ``west.yml``
+(``west manifest --validate``) offline.
 """
 
 from __future__ import annotations
@@ -52,7 +63,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -151,8 +161,8 @@ ZEPHYR_V41_MISSING = frozenset({"DYNAMIC_UPDATE_SLICE", "REDUCE_ALL", "REDUCE_MI
 ZEPHYR_TFLM_REVISION = "fcc760af130f3a595b5802cdebcc77461e54f382"  # tflite-micro branch zephyr-v4.4.0
 ESP_TFLM_VERSION = "^1.4.0"  # espressif/esp-tflite-micro (1.4.x needs ESP-IDF >= 5.1)
 
-_DTYPES = {  # manifest / flatbuffer dtype -> (code in tinyprop_state.h, bytes, TfLiteType)
-    "float32": (1, 4, "kTfLiteFloat32"), "int32": (2, 4, "kTfLiteInt32"), "int64": (3, 8, "kTfLiteInt64"),
+_DTYPES = {  # manifest / flatbuffer dtype -> (tinyprop::app::StateDtype enumerator, bytes per element)
+    "float32": ("kFloat32", 4), "int32": ("kInt32", 4), "int64": ("kInt64", 8),
 }
 _SECTOR = 4096          # erase unit on every supported board (ESP32 SPI flash sector, nRF52/53 page)
 _MAX_WRITE_BLOCK = 16   # slot sizing assumes a program unit of at most this (ESP32 4 with encryption 16, nRF 4)
@@ -256,10 +266,10 @@ def _state_layout(model_bytes: bytes, manifest: dict) -> list[dict]:
         dtype, shape = found[name]
         if dtype not in _DTYPES:
             raise BoardProjectError(f"resource variable {name} has dtype {dtype}; only {sorted(_DTYPES)} can be saved")
-        code, item, tfl = _DTYPES[dtype]
+        enum, item = _DTYPES[dtype]
         offset = -(-offset // item) * item
         elements = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        layout.append({"name": name, "dtype": dtype, "code": code, "tflite_type": tfl, "shape": shape,
+        layout.append({"name": name, "dtype": dtype, "enum": enum, "shape": shape,
                        "elements": elements, "bytes": elements * item, "offset": offset, "is_weight": i < len(order)})
         offset += elements * item
     return layout
@@ -325,22 +335,6 @@ def _samples(manifest, samples, labels, seed):
                                     f"{', '.join(map(str, out_shape))}], got {list(y.shape)}")
         y = y.astype(np.float32)
     return x, y, f"{x.shape[0]} samples given to write_board_project.", is_label
-
-
-def _c_float(v) -> str:
-    return np.format_float_scientific(np.float32(v), unique=True, precision=None) + "f"
-
-
-def _c_floats(values, per_line=6) -> str:
-    flat = np.asarray(values, np.float32).ravel()
-    return "\n".join("  " + ", ".join(_c_float(v) for v in flat[i: i + per_line]) + ","
-                     for i in range(0, len(flat), per_line))
-
-
-def _c_ints(values, per_line=16) -> str:
-    flat = np.asarray(values).ravel()
-    return "\n".join("  " + ", ".join(str(int(v)) for v in flat[i: i + per_line]) + ","
-                     for i in range(0, len(flat), per_line))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -416,6 +410,7 @@ class BoardProject:
     @property
     def budget_text(self) -> str:
         return self.budget["verdict"]
+
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -502,22 +497,27 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
     train_steps = int(steps) if steps is not None else max(2, 2 * -(-x.shape[0] // batch))
     slot = _slot_bytes(state_bytes)
     partition = 2 * slot
-    persist_files = _persist_sources()
+    paths = _PROJECT_PATHS[target.platform]
+    sources = _copied_sources(paths, fast)
     if out_dir is None:
         raise BoardProjectError("out_dir is required")
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise BoardProjectError(f"out_dir {out_dir!r} exists and is not a directory")
 
-    ctx = _Context(target=target, manifest=manifest, export_dir=export_dir, sha=sha, model_len=len(model_bytes),
-                   ops=ops, layout=layout, state_bytes=state_bytes, model_id=_model_id(sha, layout), x=x, y=y,
-                   is_label=is_label, data_note=data_note, train_steps=train_steps, slot_bytes=slot,
-                   partition_bytes=partition, persist_files=persist_files, custom_ops=custom_ops,
-                   model_bytes=model_bytes if fast else None,
-                   kernel_files=_kernel_sources() if fast else {}, arena_note=arena_note)
+    ctx = _Context(target=target, paths=paths, manifest=manifest, export_dir=export_dir, sha=sha,
+                   model_len=len(model_bytes), ops=ops, layout=layout, state_bytes=state_bytes,
+                   model_id=_model_id(sha, layout), x=x, y=y, is_label=is_label, data_note=data_note,
+                   train_steps=train_steps, slot_bytes=slot, partition_bytes=partition, sources=sources,
+                   custom_ops=custom_ops, model_bytes=model_bytes if fast else None, arena_note=arena_note)
     samples_bytes = x.nbytes + y.nbytes
     ctx.budget = _budget(target, manifest, len(model_bytes), samples_bytes, state_bytes, partition)
-    files = _esp_files(ctx) if target.platform == "esp-idf" else _zephyr_files(ctx)
+    if target.platform == "esp-idf":
+        ctx.partition_name = "tinyprop"
+        files = _esp_files(ctx)
+    else:
+        ctx.partition_name, overlay = _zephyr_partition(target, state_bytes, slot, partition)
+        files = _zephyr_files(ctx, overlay)
 
     previous = out_dir if previous_dir is None else os.fspath(previous_dir)
     try:
@@ -529,8 +529,8 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
         for rel, content in files.items():
             path = os.path.join(folder.path, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            if isinstance(content, tuple):  # ("copy", source path)
-                shutil.copyfile(content[1], path)
+            if isinstance(content, _Copy):
+                shutil.copyfile(content.source, path)
             else:
                 with open(path, "w", encoding="utf-8", newline="\n") as f:
                     f.write(content)
@@ -549,9 +549,93 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
                         train_steps=train_steps, budget=ctx.budget)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Where things go in a project, and the sources it copies
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _ProjectPaths:
+    """A platform's project layout (project-relative folders) and its part of micro/app."""
+
+    data: str           # the main file and the generated data
+    main: str           # the user-editable entry (one of outdir.USER_FILES)
+    app: str            # micro/app's include/, src/, tflm/ and the platform folder
+    persist: str        # micro/persist
+    kernels: str        # micro/ kernels + TFLM glue (fast projects)
+    platform_dir: str   # micro/app/<platform_dir>: flash adapter, console, entry
+    size_command: str   # how the SDK reports code size
+
+
+_PROJECT_PATHS = {
+    "esp-idf": _ProjectPaths("main", "main/main.cc", "main/tinyprop_app", "components/tinyprop_persist",
+                             "main/tinyprop_kernels", "esp_idf", "idf.py size"),
+    "zephyr": _ProjectPaths("src", "src/main.cpp", "lib/tinyprop_app", "lib/tinyprop_persist",
+                            "lib/tinyprop_kernels", "zephyr", "west build -t rom_report / ram_report"),
+}
+assert {p.main for p in _PROJECT_PATHS.values()} == set(outdir.USER_FILES)
+
+_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+_APP_SOURCE_DIRS = ("include", "src", "tflm")  # micro/app folders every project copies (tests/ is host-only)
+_FAST_MODEL = "train_fast.tflite"
+# micro/tflm/tinyprop_tflm.h: op name -> registration function (Register_<op name>)
+_DEVICE_OPS = {name: f"Register_{name}" for name in sorted(device_ops.DEVICE_OPS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Copy:
+    """A project file copied unchanged from the source tree."""
+
+    source: str
+
+
+def _render(template: str, **values) -> str:
+    """converters/templates/<template>.tpl with ``string.Template`` placeholders filled (all of them: a missing
+    value is a KeyError, not a silent ``$name`` in a build file)."""
+    with open(os.path.join(_TEMPLATES, template + ".tpl"), encoding="utf-8") as f:
+        return Template(f.read()).substitute(values)
+
+
+def _require_micro(folder, what):
+    if not os.path.isdir(folder):
+        raise BoardProjectError(f"{folder} is missing; board projects need {what} from the tinyprop-tf source tree "
+                                "(an installed wheel does not ship micro/)")
+
+
+def _files_under(folder, suffixes=(".h", ".cc", ".cpp")) -> list[str]:
+    """Paths relative to `folder` of its source files, sorted."""
+    out = []
+    for root, _, names in os.walk(folder):
+        out += [os.path.relpath(os.path.join(root, n), folder) for n in names if n.endswith(suffixes)]
+    return sorted(out)
+
+
+def _copied_sources(paths: _ProjectPaths, fast: bool) -> dict:
+    """project-relative path -> _Copy of every source a project takes from micro/: the app (micro/app), the
+    persistence library (micro/persist without its simulated flash) and, for fast projects, the kernel library
+    and its TFLM glue (micro/include, micro/src, micro/tflm without the host runner)."""
+    app = os.path.join(_REPO_MICRO, "app")
+    _require_micro(app, "micro/app")
+    out = {paths.main: _Copy(os.path.join(app, paths.platform_dir, os.path.basename(paths.main)))}
+    for sub in (*_APP_SOURCE_DIRS, paths.platform_dir):
+        for rel in _files_under(os.path.join(app, sub)):
+            if os.path.join(sub, rel) != os.path.join(paths.platform_dir, os.path.basename(paths.main)):
+                out[f"{paths.app}/{sub}/{rel}"] = _Copy(os.path.join(app, sub, rel))
+    persist = os.path.join(_REPO_MICRO, "persist")
+    _require_micro(persist, "micro/persist")
+    out[f"{paths.persist}/include/tinyprop/persist.h"] = _Copy(os.path.join(persist, "include/tinyprop/persist.h"))
+    out[f"{paths.persist}/src/persist.cc"] = _Copy(os.path.join(persist, "src/persist.cc"))
+    if fast:
+        for sub, rel_dir in (("include/tinyprop", "include/tinyprop"), ("src", "src"), ("tflm", "src")):
+            _require_micro(os.path.join(_REPO_MICRO, sub), "micro/ (kernels and TFLM glue)")
+            for rel in _files_under(os.path.join(_REPO_MICRO, sub)):
+                if rel != "host_runner.cc":
+                    out[f"{paths.kernels}/{rel_dir}/{rel}"] = _Copy(os.path.join(_REPO_MICRO, sub, rel))
+    return out
+
+
 @dataclasses.dataclass
 class _Context:
     target: BoardTarget
+    paths: _ProjectPaths
     manifest: dict
     export_dir: str
     sha: str
@@ -567,676 +651,122 @@ class _Context:
     train_steps: int
     slot_bytes: int
     partition_bytes: int
-    persist_files: dict
+    sources: dict                # project-relative -> _Copy (micro/ sources)
     custom_ops: list = dataclasses.field(default_factory=list)  # TinyProp TFLM ops of train_fast.tflite
-    model_bytes: bytes = None  # the model to embed when it is not the export's train.tflite (fast)
-    kernel_files: dict = dataclasses.field(default_factory=dict)  # project-relative -> micro/ source (fast)
+    model_bytes: bytes = None    # the model to embed when it is not the export's train.tflite (fast)
     arena_note: str = None
     budget: dict = None
+    partition_name: str = None   # partitions.csv name / devicetree label of the state partition
+
+    @property
+    def model_file(self) -> str:
+        return _FAST_MODEL if self.custom_ops else "train.tflite"
 
 
-def _persist_sources() -> dict:
-    """project-relative name -> source path: micro/persist's library sources and the tinyprop headers they
-    include (the sim-flash test helper is left out)."""
-    root = os.path.join(_REPO_MICRO, "persist")
-    header = os.path.join(root, "include", "tinyprop", "persist.h")
-    if not os.path.isfile(header):
-        raise BoardProjectError(f"the persistence component is missing ({header}); board projects need micro/persist "
-                                "from the tinyprop-tf source tree (an installed wheel does not ship micro/)")
-    out = {"include/tinyprop/persist.h": header}
-    for name in sorted(os.listdir(os.path.join(root, "src"))):
-        if name.endswith(".cc") and "sim" not in name:
-            out[f"src/{name}"] = os.path.join(root, "src", name)
-    pending = list(out.values())
-    while pending:
-        with open(pending.pop(), encoding="utf-8") as f:
-            text = f.read()
-        for inc in re.findall(r'#include\s+"(tinyprop/[^"]+)"', text):
-            if f"include/{inc}" in out:
-                continue
-            for base in (os.path.join(root, "include"), os.path.join(_REPO_MICRO, "include")):
-                if os.path.isfile(os.path.join(base, inc)):
-                    out[f"include/{inc}"] = os.path.join(base, inc)
-                    pending.append(os.path.join(base, inc))
-                    break
-            else:
-                raise BoardProjectError(f"micro/persist includes {inc}, which is not in micro/persist/include or "
-                                        "micro/include")
-    return out
+# ----------------------------------------------------------------------------------------------------------------
+# Generated data: model arrays, samples, state table, the app's config header
+# ----------------------------------------------------------------------------------------------------------------
+def _c_ints(values, per_line=16) -> str:
+    flat = np.asarray(values).ravel()
+    return "\n".join("  " + ", ".join(str(int(v)) for v in flat[i: i + per_line]) + ","
+                     for i in range(0, len(flat), per_line))
 
 
-_FAST_MODEL = "train_fast.tflite"
-# micro/tflm/tinyprop_tflm.h: op name -> registration function (Register_<op name>)
-_DEVICE_OPS = {name: f"Register_{name}" for name in sorted(device_ops.DEVICE_OPS)}
-
-
-_KERNEL_DIR = "tinyprop_kernels"
-_KERNEL_FLAGS_NOTE = ("# The TinyProp kernels match the host bit for bit only without FMA contraction (micro/README.md).\n")
-
-
-def _kernel_sources() -> dict:
-    """project-relative name -> source path: the micro/ kernel library (include/, src/) and its TFLM glue."""
-    out = {}
-    for sub, rel_dir in (("include/tinyprop", "include/tinyprop"), ("src", "src"), ("tflm", "src")):
-        folder = os.path.join(_REPO_MICRO, sub)
-        if not os.path.isdir(folder):
-            raise BoardProjectError(f"{folder} is missing; fast board projects need micro/ from the tinyprop-tf "
-                                    "source tree (an installed wheel does not ship micro/)")
-        for name in sorted(os.listdir(folder)):
-            if name.endswith((".h", ".cc")) and name != "host_runner.cc":
-                out[f"{rel_dir}/{name}"] = os.path.join(folder, name)
-    return out
-
-
-# ---- SDK-independent sources ----------------------------------------------------------------------------------
-def _header_comment(ctx, what) -> str:
+def _describe(ctx) -> dict:
+    """The values every generated text names the export by."""
     m = ctx.manifest
-    return (f"// Generated by tinyprop_tf.converters.board_projects for board {ctx.target.key} ({ctx.target.platform}):"
-            f" {what}\n// Model '{m.get('model_name')}', train.tflite SHA-256 {ctx.sha[:16]}..., "
-            f"batch {m['batch_size']}, loss {m['loss']}, optimizer {m['optimizer'].get('name', '?')}.\n")
+    return {"board": ctx.target.key, "platform": ctx.target.platform, "description": ctx.target.description,
+            "model_name": m.get("model_name"), "model_file": ctx.model_file, "sha_prefix": ctx.sha[:16],
+            "batch": m["batch_size"], "loss": m["loss"], "optimizer": m["optimizer"].get("name", "?"),
+            "policy": m.get("policy_repr", "?"), "data_note": ctx.data_note}
 
 
-def _samples_files(ctx):
+def _config_header(ctx) -> str:
     m = ctx.manifest
-    n = ctx.x.shape[0]
-    sample_elems = int(np.prod(m["input"]["shape"][1:]))
-    target_elems = 1 if ctx.is_label else int(np.prod(m["output_shape"][1:]))
-    if ctx.is_label:
-        decl = "extern const int32_t g_tinyprop_labels[TINYPROP_NUM_SAMPLES];"
-        body = f"const int32_t g_tinyprop_labels[TINYPROP_NUM_SAMPLES] = {{\n{_c_ints(ctx.y)}\n}};"
-    else:
-        decl = "extern const float g_tinyprop_targets[TINYPROP_NUM_SAMPLES * TINYPROP_TARGET_ELEMENTS];"
-        body = (f"alignas(16) const float g_tinyprop_targets[TINYPROP_NUM_SAMPLES * TINYPROP_TARGET_ELEMENTS] = {{\n"
-                f"{_c_floats(ctx.y)}\n}};")
-    header = f"""{_header_comment(ctx, "training samples")}// {ctx.data_note} Other data: write_board_project(..., samples=x, labels=y), or
-// fill the input tensors from a sensor in SetInputs() of the main source.
-// Sample i is g_tinyprop_samples[i * TINYPROP_SAMPLE_ELEMENTS ...] (input shape {m['input']['shape'][1:]}, float32,
-// row-major); its {"label is g_tinyprop_labels[i] (int32, 0 .. classes-1)" if ctx.is_label else
- "target is g_tinyprop_targets[i * TINYPROP_TARGET_ELEMENTS ...] (float32)"}. The training loop takes batches of
-// TINYPROP_BATCH_SIZE consecutive samples, wrapping around.
-#ifndef TINYPROP_SAMPLES_H_
-#define TINYPROP_SAMPLES_H_
-
-#include <stdint.h>
-
-#define TINYPROP_NUM_SAMPLES {n}
-#define TINYPROP_SAMPLE_ELEMENTS {sample_elems}
-#define TINYPROP_TARGET_ELEMENTS {target_elems}
-#define TINYPROP_TARGET_IS_LABEL {1 if ctx.is_label else 0}
-
-extern const float g_tinyprop_samples[TINYPROP_NUM_SAMPLES * TINYPROP_SAMPLE_ELEMENTS];
-{decl}
-
-#endif  // TINYPROP_SAMPLES_H_
-"""
-    source = f"""{_header_comment(ctx, "training samples")}#include "samples.h"
-
-alignas(16) const float g_tinyprop_samples[TINYPROP_NUM_SAMPLES * TINYPROP_SAMPLE_ELEMENTS] = {{
-{_c_floats(ctx.x)}
-}};
-
-{body}
-"""
-    return header, source
+    uses = m["tflm_fast" if ctx.custom_ops else "tflm"]["ops"]
+    builtin = [f"  X({method}) /* {op} x{uses[op]} */ \\" for op, method in ctx.ops]
+    custom = [f'  X("{op}", {_DEVICE_OPS[op]}) /* x{uses["CUSTOM:" + op]} */ \\' for op in ctx.custom_ops]
+    return _render(
+        "app/tinyprop_app_config.h", **_describe(ctx), train_steps=ctx.train_steps,
+        input_shape=m["input"]["shape"][1:], num_samples=ctx.x.shape[0],
+        sample_elements=int(np.prod(m["input"]["shape"][1:])),
+        target_elements=1 if ctx.is_label else int(np.prod(m["output_shape"][1:])),
+        target_is_label=int(ctx.is_label), output_elements=int(np.prod(m["output_shape"][1:])),
+        model_id=f"0x{ctx.model_id:08x}u", num_state_variables=len(ctx.layout), state_bytes=ctx.state_bytes,
+        weight_bytes=_weight_bytes(ctx.layout), slot_bytes=ctx.slot_bytes, partition_bytes=ctx.partition_bytes,
+        state_partition=ctx.partition_name, ops_key="tflm_fast" if ctx.custom_ops else "tflm",
+        num_ops=len(ctx.ops) + len(ctx.custom_ops), has_custom_ops=int(bool(ctx.custom_ops)),
+        builtin_ops="\n".join(builtin), custom_ops="\n".join(custom))
 
 
-def _state_files(ctx):
-    weights_total = sum(v["elements"] for v in ctx.layout if v["is_weight"])
-    rows = []
-    for v in ctx.layout:
-        rows.append(f'  {{"{v["name"]}", {v["offset"]}u, {v["bytes"]}u, {v["elements"]}u, {v["code"]}, '
-                    f'{1 if v["is_weight"] else 0}}},  // {v["dtype"]}{v["shape"]}')
-    asserts = []
+def _weight_bytes(layout) -> int:
+    return sum(v["bytes"] for v in layout if v["is_weight"])
+
+
+def _samples_source(ctx) -> str:
+    from tinyprop_tf.converters.export import c_float_lines
+
+    targets = _c_ints(ctx.y) if ctx.is_label else c_float_lines(ctx.y)
+    return _render("app/samples.cc", **_describe(ctx), sample_values=c_float_lines(ctx.x), target_values=targets)
+
+
+def _state_source(ctx) -> str:
+    rows = [f'  {{"{v["name"]}", {v["offset"]}u, {v["bytes"]}u, {v["elements"]}u, StateDtype::{v["enum"]}, '
+            f'{"true" if v["is_weight"] else "false"}}},  // {v["dtype"]}{v["shape"]}' for v in ctx.layout]
+    checks = []
     for e in ctx.manifest.get("weights", []):
         v = next(v for v in ctx.layout if v["name"] == e["name"])
         macro = re.sub(r"[^0-9A-Za-z_]", "_", e["path"]).upper()
-        asserts.append(f"static_assert(TINYPROP_W_{macro}_OFFSET * 4 == {v['offset']} && TINYPROP_W_{macro}_SIZE == "
-                       f"{v['elements']}, \"{e['path']}: state layout != weights.h\");")
-    header = f"""{_header_comment(ctx, "training-state layout")}// The training state saved to flash is every TFLM resource variable of train.tflite, weights first (manifest
-// order, contiguous float32: the first TINYPROP_STATE_WEIGHT_BYTES bytes are exactly weights.bin), then the
-// optimizer slots, TinyProp's running maxima (ymax) and the step counter. Names are the variables' shared names
-// (found with tflite::MicroResourceVariables::CreateIdIfNoneFound). No SDK dependency.
-#ifndef TINYPROP_STATE_H_
-#define TINYPROP_STATE_H_
-
-#include <stdint.h>
-
-// Stored in every flash record (tinyprop::RecordMeta::model_id): a record of another export is ignored.
-#define TINYPROP_MODEL_ID 0x{ctx.model_id:08x}u
-#define TINYPROP_NUM_STATE_VARIABLES {len(ctx.layout)}
-#define TINYPROP_STATE_BYTES {ctx.state_bytes}
-#define TINYPROP_STATE_WEIGHT_BYTES {4 * weights_total}
-// Bytes of one flash slot for this state (header + payload, sector-aligned) and of the two-slot partition.
-#define TINYPROP_STATE_SLOT_BYTES {ctx.slot_bytes}
-#define TINYPROP_STATE_PARTITION_BYTES {ctx.partition_bytes}
-
-enum TinypropStateDtype : uint8_t {{ kTinypropFloat32 = 1, kTinypropInt32 = 2, kTinypropInt64 = 3 }};
-
-struct TinypropStateVariable {{
-  const char* name;   // shared name of the resource variable
-  uint32_t offset;    // bytes into the state image
-  uint32_t bytes;
-  uint32_t elements;
-  uint8_t dtype;      // TinypropStateDtype
-  uint8_t is_weight;  // 1 for trainable weights
-}};
-
-extern const TinypropStateVariable kTinypropStateVariables[TINYPROP_NUM_STATE_VARIABLES];
-
-// Checks the table (offsets ascending, inside TINYPROP_STATE_BYTES, sizes = elements x dtype size).
-bool TinypropStateLayoutOk();
-
-#endif  // TINYPROP_STATE_H_
-"""
-    source = f"""{_header_comment(ctx, "training-state layout")}#include "tinyprop_state.h"
-
-#include "weights.h"  // only for the compile-time checks below (its array is not referenced)
-
-const TinypropStateVariable kTinypropStateVariables[TINYPROP_NUM_STATE_VARIABLES] = {{
-{chr(10).join(rows)}
-}};
-
-static_assert(TINYPROP_STATE_WEIGHT_BYTES == TINYPROP_WEIGHTS_TOTAL * 4, "state weights != weights.h");
-{chr(10).join(asserts)}
-
-bool TinypropStateLayoutOk() {{
-  uint32_t end = 0;
-  for (int i = 0; i < TINYPROP_NUM_STATE_VARIABLES; ++i) {{
-    const TinypropStateVariable& v = kTinypropStateVariables[i];
-    const uint32_t item = v.dtype == kTinypropInt64 ? 8u : 4u;
-    if (v.offset < end || v.bytes != v.elements * item || v.offset % item != 0 ||
-        v.offset + v.bytes > TINYPROP_STATE_BYTES) {{
-      return false;
-    }}
-    end = v.offset + v.bytes;
-  }}
-  return true;
-}}
-"""
-    return header, source
+        checks.append(f"static_assert(TINYPROP_W_{macro}_OFFSET * 4 == {v['offset']} && TINYPROP_W_{macro}_SIZE == "
+                      f"{v['elements']}, \"{e['path']}: state layout != weights.h\");")
+    return _render("app/tinyprop_state.cc", **_describe(ctx), rows="\n".join(rows), weight_checks="\n".join(checks))
 
 
-# ---- main (shared by both platforms) ------------------------------------------------------------------------
-_MAIN = Template(r"""${header}//
-// Flow: register the model's ops -> interpreter on a static arena with resource variables -> one inference invoke
-// (runs the initialiser: the exported weights) -> restore the newest valid training state from flash -> train
-// ${train_steps} steps over samples.cc, printing loss and k -> inference on the first batch -> save the state to the
-// other flash slot. See README.md. TFLM rules: set EVERY input before EVERY Invoke() (the planner reuses input
-// buffers); never call Reset() (it zeroes the resource variables, i.e. the weights).
-#include <stdint.h>
-#include <stdio.h>
-#include <string.h>
-
-#include "tensorflow/lite/micro/micro_allocator.h"
-#include "tensorflow/lite/micro/micro_interpreter.h"
-#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
-#include "tensorflow/lite/micro/micro_resource_variable.h"
-#include "tensorflow/lite/schema/schema_generated.h"
-${custom_op_include}${platform_includes}
-#include "model_data.h"
-#include "samples.h"
-#include "tinyprop/persist.h"
-#include "tinyprop_state.h"
-
-namespace {
-
-constexpr int kTrainSteps = ${train_steps};
-constexpr int kNumOps = ${num_ops};
-
-// The arena holds every tensor plus the resource variables (weights, optimizer slots, ymax, step counter).
-alignas(16) uint8_t g_tensor_arena[TINYPROP_ARENA_BYTES];
-// Training state image (save/load); 8-byte alignment for int64 variables.
-alignas(16) uint8_t g_state_image[TINYPROP_STATE_BYTES];
-
-// Floats printed without %f (not every libc configuration formats floats).
-void FormatFloat(float value, char* out, size_t size) {
-  if (value != value) {
-    snprintf(out, size, "nan");
-    return;
-  }
-  const char* sign = value < 0.0f ? "-" : "";
-  float a = value < 0.0f ? -value : value;
-  if (a > 3.4e38f) {
-    snprintf(out, size, "%sinf", sign);
-    return;
-  }
-  int exponent = 0;
-  if (a != 0.0f && (a >= 1.0e7f || a < 1.0e-3f)) {
-    while (a >= 10.0f) {
-      a /= 10.0f;
-      ++exponent;
-    }
-    while (a < 1.0f) {
-      a *= 10.0f;
-      --exponent;
-    }
-  }
-  unsigned long whole = static_cast<unsigned long>(a);
-  unsigned long frac = static_cast<unsigned long>((a - static_cast<float>(whole)) * 1000000.0f + 0.5f);
-  if (frac >= 1000000ul) {
-    whole += 1;
-    frac -= 1000000ul;
-  }
-  if (exponent != 0) {
-    snprintf(out, size, "%s%lu.%06lue%d", sign, whole, frac, exponent);
-  } else {
-    snprintf(out, size, "%s%lu.%06lu", sign, whole, frac);
-  }
-}
-
-// Exactly the ${num_ops} operators of ${model_file} (manifest.json "${ops_key}"/"ops"), nothing else.
-TfLiteStatus RegisterOps(tflite::MicroMutableOpResolver<kNumOps>* resolver) {
-${register_ops}
-  return kTfLiteOk;
-}
-
-bool CheckTensor(const TfLiteTensor* tensor, TfLiteType type, size_t bytes, const char* name) {
-  if (tensor == nullptr || tensor->type != type || tensor->bytes != bytes) {
-    printf("tinyprop: tensor '%s' has an unexpected type or size (expected %u bytes)\n", name,
-           static_cast<unsigned>(bytes));
-    return false;
-  }
-  return true;
-}
-
-// Batch of TINYPROP_BATCH_SIZE consecutive samples from `first` (wrapping around) into x and y, and the mode.
-bool SetInputs(tflite::MicroInterpreter* interpreter, int32_t first, int32_t mode) {
-  TfLiteTensor* x = interpreter->input(TINYPROP_INPUT_X);
-  TfLiteTensor* y = interpreter->input(TINYPROP_INPUT_Y);
-  TfLiteTensor* m = interpreter->input(TINYPROP_INPUT_MODE);
-  if (!CheckTensor(x, kTfLiteFloat32, sizeof(float) * TINYPROP_BATCH_SIZE * TINYPROP_SAMPLE_ELEMENTS, "x") ||
-      !CheckTensor(y, ${y_type}, ${y_bytes}, "y") || !CheckTensor(m, kTfLiteInt32, sizeof(int32_t), "mode")) {
-    return false;
-  }
-  for (int32_t b = 0; b < TINYPROP_BATCH_SIZE; ++b) {
-    const int32_t s = (first + b) % TINYPROP_NUM_SAMPLES;
-    memcpy(x->data.f + b * TINYPROP_SAMPLE_ELEMENTS, g_tinyprop_samples + s * TINYPROP_SAMPLE_ELEMENTS,
-           sizeof(float) * TINYPROP_SAMPLE_ELEMENTS);
-${set_target}
-  }
-  m->data.i32[0] = mode;
-  return true;
-}
-
-bool RunStep(tflite::MicroInterpreter* interpreter, int32_t first, int32_t mode, float* loss) {
-  if (!SetInputs(interpreter, first, mode)) return false;
-  if (interpreter->Invoke() != kTfLiteOk) {
-    printf("tinyprop: Invoke() failed (mode %d)\n", static_cast<int>(mode));
-    return false;
-  }
-  const TfLiteTensor* l = interpreter->output(TINYPROP_OUTPUT_LOSS);
-  if (!CheckTensor(l, kTfLiteFloat32, sizeof(float), "loss")) return false;
-  *loss = l->data.f[0];
-  return true;
-}
-
-void PrintKeptPerLayer(tflite::MicroInterpreter* interpreter) {
-${print_k}
-}
-
-void PrintPredictions(tflite::MicroInterpreter* interpreter) {
-${print_predictions}
-}
-
-// ---- training state <-> TFLM resource variables ------------------------------------------------------------
-TfLiteType StateType(uint8_t dtype) {
-  return dtype == kTinypropFloat32 ? kTfLiteFloat32 : dtype == kTinypropInt32 ? kTfLiteInt32 : kTfLiteInt64;
-}
-
-// Resource id of a variable by shared name. Only after AllocateTensors(): by then every variable of the model
-// exists, so an unknown name returns -1 (the object was created for exactly TINYPROP_NUM_RESOURCE_VARIABLES).
-int VariableId(tflite::MicroResourceVariables* variables, const char* name) {
-  const int id = variables->CreateIdIfNoneFound(nullptr, name);
-  if (id < 0 || id >= TINYPROP_NUM_RESOURCE_VARIABLES) {
-    printf("tinyprop: resource variable '%s' not found\n", name);
-    return -1;
-  }
-  return id;
-}
-
-bool VariablesToImage(tflite::MicroResourceVariables* variables, uint8_t* image) {
-  for (int i = 0; i < TINYPROP_NUM_STATE_VARIABLES; ++i) {
-    const TinypropStateVariable& v = kTinypropStateVariables[i];
-    const int id = VariableId(variables, v.name);
-    if (id < 0) return false;
-    int dims[2] = {1, static_cast<int>(v.elements)};  // a TfLiteIntArray {size 1, data {elements}}
-    TfLiteEvalTensor tensor = {};
-    tensor.data.data = image + v.offset;
-    tensor.dims = reinterpret_cast<TfLiteIntArray*>(dims);
-    tensor.type = StateType(v.dtype);
-    if (variables->Read(id, &tensor) != kTfLiteOk) return false;
-  }
-  return true;
-}
-
-bool ImageToVariables(tflite::MicroResourceVariables* variables, const uint8_t* image) {
-  for (int i = 0; i < TINYPROP_NUM_STATE_VARIABLES; ++i) {
-    const TinypropStateVariable& v = kTinypropStateVariables[i];
-    const int id = VariableId(variables, v.name);
-    if (id < 0 || variables->Assign(id, v.bytes, image + v.offset) != kTfLiteOk) return false;
-  }
-  return true;
-}
-
-// Two equal slots over the whole partition, each a whole number of erase sectors.
-bool StateLayout(const tinyprop::FlashDevice& flash, tinyprop::PersistLayout* layout) {
-  const uint32_t sector = flash.SectorSize();
-  if (sector == 0) return false;
-  const uint32_t slot = flash.Size() / 2 / sector * sector;
-  layout->slot_offset[0] = 0;
-  layout->slot_offset[1] = slot;
-  layout->slot_size = slot;
-  uint32_t max_payload = 0;
-  const tinyprop::PersistStatus status = tinyprop::CheckPersistLayout(flash, *layout, &max_payload);
-  if (status != tinyprop::PersistStatus::kOk || max_payload < TINYPROP_STATE_BYTES) {
-    printf("tinyprop: state partition unusable (%s, %u payload bytes per slot, %u needed)\n",
-           tinyprop::PersistStatusName(status), static_cast<unsigned>(max_payload),
-           static_cast<unsigned>(TINYPROP_STATE_BYTES));
-    return false;
-  }
-  return true;
-}
-
-// Restores the newest valid state of this model; false (weights stay the exported ones) when there is none.
-bool LoadState(tinyprop::FlashDevice* flash, tflite::MicroResourceVariables* variables, uint32_t* steps_done) {
-  tinyprop::PersistLayout layout;
-  if (!StateLayout(*flash, &layout)) return false;
-  tinyprop::LoadReport report = {};
-  const tinyprop::PersistStatus status =
-      tinyprop::LoadWeights(*flash, layout, g_state_image, sizeof(g_state_image), &report);
-  if (status == tinyprop::PersistStatus::kNoValidWeights) {
-    printf("tinyprop: no saved state in flash: starting from the exported weights\n");
-    return false;
-  }
-  if (status != tinyprop::PersistStatus::kOk) {
-    printf("tinyprop: loading the saved state failed: %s (device error %d)\n", tinyprop::PersistStatusName(status),
-           static_cast<int>(report.device_error));
-    return false;
-  }
-  if (report.meta.model_id != TINYPROP_MODEL_ID || report.size != TINYPROP_STATE_BYTES) {
-    printf("tinyprop: saved state belongs to another model (id 0x%08x, %u bytes): ignored\n",
-           static_cast<unsigned>(report.meta.model_id), static_cast<unsigned>(report.size));
-    return false;
-  }
-  if (!ImageToVariables(variables, g_state_image)) return false;
-  *steps_done = report.meta.step;
-  printf("tinyprop: restored the training state from slot %d (generation %u, %u steps trained before)%s\n",
-         static_cast<int>(report.slot), static_cast<unsigned>(report.generation),
-         static_cast<unsigned>(report.meta.step), report.other_slot_valid ? "" : "; no older backup");
-  return true;
-}
-
-bool SaveState(tinyprop::FlashDevice* flash, tflite::MicroResourceVariables* variables, uint32_t steps_done) {
-  tinyprop::PersistLayout layout;
-  if (!StateLayout(*flash, &layout)) return false;
-  if (!VariablesToImage(variables, g_state_image)) return false;
-  const tinyprop::RecordMeta meta = {TINYPROP_MODEL_ID, steps_done};
-  tinyprop::SaveReport report = {};
-  const tinyprop::PersistStatus status =
-      tinyprop::SaveWeights(*flash, layout, g_state_image, TINYPROP_STATE_BYTES, &meta, &report);
-  if (status != tinyprop::PersistStatus::kOk) {
-    printf("tinyprop: saving the state failed: %s (device error %d); the previous state is kept\n",
-           tinyprop::PersistStatusName(status), static_cast<int>(report.device_error));
-    return false;
-  }
-  printf("tinyprop: saved the training state (%u bytes) to slot %d, generation %u\n",
-         static_cast<unsigned>(TINYPROP_STATE_BYTES), static_cast<int>(report.slot),
-         static_cast<unsigned>(report.generation));
-  return true;
-}
-
-${platform_code}
-int RunTraining(tinyprop::FlashDevice* flash) {
-  char text[32];
-  if (!TinypropStateLayoutOk()) {
-    printf("tinyprop: inconsistent state layout table\n");
-    return 1;
-  }
-  const tflite::Model* model = tflite::GetModel(g_tinyprop_train_model);
-  if (model->version() != TFLITE_SCHEMA_VERSION) {
-    printf("tinyprop: model schema %u, TFLM supports %d\n", static_cast<unsigned>(model->version()),
-           TFLITE_SCHEMA_VERSION);
-    return 1;
-  }
-  tflite::MicroMutableOpResolver<kNumOps> resolver;
-  if (RegisterOps(&resolver) != kTfLiteOk) {
-    printf("tinyprop: registering the ops failed\n");
-    return 1;
-  }
-  tflite::MicroAllocator* allocator = tflite::MicroAllocator::Create(g_tensor_arena, sizeof(g_tensor_arena));
-  if (allocator == nullptr) return 1;
-  tflite::MicroResourceVariables* variables =
-      tflite::MicroResourceVariables::Create(allocator, TINYPROP_NUM_RESOURCE_VARIABLES);
-  if (variables == nullptr) return 1;
-  tflite::MicroInterpreter interpreter(model, resolver, allocator, variables);
-  if (interpreter.AllocateTensors() != kTfLiteOk) {
-    printf("tinyprop: AllocateTensors() failed: arena of %u bytes too small?\n",
-           static_cast<unsigned>(sizeof(g_tensor_arena)));
-    return 1;
-  }
-  printf("tinyprop: arena %u of %u bytes used, %d ops, %d resource variables, batch %d, %d samples\n",
-         static_cast<unsigned>(interpreter.arena_used_bytes()), static_cast<unsigned>(sizeof(g_tensor_arena)),
-         kNumOps, TINYPROP_NUM_RESOURCE_VARIABLES, TINYPROP_BATCH_SIZE, TINYPROP_NUM_SAMPLES);
-
-  // First invoke in inference mode: runs the initialiser (CALL_ONCE), which assigns the exported weights. Only
-  // after it may a saved state be written into the variables (the initialiser would overwrite it).
-  float loss = 0.0f;
-  if (!RunStep(&interpreter, 0, TINYPROP_MODE_INFER, &loss)) return 1;
-  FormatFloat(loss, text, sizeof(text));
-  printf("tinyprop: loss on the first batch with the exported weights: %s\n", text);
-
-  uint32_t steps_done = 0;
-  if (LoadState(flash, variables, &steps_done)) {
-    if (!RunStep(&interpreter, 0, TINYPROP_MODE_INFER, &loss)) return 1;
-    FormatFloat(loss, text, sizeof(text));
-    printf("tinyprop: loss on the first batch with the restored state: %s\n", text);
-  }
-
-  for (int step = 0; step < kTrainSteps; ++step) {
-    const int32_t first = static_cast<int32_t>((static_cast<int64_t>(step) * TINYPROP_BATCH_SIZE) %
-                                               TINYPROP_NUM_SAMPLES);
-    const int64_t t0 = TinypropMillis();
-    if (!RunStep(&interpreter, first, TINYPROP_MODE_TRAIN, &loss)) return 1;
-    const int64_t t1 = TinypropMillis();
-    FormatFloat(loss, text, sizeof(text));
-    printf("step %u: loss %s (%ld ms)", static_cast<unsigned>(steps_done + step + 1), text,
-           static_cast<long>(t1 - t0));
-    PrintKeptPerLayer(&interpreter);
-    TinypropYield();
-  }
-
-  if (!RunStep(&interpreter, 0, TINYPROP_MODE_INFER, &loss)) return 1;
-  FormatFloat(loss, text, sizeof(text));
-  printf("tinyprop: inference on the first batch after training: loss %s\n", text);
-  PrintPredictions(&interpreter);
-
-  return SaveState(flash, variables, steps_done + kTrainSteps) ? 0 : 1;
-}
-
-}  // namespace
-
-${entry}
-""")
-
-
-def _main_source(ctx, platform_includes, platform_code, entry, what):
-    m = ctx.manifest
-    register = []
-    uses = m["tflm_fast" if ctx.custom_ops else "tflm"]["ops"]
-    for op, method in ctx.ops:
-        register.append(f"  if (resolver->{method}() != kTfLiteOk) return kTfLiteError;  // {op} x{uses[op]}")
-    for i, op in enumerate(ctx.custom_ops):  # AddCustom copies the registration
-        register.append(f"  TFLMRegistration custom{i} = tinyprop::tflm::{_DEVICE_OPS[op]}();\n"
-                        f"  if (resolver->AddCustom(\"{op}\", &custom{i}) != kTfLiteOk) return kTfLiteError;  "
-                        f"// CUSTOM:{op} x{uses['CUSTOM:' + op]}")
-    if ctx.is_label:
-        y_type, y_bytes = "kTfLiteInt32", "sizeof(int32_t) * TINYPROP_BATCH_SIZE"
-        set_target = "    y->data.i32[b] = g_tinyprop_labels[s];"
-    else:
-        y_type, y_bytes = "kTfLiteFloat32", "sizeof(float) * TINYPROP_BATCH_SIZE * TINYPROP_TARGET_ELEMENTS"
-        set_target = ("    memcpy(y->data.f + b * TINYPROP_TARGET_ELEMENTS, g_tinyprop_targets + s * "
-                      "TINYPROP_TARGET_ELEMENTS,\n           sizeof(float) * TINYPROP_TARGET_ELEMENTS);")
-    n_sparse = len(m.get("sparse_layers", []))
-    if n_sparse:
-        names = ", ".join(m["sparse_layers"])
-        print_k = f"""  // k: [TINYPROP_NUM_SPARSE_LAYERS, TINYPROP_BATCH_SIZE] int32, entries kept per sample ({names})
-  const TfLiteTensor* k = interpreter->output(TINYPROP_OUTPUT_K);
-  if (!CheckTensor(k, kTfLiteInt32, sizeof(int32_t) * TINYPROP_NUM_SPARSE_LAYERS * TINYPROP_BATCH_SIZE, "k")) {{
-    printf("\\n");
-    return;
-  }}
-  printf(", kept per layer:");
-  for (int layer = 0; layer < TINYPROP_NUM_SPARSE_LAYERS; ++layer) {{
-    long kept = 0;
-    for (int b = 0; b < TINYPROP_BATCH_SIZE; ++b) kept += k->data.i32[layer * TINYPROP_BATCH_SIZE + b];
-    printf(" %ld", kept);
-  }}
-  printf("\\n");"""
-    else:
-        print_k = "  (void)interpreter;  // no sparse layers (dense back-propagation): k is empty\n  printf(\"\\n\");"
-    out_elems = int(np.prod(m["output_shape"][1:]))
-    if ctx.is_label:
-        print_pred = f"""  const TfLiteTensor* out = interpreter->output(TINYPROP_OUTPUT_OUTPUT);
-  const int classes = {out_elems};
-  if (!CheckTensor(out, kTfLiteFloat32, sizeof(float) * TINYPROP_BATCH_SIZE * classes, "output")) return;
-  for (int b = 0; b < TINYPROP_BATCH_SIZE; ++b) {{
-    int best = 0;
-    for (int c = 1; c < classes; ++c) {{
-      if (out->data.f[b * classes + c] > out->data.f[b * classes + best]) best = c;
-    }}
-    printf("  sample %d: predicted class %d, label %d\\n", static_cast<int>(b % TINYPROP_NUM_SAMPLES), best,
-           static_cast<int>(g_tinyprop_labels[b % TINYPROP_NUM_SAMPLES]));
-  }}"""
-    else:
-        print_pred = f"""  const TfLiteTensor* out = interpreter->output(TINYPROP_OUTPUT_OUTPUT);
-  const int elements = {out_elems};
-  if (!CheckTensor(out, kTfLiteFloat32, sizeof(float) * TINYPROP_BATCH_SIZE * elements, "output")) return;
-  char text[32];
-  for (int b = 0; b < TINYPROP_BATCH_SIZE; ++b) {{
-    printf("  sample %d:", static_cast<int>(b % TINYPROP_NUM_SAMPLES));
-    for (int e = 0; e < elements && e < 4; ++e) {{
-      FormatFloat(out->data.f[b * elements + e], text, sizeof(text));
-      printf(" %s", text);
-    }}
-    printf("%s\\n", elements > 4 ? " ..." : "");
-  }}"""
-    return _MAIN.substitute(
-        header=_header_comment(ctx, what), train_steps=ctx.train_steps, num_ops=len(ctx.ops) + len(ctx.custom_ops),
-        model_file=_FAST_MODEL if ctx.custom_ops else "train.tflite", ops_key="tflm_fast" if ctx.custom_ops else "tflm",
-        custom_op_include=('#include "tinyprop_tflm.h"  // the TinyProp TFLM custom operators (micro/tflm)\n'
-                           if ctx.custom_ops else ""),
-        register_ops="\n".join(register), y_type=y_type, y_bytes=y_bytes, set_target=set_target, print_k=print_k,
-        print_predictions=print_pred, platform_includes=platform_includes, platform_code=platform_code, entry=entry)
-
-
-def _common_files(ctx, src):
-    """model arrays, samples, state table and persistence sources under `src` (a project-relative folder)."""
-    files = {}
-    for name in ("model_data.h", "model_data.cc", "weights.h"):
-        files[f"{src}/{name}"] = ("copy", os.path.join(ctx.export_dir, name))
+def _data_files(ctx) -> dict:
+    """model arrays, samples, state table and config header in the project's data folder."""
+    src = ctx.paths.data
+    files = {f"{src}/{name}": _Copy(os.path.join(ctx.export_dir, name))
+             for name in ("model_data.h", "model_data.cc", "weights.h")}
     if ctx.model_bytes is not None:  # train_fast.tflite: same inputs/outputs/variables, its own bytes and arena
-        from tinyprop_tf.converters.export import _model_data_files
+        from tinyprop_tf.converters.export import model_data_files
 
         m = json.loads(json.dumps(ctx.manifest))
         fast_arena = m["tflm_fast"].get("arena_bytes")
         m["tflm"]["arena_bytes"] = fast_arena if fast_arena else m["tflm"]["arena_bytes"]
-        header, source = _model_data_files(ctx.model_bytes, m)
+        header, source = model_data_files(ctx.model_bytes, m)
         note = f"// {_FAST_MODEL} (TinyProp custom operators). Arena: {ctx.arena_note or 'given by the caller'}.\n"
         files[f"{src}/model_data.h"], files[f"{src}/model_data.cc"] = note + header, note + source
-    files[f"{src}/samples.h"], files[f"{src}/samples.cc"] = _samples_files(ctx)
-    files[f"{src}/tinyprop_state.h"], files[f"{src}/tinyprop_state.cc"] = _state_files(ctx)
+    files[f"{src}/tinyprop_app_config.h"] = _config_header(ctx)
+    files[f"{src}/samples.cc"] = _samples_source(ctx)
+    files[f"{src}/tinyprop_state.cc"] = _state_source(ctx)
     return files
 
 
-# ---- ESP-IDF ---------------------------------------------------------------------------------------------------------
-_ESP_PLATFORM_INCLUDES = """
-#include "esp_err.h"
-#include "esp_partition.h"
-#include "esp_timer.h"
-#include "freertos/FreeRTOS.h"
-#include "freertos/task.h"
-"""
+def _build_lists(ctx, prefix: str) -> tuple[list[str], list[str]]:
+    """(sources, include dirs) of the application, relative to `prefix` (the folder of the build file), from
+    the files the project holds: its data, the app, the kernels (the persistence library is separate on ESP-IDF,
+    a component of its own)."""
+    paths = ctx.paths
+    own = [paths.data, paths.app, paths.kernels] + ([paths.persist] if ctx.target.platform == "zephyr" else [])
+    compiled = [f"{paths.data}/{n}" for n in ("model_data.cc", "samples.cc", "tinyprop_state.cc")] + [
+        f for f in ctx.sources if f.endswith((".cc", ".cpp"))]
+    sources = sorted(f for f in compiled if f.startswith(tuple(p + "/" for p in own)))
+    includes = [paths.data, f"{paths.app}/include", f"{paths.app}/tflm", f"{paths.app}/{paths.platform_dir}"]
+    if ctx.custom_ops:
+        includes += [f"{paths.kernels}/include", f"{paths.kernels}/src"]
+    if ctx.target.platform == "zephyr":
+        includes.append(f"{paths.persist}/include")
 
-_ESP_PLATFORM_CODE = """// ---- ESP-IDF platform -------------------------------------------------------------------------------------
-int64_t TinypropMillis() { return esp_timer_get_time() / 1000; }
-
-// Lets the idle task run between steps (task watchdog).
-void TinypropYield() { vTaskDelay(1); }
-
-// The "tinyprop" data partition of partitions.csv as a tinyprop::FlashDevice.
-class PartitionFlash final : public tinyprop::FlashDevice {
- public:
-  explicit PartitionFlash(const esp_partition_t* partition) : partition_(partition) {}
-  uint32_t Size() const override { return static_cast<uint32_t>(partition_->size); }
-  uint32_t SectorSize() const override { return static_cast<uint32_t>(partition_->erase_size); }
-  // Flash encryption writes 16-byte blocks; otherwise any byte can be programmed.
-  uint32_t WriteBlockSize() const override { return partition_->encrypted ? 16 : 1; }
-  int32_t Read(uint32_t offset, void* buffer, uint32_t n) override {
-    return esp_partition_read(partition_, offset, buffer, n);
-  }
-  int32_t Erase(uint32_t sector) override {
-    return esp_partition_erase_range(partition_, static_cast<size_t>(sector) * partition_->erase_size,
-                                     partition_->erase_size);
-  }
-  int32_t Write(uint32_t offset, const void* data, uint32_t n) override {
-    return esp_partition_write(partition_, offset, data, n);
-  }
-
- private:
-  const esp_partition_t* partition_;
-};
-"""
-
-_ESP_ENTRY = """extern "C" void app_main(void) {
-  const esp_partition_t* partition =
-      esp_partition_find_first(ESP_PARTITION_TYPE_DATA, ESP_PARTITION_SUBTYPE_ANY, "tinyprop");
-  if (partition == nullptr) {
-    printf("tinyprop: no 'tinyprop' data partition: flash the partition table of partitions.csv\\n");
-    return;
-  }
-  PartitionFlash flash(partition);
-  const int status = RunTraining(&flash);
-  printf("tinyprop: %s\\n", status == 0 ? "done" : "FAILED");
-}"""
+    def rel(path):
+        return os.path.relpath(path, prefix) if prefix else path
+    return [rel(f) for f in sources], [rel(d) for d in includes]
 
 
-def _esp_files(ctx):
+# ----------------------------------------------------------------------------------------------------------------
+# ESP-IDF
+# ----------------------------------------------------------------------------------------------------------------
+def _esp_files(ctx) -> dict:
     t = ctx.target
-    files = _common_files(ctx, "main")
-    files["main/main.cc"] = _main_source(ctx, _ESP_PLATFORM_INCLUDES, _ESP_PLATFORM_CODE, _ESP_ENTRY,
-                                         "ESP-IDF application")
-    persist_srcs = []
-    for rel, path in ctx.persist_files.items():
-        files[f"components/tinyprop_persist/{rel}"] = ("copy", path)
-        if rel.endswith(".cc"):
-            persist_srcs.append(f'"{rel}"')
-    files["components/tinyprop_persist/CMakeLists.txt"] = f"""# Two-slot CRC32 weight persistence (tinyprop-tf micro/persist, copied by the board project generator).
-idf_component_register(SRCS {' '.join(persist_srcs)}
-                       INCLUDE_DIRS "include")
-"""
-    files["CMakeLists.txt"] = f"""# Generated by tinyprop_tf.converters.board_projects: TinyProp on-device training for {t.description}.
-cmake_minimum_required(VERSION 3.16)
-include($ENV{{IDF_PATH}}/tools/cmake/project.cmake)
-project(tinyprop_train)
-"""
-    kernel_srcs, kernel_dirs = [], []
-    for rel, path in ctx.kernel_files.items():
-        files[f"main/{_KERNEL_DIR}/{rel}"] = ("copy", path)
-        if rel.endswith(".cc"):
-            kernel_srcs.append(f'"{_KERNEL_DIR}/{rel}"')
-    if ctx.kernel_files:
-        kernel_dirs = [f'"{_KERNEL_DIR}/include"', f'"{_KERNEL_DIR}/src"']
-    files["main/CMakeLists.txt"] = f"""idf_component_register(
-    SRCS "main.cc" "model_data.cc" "samples.cc" "tinyprop_state.cc"{''.join(' ' + k for k in kernel_srcs)}
-    INCLUDE_DIRS "."{''.join(' ' + d for d in kernel_dirs)}
-    PRIV_REQUIRES esp_partition esp_timer tinyprop_persist)
-""" + (_KERNEL_FLAGS_NOTE + "target_compile_options(${COMPONENT_LIB} PRIVATE -ffp-contract=off)\n"
-       if ctx.kernel_files else "")
-    files["main/idf_component.yml"] = f"""## TensorFlow Lite Micro for ESP-IDF (pulls espressif/esp-nn). Float32 graphs run TFLM's reference kernels.
-dependencies:
-  espressif/esp-tflite-micro: "{ESP_TFLM_VERSION}"
-  idf: ">=5.1"
-"""
     app_bytes = -(-(1024 * 1024 + ctx.model_len + ctx.x.nbytes + ctx.y.nbytes) // 0x10000) * 0x10000
     flash_bytes = t.flash_mb * 1024 * 1024
     first_app = 0x10000
@@ -1245,352 +775,102 @@ dependencies:
             f"{t.key}: the app partition ({app_bytes:,} B) and the two-slot state partition "
             f"({ctx.partition_bytes:,} B) do not fit the {t.flash_mb} MB flash (short by "
             f"{first_app + app_bytes + ctx.partition_bytes - flash_bytes:,} B)")
-    files["partitions.csv"] = f"""# Name,   Type, SubType, Offset, Size, Flags
-# factory app: 1 MiB for code + the model ({ctx.model_len:,} B) and samples, rounded to 64 KiB.
-# tinyprop: the two slots of the training state ({ctx.state_bytes:,} B payload, {ctx.slot_bytes:,} B per slot).
-nvs,      data, nvs,     ,       0x6000,
-phy_init, data, phy,     ,       0x1000,
-factory,  app,  factory, ,       0x{app_bytes:x},
-tinyprop, data, 0x40,    ,       0x{ctx.partition_bytes:x},
-"""
-    files["sdkconfig.defaults"] = f"""# Generated by tinyprop_tf.converters.board_projects for {t.description}.
-CONFIG_IDF_TARGET="{t.idf_target}"
-CONFIG_ESP_DEFAULT_CPU_FREQ_MHZ_{t.cpu_mhz}=y
-CONFIG_ESPTOOLPY_FLASHSIZE_{t.flash_mb}MB=y
-CONFIG_PARTITION_TABLE_CUSTOM=y
-CONFIG_PARTITION_TABLE_CUSTOM_FILENAME="partitions.csv"
-# TFLM's Invoke() and the training graph need a bigger main task stack than the 3.5 KB default.
-CONFIG_ESP_MAIN_TASK_STACK_SIZE={_STACK_BYTES}
-CONFIG_COMPILER_OPTIMIZATION_PERF=y
-# A training step can take longer than the task watchdog's 5 s on a slow (soft-float) core.
-CONFIG_ESP_TASK_WDT_TIMEOUT_S=60
-"""
-    files["README.md"] = _readme(ctx)
+    files = {**ctx.sources, **_data_files(ctx)}
+    sources, includes = _build_lists(ctx, "main")
+    persist_sources = sorted(os.path.relpath(f, ctx.paths.persist) for f in ctx.sources
+                             if f.startswith(ctx.paths.persist + "/") and f.endswith(".cc"))
+    values = dict(_describe(ctx), idf_target=t.idf_target, cpu_mhz=t.cpu_mhz, flash_mb=t.flash_mb,
+                  stack_bytes=_STACK_BYTES, esp_tflm_version=ESP_TFLM_VERSION, partition_bytes=f"{ctx.partition_bytes:,}")
+    files["CMakeLists.txt"] = _render("esp-idf/CMakeLists.txt", **values)
+    files["main/CMakeLists.txt"] = _render(
+        "esp-idf/main/CMakeLists.txt", sources=" ".join(f'"{s}"' for s in sources),
+        include_dirs=" ".join(f'"{d}"' for d in includes), kernels_note=_kernels_note(ctx))
+    files["main/idf_component.yml"] = _render("esp-idf/main/idf_component.yml", **values)
+    files[f"{ctx.paths.persist}/CMakeLists.txt"] = _render(
+        "esp-idf/components/tinyprop_persist/CMakeLists.txt", sources=" ".join(f'"{s}"' for s in persist_sources))
+    files["partitions.csv"] = _render(
+        "esp-idf/partitions.csv", model_bytes=f"{ctx.model_len:,}", state_bytes=f"{ctx.state_bytes:,}",
+        slot_bytes=f"{ctx.slot_bytes:,}", app_partition_hex=f"0x{app_bytes:x}",
+        state_partition_hex=f"0x{ctx.partition_bytes:x}")
+    files["sdkconfig.defaults"] = _render("esp-idf/sdkconfig.defaults", **values)
+    files["README.md"] = _render("esp-idf/README.md", **values, app_section=_readme_app_section(ctx))
     return files
 
 
-# ---- Zephyr ----------------------------------------------------------------------------------------------------------
-def _zephyr_partition(ctx):
-    """(devicetree node label, overlay text) for the state partition."""
-    t = ctx.target
-    storage = next(p for p in t.tail_partitions if p[0] == "storage_partition")
-    header = (f"/* Generated by tinyprop_tf.converters.board_projects for {t.description} ({t.west_board}).\n"
-              f" * Training state: {ctx.state_bytes} B payload, two slots of {ctx.slot_bytes} B = "
-              f"{ctx.partition_bytes} B.\n")
-    if ctx.partition_bytes <= storage[2]:
-        return "storage_partition", header + (
-            f" * It fits the board's storage_partition (0x{storage[1]:x}, {storage[2] // 1024} KiB): nothing to "
-            "change.\n */\n")
-    start = t.flash_end - ctx.partition_bytes
-    deleted = [p for p in t.tail_partitions if p[1] + p[2] > start]
-    lowest = min(p[1] for p in deleted)
+def _kernels_note(ctx) -> str:
+    return " and the TinyProp kernels with their TFLM glue" if ctx.custom_ops else ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Zephyr
+# ----------------------------------------------------------------------------------------------------------------
+def _zephyr_partition(target: BoardTarget, state_bytes: int, slot_bytes: int, partition_bytes: int):
+    """(devicetree node label, overlay text) for the state partition: the board's storage_partition when both
+    slots fit it, else a partition at the end of the flash over the default partitions it overlaps."""
+    storage = next(p for p in target.tail_partitions if p[0] == "storage_partition")
+    values = {"description": target.description, "west_board": target.west_board, "state_bytes": state_bytes,
+              "slot_bytes": slot_bytes, "partition_bytes": partition_bytes}
+    if partition_bytes <= storage[2]:
+        return "storage_partition", _render("zephyr/boards/storage_partition.overlay", **values,
+                                            storage_start=f"0x{storage[1]:x}", storage_kib=storage[2] // 1024)
+    start = target.flash_end - partition_bytes
     if start < 0x40000:
-        raise BoardProjectError(f"{t.key}: the two-slot state partition ({ctx.partition_bytes:,} B) would leave "
+        raise BoardProjectError(f"{target.key}: the two-slot state partition ({partition_bytes:,} B) would leave "
                                 f"less than 256 KiB of flash for the application")
-    lines = [header + f" * Too large for storage_partition (32 KiB): this overlay deletes "
-             f"{', '.join(p[0] for p in deleted)} (unused without MCUboot / TF-M)\n * and places tinyprop_partition at "
-             f"the end of the flash. Code must stay below 0x{start:x}.\n */\n"]
-    lines += [f"/delete-node/ &{p[0]};\n" for p in deleted]
-    lines.append(f"""
-&flash0 {{
-\tpartitions {{
-\t\ttinyprop_partition: partition@{start:x} {{
-\t\t\tlabel = "tinyprop";
-\t\t\treg = <0x{start:08x} 0x{ctx.partition_bytes:08x}>;
-\t\t}};
-\t}};
-}};
-""")
-    if lowest < start:
-        lines.append(f"/* 0x{lowest:x}..0x{start:x} (freed) stays unused. */\n")
-    return "tinyprop_partition", "".join(lines)
+    deleted = [p for p in target.tail_partitions if p[1] + p[2] > start]
+    lowest = min(p[1] for p in deleted)
+    return "tinyprop_partition", _render(
+        "zephyr/boards/own_partition.overlay", **values, deleted_names=", ".join(p[0] for p in deleted),
+        start_hex=f"0x{start:x}", delete_nodes="".join(f"/delete-node/ &{p[0]};\n" for p in deleted),
+        start_bare=f"{start:x}", start_reg=f"0x{start:08x}", size_reg=f"0x{partition_bytes:08x}",
+        unused_note=f"/* 0x{lowest:x}..0x{start:x} (freed) stays unused. */" if lowest < start else "")
 
 
-_ZEPHYR_PLATFORM_INCLUDES = """
-#include <zephyr/drivers/flash.h>
-#include <zephyr/kernel.h>
-#include <zephyr/storage/flash_map.h>
-"""
-
-_ZEPHYR_PLATFORM_CODE = Template("""// ---- Zephyr platform --------------------------------------------------------------------------------------
-int64_t TinypropMillis() { return k_uptime_get(); }
-
-void TinypropYield() { k_yield(); }
-
-// The devicetree partition ${label} (see boards/${overlay}) as a tinyprop::FlashDevice.
-class AreaFlash final : public tinyprop::FlashDevice {
- public:
-  AreaFlash(const struct flash_area* area, uint32_t sector, uint32_t write_block)
-      : area_(area), sector_(sector), write_block_(write_block) {}
-  uint32_t Size() const override { return static_cast<uint32_t>(area_->fa_size); }
-  uint32_t SectorSize() const override { return sector_; }
-  uint32_t WriteBlockSize() const override { return write_block_; }
-  int32_t Read(uint32_t offset, void* buffer, uint32_t n) override {
-    return flash_area_read(area_, static_cast<off_t>(offset), buffer, n);
-  }
-  int32_t Erase(uint32_t sector) override {
-    return flash_area_erase(area_, static_cast<off_t>(sector) * sector_, sector_);
-  }
-  int32_t Write(uint32_t offset, const void* data, uint32_t n) override {
-    return flash_area_write(area_, static_cast<off_t>(offset), data, n);
-  }
-
- private:
-  const struct flash_area* area_;
-  uint32_t sector_;
-  uint32_t write_block_;
-};
-""")
-
-_ZEPHYR_ENTRY = Template("""int main(void) {
-  const struct flash_area* area = nullptr;
-  if (flash_area_open(FIXED_PARTITION_ID(${label}), &area) != 0) {
-    printf("tinyprop: cannot open the flash partition ${label}\\n");
-    return 1;
-  }
-  // The persistence needs one erase size over the whole partition (uniform on nRF52/nRF53: 4 KiB pages).
-  struct flash_pages_info page;
-  struct flash_pages_info last_page;
-  const struct device* device = flash_area_get_device(area);
-  if (flash_get_page_info_by_offs(device, area->fa_off, &page) != 0 ||
-      flash_get_page_info_by_offs(device, area->fa_off + static_cast<off_t>(area->fa_size) - 1, &last_page) != 0 ||
-      page.size != last_page.size) {
-    printf("tinyprop: cannot read the flash page size, or it is not uniform over the partition\\n");
-    flash_area_close(area);
-    return 1;
-  }
-  uint32_t write_block = static_cast<uint32_t>(flash_area_align(area));
-  if (write_block == 0) write_block = 1;
-  AreaFlash flash(area, static_cast<uint32_t>(page.size), write_block);
-  const int status = RunTraining(&flash);
-  flash_area_close(area);
-  printf("tinyprop: %s\\n", status == 0 ? "done" : "FAILED");
-  return status;
-}""")
-
-
-def _zephyr_files(ctx):
+def _zephyr_files(ctx, overlay: str) -> dict:
     t = ctx.target
-    label, overlay = _zephyr_partition(ctx)
-    files = _common_files(ctx, "src")
-    files["src/main.cpp"] = _main_source(
-        ctx, _ZEPHYR_PLATFORM_INCLUDES, _ZEPHYR_PLATFORM_CODE.substitute(label=label, overlay=t.overlay),
-        _ZEPHYR_ENTRY.substitute(label=label), "Zephyr / nRF Connect SDK application")
-    persist_srcs = []
-    for rel, path in ctx.persist_files.items():
-        files[f"lib/tinyprop_persist/{rel}"] = ("copy", path)
-        if rel.endswith(".cc"):
-            persist_srcs.append(f"lib/tinyprop_persist/{rel}")
+    files = {**ctx.sources, **_data_files(ctx)}
+    sources, includes = _build_lists(ctx, "")
     files[f"boards/{t.overlay}"] = overlay
-    kernel_srcs = []
-    for rel, path in ctx.kernel_files.items():
-        files[f"lib/{_KERNEL_DIR}/{rel}"] = ("copy", path)
-        if rel.endswith(".cc"):
-            kernel_srcs.append(f"lib/{_KERNEL_DIR}/{rel}")
-    kernel_dirs = f" lib/{_KERNEL_DIR}/include lib/{_KERNEL_DIR}/src" if ctx.kernel_files else ""
-    kernel_flags = (_KERNEL_FLAGS_NOTE + "target_compile_options(app PRIVATE -ffp-contract=off)\n"
-                    if ctx.kernel_files else "")
-    sources = ["src/main.cpp", "src/model_data.cc", "src/samples.cc", "src/tinyprop_state.cc"] + persist_srcs
-    sources += kernel_srcs
-    files["CMakeLists.txt"] = f"""# Generated by tinyprop_tf.converters.board_projects: TinyProp on-device training for {t.description}.
-cmake_minimum_required(VERSION 3.20.0)
-find_package(Zephyr REQUIRED HINTS $ENV{{ZEPHYR_BASE}})
-project(tinyprop_train)
-
-target_sources(app PRIVATE
-{chr(10).join('  ' + s for s in sources)})
-target_include_directories(app PRIVATE src lib/tinyprop_persist/include{kernel_dirs})
-{kernel_flags}"""
-    files["prj.conf"] = f"""# Generated by tinyprop_tf.converters.board_projects for {t.description}.
-# C++17 with the full C++ library (TFLM needs it)
-CONFIG_CPP=y
-CONFIG_STD_CPP17=y
-CONFIG_REQUIRES_FULL_LIBCPP=y
-# TensorFlow Lite Micro (the optional west project tflite-micro, see README.md / west.yml)
-CONFIG_TENSORFLOW_LITE_MICRO=y
-CONFIG_FPU=y
-# Flash access for the two-slot training-state persistence
-CONFIG_FLASH=y
-CONFIG_FLASH_MAP=y
-CONFIG_FLASH_PAGE_LAYOUT=y
-# TFLM's Invoke() and the training graph need a big stack; no heap is used (static arena)
-CONFIG_MAIN_STACK_SIZE={_STACK_BYTES}
-CONFIG_HEAP_MEM_POOL_SIZE=0
-"""
-    files["sysbuild.conf"] = """# nRF Connect SDK (sysbuild): use the devicetree partitions (boards/*.overlay) instead of the Partition Manager.
-SB_CONFIG_PARTITION_MANAGER=n
-"""
-    files["west.yml"] = f"""# West manifest for a workspace with nRF Connect SDK + TensorFlow Lite Micro (see README.md).
-# nRF Connect SDK does not import Zephyr's optional tflite-micro project: it is added here.
-manifest:
-  remotes:
-    - name: ncs
-      url-base: https://github.com/nrfconnect
-    - name: zephyrproject-rtos
-      url-base: https://github.com/zephyrproject-rtos
-  projects:
-    - name: nrf
-      remote: ncs
-      repo-path: sdk-nrf
-      revision: main  # replace with the nRF Connect SDK release you use (a vX.Y.Z tag)
-      import: true
-    - name: tflite-micro
-      remote: zephyrproject-rtos
-      repo-path: tflite-micro
-      # branch zephyr-v4.4.0 (has every resolver method this model needs); its sources are compiled by the
-      # SDK's zephyr/modules/tflite-micro/CMakeLists.txt, see README.md
-      revision: {ZEPHYR_TFLM_REVISION}
-      path: modules/lib/tflite-micro
-  self:
-    path: tinyprop_train
-"""
-    files["README.md"] = _readme(ctx, label=label)
+    values = dict(_describe(ctx), stack_bytes=_STACK_BYTES, west_board=t.west_board, overlay=t.overlay,
+                  partition_label=ctx.partition_name, partition_bytes=f"{ctx.partition_bytes:,}",
+                  tflm_revision=ZEPHYR_TFLM_REVISION, tflm_revision_short=ZEPHYR_TFLM_REVISION[:10])
+    files["CMakeLists.txt"] = _render("zephyr/CMakeLists.txt", **values, sources="\n".join("  " + s for s in sources),
+                                      include_dirs=" ".join(includes), kernels_note=_kernels_note(ctx))
+    files["prj.conf"] = _render("zephyr/prj.conf", **values)
+    files["sysbuild.conf"] = _render("zephyr/sysbuild.conf")
+    files["west.yml"] = _render("zephyr/west.yml", **values)
+    old_ops = sorted(set(ctx.manifest["tflm"]["ops"]) & ZEPHYR_V41_MISSING)
+    v41_note = _render("readme/zephyr_v41_ops.md", ops=", ".join(old_ops),
+                       pronoun="it" if len(old_ops) == 1 else "them") if old_ops else ""
+    files["README.md"] = _render("zephyr/README.md", **values, zephyr_v41_note=v41_note.rstrip("\n"),
+                                 app_section=_readme_app_section(ctx))
     return files
 
 
-# ---- README ----------------------------------------------------------------------------------------------------------
-def _readme(ctx, label=None):
-    t, m, b = ctx.target, ctx.manifest, ctx.budget
-    ops = ", ".join(op for op, _ in ctx.ops)
+# ----------------------------------------------------------------------------------------------------------------
+# README
+# ----------------------------------------------------------------------------------------------------------------
+def _readme_app_section(ctx) -> str:
+    """The platform-independent part of README.md: what the app does, the state layout, the budget, the files."""
+    m, b, paths = ctx.manifest, ctx.budget, ctx.paths
     state_rows = "\n".join(
-        f"| `{v['name']}` | {v['dtype']} {v['shape']} | {v['offset']} | {v['bytes']} | {'weight' if v['is_weight'] else 'state'} |"
-        for v in ctx.layout)
-    fit = ("" if b["fits"] else "\n> **Warning: this model does not fit the board.** " + b["verdict"] +
-           ". Reduce the batch size or the widest sparse layer (the selection's [B, M, M] comparison tensors "
-           "dominate the arena), or pick a board with more RAM.\n")
-    model_file = _FAST_MODEL if ctx.custom_ops else "train.tflite"
-    custom_text = ""
-    if ctx.custom_ops:
-        custom_text = (f" and the {len(ctx.custom_ops)} TinyProp custom operators it uses "
-                       f"({', '.join(ctx.custom_ops)}; `AddCustom`, sources in `{_KERNEL_DIR}/`: the micro/ "
-                       "kernels and their TFLM glue, so sparse layers really skip the unselected rows and "
-                       f"filters). Arena: {ctx.arena_note or 'given by the caller'}")
-    common = f"""
-## What it does
-
-`{'main/main.cc' if t.platform == 'esp-idf' else 'src/main.cpp'}`:
-
-1. registers exactly the {len(ctx.ops)} builtin ops of `{model_file}` ({ops}){custom_text} in a
-   `tflite::MicroMutableOpResolver<{len(ctx.ops) + len(ctx.custom_ops)}>`, creates a `MicroAllocator` on a static arena of
-   `TINYPROP_ARENA_BYTES` = {m['tflm']['arena_bytes_recommended']:,} B and a `MicroResourceVariables` for the
-   {m['tflm']['resource_variables']} resource variables, and the interpreter;
-2. runs one inference invoke: it runs the model's initialiser (`CALL_ONCE`), which assigns the exported weights;
-3. loads the newest valid training state from the two-slot flash partition (`tinyprop::LoadWeights`, CRC32,
-   generation counter) and, if its model id (`TINYPROP_MODEL_ID` = 0x{ctx.model_id:08x}) and size match, writes it
-   into the resource variables (`MicroResourceVariables::Assign`);
-4. trains {ctx.train_steps} steps (mode {m['tflm']['modes']['train']}) on batches of {m['batch_size']} consecutive
-   samples of `samples.cc`, printing the loss, the time and the entries kept per sparse layer (`k`) per step;
-5. runs inference mode (mode {m['tflm']['modes']['infer']}) on the first batch and prints the predictions;
-6. reads every resource variable (`MicroResourceVariables::Read`) into the state image and saves it with
-   `tinyprop::SaveWeights` to the slot that does not hold the newest state (a power cut during the save leaves the
-   previous state loadable). The next boot continues from there.
-
-Samples: {ctx.data_note} Regenerate with `write_board_project(export_dir, "{t.key}", out_dir, samples=x,
-labels=y)`, or fill `x`/`y` from a sensor in `SetInputs()`.
-
-### Reading the weights back from TFLM
-
-`train.tflite` has no weight outputs, and TFLM's Python interpreter cannot read resource variables. On the device
-the application owns the `tflite::MicroResourceVariables` it hands to the interpreter: after `AllocateTensors()`,
-`CreateIdIfNoneFound(nullptr, shared_name)` returns a variable's id, `Read(id, &eval_tensor)` copies it out and
-`Assign(id, bytes, data)` copies it in (`Assign(int, size_t, const void*)`: TFLM since early 2025, i.e.
-esp-tflite-micro 1.4, Zephyr's tflite-micro branch zephyr-v4.1.0 and later). The state layout (`tinyprop_state.h`,
-read from the initialiser subgraph of `train.tflite` when the project was generated) saves every variable:
-
-| variable | dtype / shape | offset | bytes | kind |
-|---|---|---:|---:|---|
-{state_rows}
-
-Payload {ctx.state_bytes:,} B; the first {4 * sum(v['elements'] for v in ctx.layout if v['is_weight']):,} B are
-exactly `weights.bin`. A flash record stores `RecordMeta{{model_id, step}}` (the total steps trained).
-
-## Memory budget ({t.description}, profile `{b['board_profile']}` of `tinyprop_tf.boards`)
-
-{b['table']}
-
-**{b['verdict']}.**
-{fit}
-Notes: the arena was measured by the tflite-micro Python interpreter on a 64-bit host (+5 %, rounded to 1 KiB);
-32-bit pointers make the device's need somewhat smaller: the application prints `arena_used_bytes()`. The weights
-live in the arena (resource variables) and, as initial values, inside the model in flash. Code (TFLM runtime and
-the {len(ctx.ops)} kernels, this application, the persistence library) is not counted: check `{'idf.py size' if t.platform == 'esp-idf' else 'west build -t rom_report / ram_report'}`.
-Usable RAM: {b['usable_ram_source']}
-{"ESP-IDF limits statically allocated DRAM (on the ESP32-S3/C3 by the IRAM the application uses): if the link "
- "fails with a DRAM segment overflow for a large arena, allocate `g_tensor_arena` with `heap_caps_malloc` instead."
- if t.platform == "esp-idf" else ""}
-
-## Files
-
-- `{'main' if t.platform == 'esp-idf' else 'src'}/model_data.h/.cc`, `weights.h`: copied from the export
-  (`model_data.h` has the input/output indices and arena sizes; `weights.h` only feeds compile-time checks).
-- `samples.h/.cc`: the training data; `tinyprop_state.h/.cc`: the state layout table.
-- `{'components/tinyprop_persist' if t.platform == 'esp-idf' else 'lib/tinyprop_persist'}`: the two-slot CRC32
-  persistence library (tinyprop-tf `micro/persist`).
-- `{outdir.PROJECT_RECORD}`: the SHA-256 of every generated file. Generating this project again (`tinyprop export
-  --overwrite --board {t.key}`, or `write_board_project` into this folder) keeps your edited
-  `{'main/main.cc' if t.platform == 'esp-idf' else 'src/main.cpp'}` and writes the new one beside it as
-  `{'main.cc' if t.platform == 'esp-idf' else 'main.cpp'}.new` (merge it); files the generator did not write
-  (`build/`, `sdkconfig`, your own) stay; the other generated files are replaced.
-"""
-    if t.platform == "esp-idf":
-        return f"""# TinyProp on-device training: {t.description} (ESP-IDF)
-
-Generated by `tinyprop_tf.converters.board_projects` from an export of model `{m.get('model_name')}`
-(batch {m['batch_size']}, loss `{m['loss']}`, optimizer `{m['optimizer'].get('name', '?')}`, policy
-`{m.get('policy_repr', '?')}`).
-
-## Build, flash, monitor
-
-Needs ESP-IDF >= 5.1 (`. $IDF_PATH/export.sh`); the component manager downloads `espressif/esp-tflite-micro`
-({ESP_TFLM_VERSION}, with `espressif/esp-nn`) on the first build.
-
-```sh
-idf.py set-target {t.idf_target}
-idf.py build flash monitor          # add -p /dev/ttyUSB0 (or ttyACM0) if needed
-```
-
-`sdkconfig.defaults`: CPU {t.cpu_mhz} MHz, {t.flash_mb} MB flash, main task stack {_STACK_BYTES} B, custom
-`partitions.csv` with a `tinyprop` data partition (subtype 0x40) of {ctx.partition_bytes:,} B for the two state
-slots. Erase the saved state with `idf.py erase-flash` (or `parttool.py erase_partition --partition-name tinyprop`).
-{common}"""
-    tflm_note = ""
-    old_ops = sorted(set(m["tflm"]["ops"]) & ZEPHYR_V41_MISSING)
-    if old_ops:
-        tflm_note = (f"\nThis model uses {', '.join(old_ops)}: the zephyr-v4.1.0 branch of tflite-micro has no "
-                     f"resolver method for {'it' if len(old_ops) == 1 else 'them'}, the zephyr-v4.4.0 branch has.\n")
-    return f"""# TinyProp on-device training: {t.description} (Zephyr / nRF Connect SDK)
-
-Generated by `tinyprop_tf.converters.board_projects` from an export of model `{m.get('model_name')}`
-(batch {m['batch_size']}, loss `{m['loss']}`, optimizer `{m['optimizer'].get('name', '?')}`, policy
-`{m.get('policy_repr', '?')}`).
-
-## TensorFlow Lite Micro in the workspace
-
-TFLM is Zephyr's *optional* west project `tflite-micro` (`CONFIG_TENSORFLOW_LITE_MICRO=y`; Zephyr's
-`modules/tflite-micro/CMakeLists.txt` compiles it). nRF Connect SDK does not import it, so the workspace manifest
-must add it:
-
-- **nRF Connect SDK**: use `west.yml` of this folder as the manifest of a workspace application (set the `nrf`
-  revision to your SDK release), or add its `tflite-micro` project entry to your own manifest; then `west update`.
-- **Upstream Zephyr**: `west config manifest.group-filter -- +optional && west update tflite-micro`.
-
-The entry pins tflite-micro to the zephyr-v4.4.0 branch ({ZEPHYR_TFLM_REVISION[:10]}). The source list that
-compiles it comes from the SDK's Zephyr: with a Zephyr older than 4.4 pin instead the revision your Zephyr's own
-`west.yml` names (`west manifest --resolve | grep -A3 tflite-micro` in an upstream checkout) and check that every op
-below has its `Add...()` method in that revision.{tflm_note}
-
-## Build, flash, monitor
-
-```sh
-west build -b {t.west_board} -p
-west flash
-# serial console at 115200 baud, e.g.: screen /dev/ttyACM0 115200
-```
-
-`prj.conf`: C++17 + full libc++, TFLM, FPU, flash map, main stack {_STACK_BYTES} B, heap 0 (the arena is a static
-buffer). `sysbuild.conf` turns the nRF Connect SDK Partition Manager off so that the devicetree partition is used
-(only read in sysbuild builds, the default in nRF Connect SDK; upstream Zephyr without `--sysbuild` ignores it,
-delete it for an upstream `--sysbuild` build, which does not know the symbol).
-The state lives in the devicetree partition `{label}` ({ctx.partition_bytes:,} B for two slots; see
-`boards/{t.overlay}`). Erase it with `west flash --erase` (erases the whole chip) or `nrfjprog --eraseall`.
-{common}"""
+        f"| `{v['name']}` | {v['dtype']} {v['shape']} | {v['offset']} | {v['bytes']} | "
+        f"{'weight' if v['is_weight'] else 'state'} |" for v in ctx.layout)
+    custom = "" if not ctx.custom_ops else _render(
+        "readme/fast_ops.md", count=len(ctx.custom_ops), names=", ".join(ctx.custom_ops),
+        kernel_dir=paths.kernels, arena_note=ctx.arena_note or "given by the caller").rstrip("\n")
+    return _render(
+        "readme/app.md", **_describe(ctx), main_file=paths.main, main_name=os.path.basename(paths.main),
+        app_dir=paths.app, src_dir=paths.data, persist_dir=paths.persist, num_builtin_ops=len(ctx.ops),
+        ops=", ".join(op for op, _ in ctx.ops), custom_ops_text=custom, num_ops=len(ctx.ops) + len(ctx.custom_ops),
+        arena_bytes=f"{m['tflm']['arena_bytes_recommended']:,}", resource_variables=m["tflm"]["resource_variables"],
+        model_id=f"0x{ctx.model_id:08x}", train_steps=ctx.train_steps, mode_train=m["tflm"]["modes"]["train"],
+        mode_infer=m["tflm"]["modes"]["infer"], state_rows=state_rows, state_bytes=f"{ctx.state_bytes:,}",
+        weight_bytes=f"{_weight_bytes(ctx.layout):,}", board_profile=b["board_profile"], budget_table=b["table"],
+        verdict=b["verdict"],
+        does_not_fit="" if b["fits"] else _render("readme/does_not_fit.md", verdict=b["verdict"]),
+        size_command=paths.size_command, usable_ram_source=b["usable_ram_source"],
+        platform_memory_note=_render("readme/esp_idf_memory.md") if ctx.target.platform == "esp-idf" else "",
+        kernels_file_note=_render("readme/fast_files.md", kernel_dir=paths.kernels).rstrip("\n")
+        if ctx.custom_ops else "",
+        project_record=outdir.PROJECT_RECORD)

@@ -40,7 +40,8 @@ DEFAULT_CACHE = os.path.join(MICRO_DIR, "build-tflm-runner")
 # What the runner is built from, relative to micro/: copied into the cache and hashed into the key.
 RUNNER_SOURCES = ("CMakeLists.txt", "include", "src", "tflm")
 SOURCE_SUFFIXES = (".h", ".cc")
-CMAKE_OPTIONS = ("-DTINYPROP_TFLM_HOST_RUNNER=ON", "-DTINYPROP_BUILD_TESTS=OFF")
+# The runner needs neither the tests nor micro/app (whose sources RUNNER_SOURCES does not copy).
+CMAKE_OPTIONS = ("-DTINYPROP_TFLM_HOST_RUNNER=ON", "-DTINYPROP_BUILD_TESTS=OFF", "-DTINYPROP_BUILD_APP=OFF")
 BUILT_TREE = "tinyprop_tflm_tree.digest"  # in the CMake build tree: the TFLM tree its last complete build used
 DEFAULT_ARENA = 32 << 20
 HOW_TO = ("set TINYPROP_TFLM_DIR to a complete TFLM tree (e.g. an ESP-IDF project's "

@@ -1,8 +1,10 @@
 """Board projects (ESP-IDF / Zephyr) generated from real exports: files, consistency with the manifest, the
-SDK-independent sources compiled for host, Cortex-M4F and RV32IMC, and main.cc / main.cpp compiled against stub
-headers of every TFLM / ESP-IDF / Zephyr function they call. The stubs also carry a small simulated runtime
-(resource variables, CALL_ONCE initialiser, RAM-backed NOR flash) so the generated application can be host-run
-twice: train + save, then restore + train, with the real micro/persist library. No vendor SDK is used."""
+micro/app sources copied unchanged, the SDK-independent sources compiled for host, Cortex-M4F and RV32IMC, and the
+entry (main.cc / main.cpp) with the app's TFLM part compiled against stub headers of every TFLM / ESP-IDF / Zephyr
+function they call. The stubs also carry a small simulated runtime (resource variables, CALL_ONCE initialiser,
+RAM-backed NOR flash) so the generated application can be host-run twice: train + save, then restore + train, with
+the real micro/persist library. The manifests are validated offline with `compote manifest lint` (idf_component.yml)
+and `west manifest --validate` (west.yml). No vendor SDK is used."""
 
 import json
 import os
@@ -19,13 +21,16 @@ from tinyprop_tf.converters import BoardProjectError, board_projects, device_ops
 BOARDS = ["esp32s3", "esp32c3", "nrf52840dk", "nrf5340dk"]
 ESP_FILES = ["CMakeLists.txt", "sdkconfig.defaults", "partitions.csv", "README.md", "main/CMakeLists.txt",
              "main/idf_component.yml", "main/main.cc", "main/model_data.h", "main/model_data.cc", "main/weights.h",
-             "main/samples.h", "main/samples.cc", "main/tinyprop_state.h", "main/tinyprop_state.cc",
+             "main/tinyprop_app_config.h", "main/samples.cc", "main/tinyprop_state.cc",
+             "main/tinyprop_app/esp_idf/esp_idf_platform.h",
              "components/tinyprop_persist/CMakeLists.txt", "components/tinyprop_persist/include/tinyprop/persist.h",
              "components/tinyprop_persist/src/persist.cc"]
 ZEPHYR_FILES = ["CMakeLists.txt", "prj.conf", "sysbuild.conf", "west.yml", "README.md", "src/main.cpp",
-                "src/model_data.h", "src/model_data.cc", "src/weights.h", "src/samples.h", "src/samples.cc",
-                "src/tinyprop_state.h", "src/tinyprop_state.cc", "lib/tinyprop_persist/include/tinyprop/persist.h",
-                "lib/tinyprop_persist/src/persist.cc"]
+                "src/model_data.h", "src/model_data.cc", "src/weights.h", "src/tinyprop_app_config.h",
+                "src/samples.cc", "src/tinyprop_state.cc", "lib/tinyprop_app/zephyr/zephyr_platform.h",
+                "lib/tinyprop_persist/include/tinyprop/persist.h", "lib/tinyprop_persist/src/persist.cc"]
+MICRO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
+APP_COMMON = ("include", "src", "tflm")  # micro/app folders every project holds (plus its platform folder)
 CXXFLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fno-exceptions", "-fno-rtti"]
 CROSS = {
     "arm": ["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"],
@@ -39,6 +44,31 @@ def _have(tool):
 
 def _src_dir(board):
     return "main" if board.startswith("esp") else "src"
+
+
+def _main_file(board):
+    return "main/main.cc" if board.startswith("esp") else "src/main.cpp"
+
+
+def _app_dir(board):
+    return "main/tinyprop_app" if board.startswith("esp") else "lib/tinyprop_app"
+
+
+def _platform_dir(board):
+    return "esp_idf" if board.startswith("esp") else "zephyr"
+
+
+def _app_files(board):
+    """project-relative -> micro/app path of every app source the project must hold unchanged (main included)."""
+    app = os.path.join(MICRO, "app")
+    out = {_main_file(board): os.path.join(app, _platform_dir(board), os.path.basename(_main_file(board)))}
+    for sub in (*APP_COMMON, _platform_dir(board)):
+        for root, _, names in os.walk(os.path.join(app, sub)):
+            for name in names:
+                rel = os.path.relpath(os.path.join(root, name), app)
+                if os.path.join(app, rel) not in out.values():
+                    out[f"{_app_dir(board)}/{rel}"] = os.path.join(app, rel)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -136,6 +166,16 @@ def _define(text, name):
     return m.group(1)
 
 
+def _builtin_ops(config):
+    """(resolver method, op, uses) of TINYPROP_BUILTIN_OPS in tinyprop_app_config.h."""
+    return re.findall(r"^  X\((Add\w+)\) /\* (\w+) x(\d+) \*/ \\$", config, re.M)
+
+
+def _custom_ops(config):
+    """(op name, registration function, uses) of TINYPROP_CUSTOM_OPS."""
+    return re.findall(r'^  X\("(\w+)", (Register_\w+)\) /\* x(\d+) \*/ \\$', config, re.M)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("export_name", ["ce_sgd", "mse_adam"])
 @pytest.mark.parametrize("board", BOARDS)
@@ -147,7 +187,16 @@ def test_project_files_match_the_manifest(projects, exports, export_name, board)
         assert os.path.isfile(os.path.join(project.out_dir, rel)), rel
     assert set(expected) <= set(project.files)
     src = _src_dir(board)
-    main = _read(project, f"{src}/main.{'cc' if board.startswith('esp') else 'cpp'}")
+    main = _read(project, _main_file(board))
+    config = _read(project, f"{src}/tinyprop_app_config.h")
+    tflm_part = _read(project, f"{_app_dir(board)}/tflm/tflm_training.cc")
+
+    # the app: every micro/app source of the platform copied unchanged, nothing of the other platform
+    for rel, source in _app_files(board).items():
+        with open(source, encoding="utf-8") as f:
+            assert _read(project, rel) == f.read(), rel
+    other = "zephyr" if board.startswith("esp") else "esp_idf"
+    assert not any(f"/{other}/" in f or "/tests/" in f for f in project.files)
 
     # model arrays copied unchanged: indices, arena, batch come from the export
     for name in ("model_data.h", "model_data.cc", "weights.h"):
@@ -157,34 +206,34 @@ def test_project_files_match_the_manifest(projects, exports, export_name, board)
     assert int(_define(model_h, "TINYPROP_ARENA_BYTES")) == manifest["tflm"]["arena_bytes_recommended"]
     for d in manifest["tflm"]["inputs"]:
         assert int(_define(model_h, f"TINYPROP_INPUT_{d['name'].upper()}")) == d["index"]
-        assert f"TINYPROP_INPUT_{d['name'].upper()}" in main
+        assert f"TINYPROP_INPUT_{d['name'].upper()}" in tflm_part
     for d in manifest["tflm"]["outputs"]:
         assert int(_define(model_h, f"TINYPROP_OUTPUT_{d['name'].upper()}")) == d["index"]
-    assert "g_tensor_arena[TINYPROP_ARENA_BYTES]" in main
+    assert "g_tensor_arena[TINYPROP_ARENA_BYTES]" in tflm_part
 
-    # exactly the manifest's ops, each registered once, and the resolver sized for them
+    # exactly the manifest's ops, each listed once, and the resolver sized for them
     ops = manifest["tflm"]["ops"]
-    calls = re.findall(r"resolver->(Add\w+)\(\) != kTfLiteOk\) return kTfLiteError;  // (\w+) x(\d+)", main)
+    calls = _builtin_ops(config)
     assert sorted(op for _, op, _ in calls) == sorted(ops)
     assert {op: int(n) for _, op, n in calls} == ops
     assert all(board_projects.TFLM_RESOLVER_METHODS[op] == method for method, op, _ in calls)
-    assert re.search(rf"constexpr int kNumOps = {len(ops)};", main)
-    assert "tflite::MicroMutableOpResolver<kNumOps> resolver;" in main
+    assert int(_define(config, "TINYPROP_NUM_OPS")) == len(ops) and _define(config, "TINYPROP_HAS_CUSTOM_OPS") == "0"
 
     # samples: sizes consistent with the model input / target
-    samples_h, samples_cc = _read(project, f"{src}/samples.h"), _read(project, f"{src}/samples.cc")
-    n = int(_define(samples_h, "TINYPROP_NUM_SAMPLES"))
-    elements = int(_define(samples_h, "TINYPROP_SAMPLE_ELEMENTS"))
+    samples_cc = _read(project, f"{src}/samples.cc")
+    n = int(_define(config, "TINYPROP_NUM_SAMPLES"))
+    elements = int(_define(config, "TINYPROP_SAMPLE_ELEMENTS"))
     assert elements == int(np.prod(manifest["input"]["shape"][1:]))
     values = re.findall(r"[-+]?\d\.?\d*e[-+]\d+f", samples_cc)
     is_label = manifest["target"]["dtype"] == "int32"
-    target_elements = int(_define(samples_h, "TINYPROP_TARGET_ELEMENTS"))
+    target_elements = int(_define(config, "TINYPROP_TARGET_ELEMENTS"))
     assert target_elements == (1 if is_label else int(np.prod(manifest["output_shape"][1:])))
     assert len(values) == n * elements + (0 if is_label else n * target_elements)
-    assert ("g_tinyprop_labels" in samples_cc) == is_label
+    assert _define(config, "TINYPROP_TARGET_IS_LABEL") == str(int(is_label))
+    assert int(_define(config, "TINYPROP_TRAIN_STEPS")) == project.train_steps
 
     # training state: every resource variable, weights first = weights.bin
-    state_h = _read(project, f"{src}/tinyprop_state.h")
+    state_h = config
     assert int(_define(state_h, "TINYPROP_NUM_STATE_VARIABLES")) == manifest["tflm"]["resource_variables"]
     assert int(_define(state_h, "TINYPROP_STATE_WEIGHT_BYTES")) == manifest["weights_bin"]["bytes"]
     assert [v["name"] for v in project.state_variables[:len(manifest["weights"])]] == \
@@ -209,13 +258,18 @@ def test_project_files_match_the_manifest(projects, exports, export_name, board)
         cmake = _read(project, "main/CMakeLists.txt")
         for f in ("main.cc", "model_data.cc", "samples.cc", "tinyprop_state.cc"):
             assert f'"{f}"' in cmake
+        for rel in _app_files(board):  # every app source is compiled
+            if rel.endswith(".cc") and rel != "main/main.cc":
+                assert f'"{os.path.relpath(rel, "main")}"' in cmake, rel
         sdk = _read(project, "sdkconfig.defaults")
         assert f'CONFIG_IDF_TARGET="{board}"' in sdk and f"CONFIG_ESP_DEFAULT_CPU_FREQ_MHZ_{target.cpu_mhz}=y" in sdk
         assert "CONFIG_ESP_MAIN_TASK_STACK_SIZE=16384" in sdk and 'CUSTOM_FILENAME="partitions.csv"' in sdk
-        row = re.search(r"^tinyprop, data, 0x40, +, +0x([0-9a-f]+),", _read(project, "partitions.csv"), re.M)
-        assert int(row.group(1), 16) == project.partition_bytes
+        row = re.search(r"^(\w+), +data, 0x40, +, +0x([0-9a-f]+),", _read(project, "partitions.csv"), re.M)
+        assert int(row.group(2), 16) == project.partition_bytes
+        assert row.group(1) == _define(config, "TINYPROP_STATE_PARTITION") == "tinyprop"
         assert f"idf.py set-target {board}" in readme and "idf.py build flash monitor" in readme
-        assert 'esp_partition_find_first(ESP_PARTITION_TYPE_DATA, ESP_PARTITION_SUBTYPE_ANY, "tinyprop")' in main
+        assert ("esp_partition_find_first(ESP_PARTITION_TYPE_DATA, ESP_PARTITION_SUBTYPE_ANY,\n"
+                "                               TINYPROP_NAME_OF(TINYPROP_STATE_PARTITION))") in main
     else:
         target = board_projects.BOARDS[board]
         assert "find_package(Zephyr REQUIRED" in _read(project, "CMakeLists.txt")
@@ -227,7 +281,12 @@ def test_project_files_match_the_manifest(projects, exports, export_name, board)
         west = _read(project, "west.yml")
         assert "- name: tflite-micro" in west and board_projects.ZEPHYR_TFLM_REVISION in west
         assert f"west build -b {target.west_board}" in readme
-        assert "FIXED_PARTITION_ID(storage_partition)" in main  # small state: the board's storage partition
+        assert "FIXED_PARTITION_ID(TINYPROP_STATE_PARTITION)" in main
+        assert _define(config, "TINYPROP_STATE_PARTITION") == "storage_partition"  # small state: the board's own
+        cmake = _read(project, "CMakeLists.txt")
+        for rel in _app_files(board):  # every app source is compiled
+            if rel.endswith((".cc", ".cpp")):
+                assert f"  {rel}\n" in cmake or f"  {rel})" in cmake, rel
         assert os.path.isfile(os.path.join(project.out_dir, "boards", target.overlay))
         if "REDUCE_MIN" in ops:
             assert "zephyr-v4.4.0" in readme and "REDUCE_MIN" in readme
@@ -240,9 +299,9 @@ def test_samples_argument_and_a_large_state_partition(exports, tmp_path):
     project = write_board_project(export_dir, "nrf52840dk", str(tmp_path / "p"), samples=x, labels=[0, 1, 2, 0, 1],
                                   steps=7)
     samples_cc = _read(project, "src/samples.cc")
-    assert "#define TINYPROP_NUM_SAMPLES 5" in _read(project, "src/samples.h")
+    assert "#define TINYPROP_NUM_SAMPLES 5" in _read(project, "src/tinyprop_app_config.h")
     assert "3.9e+00f" in samples_cc and "0, 1, 2, 0, 1," in samples_cc
-    assert "constexpr int kTrainSteps = 7;" in _read(project, "src/main.cpp")
+    assert "#define TINYPROP_TRAIN_STEPS 7\n" in _read(project, "src/tinyprop_app_config.h")
     with pytest.raises(BoardProjectError, match=r"labels must be in \[0, 3\)"):
         write_board_project(export_dir, "nrf52840dk", str(tmp_path / "q"), samples=x, labels=[0, 1, 2, 3, 1])
     with pytest.raises(BoardProjectError, match=r"samples must have shape \[N, 8\]"):
@@ -252,14 +311,10 @@ def test_samples_argument_and_a_large_state_partition(exports, tmp_path):
     assert not (tmp_path / "q").exists()
 
     # A state too large for the 32 KiB storage_partition gets its own partition at the end of the flash.
-    ctx = board_projects._Context(
-        target=board_projects.BOARDS["nrf5340dk"], manifest=manifest, export_dir=export_dir, sha="0" * 64,
-        model_len=1, ops=[], layout=[], state_bytes=100_000, model_id=0, x=x, y=np.zeros(5), is_label=True,
-        data_note="", train_steps=1, slot_bytes=board_projects._slot_bytes(100_000),
-        partition_bytes=2 * board_projects._slot_bytes(100_000), persist_files={})
-    label, overlay = board_projects._zephyr_partition(ctx)
+    slot = board_projects._slot_bytes(100_000)
+    label, overlay = board_projects._zephyr_partition(board_projects.BOARDS["nrf5340dk"], 100_000, slot, 2 * slot)
     assert label == "tinyprop_partition"
-    start = 0x100000 - ctx.partition_bytes
+    start = 0x100000 - 2 * slot
     assert f"tinyprop_partition: partition@{start:x}" in overlay
     assert "/delete-node/ &storage_partition;" in overlay and "/delete-node/ &slot1_partition;" in overlay
 
@@ -278,8 +333,7 @@ def test_wide_model_gets_its_own_partition_and_does_not_fit_the_nrf52840(tmp_pat
     export_training_model(model, tp.TinyProp(), optimizer="adam", batch_size=2, out_dir=export_dir)
     project = write_board_project(export_dir, "nrf52840dk", str(tmp_path / "nrf"))
     assert project.partition_bytes > 32 * 1024
-    main = _read(project, "src/main.cpp")
-    assert "FIXED_PARTITION_ID(tinyprop_partition)" in main
+    assert _define(_read(project, "src/tinyprop_app_config.h"), "TINYPROP_STATE_PARTITION") == "tinyprop_partition"
     overlay = _read(project, "boards/nrf52840dk_nrf52840.overlay")
     start = 0x100000 - project.partition_bytes
     assert f"reg = <0x{start:08x} 0x{project.partition_bytes:08x}>;" in overlay
@@ -287,8 +341,8 @@ def test_wide_model_gets_its_own_partition_and_does_not_fit_the_nrf52840(tmp_pat
     assert _partition_defines(project) == ["-DTINYPROP_STUB_PARTITION_tinyprop_partition=1"]
     stubs = _write_stubs(tmp_path / "stubs", "nrf52840dk")
     _, includes = _sdk_free_sources(project)
-    _compile(["g++"] + CXXFLAGS + [f"-I{stubs}"] + includes + _partition_defines(project) +
-             ["-c", "src/main.cpp", "-o", str(tmp_path / "main.o")], project.out_dir)
+    _compile(["g++"] + CXXFLAGS + [f"-I{stubs}"] + includes + _app_sdk_includes(project) +
+             _partition_defines(project) + ["-c", "src/main.cpp", "-o", str(tmp_path / "main.o")], project.out_dir)
     assert not project.fits
     short = project.budget["ram_bytes"] - 256 * 1024
     assert project.budget_text.startswith("DOES NOT FIT") and f"RAM short by {short:,} B" in project.budget_text
@@ -316,16 +370,31 @@ def _compile(cmd, cwd):
 
 
 def _sdk_free_sources(project):
-    src = _src_dir(project.board)
+    """The sources that need neither TFLM nor an SDK: generated data, micro/persist, micro/app's src/."""
+    src, app = _src_dir(project.board), _app_dir(project.board)
     persist = "components/tinyprop_persist" if project.board.startswith("esp") else "lib/tinyprop_persist"
     sources = [f"{src}/model_data.cc", f"{src}/samples.cc", f"{src}/tinyprop_state.cc", f"{persist}/src/persist.cc"]
-    return sources, [f"-I{src}", f"-I{persist}/include"]
+    sources += sorted(f for f in project.files if f.startswith(f"{app}/src/") and f.endswith(".cc"))
+    return sources, [f"-I{src}", f"-I{persist}/include", f"-I{app}/include"]
+
+
+def _app_sdk_sources(project):
+    """The app's TFLM part and the entry: compiled against the stubs."""
+    app = _app_dir(project.board)
+    return [_main_file(project.board)] + sorted(f for f in project.files if f.startswith(f"{app}/tflm/")
+                                                  and f.endswith(".cc"))
+
+
+def _app_sdk_includes(project):
+    app = _app_dir(project.board)
+    return [f"-I{app}/tflm", f"-I{app}/{_platform_dir(project.board)}"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("board", BOARDS)
 def test_sdk_free_sources_compile_for_host_and_target(projects, board, tmp_path):
-    """model/weights arrays, samples, the state table and the persistence library, -Wall -Wextra -Werror."""
+    """model/weights arrays, samples, the state table, the persistence library and the app's TFLM-free part,
+    -Wall -Wextra -Werror."""
     for export_name in ("ce_sgd", "mse_adam"):
         project = projects[export_name, board]
         sources, includes = _sdk_free_sources(project)
@@ -345,22 +414,22 @@ def test_sdk_free_sources_compile_for_host_and_target(projects, board, tmp_path)
 @pytest.mark.slow
 @pytest.mark.parametrize("board", BOARDS)
 def test_main_compiles_against_sdk_stubs(projects, board, tmp_path):
-    """main.cc / main.cpp against stub headers with the exact signatures of the TFLM, ESP-IDF and Zephyr API it
-    calls: an API typo, a wrong argument type or a missing include fails here. Also cross-compiled (-c)."""
+    """main.cc / main.cpp and the app's TFLM part against stub headers with the exact signatures of the TFLM,
+    ESP-IDF and Zephyr API they call: an API typo, a wrong argument type or a missing include fails here. Also
+    cross-compiled (-c)."""
     stubs = _write_stubs(tmp_path / "stubs", board)
     for export_name in ("ce_sgd", "mse_adam"):
         project = projects[export_name, board]
-        src = _src_dir(board)
-        main = f"{src}/main.{'cc' if board.startswith('esp') else 'cpp'}"
         _, includes = _sdk_free_sources(project)
-        includes = [f"-I{stubs}"] + includes
+        includes = [f"-I{stubs}"] + includes + _app_sdk_includes(project)
         defines = _partition_defines(project)
-        _compile(["g++"] + CXXFLAGS + includes + defines + ["-c", main, "-o", str(tmp_path / "main_host.o")],
-                 project.out_dir)
         cross = CROSS["riscv"] if board == "esp32c3" else CROSS["arm"]
-        if _have(cross[0]):
-            _compile(cross + CXXFLAGS + includes + defines + ["-c", main, "-o", str(tmp_path / "main_cross.o")],
-                     project.out_dir)
+        for source in _app_sdk_sources(project):
+            obj = str(tmp_path / os.path.basename(source))
+            _compile(["g++"] + CXXFLAGS + includes + defines + ["-c", source, "-o", obj + ".host.o"], project.out_dir)
+            if _have(cross[0]):
+                _compile(cross + CXXFLAGS + includes + defines + ["-c", source, "-o", obj + ".cross.o"],
+                         project.out_dir)
 
 
 def _partition_defines(project):
@@ -386,13 +455,12 @@ def test_generated_app_saves_and_restores_state_on_simulated_runtime(projects, e
     stubs = _write_stubs(tmp_path / "stubs", board)
     driver = tmp_path / "driver.cc"
     driver.write_text(_driver_source(project, manifest, stubs))
-    src = _src_dir(board)
-    main = f"{src}/main.{'cc' if board.startswith('esp') else 'cpp'}"
+    main = _main_file(board)
     sources, includes = _sdk_free_sources(project)
-    flags = ["g++"] + CXXFLAGS + [f"-I{stubs}"] + includes + ["-g", "-fsanitize=address,undefined",
-                                                              "-fno-sanitize-recover=all"]
+    flags = ["g++"] + CXXFLAGS + [f"-I{stubs}"] + includes + _app_sdk_includes(project) + [
+        "-g", "-fsanitize=address,undefined", "-fno-sanitize=vptr", "-fno-sanitize-recover=all"]
     objects = []
-    for i, source in enumerate([main, str(stubs / "stub_runtime.cc"), str(driver), *sources]):
+    for i, source in enumerate([*_app_sdk_sources(project), str(stubs / "stub_runtime.cc"), str(driver), *sources]):
         objects.append(str(tmp_path / f"o{i}.o"))
         extra = _partition_defines(project) + (["-Dmain=tinyprop_app_main"] if source == main else [])
         _compile(flags + extra + ["-c", source, "-o", objects[-1]], project.out_dir)
@@ -628,8 +696,10 @@ int flash_area_erase(const struct flash_area* fa, off_t off, size_t len);
 uint32_t flash_area_align(const struct flash_area* fa);
 const struct device* flash_area_get_device(const struct flash_area* fa);
 }
-// Only the partition labels the project's devicetree defines exist (-DTINYPROP_STUB_PARTITION_<label>=1).
-#define FIXED_PARTITION_ID(label) ((uint8_t)TINYPROP_STUB_PARTITION_##label)
+// Only the partition labels the project's devicetree defines exist (-DTINYPROP_STUB_PARTITION_<label>=1). As in
+// Zephyr (FIXED_PARTITION_ID -> DT_NODELABEL -> DT_CAT), the label argument is macro-expanded before pasting.
+#define FIXED_PARTITION_ID(label) TINYPROP_STUB_PARTITION_ID(label)
+#define TINYPROP_STUB_PARTITION_ID(label) ((uint8_t)TINYPROP_STUB_PARTITION_##label)
 """,
     "zephyr/drivers/flash.h": r"""
 #pragma once
@@ -982,17 +1052,20 @@ def test_fast_project_embeds_train_fast_and_registers_the_tinyprop_ops(fast_expo
     export_dir, manifest = fast_export
     project = write_board_project(export_dir, board, str(tmp_path / "p"))
     src = _src_dir(board)
-    main = _read(project, f"{src}/main.{'cc' if board.startswith('esp') else 'cpp'}")
+    config = _read(project, f"{src}/tinyprop_app_config.h")
     ops = manifest["tflm_fast"]["ops"]
     custom = sorted(op[7:] for op in ops if op.startswith("CUSTOM:"))
     # Dense, Conv2D and depthwise layers with plain SGD: every op but the unfused Dense backward.
     assert project.custom_ops == custom and custom == sorted(device_ops.DEVICE_OPS - {device_ops.DENSE_BACKWARD})
-    builtin = re.findall(r"resolver->(Add\w+)\(\) != kTfLiteOk\) return kTfLiteError;  // (\w+) x(\d+)", main)
-    added = re.findall(r'resolver->AddCustom\("(\w+)", &custom\d+\) != kTfLiteOk\) return kTfLiteError;  '
-                       r"// CUSTOM:(\w+) x(\d+)", main)
+    builtin = _builtin_ops(config)
+    added = _custom_ops(config)
     assert {op: int(n) for _, op, n in builtin} == {op: n for op, n in ops.items() if not op.startswith("CUSTOM:")}
-    assert {name: int(n) for name, same, n in added if name == same} == {op: ops["CUSTOM:" + op] for op in custom}
-    assert f"constexpr int kNumOps = {len(ops)};" in main and '#include "tinyprop_tflm.h"' in main
+    assert {name: int(n) for name, function, n in added if function == f"Register_{name}"} == \
+        {op: ops["CUSTOM:" + op] for op in custom}
+    with open(os.path.join(MICRO, "tflm", "tinyprop_tflm.h"), encoding="utf-8") as f:
+        glue = f.read()
+    assert all(f"TFLMRegistration {function}();" in glue for _, function, _ in added)
+    assert int(_define(config, "TINYPROP_NUM_OPS")) == len(ops) and _define(config, "TINYPROP_HAS_CUSTOM_OPS") == "1"
     # the embedded model is train_fast.tflite, byte for byte; the indices are train.tflite's (same entry)
     with open(os.path.join(export_dir, "train_fast.tflite"), "rb") as f:
         assert _c_array_bytes(_read(project, f"{src}/model_data.cc")) == f.read()
@@ -1002,7 +1075,7 @@ def test_fast_project_embeds_train_fast_and_registers_the_tinyprop_ops(fast_expo
     # the kernels and the glue, copied unchanged and all in the build
     kernel_root = ("main/" if board.startswith("esp") else "lib/") + "tinyprop_kernels"
     build = _read(project, "main/CMakeLists.txt" if board.startswith("esp") else "CMakeLists.txt")
-    micro = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "micro")
+    micro = MICRO
     expected = [os.path.join("src", n) for n in os.listdir(os.path.join(micro, "src"))] + \
         ["src/tinyprop_tflm.cc", "src/tinyprop_tflm.h"] + \
         [os.path.join("include/tinyprop", n) for n in os.listdir(os.path.join(micro, "include/tinyprop"))]
@@ -1025,9 +1098,9 @@ def test_fast_project_embeds_train_fast_and_registers_the_tinyprop_ops(fast_expo
                      project.out_dir)
     stubs = _write_stubs(tmp_path / "stubs", board)
     _, sdk_free_includes = _sdk_free_sources(project)
-    main_file = f"{src}/main.{'cc' if board.startswith('esp') else 'cpp'}"
-    _compile(["g++"] + CXXFLAGS + [f"-I{stubs}"] + sdk_free_includes + includes + _partition_defines(project) +
-             ["-c", main_file, "-o", str(tmp_path / "main.o")], project.out_dir)
+    for source in _app_sdk_sources(project):
+        _compile(["g++"] + CXXFLAGS + [f"-I{stubs}"] + sdk_free_includes + _app_sdk_includes(project) + includes +
+                 _partition_defines(project) + ["-c", source, "-o", str(tmp_path / "app.o")], project.out_dir)
 
 
 @pytest.mark.slow
@@ -1067,11 +1140,12 @@ def test_regenerating_keeps_an_edited_main_and_writes_the_new_one_beside_it(quic
     from tinyprop_tf import outdir
 
     out = tmp_path / "p"
-    main = f"{_src_dir(board)}/main.{'cc' if board.startswith('esp') else 'cpp'}"
+    main = _main_file(board)
+    config = f"{_src_dir(board)}/tinyprop_app_config.h"
     first = quick_write(board, str(out))
     assert outdir.PROJECT_RECORD in first.files and first.kept_user_files == []
     generated = (out / main).read_text()
-    assert "SetInputs(" in generated and outdir.PROJECT_RECORD in _read(first, "README.md")
+    assert "SampleBatches batches(" in generated and outdir.PROJECT_RECORD in _read(first, "README.md")
 
     # unchanged since generated: replaced, nothing beside it
     (out / "samples.h").write_text("stale file of ours")  # listed below as generated: must not survive
@@ -1081,23 +1155,26 @@ def test_regenerating_keeps_an_edited_main_and_writes_the_new_one_beside_it(quic
     notices = []
     again = quick_write(board, str(out), steps=3, print_fn=notices.append)
     assert again.kept_user_files == [] and notices == [] and not (out / (main + ".new")).exists()
-    assert "constexpr int kTrainSteps = 3;" in (out / main).read_text() and not (out / "samples.h").exists()
+    assert "#define TINYPROP_TRAIN_STEPS 3\n" in (out / config).read_text() and not (out / "samples.h").exists()
 
     # edited: kept, the new one beside it, one notice; build output and the user's files come along
-    edited = (out / main).read_text().replace("bool SetInputs(", "// reads my sensor\nbool SetInputs(")
+    edited = (out / main).read_text().replace("  tinyprop::app::SampleBatches batches(",
+                                              "  // reads my sensor\n  tinyprop::app::SampleBatches batches(")
+    assert edited != generated
     (out / main).write_text(edited)
     (out / "build").mkdir()
     (out / "build" / "app.elf").write_bytes(b"\x7fELF")
     (out / "my_notes.txt").write_text("mine")
     project = quick_write(board, str(out), steps=4, print_fn=notices.append)
     assert project.kept_user_files == [main] and (out / main).read_text() == edited
-    assert "constexpr int kTrainSteps = 4;" in (out / (main + ".new")).read_text()
+    assert (out / (main + ".new")).read_text() == generated and "TINYPROP_TRAIN_STEPS 4\n" in (out / config).read_text()
     assert notices == [f"{out / main}: kept (it differs from what tinyprop generated); the regenerated file is "
                        f"{out / main}.new: merge it into yours"]
     assert (out / "build" / "app.elf").read_bytes() == b"\x7fELF" and (out / "my_notes.txt").read_text() == "mine"
     # still edited next time (it differs from what was generated last, now in the .new file): kept again
     quick_write(board, str(out), steps=5, print_fn=notices.append)
-    assert (out / main).read_text() == edited and "kTrainSteps = 5;" in (out / (main + ".new")).read_text()
+    assert (out / main).read_text() == edited and (out / (main + ".new")).read_text() == generated
+    assert "TINYPROP_TRAIN_STEPS 5\n" in (out / config).read_text()
     assert sorted(os.listdir(tmp_path)) == ["p"]
 
 
@@ -1149,3 +1226,101 @@ def test_cli_export_overwrite_with_board_keeps_the_edited_main(tmp_path):
     assert f"{main}: kept (it differs from what tinyprop generated); the regenerated file is {main}.new" in proc.stdout
     assert main.read_text() == edited and (out / "nrf52840dk_project" / "src" / "main.cpp.new").is_file()
     assert json.loads((out / "manifest.json").read_text())["optimizer"]["learning_rate"] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Manifests validated offline by the SDKs' own tools (PyPI idf-component-manager and west, in the dev extra)
+# --------------------------------------------------------------------------------------------------------------
+def _dev_tool(name):
+    """A console script of the dev extra, from this interpreter's environment first."""
+    import sys
+
+    path = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    assert path, f"{name} is missing: pip install -e '.[dev]' (idf-component-manager, west)"
+    return path
+
+
+def _compote_lint(manifest):
+    return subprocess.run([_dev_tool("compote"), "manifest", "lint", str(manifest)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_idf_component_manifest_passes_compote_lint_and_a_broken_one_fails(quick_write, tmp_path):
+    project = quick_write("esp32s3", str(tmp_path / "p"))
+    manifest = tmp_path / "p" / "main" / "idf_component.yml"
+    result = _compote_lint(manifest)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken" / "idf_component.yml"
+    broken.parent.mkdir()
+    text = _read(project, "main/idf_component.yml")
+    assert f'"{board_projects.ESP_TFLM_VERSION}"' in text
+    broken.write_text(text.replace(f'"{board_projects.ESP_TFLM_VERSION}"', '"^^1.4"'))
+    result = _compote_lint(broken)
+    assert result.returncode != 0 and "Invalid version specification" in result.stdout + result.stderr
+
+
+def _west_validate(west_yml: str, root):
+    """`west manifest --validate` in a throwaway workspace: the project folder as the manifest repository (the
+    manifest's self.path), and an empty stand-in for the nRF Connect SDK it imports, which west must read to
+    resolve the manifest and which cannot be cloned offline."""
+    app = root / "tinyprop_train"
+    app.mkdir(parents=True)
+    (app / "west.yml").write_text(west_yml)
+    nrf = root / "nrf"
+    nrf.mkdir()
+    (nrf / "west.yml").write_text("manifest:\n  projects: []\n")
+    git = ["git", "-C", str(nrf), "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for args in (["init", "-q"], ["add", "west.yml"], ["commit", "-qm", "stand-in"], ["branch", "manifest-rev"]):
+        subprocess.run(git + args, check=True, capture_output=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k not in ("ZEPHYR_BASE", "WEST_CONFIG_LOCAL")}
+    west = _dev_tool("west")
+    subprocess.run([west, "init", "-l", str(app)], cwd=root, check=True, capture_output=True, timeout=60, env=env)
+    return subprocess.run([west, "manifest", "--validate"], cwd=root, capture_output=True, text=True, timeout=60,
+                          env=env)
+
+
+def test_west_manifest_validates_and_a_broken_one_fails(quick_write, tmp_path):
+    project = quick_write("nrf52840dk", str(tmp_path / "p"))
+    text = _read(project, "west.yml")
+    result = _west_validate(text, tmp_path / "good")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "url-base:" in text
+    result = _west_validate(text.replace("url-base:", "url_base:", 1), tmp_path / "bad")
+    assert result.returncode != 0
+
+
+def test_templates_ship_with_the_package_and_every_placeholder_is_filled(quick_write, tmp_path):
+    """The templates are package data of tinyprop_tf.converters (found from an editable install too), the four
+    boards' projects use every one but those of fast projects, of a model that does not fit and of a state too
+    large for the board's storage partition, and no generated text keeps a $placeholder."""
+    import importlib.resources
+
+    def templates(folder, prefix=""):
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                yield from templates(entry, f"{prefix}{entry.name}/")
+            elif entry.name.endswith(".tpl"):
+                yield prefix + entry.name[:-len(".tpl")]
+
+    shipped = set(templates(importlib.resources.files("tinyprop_tf.converters") / "templates"))
+    conditional = {"readme/fast_ops.md", "readme/fast_files.md", "readme/does_not_fit.md",
+                   "zephyr/boards/own_partition.overlay"}
+    assert conditional < shipped and "esp-idf/main/idf_component.yml" in shipped
+    used = set()
+    original = board_projects._render
+
+    def recording(template, **values):
+        used.add(template)
+        return original(template, **values)
+
+    board_projects._render = recording
+    try:
+        written = [quick_write(board, str(tmp_path / board)) for board in BOARDS]
+    finally:
+        board_projects._render = original
+    assert used <= shipped and shipped - used == conditional
+    leftover = re.compile(r"\$(?!ENV\{|\{COMPONENT_LIB\}|IDF_PATH)\{?[A-Za-z_]")
+    for project in written:
+        for rel in project.files:
+            if not rel.endswith(".json"):
+                assert not leftover.search(_read(project, rel)), rel

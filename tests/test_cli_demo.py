@@ -70,7 +70,8 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
     assert (out / "export" / "train_fast.tflite").exists() and (out / "export" / "train.tflite").exists()
     project = out / "nrf52840dk_project"
     assert (project / "src" / "main.cpp").exists() and (project / "prj.conf").exists()
-    assert "AddCustom(\"TINYPROP_DENSE_BACKWARD_SGD\"" in (project / "src" / "main.cpp").read_text()
+    assert ('X("TINYPROP_DENSE_BACKWARD_SGD", Register_TINYPROP_DENSE_BACKWARD_SGD)'
+            in (project / "src" / "tinyprop_app_config.h").read_text())
     assert "5 exported training steps vs float64" in proc.stdout and "PASS" in proc.stdout
 
 

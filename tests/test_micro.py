@@ -97,10 +97,13 @@ def _host_build() -> Path:
 
 
 def test_host_build_and_unit_tests():
-    """Library + self-written test harness; every kernel vs independent reference loops, error returns."""
+    """Library + self-written test harness; every kernel vs independent reference loops, error returns; the
+    training app's TFLM-independent part (micro/app) on a fake model and the simulated flash."""
     build_dir = _host_build()
     proc = _run(["ctest", "--test-dir", str(build_dir), "--output-on-failure"], timeout=300)
     assert "100% tests passed" in proc.stdout, proc.stdout
+    out = _run([str(build_dir / "app" / "tinyprop_app_tests")]).stdout
+    assert re.search(r"(\d+)/\1 tests passed", out) and "AppTwoBootsSaveRestoreAndContinue" in out, out
     out = _run([str(build_dir / "tinyprop_tests")]).stdout
     assert re.search(r"(\d+)/\1 tests passed", out), out
     bad = {s for s in _undefined_symbols("nm", build_dir / "libtinyprop.a") if FORBIDDEN_SYMBOL.match(s)}

@@ -1,0 +1,156 @@
+#include "tinyprop/app/training_loop.h"
+
+namespace tinyprop {
+namespace app {
+namespace {
+
+constexpr uint32_t kInt32Bytes = sizeof(int32_t);
+constexpr uint32_t kFloatBytes = sizeof(float);
+
+// The tensor, checked against the size the config gives it; reported and null when it differs.
+void* Checked(StepModel& model, StepTensor which, uint32_t bytes, const char* name, Console& console) {
+  const TensorBytes t = model.Tensor(which);
+  if (t.data == nullptr || t.bytes != bytes) {
+    console.Printf("tinyprop: tensor '%s' has an unexpected type or size (expected %u bytes)\n", name,
+                   static_cast<unsigned>(bytes));
+    return nullptr;
+  }
+  return t.data;
+}
+
+uint32_t TargetBytes(const TrainingConfig& c) {
+  return static_cast<uint32_t>(c.batch) * (c.target_is_label ? kInt32Bytes
+                                                             : kFloatBytes * static_cast<uint32_t>(c.target_elements));
+}
+
+// Fills the batch from `first` and the mode (EVERY input before EVERY Invoke: TFLM's planner reuses input
+// buffers), invokes, reads the loss.
+bool RunStep(const TrainingApp& app, int32_t first, int32_t mode, float* loss) {
+  const TrainingConfig& c = app.config;
+  StepModel& model = *app.model;
+  Console& console = *app.console;
+  float* x = static_cast<float*>(Checked(
+      model, StepTensor::kX, kFloatBytes * static_cast<uint32_t>(c.batch * c.sample_elements), "x", console));
+  void* y = Checked(model, StepTensor::kY, TargetBytes(c), "y", console);
+  int32_t* m = static_cast<int32_t*>(Checked(model, StepTensor::kMode, kInt32Bytes, "mode", console));
+  if (x == nullptr || y == nullptr || m == nullptr) return false;
+  if (!app.batches->Fill(first, c.batch, x, y)) {
+    console.Printf("tinyprop: no batch from sample %ld\n", static_cast<long>(first));
+    return false;
+  }
+  *m = mode;
+  if (!model.Invoke()) {
+    console.Printf("tinyprop: Invoke() failed (mode %d)\n", static_cast<int>(mode));
+    return false;
+  }
+  const float* l = static_cast<const float*>(Checked(model, StepTensor::kLoss, kFloatBytes, "loss", console));
+  if (l == nullptr) return false;
+  *loss = *l;
+  return true;
+}
+
+// k is [sparse_layers, batch] int32: the entries each sample kept per sparse layer; printed summed per layer.
+void PrintKeptPerLayer(const TrainingApp& app) {
+  const TrainingConfig& c = app.config;
+  Console& console = *app.console;
+  if (c.sparse_layers == 0) {  // dense back-propagation: k is empty
+    console.Write("\n");
+    return;
+  }
+  const int32_t* k = static_cast<const int32_t*>(Checked(
+      *app.model, StepTensor::kK, kInt32Bytes * static_cast<uint32_t>(c.sparse_layers * c.batch), "k", console));
+  if (k == nullptr) {
+    console.Write("\n");
+    return;
+  }
+  console.Write(", kept per layer:");
+  for (int32_t layer = 0; layer < c.sparse_layers; ++layer) {
+    long kept = 0;
+    for (int32_t b = 0; b < c.batch; ++b) kept += k[layer * c.batch + b];
+    console.Printf(" %ld", kept);
+  }
+  console.Write("\n");
+}
+
+// After an inference invoke on the batch from sample 0: the predicted class and label per sample
+// (classification), or the first outputs (regression). y still holds the batch's labels.
+void PrintPredictions(const TrainingApp& app) {
+  const TrainingConfig& c = app.config;
+  Console& console = *app.console;
+  const int32_t n = c.output_elements;
+  const float* out = static_cast<const float*>(Checked(
+      *app.model, StepTensor::kOutput, kFloatBytes * static_cast<uint32_t>(c.batch * n), "output", console));
+  const TensorBytes y = app.model->Tensor(StepTensor::kY);
+  if (out == nullptr || y.data == nullptr) return;
+  char text[32];
+  for (int32_t b = 0; b < c.batch; ++b) {
+    if (c.target_is_label) {
+      int32_t best = 0;
+      for (int32_t j = 1; j < n; ++j) {
+        if (out[b * n + j] > out[b * n + best]) best = j;
+      }
+      console.Printf("  sample %d: predicted class %d, label %d\n", static_cast<int>(b), static_cast<int>(best),
+                     static_cast<int>(static_cast<const int32_t*>(y.data)[b]));
+      continue;
+    }
+    console.Printf("  sample %d:", static_cast<int>(b));
+    for (int32_t j = 0; j < n && j < 4; ++j) {
+      FormatFloat(out[b * n + j], text, sizeof(text));
+      console.Printf(" %s", text);
+    }
+    console.Write(n > 4 ? " ...\n" : "\n");
+  }
+}
+
+}  // namespace
+
+int RunTraining(const TrainingApp& app) {
+  const TrainingConfig& c = app.config;
+  Console& console = *app.console;
+  char text[32];
+  if (!StateLayoutOk(*app.layout)) {
+    console.Printf("tinyprop: inconsistent state layout table\n");
+    return 1;
+  }
+  // The first invoke runs the initialiser (CALL_ONCE), which assigns the exported weights: only after it may a
+  // saved state be written into the model.
+  float loss = 0.0f;
+  if (!RunStep(app, 0, c.mode_infer, &loss)) return 1;
+  FormatFloat(loss, text, sizeof(text));
+  console.Printf("tinyprop: loss on the first batch with the exported weights: %s\n", text);
+
+  uint32_t steps_done = 0;
+  switch (LoadState(*app.flash, *app.layout, *app.state, app.state_image, &steps_done, console)) {
+    case LoadOutcome::kRestored:
+      if (!RunStep(app, 0, c.mode_infer, &loss)) return 1;
+      FormatFloat(loss, text, sizeof(text));
+      console.Printf("tinyprop: loss on the first batch with the restored state: %s\n", text);
+      break;
+    case LoadOutcome::kStartFresh:
+      break;
+    case LoadOutcome::kFailed:
+      return 1;
+  }
+
+  for (int32_t step = 0; step < c.train_steps; ++step) {
+    const int64_t t0 = console.Millis();
+    if (!RunStep(app, step * c.batch, c.mode_train, &loss)) return 1;
+    const int64_t t1 = console.Millis();
+    FormatFloat(loss, text, sizeof(text));
+    console.Printf("step %u: loss %s (%ld ms)", static_cast<unsigned>(steps_done + static_cast<uint32_t>(step) + 1),
+                   text, static_cast<long>(t1 - t0));
+    PrintKeptPerLayer(app);
+    console.Yield();
+  }
+
+  if (!RunStep(app, 0, c.mode_infer, &loss)) return 1;
+  FormatFloat(loss, text, sizeof(text));
+  console.Printf("tinyprop: inference on the first batch after training: loss %s\n", text);
+  PrintPredictions(app);
+
+  const uint32_t total = steps_done + static_cast<uint32_t>(c.train_steps);
+  return SaveState(*app.flash, *app.layout, *app.state, app.state_image, total, console) ? 0 : 1;
+}
+
+}  // namespace app
+}  // namespace tinyprop

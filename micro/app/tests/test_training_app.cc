@@ -1,0 +1,330 @@
+// The TFLM-independent training app on the host: a fake step model whose "train step" adds 1 to every state
+// element, a fake state, the simulated NOR flash of micro/persist. Two boots on one flash: the second must
+// restore what the first saved and continue from there.
+#include <string>
+#include <vector>
+
+#include "harness.h"
+#include "tinyprop/app/batches.h"
+#include "tinyprop/app/console.h"
+#include "tinyprop/app/state.h"
+#include "tinyprop/app/training_loop.h"
+#include "tinyprop/persist_sim_flash.h"
+
+namespace {
+
+using tinyprop::SimFlash;
+using tinyprop::app::BatchSource;
+using tinyprop::app::Console;
+using tinyprop::app::LoadOutcome;
+using tinyprop::app::SampleBatches;
+using tinyprop::app::SampleSet;
+using tinyprop::app::StateAccess;
+using tinyprop::app::StateDtype;
+using tinyprop::app::StateLayout;
+using tinyprop::app::StateVariable;
+using tinyprop::app::StepModel;
+using tinyprop::app::StepTensor;
+using tinyprop::app::TensorBytes;
+using tinyprop::app::TrainingApp;
+using tinyprop::app::TrainingConfig;
+
+class CapturedConsole final : public Console {
+ public:
+  void Write(const char* text) override { out += text; }
+  int64_t Millis() override { return now += 3; }
+  void Yield() override { ++yields; }
+  std::string out;
+  int64_t now = 0;
+  int yields = 0;
+};
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// A weight [2, 3] float, a slot [3] float, a step counter int64 (alignment padding before it).
+const StateVariable kVariables[] = {
+    {"w", 0, 24, 6, StateDtype::kFloat32, true},
+    {"slot", 24, 12, 3, StateDtype::kFloat32, false},
+    {"iterations", 40, 8, 1, StateDtype::kInt64, false},
+};
+const StateLayout kLayout = {kVariables, 3, 48, 0x1234abcdu};
+
+// The state tensors, reached by index, as the app sees them.
+class FakeState final : public StateAccess {
+ public:
+  explicit FakeState(const StateLayout& layout) : layout_(layout) {
+    for (int32_t i = 0; i < layout.count; ++i) tensors.emplace_back(layout.variables[i].bytes, 0);
+  }
+  bool Read(int32_t index, void* out, uint32_t bytes) override {
+    if (index < 0 || index >= layout_.count || bytes != tensors[index].size() || fail_index == index) return false;
+    memcpy(out, tensors[index].data(), bytes);
+    return true;
+  }
+  bool Write(int32_t index, const void* data, uint32_t bytes) override {
+    if (index < 0 || index >= layout_.count || bytes != tensors[index].size() || fail_index == index) return false;
+    memcpy(tensors[index].data(), data, bytes);
+    return true;
+  }
+  float F(int32_t index, int e) const {
+    float v;
+    memcpy(&v, tensors[index].data() + 4 * e, 4);
+    return v;
+  }
+  int64_t I64(int32_t index) const {
+    int64_t v;
+    memcpy(&v, tensors[index].data(), 8);
+    return v;
+  }
+  // The initialiser: the exported values (0.5 everywhere, counter 0).
+  void Initialise() {
+    for (int32_t i = 0; i < layout_.count; ++i) {
+      if (layout_.variables[i].dtype == StateDtype::kInt64) {
+        const int64_t zero = 0;
+        memcpy(tensors[i].data(), &zero, 8);
+        continue;
+      }
+      for (uint32_t e = 0; e < layout_.variables[i].elements; ++e) {
+        const float half = 0.5f;
+        memcpy(tensors[i].data() + 4 * e, &half, 4);
+      }
+    }
+  }
+  void Train() {
+    for (int32_t i = 0; i < layout_.count; ++i) {
+      if (layout_.variables[i].dtype == StateDtype::kInt64) {
+        const int64_t next = I64(i) + 1;
+        memcpy(tensors[i].data(), &next, 8);
+        continue;
+      }
+      for (uint32_t e = 0; e < layout_.variables[i].elements; ++e) {
+        const float next = F(i, static_cast<int>(e)) + 1.0f;
+        memcpy(tensors[i].data() + 4 * e, &next, 4);
+      }
+    }
+  }
+  std::vector<std::vector<uint8_t>> tensors;
+  int32_t fail_index = -1;
+
+ private:
+  const StateLayout& layout_;
+};
+
+constexpr int32_t kBatch = 2, kSampleElements = 3, kClasses = 4, kSparseLayers = 2;
+
+// The training graph's contract: x [2, 3] float, y [2] int32, mode int32; loss, output [2, 4], k [2, 2].
+// The first Invoke runs the initialiser; a train invoke updates the state; k[layer, b] = layer + b + first x.
+class FakeModel final : public StepModel {
+ public:
+  explicit FakeModel(FakeState* state) : state_(state) {}
+  TensorBytes Tensor(StepTensor tensor) override {
+    switch (tensor) {
+      case StepTensor::kX: return {x, sizeof(x)};
+      case StepTensor::kY: return {y, sizeof(y)};
+      case StepTensor::kMode: return {&mode, sizeof(mode)};
+      case StepTensor::kLoss: return {&loss, sizeof(loss)};
+      case StepTensor::kOutput: return {output, output_bytes};
+      case StepTensor::kK: return {k, sizeof(k)};
+    }
+    return {nullptr, 0};
+  }
+  bool Invoke() override {
+    if (!initialised) {
+      state_->Initialise();
+      initialised = true;
+    }
+    if (mode != 0 && mode != 1) return false;
+    loss = 1.0f / (1.0f + static_cast<float>(state_->I64(2)));  // the forward pass, before the update
+    if (mode == 1) {
+      state_->Train();
+      ++train_invokes;
+      first_samples.push_back(x[0]);
+    }
+    for (int32_t b = 0; b < kBatch; ++b) {
+      for (int32_t c = 0; c < kClasses; ++c) output[b * kClasses + c] = c == y[b] ? 1.0f : 0.0f;
+      for (int32_t layer = 0; layer < kSparseLayers; ++layer) k[layer * kBatch + b] = layer + b + static_cast<int32_t>(x[0]);
+    }
+    return true;
+  }
+  float x[kBatch * kSampleElements] = {};
+  int32_t y[kBatch] = {};
+  int32_t mode = -1;
+  float loss = 0.0f;
+  float output[kBatch * kClasses] = {};
+  uint32_t output_bytes = sizeof(output);
+  int32_t k[kSparseLayers * kBatch] = {};
+  bool initialised = false;
+  int train_invokes = 0;
+  std::vector<float> first_samples;
+
+ private:
+  FakeState* state_;
+};
+
+// Sample i is {i, i + 0.25, i + 0.5} with label i % 4.
+const float kSamples[] = {0, 0.25f, 0.5f, 1, 1.25f, 1.5f, 2, 2.25f, 2.5f};
+const int32_t kLabels[] = {0, 1, 2};
+const SampleSet kSampleSet = {kSamples, kLabels, nullptr, 3, kSampleElements, 1};
+constexpr TrainingConfig kConfig = {kBatch, kSampleElements, 1, true, kClasses, kSparseLayers, 4, 1, 0};
+
+struct Board {
+  // 4 sectors of 4 KiB, 4-byte write blocks (nRF-like): two 8 KiB slots.
+  std::vector<uint8_t> storage = std::vector<uint8_t>(4 * 4096);
+  SimFlash flash{SimFlash::Config{4 * 4096, 4096, 4, false, false}, storage.data(), nullptr};
+  alignas(8) uint8_t image[48] = {};
+};
+
+struct Boot {
+  FakeState state{kLayout};
+  FakeModel model{&state};
+  SampleBatches batches{kSampleSet};
+  CapturedConsole console;
+  int Run(Board& board, const StateLayout& layout = kLayout, const TrainingConfig& config = kConfig) {
+    const TrainingApp app = {config, &layout, &model, &state, &batches, &board.flash, &console, board.image};
+    return tinyprop::app::RunTraining(app);
+  }
+};
+
+TP_TEST(AppStateLayoutOkRejectsOverlapMisalignmentAndOverrun) {
+  TP_CHECK(tinyprop::app::StateLayoutOk(kLayout));
+  const StateVariable overlap[] = {{"a", 0, 8, 2, StateDtype::kFloat32, true}, {"b", 4, 4, 1, StateDtype::kFloat32, false}};
+  TP_CHECK(!tinyprop::app::StateLayoutOk({overlap, 2, 16, 0}));
+  const StateVariable misaligned[] = {{"a", 4, 8, 1, StateDtype::kInt64, false}};
+  TP_CHECK(!tinyprop::app::StateLayoutOk({misaligned, 1, 16, 0}));
+  const StateVariable wrong_size[] = {{"a", 0, 8, 3, StateDtype::kFloat32, false}};
+  TP_CHECK(!tinyprop::app::StateLayoutOk({wrong_size, 1, 16, 0}));
+  const StateVariable overrun[] = {{"a", 8, 12, 3, StateDtype::kFloat32, false}};
+  TP_CHECK(!tinyprop::app::StateLayoutOk({overrun, 1, 16, 0}));
+  TP_CHECK(tinyprop::app::StateLayoutOk({overrun, 1, 20, 0}));
+  const StateVariable bad_dtype[] = {{"a", 0, 4, 1, static_cast<StateDtype>(9), false}};
+  TP_CHECK(!tinyprop::app::StateLayoutOk({bad_dtype, 1, 16, 0}));
+}
+
+TP_TEST(AppSampleBatchesWrapAroundForLabelsAndTargets) {
+  SampleBatches batches(kSampleSet);
+  float x[6];
+  int32_t labels[2];
+  TP_CHECK(batches.Fill(2, 2, x, labels));  // samples 2, 0
+  TP_CHECK_EQ(x[0], 2.0f);
+  TP_CHECK_EQ(x[2], 2.5f);
+  TP_CHECK_EQ(x[3], 0.0f);
+  TP_CHECK_EQ(labels[0], 2);
+  TP_CHECK_EQ(labels[1], 0);
+  TP_CHECK(batches.Fill(7, 1, x, labels));  // 7 % 3
+  TP_CHECK_EQ(x[0], 1.0f);
+  TP_CHECK(!batches.Fill(-1, 2, x, labels));
+
+  const float targets[] = {10, 11, 20, 21};
+  const SampleSet regression = {kSamples, nullptr, targets, 2, kSampleElements, 2};
+  SampleBatches regression_batches(regression);
+  float y[4];
+  TP_CHECK(regression_batches.Fill(1, 2, x, y));  // samples 1, 0
+  TP_CHECK_EQ(y[0], 20.0f);
+  TP_CHECK_EQ(y[1], 21.0f);
+  TP_CHECK_EQ(y[2], 10.0f);
+}
+
+TP_TEST(AppFormatFloatWithoutPercentF) {
+  char text[32];
+  tinyprop::app::FormatFloat(1.5f, text, sizeof(text));
+  TP_CHECK_EQ(std::string(text), std::string("1.500000"));
+  tinyprop::app::FormatFloat(-2.25e-5f, text, sizeof(text));
+  TP_CHECK_EQ(std::string(text), std::string("-2.250000e-5"));
+  tinyprop::app::FormatFloat(3.0e9f, text, sizeof(text));
+  TP_CHECK_EQ(std::string(text), std::string("3.000000e9"));
+  tinyprop::app::FormatFloat(0.9999999f, text, sizeof(text));
+  TP_CHECK_EQ(std::string(text), std::string("1.000000"));
+  tinyprop::app::FormatFloat(0.0f / 0.0f, text, sizeof(text));
+  TP_CHECK_EQ(std::string(text), std::string("nan"));
+  tinyprop::app::FormatFloat(-1.0f / 0.0f, text, sizeof(text));
+  TP_CHECK_EQ(std::string(text), std::string("-inf"));
+}
+
+TP_TEST(AppTwoBootsSaveRestoreAndContinue) {
+  Board board;
+  Boot first;
+  TP_CHECK_EQ(first.Run(board), 0);
+  const std::string& out1 = first.console.out;
+  TP_CHECK(Count(out1, "no saved state in flash") == 1);
+  TP_CHECK(Count(out1, "saved the training state (48 bytes) to slot 0, generation 1") == 1);
+  // 4 steps over 3 samples, batch 2: batches from 0, 2, 4 % 3 = 1, 6 % 3 = 0; k summed per layer.
+  TP_CHECK_EQ(first.model.train_invokes, 4);
+  TP_CHECK(first.model.first_samples == std::vector<float>({0.0f, 2.0f, 1.0f, 0.0f}));
+  TP_CHECK(Count(out1, "step 1: loss 1.000000 (3 ms), kept per layer: 1 3\n") == 1);
+  TP_CHECK(Count(out1, "step 2: loss 0.500000 (3 ms), kept per layer: 5 7\n") == 1);
+  TP_CHECK(Count(out1, "step 4: loss") == 1 && Count(out1, "step 5:") == 0);
+  TP_CHECK_EQ(first.console.yields, 4);
+  // inference on the batch from sample 0: the fake predicts the label
+  TP_CHECK(Count(out1, "  sample 0: predicted class 0, label 0\n  sample 1: predicted class 1, label 1\n") == 1);
+  TP_CHECK_EQ(first.state.F(0, 5), 4.5f);
+
+  Boot second;  // a new interpreter: the initialiser sets the exported values again, then the restore
+  TP_CHECK_EQ(second.Run(board), 0);
+  const std::string& out2 = second.console.out;
+  TP_CHECK(Count(out2, "restored the training state from slot 0 (generation 1, 4 steps trained before)") == 1);
+  TP_CHECK(Count(out2, "loss on the first batch with the restored state: 0.200000") == 1);
+  TP_CHECK(Count(out2, "step 5: loss") == 1 && Count(out2, "step 8: loss") == 1);
+  TP_CHECK(Count(out2, "to slot 1, generation 2") == 1);
+  for (int e = 0; e < 6; ++e) TP_CHECK_EQ(second.state.F(0, e), 8.5f);
+  TP_CHECK_EQ(second.state.F(1, 2), 8.5f);
+  TP_CHECK_EQ(second.state.I64(2), 8);
+}
+
+TP_TEST(AppIgnoresAnotherModelsState) {
+  Board board;
+  Boot first;
+  TP_CHECK_EQ(first.Run(board), 0);
+  StateLayout other = kLayout;
+  other.model_id = 0x99;
+  Boot second;
+  TP_CHECK_EQ(second.Run(board, other), 0);
+  TP_CHECK(Count(second.console.out, "saved state belongs to another model (id 0x1234abcd, 48 bytes): ignored") == 1);
+  TP_CHECK_EQ(second.state.F(0, 0), 4.5f);  // trained from the exported values only
+  TP_CHECK(Count(second.console.out, "step 1: loss") == 1);
+}
+
+TP_TEST(AppReportsATensorOfTheWrongSizeAndAStateTensorItCannotRead) {
+  Board board;
+  Boot wrong_output;
+  wrong_output.model.output_bytes = 4;
+  TrainingConfig config = kConfig;
+  TP_CHECK_EQ(wrong_output.Run(board, kLayout, config), 0);  // predictions are only printed: the save still runs
+  TP_CHECK(Count(wrong_output.console.out, "tensor 'output' has an unexpected type or size (expected 32 bytes)") == 1);
+
+  Board fresh;
+  Boot wrong_batch;
+  config.batch = 3;  // x would be [3, 3]: the model has [2, 3]
+  TP_CHECK_EQ(wrong_batch.Run(fresh, kLayout, config), 1);
+  TP_CHECK(Count(wrong_batch.console.out, "tensor 'x' has an unexpected type or size (expected 36 bytes)") == 1);
+  TP_CHECK_EQ(wrong_batch.model.train_invokes, 0);
+
+  Boot unreadable;
+  unreadable.state.fail_index = 2;
+  TP_CHECK_EQ(unreadable.Run(fresh), 1);
+  TP_CHECK(Count(unreadable.console.out, "state tensor 'iterations' could not be read from the model") == 1);
+  tinyprop::LoadReport report = {};
+  tinyprop::PersistLayout slots = {{0, 8192}, 8192};
+  TP_CHECK(tinyprop::InspectWeights(fresh.flash, slots, &report) == tinyprop::PersistStatus::kNoValidWeights);
+}
+
+TP_TEST(AppStateTooLargeForThePartitionIsReportedBeforeTraining) {
+  std::vector<uint8_t> storage(2 * 4096);
+  SimFlash small{SimFlash::Config{2 * 4096, 4096, 4, false, false}, storage.data(), nullptr};
+  static const StateVariable big[] = {{"w", 0, 8192, 2048, StateDtype::kFloat32, true}};
+  const StateLayout layout = {big, 1, 8192, 1};
+  tinyprop::PersistLayout slots;
+  CapturedConsole console;
+  TP_CHECK(!tinyprop::app::TwoSlotLayout(small, layout.image_bytes, &slots, console));
+  TP_CHECK(Count(console.out, "state partition unusable (kOk, 4064 payload bytes per slot, 8192 needed)") == 1);
+  FakeState state(layout);
+  uint32_t steps = 7;
+  std::vector<uint8_t> image(8192);
+  TP_CHECK(tinyprop::app::LoadState(small, layout, state, image.data(), &steps, console) == LoadOutcome::kStartFresh);
+  TP_CHECK_EQ(steps, 7u);
+  TP_CHECK(!tinyprop::app::SaveState(small, layout, state, image.data(), 1, console));
+}
+
+}  // namespace
