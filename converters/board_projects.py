@@ -229,13 +229,34 @@ def _load_export(export_dir):
     return export_dir, manifest, model_bytes, sha
 
 
-def _state_layout(model_bytes: bytes, manifest: dict) -> list[dict]:
-    """Every resource variable (shared name, dtype, shape) from the ASSIGN_VARIABLEs of the initialiser, weights
-    first in manifest order (contiguous float32, = weights.bin), then the others by name; byte offsets."""
+def _state_layout(model_bytes: bytes, manifest: dict, fast: bool = False) -> list[dict]:
+    """The training state, weights first in manifest order (contiguous float32, = weights.bin), then the others by
+    name; byte offsets. train.tflite: every resource variable (shared name, dtype, shape) from the ASSIGN_VARIABLEs
+    of the initialiser. train_fast.tflite: its in-place state outputs (manifest ``tflm_fast.state``, checked
+    against the model's outputs), each row with its ``output`` index and its initial ``fill`` (else weights.bin)."""
     try:
-        model = flatbuffer.load(model_bytes, "train.tflite")
+        model = flatbuffer.load(model_bytes, _FAST_MODEL if fast else "train.tflite")
     except flatbuffer.InvalidModelError as e:
         raise BoardProjectError(str(e)) from None
+    if fast:
+        outputs = flatbuffer.io_details(model, 0)[1]
+        rows = manifest["tflm_fast"].get("state") or []
+        for r in rows:
+            o = r["output"]
+            if o >= len(outputs) or (outputs[o]["name"], outputs[o]["dtype"], outputs[o]["shape"]) != (
+                    r["name"], r["dtype"], r["shape"]):
+                raise BoardProjectError(f"{_FAST_MODEL}: state output {o} is not {r['name']} {r['dtype']}{r['shape']} "
+                                        "as manifest.json says: re-export")
+        found = {r["name"]: (r["dtype"], r["shape"]) for r in rows}
+        extra = {r["name"]: {"output": r["output"], **({"fill": r["fill"]} if "fill" in r else {})} for r in rows}
+        order = [r["name"] for r in rows]
+        names = [e["name"] for e in manifest.get("weights", [])]
+        if order[:len(names)] != names:
+            raise BoardProjectError(f"{_FAST_MODEL}: the state does not start with the weights in manifest order")
+        layout = _offsets(order, found, len(names))
+        for v in layout:
+            v.update(extra[v["name"]])
+        return layout
     found = {}
     for sg in model.subgraphs:
         handles = flatbuffer._var_handles(model, sg)
@@ -261,8 +282,12 @@ def _state_layout(model_bytes: bytes, manifest: dict) -> list[dict]:
         if dtype != "float32" or int(np.prod(shape, dtype=np.int64)) != int(e["size"]):
             raise BoardProjectError(f"weight {e['path']}: train.tflite has {dtype}{shape}, manifest {e['shape']}")
     rest = sorted(n for n in found if n not in set(order))
+    return _offsets(order + rest, found, len(order))
+
+
+def _offsets(order, found, n_weights) -> list[dict]:
     layout, offset = [], 0
-    for i, name in enumerate(order + rest):
+    for i, name in enumerate(order):
         dtype, shape = found[name]
         if dtype not in _DTYPES:
             raise BoardProjectError(f"resource variable {name} has dtype {dtype}; only {sorted(_DTYPES)} can be saved")
@@ -270,7 +295,7 @@ def _state_layout(model_bytes: bytes, manifest: dict) -> list[dict]:
         offset = -(-offset // item) * item
         elements = int(np.prod(shape, dtype=np.int64)) if shape else 1
         layout.append({"name": name, "dtype": dtype, "enum": enum, "shape": shape,
-                       "elements": elements, "bytes": elements * item, "offset": offset, "is_weight": i < len(order)})
+                       "elements": elements, "bytes": elements * item, "offset": offset, "is_weight": i < n_weights})
         offset += elements * item
     return layout
 
@@ -340,18 +365,20 @@ def _samples(manifest, samples, labels, seed):
 # ----------------------------------------------------------------------------------------------------------------
 # Memory budget
 # ----------------------------------------------------------------------------------------------------------------
-def _budget(target: BoardTarget, manifest, model_len, samples_bytes, state_bytes, partition_bytes):
+def _budget(target: BoardTarget, manifest, model_len, samples_bytes, state_bytes, partition_bytes, in_place=False):
     profile = board_profiles.get_board(target.profile)
     arena = int(manifest["tflm"]["arena_bytes_recommended"])
     weights = int(manifest.get("weights_bin", {}).get("bytes", 0))
+    held = "the training state in place" if in_place else "the resource variables"
     ram = [
-        ("TFLM arena (TINYPROP_ARENA_BYTES; holds the resource variables: weights "
-         f"{weights:,} B, optimizer slots, ymax, step)", arena),
-        ("training-state buffer for save/load (g_state_image)", state_bytes),
+        (f"TFLM arena (TINYPROP_ARENA_BYTES; holds {held}: weights {weights:,} B, optimizer slots, ymax, step)",
+         arena),
         ("main task stack (configured)", _STACK_BYTES),
     ]
     flash = [
-        ("model (train.tflite as a C array; includes the initial weights)", model_len),
+        (f"model ({_FAST_MODEL} as a C array)" if in_place else
+         "model (train.tflite as a C array; includes the initial weights)", model_len),
+        *([("initial training state (g_tinyprop_initial_state)", state_bytes)] if in_place else []),
         ("sample data (samples.cc)", samples_bytes),
         ("state partition (two slots)", partition_bytes),
     ]
@@ -490,7 +517,7 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
         pass
     elif isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise BoardProjectError(f"steps must be a positive integer, got {steps!r}")
-    layout = _state_layout(model_bytes, manifest)
+    layout = _state_layout(model_bytes, manifest, fast)
     state_bytes = _state_bytes(layout)
     x, y, data_note, is_label = _samples(manifest, samples, labels, seed)
     batch = int(manifest["batch_size"])
@@ -511,7 +538,8 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
                    train_steps=train_steps, slot_bytes=slot, partition_bytes=partition, sources=sources,
                    custom_ops=custom_ops, model_bytes=model_bytes if fast else None, arena_note=arena_note)
     samples_bytes = x.nbytes + y.nbytes
-    ctx.budget = _budget(target, manifest, len(model_bytes), samples_bytes, state_bytes, partition)
+    ctx.budget = _budget(target, manifest, len(model_bytes), samples_bytes, state_bytes, partition,
+                         in_place=_state_in_outputs(layout))
     if target.platform == "esp-idf":
         ctx.partition_name = "tinyprop"
         files = _esp_files(ctx)
@@ -695,8 +723,32 @@ def _config_header(ctx) -> str:
         model_id=f"0x{ctx.model_id:08x}u", num_state_variables=len(ctx.layout), state_bytes=ctx.state_bytes,
         weight_bytes=_weight_bytes(ctx.layout), slot_bytes=ctx.slot_bytes, partition_bytes=ctx.partition_bytes,
         state_partition=ctx.partition_name, ops_key="tflm_fast" if ctx.custom_ops else "tflm",
+        state_in_outputs=int(_state_in_outputs(ctx.layout)),
+        first_state_output=min((v["output"] for v in ctx.layout), default=0) if _state_in_outputs(ctx.layout) else -1,
         num_ops=len(ctx.ops) + len(ctx.custom_ops), has_custom_ops=int(bool(ctx.custom_ops)),
         builtin_ops="\n".join(builtin), custom_ops="\n".join(custom))
+
+
+def _state_in_outputs(layout) -> bool:
+    """The model keeps its training state in place, as outputs (train_fast.tflite), not in resource variables."""
+    return bool(layout) and all("output" in v for v in layout)
+
+
+def _initial_state(ctx) -> bytes:
+    """The state image an in-place model starts from: weights.bin at the weights' offsets, the fills elsewhere."""
+    image = bytearray(ctx.state_bytes)
+    with open(os.path.join(ctx.export_dir, "weights.bin"), "rb") as f:
+        weights = f.read()
+    by_name = {e["name"]: e for e in ctx.manifest["weights"]}
+    for v in ctx.layout:
+        if v["is_weight"]:
+            e = by_name[v["name"]]
+            data = weights[e["offset"]:e["offset"] + v["bytes"]]
+        else:
+            dtype = {"float32": "<f4", "int32": "<i4", "int64": "<i8"}[v["dtype"]]
+            data = np.full(v["elements"], v.get("fill", 0), dtype).tobytes()
+        image[v["offset"]:v["offset"] + v["bytes"]] = data
+    return bytes(image)
 
 
 def _weight_bytes(layout) -> int:
@@ -719,7 +771,14 @@ def _state_source(ctx) -> str:
         macro = re.sub(r"[^0-9A-Za-z_]", "_", e["path"]).upper()
         checks.append(f"static_assert(TINYPROP_W_{macro}_OFFSET * 4 == {v['offset']} && TINYPROP_W_{macro}_SIZE == "
                       f"{v['elements']}, \"{e['path']}: state layout != weights.h\");")
-    return _render("app/tinyprop_state.cc", **_describe(ctx), rows="\n".join(rows), weight_checks="\n".join(checks))
+    if _state_in_outputs(ctx.layout):
+        from tinyprop_tf.converters.export import c_byte_lines
+
+        initial = _render("app/initial_state.cc", image_values=c_byte_lines(_initial_state(ctx)))
+    else:
+        initial = "// The model's initialiser subgraph sets the initial state (its first invoke)."
+    return _render("app/tinyprop_state.cc", **_describe(ctx), rows="\n".join(rows), weight_checks="\n".join(checks),
+                   initial_state=initial)
 
 
 def _data_files(ctx) -> dict:
@@ -733,6 +792,8 @@ def _data_files(ctx) -> dict:
         m = json.loads(json.dumps(ctx.manifest))
         fast_arena = m["tflm_fast"].get("arena_bytes")
         m["tflm"]["arena_bytes"] = fast_arena if fast_arena else m["tflm"]["arena_bytes"]
+        m["tflm"]["inputs"], m["tflm"]["outputs"] = m["tflm_fast"]["inputs"], m["tflm_fast"]["outputs"]
+        m["tflm"]["resource_variables"] = 0  # its state is in place (variable tensors that are outputs)
         header, source = model_data_files(ctx.model_bytes, m)
         note = f"// {_FAST_MODEL} (TinyProp custom operators). Arena: {ctx.arena_note or 'given by the caller'}.\n"
         files[f"{src}/model_data.h"], files[f"{src}/model_data.cc"] = note + header, note + source

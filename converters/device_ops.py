@@ -18,12 +18,20 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
 - ``TINYPROP_DENSE_BACKWARD``: x [B, I], w [I, O], delta [B, O], k, kept, outputs wanted [3] int32 (dW, dx,
   db: 0 skips that computation, e.g. dx of the first layer) -> dW [I, O], dx [B, I], db [O] (dW and dx from the
   kept units only; dense bias gradient, TinyProp's rule);
-- ``TINYPROP_DENSE_BACKWARD_SGD``: the same inputs plus lr [1] and the bias [O] (if the layer has one) ->
-  w_new = w - dW * lr [I, O], dx, b_new = bias - db * lr [O]: plain SGD fused into the sparse backward (the graph
-  assigns w_new; no dW tensor lives next to w and w_new), used when the optimizer is SGD without momentum;
+- ``TINYPROP_DENSE_BACKWARD_SGD``: the same inputs plus lr [1], mode and the bias [O] (if the layer has one) ->
+  w, dx, bias: plain SGD fused into the sparse backward and applied in place (w -= dW * lr, bias -= db * lr;
+  outputs 0 and 2 are inputs 1 and 8 themselves; dx from the weights before the update; no dW tensor and no
+  second weight copy exists), used when the optimizer is SGD without momentum;
 - ``TINYPROP_CONV2D_BACKWARD`` / ``TINYPROP_DEPTHWISE_BACKWARD``: x, w, delta (NHWC, Keras kernel layouts), k,
   kept, window [7] int32 (stride_h, stride_w, dilation_h, dilation_w, padding 0 VALID / 1 SAME, 0, 0), wanted
-  -> dW, dx, db, from the kept channels only (Conv1D runs as Conv2D with H = 1).
+  -> dW, dx, db, from the kept channels only (Conv1D runs as Conv2D with H = 1);
+- ``TINYPROP_APPLY_GRADIENT``: w, g, mode, hyper [7], then velocity or Adam's m, v and (beta_1^t, beta_2^t) -> w
+  and the slots, in place (Keras' SGD / momentum / Nesterov / Adam rules, micro/ ``SgdUpdate``/``AdamUpdate``);
+- ``TINYPROP_COUNT_STEP``: the step counter + 1, in place; ``TINYPROP_ASSIGN``: state = value, in place (the
+  running max of a layer on the builtins path).
+The selection ops and these take the step's ``mode``: on an inference invoke nothing is kept and no state
+changes, so the fast graph needs no IF (``TrainStep.make_functions``). Its training state is in place
+(``in_place_state``).
 
 How they get into the flatbuffer: TensorFlow's converter has no way to declare a custom op with a fixed
 signature, so the train step calls a placeholder ``tf.py_function`` named ``<OP>__<tag>`` (never executed: the

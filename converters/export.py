@@ -86,7 +86,7 @@ def _probe_inputs(module, details, steps_suffixes=("s0", "infer"), seed=0):
     return arrays
 
 
-def _c_bytes(data: bytes, per_line: int = 16) -> str:
+def c_byte_lines(data: bytes, per_line: int = 16) -> str:
     lines = []
     for i in range(0, len(data), per_line):
         lines.append("  " + ", ".join(f"0x{b:02x}" for b in data[i: i + per_line]) + ",")
@@ -145,7 +145,7 @@ extern const unsigned int g_tinyprop_train_model_len;
 #include "model_data.h"
 
 alignas(16) const unsigned char g_tinyprop_train_model[] = {{
-{_c_bytes(data)}
+{c_byte_lines(data)}
 }};
 const unsigned int g_tinyprop_train_model_len = {len(data)};
 """

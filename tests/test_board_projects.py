@@ -1055,8 +1055,10 @@ def test_fast_project_embeds_train_fast_and_registers_the_tinyprop_ops(fast_expo
     config = _read(project, f"{src}/tinyprop_app_config.h")
     ops = manifest["tflm_fast"]["ops"]
     custom = sorted(op[7:] for op in ops if op.startswith("CUSTOM:"))
-    # Dense, Conv2D and depthwise layers with plain SGD: every op but the unfused Dense backward.
-    assert project.custom_ops == custom and custom == sorted(device_ops.DEVICE_OPS - {device_ops.DENSE_BACKWARD})
+    # Dense, Conv2D and depthwise layers with plain SGD: every op but the unfused Dense backward and the generic
+    # state assignment (every layer selects with a TinyProp op, which updates its running max itself).
+    assert project.custom_ops == custom and custom == sorted(
+        device_ops.DEVICE_OPS - {device_ops.DENSE_BACKWARD, device_ops.ASSIGN})
     builtin = _builtin_ops(config)
     added = _custom_ops(config)
     assert {op: int(n) for _, op, n in builtin} == {op: n for op, n in ops.items() if not op.startswith("CUSTOM:")}
@@ -1066,12 +1068,29 @@ def test_fast_project_embeds_train_fast_and_registers_the_tinyprop_ops(fast_expo
         glue = f.read()
     assert all(f"TFLMRegistration {function}();" in glue for _, function, _ in added)
     assert int(_define(config, "TINYPROP_NUM_OPS")) == len(ops) and _define(config, "TINYPROP_HAS_CUSTOM_OPS") == "1"
-    # the embedded model is train_fast.tflite, byte for byte; the indices are train.tflite's (same entry)
+    # the embedded model is train_fast.tflite, byte for byte, with its own indices
     with open(os.path.join(export_dir, "train_fast.tflite"), "rb") as f:
         assert _c_array_bytes(_read(project, f"{src}/model_data.cc")) == f.read()
     model_h = _read(project, f"{src}/model_data.h")
-    for d in manifest["tflm"]["inputs"]:
-        assert int(_define(model_h, f"TINYPROP_INPUT_{d['name'].upper()}")) == d["index"]
+    for d in manifest["tflm_fast"]["inputs"] + manifest["tflm_fast"]["outputs"][:3]:
+        kind = "INPUT" if d in manifest["tflm_fast"]["inputs"] else "OUTPUT"
+        assert int(_define(model_h, f"TINYPROP_{kind}_{d['name'].upper()}")) == d["index"]
+    # its training state is in place: the state outputs in layout order, starting from an image in flash whose
+    # first weights.bin bytes are weights.bin and whose other tensors hold their fills
+    state = manifest["tflm_fast"]["state"]
+    assert _define(config, "TINYPROP_STATE_IN_OUTPUTS") == "1"
+    assert int(_define(config, "TINYPROP_FIRST_STATE_OUTPUT")) == state[0]["output"] == 3
+    assert [v["name"] for v in project.state_variables] == [r["name"] for r in state]
+    source = _read(project, f"{src}/tinyprop_state.cc")
+    image = bytes(int(b, 16) for b in re.findall(r"0x([0-9a-f]{2})", source.split("g_tinyprop_initial_state")[1]))
+    with open(os.path.join(export_dir, "weights.bin"), "rb") as f:
+        weights_bin = f.read()
+    assert len(image) == project.state_bytes and image[:len(weights_bin)] == weights_bin
+    for v in project.state_variables:
+        if not v["is_weight"]:
+            dtype = "<f4" if v["dtype"] == "float32" else "<i4"
+            np.testing.assert_array_equal(np.frombuffer(image[v["offset"]:v["offset"] + v["bytes"]], dtype),
+                                          np.full(v["elements"], v["fill"], dtype))
     # the kernels and the glue, copied unchanged and all in the build
     kernel_root = ("main/" if board.startswith("esp") else "lib/") + "tinyprop_kernels"
     build = _read(project, "main/CMakeLists.txt" if board.startswith("esp") else "CMakeLists.txt")

@@ -66,7 +66,8 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
     export = report["export"]
     assert export["verify_ok"] and export["verify_max_rel_diff"] <= 1e-5
     assert set(export["device_ops"]) == {"TINYPROP_DENSE_FORWARD", "TINYPROP_RELU_BACKWARD", "TINYPROP_SELECT_UNITS",
-                                         "TINYPROP_DENSE_BACKWARD_SGD"}  # SGD: fused into the backward
+                                         "TINYPROP_DENSE_BACKWARD_SGD",  # SGD: fused into the backward
+                                         "TINYPROP_COUNT_STEP"}  # the step counter, in place
     assert (out / "export" / "train_fast.tflite").exists() and (out / "export" / "train.tflite").exists()
     project = out / "nrf52840dk_project"
     assert (project / "src" / "main.cpp").exists() and (project / "prj.conf").exists()

@@ -35,6 +35,14 @@ extern const tinyprop::app::SampleSet g_tinyprop_samples;
 // The flash partition that holds the state: its partitions.csv name (ESP-IDF) or devicetree node label (Zephyr).
 #define TINYPROP_STATE_PARTITION $state_partition
 extern const tinyprop::app::StateLayout g_tinyprop_state_layout;
+// 1: the state tensors are the model's outputs TINYPROP_FIRST_STATE_OUTPUT.. in layout order (TFLM variable
+// tensors updated in place, zeroed by AllocateTensors), starting from g_tinyprop_initial_state; 0: resource
+// variables, set by the model's initialiser on its first invoke.
+#define TINYPROP_STATE_IN_OUTPUTS $state_in_outputs
+#define TINYPROP_FIRST_STATE_OUTPUT $first_state_output
+#if TINYPROP_STATE_IN_OUTPUTS
+extern const uint8_t g_tinyprop_initial_state[TINYPROP_STATE_BYTES];
+#endif
 
 // The operators of $model_file (manifest.json "$ops_key"/"ops"), use counts in the comments:
 // X(MicroMutableOpResolver method) per builtin, X(custom name, registration function in tinyprop_tflm.h) per
