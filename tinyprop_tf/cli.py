@@ -259,8 +259,10 @@ def _export(args):
           f"manifest.json" + (f"; TFLM arena {arena} bytes" if arena else ""))
     if args.fast:
         ops = ", ".join(f"{n}x {op}" for op, n in manifest["tflm_fast"]["device_ops"].items())
-        print(f"Wrote {args.out}/train_fast.tflite: the same step on the TinyProp TFLM ops ({ops}); register "
-              "micro/tflm/tinyprop_tflm.h in your MicroMutableOpResolver")
+        fast_arena = manifest["tflm_fast"].get("arena_bytes")
+        print(f"Wrote {args.out}/train_fast.tflite: the same step on the TinyProp TFLM ops ({ops}), training state "
+              "in place" + (f"; TFLM arena {fast_arena} bytes" if fast_arena else "")
+              + "; register micro/tflm/tinyprop_tflm.h in your MicroMutableOpResolver")
     print(f"Check it: tinyprop verify {args.out} --steps 10")
     if args.board:
         project_dir = os.path.join(args.out, project_name)

@@ -89,7 +89,9 @@ def export_for_board(model, folder: outdir.Folder, board: str, print_fn=print) -
     worst = max(result.max_error(name) for name in runtimes)
     print_fn(f"  5 exported training steps vs float64 (Keras, LiteRT, tflite-micro): {'PASS' if result.ok else 'FAIL'}, "
              f"largest relative error {worst:.2g} (float32's own: {result.max_error('tf_float32'):.2g}); "
-             f"TFLM arena {manifest['tflm']['arena_bytes']:,} B")
+             f"TFLM arena {manifest['tflm']['arena_bytes']:,} B (train.tflite)"
+             + (f", {manifest['tflm_fast']['arena_bytes']:,} B (train_fast.tflite, training state in place)"
+                if manifest["tflm_fast"].get("arena_bytes") else ""))
     name = outdir.project_dir_name(board)
     project_dir = os.path.join(folder.path, name)
     project = write_board_project(export_dir, board, project_dir, previous_dir=os.path.join(folder.final, name),
