@@ -22,3 +22,14 @@ def pytest_terminal_summary(terminalreporter):
         counts = ", ".join(f"{list(outcome.values()).count(o)} {o}" for o in _RANK)
         source = os.environ.get("TINYPROP_TFLM_RUNNER") or os.environ.get("TINYPROP_TFLM_DIR") or "no TFLM tree"
         terminalreporter.write_line(f"tinyprop_tflm_runner tests: {counts} ({source})")
+
+
+@pytest.fixture(scope="module")
+def no_tensorflow(tmp_path_factory):
+    """A PYTHONPATH under which importing TensorFlow or Keras fails: what runs with it ran without them."""
+    root = tmp_path_factory.mktemp("no_tensorflow")
+    for name in ("tensorflow", "keras"):
+        (root / name).mkdir()
+        (root / name / "__init__.py").write_text(f"raise ImportError('{name} imported before the arguments were "
+                                                 "checked')\n")
+    return {**os.environ, "PYTHONPATH": str(root)}

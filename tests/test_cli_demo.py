@@ -144,17 +144,6 @@ CLI_ERRORS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def no_tensorflow(tmp_path_factory):
-    """A PYTHONPATH under which importing TensorFlow or Keras fails: what runs with it ran without them."""
-    root = tmp_path_factory.mktemp("no_tensorflow")
-    for name in ("tensorflow", "keras"):
-        (root / name).mkdir()
-        (root / name / "__init__.py").write_text(f"raise ImportError('{name} imported before the arguments were "
-                                                 "checked')\n")
-    return {**os.environ, "PYTHONPATH": str(root)}
-
-
 @pytest.mark.parametrize("args, expected", CLI_ERRORS, ids=[" ".join(a)[:60] for a, _ in CLI_ERRORS])
 def test_cli_errors_are_exactly_one_line_and_write_nothing(tmp_path, args, expected, no_tensorflow):
     if any("{fsdd}" in a for a in args) and not os.path.isdir(FSDD):

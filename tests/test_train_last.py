@@ -1,0 +1,131 @@
+"""``train_last``: the last N affine layers train, the prefix is frozen (forward only, no backward), in Keras, in the
+accounting, in the CLI's checks and in the exported step."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tinyprop_tf as tp
+from tinyprop_tf import layers as layers_lib
+from tinyprop_tf import models, trainable
+
+
+def _mlp():
+    return models.mlp(input_shape=(6,), hidden=(5, 4), num_classes=3)  # fc1 6x5, fc2 5x4, logits 4x3
+
+
+def _data(n=40, features=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, features)).astype("float32"), rng.integers(0, classes, n).astype("int32")
+
+
+def test_affine_type_names_are_the_layer_classes_sparsify_converts():
+    assert set(trainable.AFFINE_LAYER_TYPES) == {cls.__name__ for cls in layers_lib.SPARSE_COUNTERPART}
+
+
+def test_last_n_affine_layers_train_with_the_batchnorm_after_each():
+    model = models.ds_cnn(input_shape=(20, 10, 1), filters=8, blocks=2)
+    assert [layer.name for layer in trainable.affine_layers(model)] == ["conv0", "dw1", "pw1", "dw2", "pw2", "logits"]
+    assert trainable.train_last(model, 3) == ["dw2", "dw2_bn", "pw2", "pw2_bn", "logits"]
+    trained = {layer.name for layer in model.layers if layer.trainable_weights}
+    assert trained == {"dw2", "dw2_bn", "pw2", "pw2_bn", "logits"}
+    assert not model.get_layer("pw1_bn").trainable and not model.get_layer("conv0").trainable
+    trainable.train_last(model, 6)  # all again
+    assert all(layer.trainable for layer in model.layers if layer.weights)
+
+
+@pytest.mark.parametrize("n", [0, -1, 4, True, 1.5, "2"])
+def test_a_train_last_outside_the_model_is_one_line_naming_value_and_range(n):
+    with pytest.raises(ValueError) as error:
+        trainable.train_last(_mlp(), n)
+    assert str(error.value) == ("train_last must be an integer from 1 to 3 (the number of Dense/Conv1D/Conv2D/"
+                                f"DepthwiseConv2D layers of model 'mlp'), got {n!r}")
+
+
+def test_frozen_prefix_keeps_its_weights_and_runs_no_backward():
+    x, y = _data()
+    model = tp.sparsify(_mlp(), tp.TinyProp(), verbose=False)
+    trainable.train_last(model, 2)
+    assert [layer.needs_input_grad for layer in tp.sparse_layers(model)] == [False, False, True]
+    before = {layer.name: [w.numpy().copy() for w in layer.weights] for layer in model.layers}
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[tp.UpdateSparsity()])
+    fc1, fc2 = model.get_layer("fc1"), model.get_layer("fc2")
+    for old, new in zip(before["fc1"][:2], fc1.weights[:2], strict=True):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert not np.array_equal(before["fc2"][0], fc2.kernel.numpy())
+    # The frozen layer's backward never ran: its running maximum and its own counters are untouched.
+    assert float(fc1.sparsity_state.ymax.numpy()) == pytest.approx(1e-30)
+    assert not np.any(fc1.sparsity_state.sums.numpy())
+    assert fc2.sparsity_state.sums.numpy()[1] == 2 * len(x)  # samples
+
+
+@pytest.mark.parametrize("policy, keep", [(tp.DenseBackprop(), {"fc2": 4, "logits": 3}),
+                                          (tp.StaticTopK(0.5), {"fc2": 2, "logits": 1})])
+def test_accounting_of_a_frozen_prefix_matches_the_closed_form(policy, keep):
+    x, y = _data()
+    samples = len(x)
+    model = tp.sparsify(_mlp(), policy, verbose=False)
+    trainable.train_last(model, 2)
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    stats = tp.BackpropStats()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[tp.UpdateSparsity(), stats])
+    rows = stats.epochs[0]["layers"]
+    # fc1 (6x5) frozen: forward only. fc2 (5x4) trains but needs no dx. logits (4x3): dW and dx.
+    assert rows["fc1"]["frozen"] and not rows["fc2"]["frozen"]
+    assert [rows[n]["fwd_macs"] for n in ("fc1", "fc2", "logits")] == [samples * 30, samples * 20, samples * 12]
+    assert [rows[n]["bwd_macs_dense"] for n in ("fc1", "fc2", "logits")] == [0, samples * 4 * 5, samples * 3 * 4 * 2]
+    assert [rows[n]["bwd_macs_sparse"] for n in ("fc1", "fc2", "logits")] == [
+        0, samples * keep["fc2"] * 5, samples * keep["logits"] * 4 * 2]
+    totals = stats.epochs[0]["totals"]
+    assert totals["fwd_macs"] == samples * (30 + 20 + 12)
+    assert totals["bwd_macs_dense"] == samples * (20 + 24)
+
+
+def test_finetune_reports_the_frozen_layers_apart(tmp_path):
+    from tinyprop_tf import experiment
+
+    x, y = _data(n=32)
+    pretrained = _mlp()
+    result = experiment.finetune(pretrained, tp.TinyProp(), (x, y), experiment.accuracy_evaluator(x, y), epochs=1,
+                                 batch_size=8, train_last=1)
+    assert result.frozen_layers == ["fc1", "fc2"] and list(result.layers) == ["logits"]
+    assert result.bwd_macs_dense == [32 * 3 * 4]  # the logits' dW only: nothing before it trains
+    assert all(layer.trainable for layer in pretrained.layers)  # the caller's model is left alone
+
+
+@pytest.mark.slow
+def test_export_of_the_last_n_has_exactly_their_weights_as_variables(tmp_path):
+    from tinyprop_tf.converters import export_training_model
+
+    model = models.ds_cnn(input_shape=(12, 8, 1), num_classes=4, filters=4, blocks=2)
+    trainable.train_last(model, 2)  # pw2 (with pw2_bn folded into it) and logits
+    manifest = export_training_model(model, tp.TinyProp(), batch_size=2, out_dir=str(tmp_path / "e"),
+                                     measure_arena=False)
+    assert [w["path"] for w in manifest["weights"]] == ["pw2/kernel", "pw2/bias", "logits/kernel", "logits/bias"]
+    weight_vars = {w["name"] for w in manifest["weights"]}
+    assert weight_vars <= set(manifest["tflm"]["variables"])
+    others = set(manifest["tflm"]["variables"]) - weight_vars
+    assert all(("ymax" in v or "iterations" in v) for v in others), others  # no frozen weight is a variable
+    layers = {row["name"]: row for row in manifest["layers"]}
+    assert [name for name, row in layers.items() if row["trainable"]] == ["pw2", "logits"]
+    assert not layers["pw2"]["needs_input_grad"] and layers["logits"]["needs_input_grad"]
+
+
+def test_cli_checks_train_last_against_a_keras_file_before_tensorflow(tmp_path, no_tensorflow):
+    path = tmp_path / "m.keras"
+    _mlp().save(path)
+    for args, expected in [
+        (["--train-last", "4"], "--train-last: train_last must be an integer from 1 to 3 (the number of "
+                                f"Dense/Conv1D/Conv2D/DepthwiseConv2D layers of {path}), got 4"),
+        (["--train-last", "0"], "argument --train-last: expected an integer >= 1, got 0"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "export", str(path), "--out",
+                               str(tmp_path / "o"), *args], capture_output=True, text=True, timeout=120,
+                              env=no_tensorflow)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert expected in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
