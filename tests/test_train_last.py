@@ -1,6 +1,7 @@
 """``train_last``: the last N affine layers train, the prefix is frozen (forward only, no backward), in Keras, in the
 accounting, in the CLI's checks and in the exported step."""
 
+import json
 import subprocess
 import sys
 
@@ -122,6 +123,7 @@ def test_cli_checks_train_last_against_a_keras_file_before_tensorflow(tmp_path, 
         (["--train-last", "4"], "--train-last: train_last must be an integer from 1 to 3 (the number of "
                                 f"Dense/Conv1D/Conv2D/DepthwiseConv2D layers of {path}), got 4"),
         (["--train-last", "0"], "argument --train-last: expected an integer >= 1, got 0"),
+        (["--board", "arduino"], "--board: unknown board 'arduino'; valid boards: esp32s3, esp32c3, nrf52840dk"),
     ]:
         proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "export", str(path), "--out",
                                str(tmp_path / "o"), *args], capture_output=True, text=True, timeout=120,
@@ -129,3 +131,66 @@ def test_cli_checks_train_last_against_a_keras_file_before_tensorflow(tmp_path, 
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert expected in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "finetune", "--data", str(tmp_path), "--task",
+                           "mnist", "--model", str(path), "--train-last", "9", "--board", "nrf52840dk"],
+                          capture_output=True, text=True, timeout=120, env=no_tensorflow)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "got 9" in proc.stderr, proc.stderr
+
+
+# --- board planning (converters/planning.py) ---------------------------------------------------------------------
+def test_the_plan_exports_with_the_first_selecting_policy():
+    from tinyprop_tf.converters import planning
+
+    from tinyprop_tf.policies import from_spec
+
+    specs = lambda *names: [from_spec(name) for name in names]  # noqa: E731
+    assert planning.planning_policy(specs("dense", "static:0.2", "tinyprop")) == tp.StaticTopK(0.2)
+    assert planning.planning_policy(specs("dense")) == tp.DenseBackprop()
+    assert planning.planning_policy(specs("ssprop:0.5")) == tp.TinyProp()  # not exportable: the default
+
+
+@pytest.mark.slow
+def test_export_board_plans_which_sets_and_batches_fit(tmp_path):
+    path = tmp_path / "m.keras"
+    models.mlp(input_shape=(16,), hidden=(8, 8), num_classes=4).save(path)
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "export", str(path), "--out", str(tmp_path / "o"),
+                           "--train-last", "2", "--batch-size", "4", "--board", "nrf52840dk"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads((tmp_path / "o" / "plan.json").read_text())
+    assert plan["board"] == "nrf52840dk" and plan["usable_ram_bytes"] == 256 * 1024 and plan["fits"]
+    assert [(row["train_last"], row["largest_batch"]) for row in plan["rows"]] == [(1, 32), (2, 32), (3, 32)]
+    ram = {(m["n"], m["batch"]): m for m in plan["measured"]}
+    assert plan["requested"]["n"] == 2 and plan["requested"]["batch"] == 4 and (2, 4) in ram
+    for m in plan["measured"]:
+        assert m["ram_bytes"] == sum(m["ram"].values()) and m["arena_bytes"] > 0
+    assert ram[(1, 32)]["ram_bytes"] < ram[(3, 32)]["ram_bytes"]  # a frozen prefix needs less
+    # Once the last 1 fits batch 32, a larger set is tried there first: one export each.
+    assert sorted(ram) == [(1, 4), (1, 16), (1, 32), (2, 4), (2, 32), (3, 32)]
+    assert "Board plan for nrf52840dk" in proc.stdout and "up to the last 3 layer(s) at batch 32" in proc.stdout
+    assert "plan: nrf52840dk: last 1, batch 4" in proc.stderr  # progress
+
+
+def test_a_set_whose_weights_alone_exceed_the_board_is_not_exported():
+    from tinyprop_tf.converters import planning
+
+    model = models.mlp(input_shape=(4,), hidden=(8,), num_classes=10_000)  # logits kernel: 320,000 B
+    plan = planning.plan_board(model, "nrf52840dk", tp.TinyProp(), optimizer="adam", progress=lambda message: None)
+    assert not plan["fits"] and plan["measured"] == [] and plan["smallest_need_bytes"] is None
+    assert [row["state_lower_bound_bytes"] for row in plan["rows"]] == [8 * 10_000 * 4 * 3, (4 * 8 + 8 * 10_000) * 12]
+    assert "NOTHING FITS nrf52840dk: the last layer's kernel and optimizer slots alone take 960,000 B" in plan["text"]
+
+
+@pytest.mark.slow
+def test_a_plan_where_nothing_fits_gives_the_smallest_need_measured():
+    from tinyprop_tf.converters import planning
+
+    model = models.mlp(input_shape=(784,), hidden=(200,), num_classes=10)  # fc1's kernel alone: 627,200 B
+    plan = planning.plan_board(model, "nrf52840dk", tp.TinyProp(), progress=lambda message: None)
+    assert not plan["fits"]
+    assert plan["rows"][1]["largest_batch"] is None and plan["rows"][1]["state_lower_bound_bytes"] == (784 * 200 + 200 * 10) * 4
+    assert {m["n"] for m in plan["measured"]} == {1}  # the last 2 was not exported
+    smallest = min(m["ram_bytes"] for m in plan["measured"])
+    assert plan["smallest_need_bytes"] == smallest > 256 * 1024
+    assert f"NOTHING FITS nrf52840dk: the smallest step (last 1, batch 1) needs {smallest:,} B" in plan["text"]
+    assert all(layer.trainable for layer in model.layers)  # flags restored

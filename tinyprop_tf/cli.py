@@ -64,6 +64,8 @@ OVERWRITE_HELP = ("replace what --out holds (a previous export or run) as a whol
                   "(default: a non-empty --out is refused)")
 TRAIN_LAST_HELP = ("train only the last N Dense/Conv1D/Conv2D/DepthwiseConv2D layers (each with the BatchNormalization "
                    "after it); the layers before them are frozen: forward only, no backward (default: all train)")
+PLAN_HELP = ("which --train-last N and batch sizes (1-32) fit the board's RAM, each exported and its arena measured by "
+             "TFLM's planner")
 DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
 # verify keeps every step's batch in memory (and hands copies to the interpreters)
 VERIFY_MAX_STEPS = 10_000
@@ -169,6 +171,8 @@ def _check_finetune(args):
         raise UsageError("--task dcase needs --machine (a machine type folder, e.g. fan, slider)")
     _check_train_last(args, args.model if args.model.endswith(".keras") else None)
     args.policies = _check_policies(args.policy or DEFAULT_POLICIES)
+    if args.board:
+        _check_board(args.board)
     if args.out:
         _check_out_dir("--out ", args.out)
         _check_out_free(args, inputs=[args.data, args.model])
@@ -214,7 +218,7 @@ def _finetune(args):
 
     import keras
 
-    from tinyprop_tf import experiment, tasks
+    from tinyprop_tf import experiment, outdir, tasks
 
     task = tasks.load_task(args.task, args.data, new_speaker=args.speaker, machine=args.machine,
                            machine_id=args.machine_id)
@@ -237,10 +241,31 @@ def _finetune(args):
                                          seed=args.seed)
     about = {"what": f"fine-tune on {task.description}", "task": task.name, "data": args.data,
              "model": args.model, "policies": list(args.policies), "features": task.features}
-    experiment.compare(pretrained, args.policies, task.finetune, task.evaluate, out_dir,
-                       metric_name=task.metric_name, loss=task.loss, epochs=args.epochs, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, seed=args.seed, about=about, overwrite=args.overwrite,
-                       save_pretrained=not args.model.endswith(".keras"), train_last=args.train_last)
+    with outdir.replacing(out_dir, args.overwrite, keep_partial=True) as folder:
+        report = experiment.compare_into(
+            folder, pretrained, args.policies, task.finetune, task.evaluate, metric_name=task.metric_name,
+            loss=task.loss, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            seed=args.seed, about=about, save_pretrained=not args.model.endswith(".keras"),
+            train_last=args.train_last, finish=not args.board)
+        if args.board:
+            from tinyprop_tf.converters import planning
+
+            policy = planning.planning_policy(args.policies.values())
+            print(f"\nPlanning on-device fine-tuning of the pretrained model for {args.board} ({policy!r}, SGD, "
+                  "as tinyprop export exports it) ...")
+            plan = planning.plan_board(pretrained, args.board, policy, optimizer="sgd",
+                                       loss="mse" if task.loss == "mse" else "sparse_categorical_crossentropy")
+            _print_plan(plan, args.train_last)
+            report["board_plan"] = plan
+            experiment.write_report(folder, report, complete=True)
+
+
+def _print_plan(plan: dict, train_last: int | None) -> None:
+    print(plan["text"])
+    if train_last is not None:
+        row = plan["rows"][train_last - 1]
+        print(f"  --train-last {train_last}: " + (f"fits up to batch {row['largest_batch']}" if row["largest_batch"]
+                                                  else "fits no batch"))
 
 
 def _train_last_usage(model, n) -> list[str]:
@@ -290,6 +315,15 @@ def _export(args):
             project = board_projects.write_board_project(
                 folder.path, board, os.path.join(folder.path, project_name),
                 previous_dir=os.path.join(args.out, project_name), overwrite=args.overwrite)
+            from tinyprop_tf import trainable
+            from tinyprop_tf.converters import planning
+
+            print(f"Planning {board}: which trainable sets and batch sizes fit ...", file=sys.stderr)
+            n = args.train_last or len(trainable.affine_layers(model))
+            plan = planning.plan_board(model, board, policy, optimizer=args.optimizer,
+                                       learning_rate=args.learning_rate, loss=args.loss,
+                                       requested=(n, args.batch_size), **options)
+            outdir.write_json(os.path.join(folder.path, "plan.json"), plan)
     arena = manifest["tflm"].get("arena_bytes")
     print(f"Wrote {args.out}/: train.tflite (TFLM), train_litert.tflite (LiteRT signatures), weights, C arrays, "
           f"manifest.json" + (f"; TFLM arena {arena} bytes" if arena else ""))
@@ -302,6 +336,8 @@ def _export(args):
         project_dir = os.path.join(args.out, project_name)
         print(f"Wrote {project_dir}/ ({project.platform} project, build instructions in README.md): "
               f"{project.budget_text}")
+        _print_plan(plan, None)
+        print(f"Wrote {os.path.join(args.out, 'plan.json')}")
 
 
 def _verify(args):
@@ -348,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--machine", help="dcase: machine type folder (fan, pump, slider, valve, ToyCar, ToyConveyor)")
     ft.add_argument("--machine-id", help="dcase: the machine id to fine-tune to (default: the last one)")
     ft.add_argument("--train-last", type=_int_at_least(1), metavar="N", help=TRAIN_LAST_HELP)
+    ft.add_argument("--board", help="also plan on-device fine-tuning for esp32s3 | esp32c3 | nrf52840dk | "
+                                    f"nrf5340dk: {PLAN_HELP}; the table goes into report.json (board_plan)")
     ft.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ft.set_defaults(run=_finetune, check=_check_finetune)
 
@@ -368,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--board",
                     help="also write a ready-to-build project for esp32s3 | esp32c3 (ESP-IDF) | "
-                         "nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project")
+                         f"nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project, and plan: {PLAN_HELP} "
+                         "(OUT/plan.json)")
     ex.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP + "; an edited main file of the "
                     "board project is kept, the new one written beside it as .new")
     ex.set_defaults(run=_export, check=_check_export)
