@@ -194,3 +194,25 @@ def test_a_plan_where_nothing_fits_gives_the_smallest_need_measured():
     assert plan["smallest_need_bytes"] == smallest > 256 * 1024
     assert f"NOTHING FITS nrf52840dk: the smallest step (last 1, batch 1) needs {smallest:,} B" in plan["text"]
     assert all(layer.trainable for layer in model.layers)  # flags restored
+
+
+@pytest.mark.slow
+def test_finetune_cli_trains_the_last_n_and_plans_the_board(tmp_path, tiny_mnist):
+    data, model = tiny_mnist  # a 784-8-10 MLP: fc1, logits
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "finetune", "--data", data, "--task", "mnist",
+                           "--model", model, "--policy", "dense", "--policy", "tinyprop", "--epochs", "1",
+                           "--train-last", "1", "--board", "nrf52840dk", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is True
+    assert report["train_last"] == {"n": 1, "trained_layers": ["logits"], "frozen_layers": ["fc1"]}
+    for run in report["runs"]:
+        assert run["frozen_layers"] == ["fc1"] and list(run["layers"]) == ["logits"]
+        assert run["bwd_macs_dense"] == [128 * 10 * 8]  # 128 samples, the logits' dW only
+    plan = report["board_plan"]
+    assert plan["board"] == "nrf52840dk" and [row["train_last"] for row in plan["rows"]] == [1, 2]
+    assert plan["policy"].startswith("TinyProp")
+    assert "Training the last 1 affine layer(s) (logits); frozen, forward only: fc1" in proc.stdout
+    assert "Board plan for nrf52840dk" in proc.stdout and "--train-last 1: fits" in proc.stdout
