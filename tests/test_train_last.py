@@ -216,3 +216,12 @@ def test_finetune_cli_trains_the_last_n_and_plans_the_board(tmp_path, tiny_mnist
     assert plan["policy"].startswith("TinyProp")
     assert "Training the last 1 affine layer(s) (logits); frozen, forward only: fc1" in proc.stdout
     assert "Board plan for nrf52840dk" in proc.stdout and "--train-last 1: fits" in proc.stdout
+
+
+def test_demo_refuses_a_train_last_beyond_its_mlp_before_any_work(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "demo", "--train-last", "4", "--out",
+                           str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.endswith(
+        "tinyprop demo: error: --train-last: train_last must be an integer from 1 to 3 (the number of Dense/Conv1D/Conv2D/"
+        "DepthwiseConv2D layers of model 'mlp'), got 4\n"), proc.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

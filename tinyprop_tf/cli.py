@@ -206,7 +206,11 @@ def _check_verify(args):
 
 # -- the commands --------------------------------------------------------------------------------------------------
 def _demo(args):
+    from tinyprop_tf import models
     from tinyprop_tf.demo import run_demo
+
+    if args.train_last is not None:
+        _train_last_usage(models.mlp(), args.train_last, apply=False)  # the demo's model
 
     run_demo(out_dir=args.out, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
              board=None if args.board == "none" else args.board, overwrite=args.overwrite,
@@ -236,7 +240,7 @@ def _finetune(args):
         keras.utils.set_random_seed(args.seed)  # the initial weights too: --seed makes the whole run repeatable
         model = tasks.build_model(args.model, task)
         if args.train_last is not None:
-            _train_last_usage(model, args.train_last)  # before pretraining
+            _train_last_usage(model, args.train_last, apply=False)  # before pretraining
         pretrained = experiment.pretrain(model, task.pretrain, loss=task.loss, epochs=args.pretrain_epochs,
                                          seed=args.seed)
     about = {"what": f"fine-tune on {task.description}", "task": task.name, "data": args.data,
@@ -268,12 +272,12 @@ def _print_plan(plan: dict, train_last: int | None) -> None:
                                                   else "fits no batch"))
 
 
-def _train_last_usage(model, n) -> list[str]:
-    """``trainable.train_last`` with its error as the option's."""
+def _train_last_usage(model, n, apply: bool = True) -> list[str]:
+    """``trainable.train_last`` (``trained_layers`` without ``apply``) with its error as the option's."""
     from tinyprop_tf import trainable
 
     try:
-        return trainable.train_last(model, n)
+        return (trainable.train_last if apply else trainable.trained_layers)(model, n)
     except ValueError as error:
         raise UsageError(f"--train-last: {error}") from None
 
