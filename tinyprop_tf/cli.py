@@ -341,6 +341,9 @@ def _export(args):
         print(f"Wrote {project_dir}/ ({project.platform} project, build instructions in README.md): "
               f"{project.budget_text}")
         _print_plan(plan, None)
+        if plan["arena_source"].startswith("train_fast") and not args.fast:
+            print("  (the plan measured train_fast.tflite; the project above runs train.tflite: export with --fast "
+                  "for the planned figures)")
         print(f"Wrote {os.path.join(args.out, 'plan.json')}")
 
 
