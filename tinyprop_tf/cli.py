@@ -211,7 +211,6 @@ def _demo(args):
 
     if args.train_last is not None:
         _train_last_usage(models.mlp(), args.train_last, apply=False)  # the demo's model
-
     run_demo(out_dir=args.out, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
              board=None if args.board == "none" else args.board, overwrite=args.overwrite,
              train_last=args.train_last)
@@ -292,8 +291,8 @@ def _load_keras(label: str, path: str):
 
 
 def _export(args):
-    from tinyprop_tf import outdir, policies
-    from tinyprop_tf.converters import board_projects, export_training_model
+    from tinyprop_tf import outdir, policies, trainable
+    from tinyprop_tf.converters import board_projects, export_training_model, planning
 
     model = _load_keras("", args.model)
     if args.train_last is not None:
@@ -319,9 +318,6 @@ def _export(args):
             project = board_projects.write_board_project(
                 folder.path, board, os.path.join(folder.path, project_name),
                 previous_dir=os.path.join(args.out, project_name), overwrite=args.overwrite)
-            from tinyprop_tf import trainable
-            from tinyprop_tf.converters import planning
-
             print(f"Planning {board}: which trainable sets and batch sizes fit ...", file=sys.stderr)
             n = args.train_last or len(trainable.affine_layers(model))
             plan = planning.plan_board(model, board, policy, optimizer=args.optimizer,
