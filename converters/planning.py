@@ -235,6 +235,12 @@ def _report(model, target, profile, policy, optimizer, batches, arena_source, ro
         m = measured[tuple(requested)]
         lines.append(f"  Requested (last {m.n}, batch {m.batch}): RAM {m.ram_bytes:,} B: "
                      f"{'fits' if m.fits else 'does not fit'} ({m.verdict})")
+    shown = measured[tuple(requested)] if requested is not None else (
+        max(fitting, key=lambda m: (m.n, m.batch)) if fitting else smallest)
+    if shown is not None:
+        lines.append(f"  RAM of (last {shown.n}, batch {shown.batch}), as its project counts it: " +
+                     " + ".join(f"{what} {value:,} B" for what, value in shown.ram.items()) +
+                     f"; arena measured {shown.arena_bytes:,} B ({shown.arena_source})")
     return {
         "format": FORMAT,
         "board": target.key, "board_profile": profile.key, "usable_ram_bytes": usable,
