@@ -212,16 +212,19 @@ def _report(model, target, profile, policy, optimizer, batches, arena_source, ro
     smallest = min(measured.values(), key=lambda m: m.ram_bytes, default=None)
     lines = [f"Board plan for {target.key} ({profile.name}): {usable:,} B usable RAM; arena: {arena_source}; "
              f"RAM = arena + the project's training-state buffer + main stack (board project budget)"]
-    lines.append(f"  {'last N':>6}  {'largest batch':>13}  {'arena':>11}  {'RAM':>11}  {'margin':>10}  trained layers")
+    lines.append(f"  {'last N':>6}  {'largest batch':>13}  {'arena':>11}  {'RAM':>11}  {'margin':>10}  trained")
+    affine = [layer.name for layer in trainable.affine_layers(model)]
     for row in table_rows:
+        trained = affine[-row["train_last"]:]
+        trained = ", ".join(trained) if len(trained) <= 3 else f"{trained[0]} ... {trained[-1]}"
         if row["largest_batch"] is not None:
             lines.append(f"  {row['train_last']:>6}  {row['largest_batch']:>13}  {row['arena_bytes']:>9,} B  "
-                         f"{row['ram_bytes']:>9,} B  {row['margin_bytes']:>8,} B  {', '.join(row['trained_layers'])}")
+                         f"{row['ram_bytes']:>9,} B  {row['margin_bytes']:>8,} B  {trained}")
         else:
             why = (f"state alone >= {row['state_lower_bound_bytes']:,} B" if "state_lower_bound_bytes" in row else
                    f"batch {batches[0]} needs {row['smallest_ram_bytes']:,} B" if "smallest_ram_bytes" in row else
-                   "a smaller set already fits no batch")
-            lines.append(f"  {row['train_last']:>6}  {'none':>13}  ({why})  {', '.join(row['trained_layers'])}")
+                   f"not measured: the last {row['train_last'] - 1} fit no batch")
+            lines.append(f"  {row['train_last']:>6}  {'none':>13}  ({why})  {trained}")
     if fitting:
         best = max(fitting, key=lambda m: (m.n, m.batch))
         lines.append(f"  Fits: up to the last {best.n} layer(s) at batch {best.batch}; batches tried: "
