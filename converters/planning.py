@@ -117,7 +117,7 @@ def plan_board(model, board, policy=None, *, optimizer="sgd", learning_rate=None
                      "no tinyprop_tflm_runner built for this TFLM tree and micro/ sources to measure "
                      "train_fast.tflite: make tflm-runner builds it)" if os.environ.get("TINYPROP_TFLM_DIR") else
                      f"no tinyprop_tflm_runner to measure train_fast.tflite: {tflm_runner.HOW_TO})"))
-    name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__.lower()
+    name = (optimizer if isinstance(optimizer, str) else type(optimizer).__name__).lower()
     slots = boards_lib.OPTIMIZER_STATE_SLOTS[
         "momentum" if name == "sgd" and optimizer_kwargs.get("momentum") else name]
 
