@@ -165,8 +165,11 @@ def test_export_board_plans_which_sets_and_batches_fit(tmp_path):
     assert [(row["train_last"], row["largest_batch"]) for row in plan["rows"]] == [(1, 32), (2, 32), (3, 32)]
     ram = {(m["n"], m["batch"]): m for m in plan["measured"]}
     assert plan["requested"]["n"] == 2 and plan["requested"]["batch"] == 4 and (2, 4) in ram
+    fast = plan["arena_source"].startswith("train_fast.tflite measured in tinyprop_tflm_runner")
+    assert fast or plan["arena_source"].startswith("train.tflite measured in the pip tflite-micro interpreter")
     for m in plan["measured"]:
         assert m["ram_bytes"] == sum(m["ram"].values()) and m["arena_bytes"] > 0
+        assert m["arena_source"] == ("train_fast.tflite" if fast else "train.tflite")
     assert ram[(1, 32)]["ram_bytes"] < ram[(3, 32)]["ram_bytes"]  # a frozen prefix needs less
     # Once the last 1 fits batch 32, a larger set is tried there first: one export each.
     assert sorted(ram) == [(1, 4), (1, 16), (1, 32), (2, 4), (2, 32), (3, 32)]
