@@ -146,17 +146,6 @@ CLI_ERRORS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def no_tensorflow(tmp_path_factory):
-    """A PYTHONPATH under which importing TensorFlow or Keras fails: what runs with it ran without them."""
-    root = tmp_path_factory.mktemp("no_tensorflow")
-    for name in ("tensorflow", "keras"):
-        (root / name).mkdir()
-        (root / name / "__init__.py").write_text(f"raise ImportError('{name} imported before the arguments were "
-                                                 "checked')\n")
-    return {**os.environ, "PYTHONPATH": str(root)}
-
-
 @pytest.mark.parametrize("args, expected", CLI_ERRORS, ids=[" ".join(a)[:60] for a, _ in CLI_ERRORS])
 def test_cli_errors_are_exactly_one_line_and_write_nothing(tmp_path, args, expected, no_tensorflow):
     if any("{fsdd}" in a for a in args) and not os.path.isdir(FSDD):
@@ -338,27 +327,6 @@ def test_export_cli_rejects_missing_and_non_keras_files(tmp_path):
 # Output folders: a used one is refused unless --overwrite, which replaces the whole run; reports say whether
 # the run completed
 # --------------------------------------------------------------------------------------------------------------
-def _write_idx(path, array):
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.tobytes())
-
-
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory):
-    """IDX files of 256 + 64 random 'digits' and a 784-8-10 MLP for them: a finetune run of a few seconds."""
-    from tinyprop_tf import models
-
-    folder = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 256), ("t10k", 64)):
-        _write_idx(folder / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(folder / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n))
-    model = tmp_path_factory.mktemp("model") / "tiny.keras"
-    models.mlp(input_shape=(28, 28, 1), num_classes=10, hidden=(8,)).save(model)
-    return str(folder), str(model)
-
-
 def _previous_run(path):
     path.mkdir()
     (path / "finetuned-dense.keras").write_text("the previous run's model")

@@ -28,6 +28,7 @@ _EXPORTS = {
     "sparsify": "cloning", "strip": "cloning",
     "BackpropStats": "training", "UpdateSparsity": "training", "reset_sparsity_state": "training",
     "update_keep": "training",
+    "train_last": "trainable", "trained_layers": "trainable",
 }
 __all__ = sorted(_EXPORTS)
 

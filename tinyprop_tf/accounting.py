@@ -3,7 +3,8 @@
 Every backward pass of a sparse layer adds to its accumulators (see ``layers.STAT_SUMS``):
 
 - ``fwd_macs``: forward MACs of the affine part (output elements x fan-in, padded taps included);
-- ``bwd_macs_dense``: what dense back-propagation costs (dW, plus dx when the input needs a gradient);
+- ``bwd_macs_dense``: what dense back-propagation costs (dW when the layer trains, dx when its input needs a
+  gradient: none for a frozen prefix, no dx for the first trained layer);
 - ``bwd_macs_sparse``: what the kept entries actually need (a sample with zero error, or skipped, needs none);
 - ``select_ops``: selection overhead, counted as the device kernel's work (read every error element once to
   score, then a size-k min-heap: about ``M * ceil(log2(k + 1))`` comparisons per sample);
@@ -24,10 +25,15 @@ def read_stats(model) -> dict[str, dict]:
     """Per sparse layer: the accumulated totals since the last reset, plus derived means.
 
     Keys per layer: every name in ``STAT_SUMS``, ``k_min``/``k_max``/``bpr_min``/``bpr_max``, ``k_mean``,
-    ``bpr_mean``, ``kept_ratio`` (mean k / M), ``entries`` (M), ``depth``, ``policy``.
+    ``bpr_mean``, ``kept_ratio`` (mean k / M), ``entries`` (M), ``depth``, ``policy``, ``frozen``.
+
+    A frozen layer with nothing trainable before it (``trainable.train_last``'s prefix) runs no backward pass, so it
+    records nothing itself: its row has ``frozen`` True, no backward MACs, and the forward MACs of every sample the
+    trained layers saw (the forward pass runs through it for each).
     """
     stats = {}
-    for layer in layers_lib.sparse_layers(model):
+    sparse = layers_lib.sparse_layers(model)
+    for layer in sparse:
         state = layer.sparsity_state
         sums = dict(zip(layers_lib.STAT_SUMS, np.asarray(state.sums.numpy(), dtype=np.float64).tolist()))
         minima, maxima = state.minima.numpy(), state.maxima.numpy()
@@ -44,7 +50,13 @@ def read_stats(model) -> dict[str, dict]:
         row["depth"] = layer.depth
         row["policy"] = repr(layer.policy)
         row["running_max"] = float(state.ymax.numpy())
+        row["frozen"] = not layer.runs_backward()
         stats[layer.name] = row
+    trained_samples = max((stats[layer.name]["samples"] for layer in sparse if layer.runs_backward()), default=0.0)
+    for layer in sparse:
+        if stats[layer.name]["frozen"]:
+            stats[layer.name]["samples"] = trained_samples
+            stats[layer.name]["fwd_macs"] = trained_samples * float(layer.forward_macs_per_sample() or 0)
     return stats
 
 
@@ -97,7 +109,7 @@ def summary(model, print_fn=print) -> str:
             f"{layer.name:<24} {type(layer).__name__:<22} {layer.depth:>2} {row['entries'] or '-':>6} "
             f"{_format_count(fwd):>9} {_format_count(bwd):>9} "
             f"{_format_count(row['k_mean']) if row['samples'] else '-':>7} "
-            f"{row['kept_ratio']:>6.3f} {ratio:>17.3f}  {row['policy']}"
+            f"{row['kept_ratio']:>6.3f} {ratio:>17.3f}  {'frozen (forward only)' if row['frozen'] else row['policy']}"
         )
     total = totals(stats)
     lines.append("-" * len(header))

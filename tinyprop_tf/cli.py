@@ -62,6 +62,10 @@ _positive_rate = _real(0.0, math.inf, high_open=True)
 ARCHITECTURES = ("auto", "mlp", "cnn", "ds_cnn", "autoencoder")
 OVERWRITE_HELP = ("replace what --out holds (a previous export or run) as a whole, once this one has finished "
                   "(default: a non-empty --out is refused)")
+TRAIN_LAST_HELP = ("train only the last N Dense/Conv1D/Conv2D/DepthwiseConv2D layers (each with the BatchNormalization "
+                   "after it); the layers before them are frozen: forward only, no backward (default: all train)")
+PLAN_HELP = ("which --train-last N and batch sizes (1-32) fit the board's RAM, each exported and its arena measured by "
+             "TFLM's planner")
 DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
 # verify keeps every step's batch in memory (and hands copies to the interpreters)
 VERIFY_MAX_STEPS = 10_000
@@ -125,6 +129,20 @@ def _project_dir_name(board):
     return outdir.project_dir_name(board)
 
 
+def _check_train_last(args, keras_file: str | None) -> None:
+    """``--train-last N`` against the affine layers a .keras file's config lists (no TensorFlow); for an
+    architecture name or an .h5 file the count is known once the model is built, and checked there."""
+    if args.train_last is None or keras_file is None:
+        return
+    from tinyprop_tf import trainable  # no TensorFlow
+
+    count = trainable.affine_layers_in_keras_file(keras_file)
+    try:
+        trainable.check_train_last(args.train_last, count, keras_file)
+    except ValueError as error:
+        raise UsageError(f"--train-last: {error}") from None
+
+
 def _check_policies(specs) -> dict:
     from tinyprop_tf import policies  # no TensorFlow
 
@@ -151,7 +169,10 @@ def _check_finetune(args):
         raise UsageError(f"--model {args.model}: expected a .keras file or one of {', '.join(ARCHITECTURES[1:])}")
     if args.task == "dcase" and not args.machine:
         raise UsageError("--task dcase needs --machine (a machine type folder, e.g. fan, slider)")
+    _check_train_last(args, args.model if args.model.endswith(".keras") else None)
     args.policies = _check_policies(args.policy or DEFAULT_POLICIES)
+    if args.board:
+        _check_board(args.board)
     if args.out:
         _check_out_dir("--out ", args.out)
         _check_out_free(args, inputs=[args.data, args.model])
@@ -162,6 +183,7 @@ def _check_export(args):
         _check_hdf5_file(args.model)
     else:
         _check_keras_file("", args.model)
+        _check_train_last(args, args.model)
     if args.policy:
         _check_policies([args.policy])
     if args.momentum and args.optimizer != "sgd":
@@ -184,10 +206,14 @@ def _check_verify(args):
 
 # -- the commands --------------------------------------------------------------------------------------------------
 def _demo(args):
+    from tinyprop_tf import models
     from tinyprop_tf.demo import run_demo
 
+    if args.train_last is not None:
+        _train_last_usage(models.mlp(), args.train_last, apply=False)  # the demo's model
     run_demo(out_dir=args.out, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
-             board=None if args.board == "none" else args.board, overwrite=args.overwrite)
+             board=None if args.board == "none" else args.board, overwrite=args.overwrite,
+             train_last=args.train_last)
 
 
 def _finetune(args):
@@ -195,7 +221,7 @@ def _finetune(args):
 
     import keras
 
-    from tinyprop_tf import experiment, tasks
+    from tinyprop_tf import experiment, outdir, tasks
 
     task = tasks.load_task(args.task, args.data, new_speaker=args.speaker, machine=args.machine,
                            machine_id=args.machine_id)
@@ -211,14 +237,48 @@ def _finetune(args):
                              f"{tuple(task.input_shape)}")
     else:
         keras.utils.set_random_seed(args.seed)  # the initial weights too: --seed makes the whole run repeatable
-        pretrained = experiment.pretrain(tasks.build_model(args.model, task), task.pretrain, loss=task.loss,
-                                         epochs=args.pretrain_epochs, seed=args.seed)
+        model = tasks.build_model(args.model, task)
+        if args.train_last is not None:
+            _train_last_usage(model, args.train_last, apply=False)  # before pretraining
+        pretrained = experiment.pretrain(model, task.pretrain, loss=task.loss, epochs=args.pretrain_epochs,
+                                         seed=args.seed)
     about = {"what": f"fine-tune on {task.description}", "task": task.name, "data": args.data,
              "model": args.model, "policies": list(args.policies), "features": task.features}
-    experiment.compare(pretrained, args.policies, task.finetune, task.evaluate, out_dir,
-                       metric_name=task.metric_name, loss=task.loss, epochs=args.epochs, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, seed=args.seed, about=about, overwrite=args.overwrite,
-                       save_pretrained=not args.model.endswith(".keras"))
+    with outdir.replacing(out_dir, args.overwrite, keep_partial=True) as folder:
+        report = experiment.compare_into(
+            folder, pretrained, args.policies, task.finetune, task.evaluate, metric_name=task.metric_name,
+            loss=task.loss, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            seed=args.seed, about=about, save_pretrained=not args.model.endswith(".keras"),
+            train_last=args.train_last, finish=not args.board)
+        if args.board:
+            from tinyprop_tf.converters import planning
+
+            policy = planning.planning_policy(args.policies.values())
+            print(f"\nPlanning on-device fine-tuning of the pretrained model for {args.board} ({policy!r}, SGD, "
+                  "as tinyprop export exports it) ...")
+            plan = planning.plan_board(pretrained, args.board, policy, optimizer="sgd",
+                                       loss="mse" if task.loss == "mse" else "sparse_categorical_crossentropy")
+            _print_plan(plan, args.train_last)
+            report["board_plan"] = plan
+            experiment.write_report(folder, report, complete=True)
+
+
+def _print_plan(plan: dict, train_last: int | None) -> None:
+    print(plan["text"])
+    if train_last is not None:
+        row = plan["rows"][train_last - 1]
+        print(f"  --train-last {train_last}: " + (f"fits up to batch {row['largest_batch']}" if row["largest_batch"]
+                                                  else "fits no batch"))
+
+
+def _train_last_usage(model, n, apply: bool = True) -> list[str]:
+    """``trainable.train_last`` (``trained_layers`` without ``apply``) with its error as the option's."""
+    from tinyprop_tf import trainable
+
+    try:
+        return (trainable.train_last if apply else trainable.trained_layers)(model, n)
+    except ValueError as error:
+        raise UsageError(f"--train-last: {error}") from None
 
 
 def _load_keras(label: str, path: str):
@@ -231,10 +291,14 @@ def _load_keras(label: str, path: str):
 
 
 def _export(args):
-    from tinyprop_tf import outdir, policies
-    from tinyprop_tf.converters import board_projects, export_training_model
+    from tinyprop_tf import outdir, policies, trainable
+    from tinyprop_tf.converters import board_projects, export_training_model, planning
 
     model = _load_keras("", args.model)
+    if args.train_last is not None:
+        trained = _train_last_usage(model, args.train_last)
+        print(f"Training the last {args.train_last} affine layer(s): {', '.join(trained)}; the others are frozen "
+              "(constants in flash, forward only)")
     if args.policy:
         policy = policies.from_spec(args.policy)
     else:  # a sparsified model keeps its own policy; a plain one gets TinyProp's defaults, as --help says
@@ -254,6 +318,12 @@ def _export(args):
             project = board_projects.write_board_project(
                 folder.path, board, os.path.join(folder.path, project_name),
                 previous_dir=os.path.join(args.out, project_name), overwrite=args.overwrite)
+            print(f"Planning {board}: which trainable sets and batch sizes fit ...", file=sys.stderr)
+            n = args.train_last or len(trainable.affine_layers(model))
+            plan = planning.plan_board(model, board, policy, optimizer=args.optimizer,
+                                       learning_rate=args.learning_rate, loss=args.loss,
+                                       requested=(n, args.batch_size), **options)
+            outdir.write_json(os.path.join(folder.path, "plan.json"), plan)
     arena = manifest["tflm"].get("arena_bytes")
     print(f"Wrote {args.out}/: train.tflite (TFLM), train_litert.tflite (LiteRT signatures), weights, C arrays, "
           f"manifest.json" + (f"; TFLM arena {arena} bytes" if arena else ""))
@@ -268,6 +338,11 @@ def _export(args):
         project_dir = os.path.join(args.out, project_name)
         print(f"Wrote {project_dir}/ ({project.platform} project, build instructions in README.md): "
               f"{project.budget_text}")
+        _print_plan(plan, None)
+        if plan["arena_source"].startswith("train_fast") and not args.fast:
+            print("  (the plan measured train_fast.tflite; the project above runs train.tflite: export with --fast "
+                  "for the planned figures)")
+        print(f"Wrote {os.path.join(args.out, 'plan.json')}")
 
 
 def _verify(args):
@@ -291,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--board", default="nrf52840dk",
                       help="board project written at the end: esp32s3 | esp32c3 | nrf52840dk | nrf5340dk, or none "
                            "(default nrf52840dk)")
+    demo.add_argument("--train-last", type=_int_at_least(1), metavar="N", help=TRAIN_LAST_HELP)
     demo.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     demo.set_defaults(run=_demo, check=_check_demo)
 
@@ -312,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--speaker", help="fsdd: the new speaker to personalise to (default yweweler)")
     ft.add_argument("--machine", help="dcase: machine type folder (fan, pump, slider, valve, ToyCar, ToyConveyor)")
     ft.add_argument("--machine-id", help="dcase: the machine id to fine-tune to (default: the last one)")
+    ft.add_argument("--train-last", type=_int_at_least(1), metavar="N", help=TRAIN_LAST_HELP)
+    ft.add_argument("--board", help="also plan on-device fine-tuning for esp32s3 | esp32c3 | nrf52840dk | "
+                                    f"nrf5340dk: {PLAN_HELP}; the table goes into report.json (board_plan)")
     ft.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ft.set_defaults(run=_finetune, check=_check_finetune)
 
@@ -328,10 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--fast", action="store_true",
                     help="also write train_fast.tflite: sparse layers select and back-propagate with the "
                          "TinyProp TFLM custom operators (micro/tflm) instead of masked dense builtins")
+    ex.add_argument("--train-last", type=_int_at_least(1), metavar="N", help=TRAIN_LAST_HELP)
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--board",
                     help="also write a ready-to-build project for esp32s3 | esp32c3 (ESP-IDF) | "
-                         "nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project")
+                         f"nrf52840dk | nrf5340dk (Zephyr) into OUT/<board>_project, and plan: {PLAN_HELP} "
+                         "(OUT/plan.json)")
     ex.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP + "; an edited main file of the "
                     "board project is kept, the new one written beside it as .new")
     ex.set_defaults(run=_export, check=_check_export)

@@ -8,7 +8,8 @@ bit-identical. ``strip`` does the reverse and keeps the trained weights.
 Depth ``p`` (for ``zeta**p``) comes from the graph: the largest number of sparse layers on any path from the
 layer to an output, so the sparse layer nearest the output has ``p = 0``. (On a residual block the longest path
 counts, i.e. the layer is damped as much as its deepest position demands.) A layer whose input depends on no
-trainable weight (the first layer) is marked as needing no input gradient, which the accounting reflects.
+trainable weight (the first layer, or the first trained one after a frozen prefix: ``trainable.train_last``) is
+marked as needing no input gradient: no gradient flows upstream of it, and the accounting counts no dx for it.
 """
 
 from __future__ import annotations
@@ -88,6 +89,16 @@ def _depths_and_input_grads(model, chosen: set):
         {layer.name: downstream(layer) for layer in chosen},
         {layer.name: upstream_trainable(layer) for layer in chosen},
     )
+
+
+def refresh_input_grads(model) -> None:
+    """Set every sparse layer's ``needs_input_grad`` from the trainable flags as they are now (``sparsify`` does
+    it when cloning; ``trainable.train_last`` after changing the flags). A layer whose input needs no gradient stops
+    it there (``layers.SparseBackpropMixin.call``)."""
+    sparse = [layer for layer in model.layers if isinstance(layer, sparse_layers_lib.SPARSE_LAYERS)]
+    _, input_grads = _depths_and_input_grads(model, set(sparse))
+    for layer in sparse:
+        layer.needs_input_grad = input_grads[layer.name]
 
 
 def _base_weights(layer):

@@ -21,7 +21,7 @@ import os
 import keras
 import numpy as np
 
-from tinyprop_tf import experiment, models, outdir, policies
+from tinyprop_tf import experiment, models, outdir, policies, trainable
 
 PRETRAIN_SIZE = 3000
 FINETUNE_SIZE = 1000
@@ -72,16 +72,23 @@ EXPORT_POLICY = DEMO_POLICIES["TinyProp"]
 EXPORT_LEARNING_RATE = 0.01
 
 
-def export_for_board(model, folder: outdir.Folder, board: str, print_fn=print) -> dict:
+def export_for_board(model, folder: outdir.Folder, board: str, print_fn=print, train_last: int | None = None) -> dict:
     """Step 6: export ``model`` for on-device TinyProp fine-tuning into ``folder``'s ``export/``, verify it, write a
     ``board`` project beside it (``<board>_project``, regenerated from the one the folder held: an edited main file
-    survives)."""
+    survives). ``train_last``: the exported step trains only the last N affine layers (``trainable.train_last``, on
+    a copy of ``model``)."""
     from tinyprop_tf.converters import export_training_model, write_board_project
     from tinyprop_tf.converters import verification as verify_lib
 
     export_dir = os.path.join(folder.path, "export")
+    trained = "all layers"
+    if train_last is not None:
+        original, model = model, keras.models.clone_model(model)
+        model.set_weights(original.get_weights())
+        trained = f"the last {train_last} layer(s): {', '.join(trainable.train_last(model, train_last))}"
     print_fn(f"\nExporting the pretrained model for on-device fine-tuning with {EXPORT_POLICY!r} "
-             f"(SGD {EXPORT_LEARNING_RATE}, batch {EXPORT_BATCH}) to {os.path.join(folder.final, 'export')}/ ...")
+             f"(SGD {EXPORT_LEARNING_RATE}, batch {EXPORT_BATCH}, training {trained}) to "
+             f"{os.path.join(folder.final, 'export')}/ ...")
     manifest = export_training_model(model, EXPORT_POLICY, optimizer="sgd", learning_rate=EXPORT_LEARNING_RATE,
                                      batch_size=EXPORT_BATCH, out_dir=export_dir, fast=True)
     result = verify_lib.verify(export_dir, steps=5, check=False)
@@ -104,13 +111,18 @@ def export_for_board(model, folder: outdir.Folder, board: str, print_fn=print) -
 
 
 def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int = 15, boards=None, seed: int = 0,
-             print_fn=print, board: str | None = "nrf52840dk", overwrite: bool = False) -> dict:
+             print_fn=print, board: str | None = "nrf52840dk", overwrite: bool = False,
+             train_last: int | None = None) -> dict:
     """Run the whole demo; return the JSON report (also written to ``out_dir/report.json``).
 
-    ``board``: the board project of step 6 (``None`` skips the export). ``out_dir`` must be free unless
+    ``board``: the board project of step 6 (``None`` skips the export). ``train_last``: fine-tune (and export a
+    step that trains) only the last N of the MLP's 3 Dense layers (``trainable.train_last``, checked before any
+    work); default all. ``out_dir`` must be free unless
     ``overwrite`` (then the previous demo is replaced as a whole when this one finishes, see
     ``experiment.compare``). ``report.json`` says ``"complete": true`` only when every step finished."""
     out_dir = out_dir or os.path.join("tinyprop_out", "demo-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if train_last is not None:
+        trainable.trained_layers(models.mlp(), train_last)  # a bad N fails before any work
     with outdir.replacing(out_dir, overwrite, keep_partial=True, regenerate=[outdir.project_dir_name(board)]) as folder:
         (x_pre, y_pre), finetune_data, (x_test, y_test) = demo_data(seed)
         print_fn(f"Data: {len(x_pre)} MNIST digits to pretrain, {len(finetune_data[0])} shifted ones to fine-tune, "
@@ -127,8 +139,8 @@ def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int 
         }
         report = experiment.compare_into(folder, base, DEMO_POLICIES, finetune_data, evaluate, epochs=epochs,
                                          seed=seed, boards=boards, about=about, print_fn=print_fn,
-                                         save_pretrained=True, finish=board is None)
+                                         save_pretrained=True, finish=board is None, train_last=train_last)
         if board is not None:
-            report["export"] = export_for_board(base, folder, board, print_fn)
+            report["export"] = export_for_board(base, folder, board, print_fn, train_last=train_last)
             report = experiment.write_report(folder, report, complete=True)
     return report

@@ -12,7 +12,7 @@ import time
 import keras
 import numpy as np
 
-from tinyprop_tf import outdir
+from tinyprop_tf import outdir, trainable
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf.cloning import sparsify
 from tinyprop_tf.training import BackpropStats, UpdateSparsity
@@ -35,6 +35,7 @@ class RunResult:
     layers: dict[str, dict]  # layer -> {"kept_ratio": [...per epoch], "k_mean": [...], "entries": M, "depth": p}
     initial_metric: float
     model_path: str | None = None
+    frozen_layers: list[str] = dataclasses.field(default_factory=list)  # sparse layers run forward only
 
     @property
     def final_metric(self) -> float:
@@ -83,16 +84,21 @@ def finetune(
     seed: int = 0,
     progress=None,
     save_path: str | None = None,
+    train_last: int | None = None,
 ) -> RunResult:
     """Fine-tune a sparse clone of ``pretrained`` with ``policy``; evaluate after every epoch.
 
     ``evaluate(model) -> float`` is the test metric (``accuracy_evaluator`` for classifiers).
+    ``train_last``: train only the last N affine layers, the rest frozen (``trainable.train_last``); default the
+    trainable flags ``pretrained`` has.
     ``loss``: any Keras loss; default sparse categorical cross-entropy on logits.
     ``progress``: an optional callable ``progress(epoch, logs)`` called after every epoch (a tqdm hook).
     """
     policy = policies_lib.get(policy)
     keras.utils.set_random_seed(seed)
     model = sparsify(pretrained, policy, verbose=False)
+    if train_last is not None:
+        trainable.train_last(model, train_last)
     if loss is None:  # classifiers here output logits
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
@@ -107,7 +113,8 @@ def finetune(
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=progress))
     history = model.fit(*train, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks, shuffle=True)
 
-    layer_names = list(stats.epochs[0]["layers"]) if stats.epochs else []
+    rows = stats.epochs[0]["layers"] if stats.epochs else {}
+    layer_names = [name for name, row in rows.items() if not row["frozen"]]
     layers = {
         layer: {
             "kept_ratio": [record["layers"][layer]["kept_ratio"] for record in stats.epochs],
@@ -135,6 +142,7 @@ def finetune(
         layers=layers,
         initial_metric=initial,
         model_path=save_path,
+        frozen_layers=[name for name, row in rows.items() if row["frozen"]],
     )
 
 
@@ -173,33 +181,43 @@ def compare(pretrained: keras.Model, policies: dict, finetune_data, evaluate, ou
 def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict, finetune_data, evaluate, *,
                  metric_name: str = "accuracy", loss=None, epochs: int = 10, batch_size: int = 32,
                  learning_rate: float = 1e-3, seed: int = 0, boards=None, about: dict | None = None,
-                 print_fn=print, save_pretrained: bool = False, finish: bool = True) -> dict:
+                 print_fn=print, save_pretrained: bool = False, finish: bool = True,
+                 train_last: int | None = None) -> dict:
     """``compare`` into a folder the caller holds (``outdir.replacing``). ``save_pretrained``: also save
     ``pretrained`` there as ``pretrained.keras``. ``report.json`` says ``"complete": false`` from the start and
     after every finished run (an interrupted comparison keeps what finished), and ``true`` at the end if ``finish``
-    (False: the caller adds to the report and finishes it with ``write_report``)."""
+    (False: the caller adds to the report and finishes it with ``write_report``). ``train_last``: every run trains
+    only the last N affine layers (``trainable.train_last``; checked before any run)."""
     from tinyprop_tf import report
 
     started = time.time()
+    about = dict(about or {})
+    trained = None
+    if train_last is not None:
+        trained = trainable.trained_layers(pretrained, train_last)  # a bad N fails here, before any work
+        frozen = [layer.name for layer in trainable.affine_layers(pretrained) if layer.name not in trained]
+        about["train_last"] = {"n": train_last, "trained_layers": trained, "frozen_layers": frozen}
+        print_fn(f"Training the last {train_last} affine layer(s) ({', '.join(trained)}); frozen, forward only: "
+                 f"{', '.join(frozen) or 'none'}")
     if save_pretrained:
         pretrained.save(os.path.join(folder.path, "pretrained.keras"))
     results = []
-    write_report(folder, {**(about or {}), "runs": []}, complete=False)
+    write_report(folder, {**about, "runs": []}, complete=False)
     for name, policy in policies.items():
         bar = progress_bar(epochs, f"fine-tune: {name}")
         try:
             results.append(finetune(
                 pretrained, policy, finetune_data, evaluate, name=name, metric_name=metric_name, loss=loss,
                 epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate,
-                progress=lambda e, logs: bar.update(1),
+                progress=lambda e, logs: bar.update(1), train_last=train_last,
                 save_path=os.path.join(folder.path, f"finetuned-{_file_safe(name)}.keras"),
             ))
         finally:
             bar.close()  # also when the run stops: the messages after it start on a clean line
-        write_report(folder, {**(about or {}), "runs": [r.to_dict() for r in results]}, complete=False)
+        write_report(folder, {**about, "runs": [r.to_dict() for r in results]}, complete=False)
 
     estimates = board_estimates(results, boards)
-    fit = memory_fit(pretrained, batch_size, "adam", boards)
+    fit = memory_fit(pretrained, batch_size, "adam", boards, trained=trained)
     print_fn("")
     print_fn(report.comparison_table(results, estimates))
     print_fn(f"\nTraining state in RAM (float32 weights, gradients, Adam state, activations of a batch of "
@@ -207,7 +225,7 @@ def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict,
     for name, row in fit.items():
         print_fn(f"  {name:<9} {row['message']}")
     plots = report.plot_comparison(results, folder.path)
-    payload = {**(about or {}), "runs": [r.to_dict() for r in results], "board_estimates": estimates,
+    payload = {**about, "runs": [r.to_dict() for r in results], "board_estimates": estimates,
                "memory_fit": fit,
                "plots": plots, "seconds": time.time() - started}
     payload = write_report(folder, payload, complete=finish)
@@ -260,15 +278,19 @@ def kept_activation_elements(model: keras.Model) -> int:
     return elements
 
 
-def memory_fit(model: keras.Model, batch_size: int, optimizer: str = "adam", boards=None) -> dict:
+def memory_fit(model: keras.Model, batch_size: int, optimizer: str = "adam", boards=None,
+               trained: list[str] | None = None) -> dict:
     """Per board: does fine-tuning ``model`` (float32 weights, gradients, optimizer state, kept activations
     for ``batch_size`` samples) fit its usable RAM and flash? ``{board: {"fits", "margin_bytes", "message",
-    "ram_bytes"}}``. The TFLM arena and stack are not included (see ``tinyprop export`` for the arena)."""
+    "ram_bytes"}}``. ``trained``: the names of the layers that train (default: its trainable weights). The TFLM
+    arena and stack are not included (``--board`` planning measures them: ``converters/planning.py``)."""
     from tinyprop_tf import boards as boards_lib
 
+    weights = (model.trainable_weights if trained is None else
+               [w for layer in model.layers if layer.name in trained for w in layer.trainable_weights])
     breakdown = boards_lib.training_memory(
         params=int(model.count_params()),
-        trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        trainable_params=int(sum(np.prod(w.shape) for w in weights)),
         activation_elements=kept_activation_elements(model), batch_size=batch_size, optimizer=optimizer)
     report = {}
     for name in boards or list(boards_lib.PROFILES):

@@ -137,9 +137,19 @@ class SparseBackpropMixin:
             "needs_input_grad": self.needs_input_grad,
         }
 
+    def runs_backward(self) -> bool:
+        """Whether a training step back-propagates through this layer: it trains, or a layer before it does."""
+        return bool(self.trainable or self.needs_input_grad)
+
     def call(self, inputs):
+        # Nothing before this layer trains: no gradient flows there. (The tape watches a frozen layer's variables
+        # all the same, so without this a frozen prefix would run its backward, sparse selection included.)
+        if not self.needs_input_grad:
+            inputs = tf.stop_gradient(inputs)
         z = self._affine(inputs)
         z = self._sparse_bias_add(z, self._bias_for_add())
+        if not self.runs_backward():  # frozen, and nothing before it trains: its backward is skipped entirely
+            z = tf.stop_gradient(z)
         if self.activation is not None:
             z = self.activation(z)
         return z
@@ -255,8 +265,8 @@ class SparseBackpropMixin:
 
     # -- accounting -------------------------------------------------------------------------------------------
     def backward_macs_per_entry(self, positions: int) -> int:
-        """Backward MACs one kept entry costs per sample: dW always, dx only if the input needs a gradient."""
-        return positions * self._fan_in() * (2 if self.needs_input_grad else 1)
+        """Backward MACs one kept entry costs per sample: dW if the layer trains, dx if its input needs a gradient."""
+        return positions * self._fan_in() * (int(bool(self.trainable)) + int(self.needs_input_grad))
 
     def _record_step(self, batch, k, bpr, active, num_entries, positions, out_elements):
         state, policy = self.sparsity_state, self.policy
