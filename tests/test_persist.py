@@ -81,7 +81,7 @@ def _host_build() -> Path:
 def _ctest(build_dir: Path) -> str:
     out = _run(["ctest", "--test-dir", build_dir, "--output-on-failure", "-j", JOBS], timeout=240).stdout
     assert "100% tests passed" in out, out
-    for group in ("crc", "api", "power_cut", "bit_flip", "image"):
+    for group in ("crc", "api", "power_cut", "bit_flip", "image", "stream"):
         assert f"persist_{group}" in out, out
     return out
 

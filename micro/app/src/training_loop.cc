@@ -112,15 +112,21 @@ int RunTraining(const TrainingApp& app) {
     console.Printf("tinyprop: inconsistent state layout table\n");
     return 1;
   }
-  // The first invoke runs the initialiser (CALL_ONCE), which assigns the exported weights: only after it may a
-  // saved state be written into the model.
+  // A model holding its state in place starts from zeros: the exported state goes in before the first invoke.
+  // Otherwise the first invoke runs the initialiser (CALL_ONCE), which assigns the exported weights: only after it
+  // may a saved state be written into the model.
+  if (app.initial_state != nullptr) {
+    if (!CopyImageToState(*app.layout, app.initial_state, *app.state, console)) return 1;
+    console.Printf("tinyprop: wrote the initial state (%u bytes) into the model\n",
+                   static_cast<unsigned>(app.layout->image_bytes));
+  }
   float loss = 0.0f;
   if (!RunStep(app, 0, c.mode_infer, &loss)) return 1;
   FormatFloat(loss, text, sizeof(text));
   console.Printf("tinyprop: loss on the first batch with the exported weights: %s\n", text);
 
   uint32_t steps_done = 0;
-  switch (LoadState(*app.flash, *app.layout, *app.state, app.state_image, &steps_done, console)) {
+  switch (LoadState(*app.flash, *app.layout, *app.state, &steps_done, console)) {
     case LoadOutcome::kRestored:
       if (!RunStep(app, 0, c.mode_infer, &loss)) return 1;
       FormatFloat(loss, text, sizeof(text));
@@ -149,7 +155,7 @@ int RunTraining(const TrainingApp& app) {
   PrintPredictions(app);
 
   const uint32_t total = steps_done + static_cast<uint32_t>(c.train_steps);
-  return SaveState(*app.flash, *app.layout, *app.state, app.state_image, total, console) ? 0 : 1;
+  return SaveState(*app.flash, *app.layout, *app.state, total, console) ? 0 : 1;
 }
 
 }  // namespace app

@@ -59,15 +59,30 @@ class FakeState final : public StateAccess {
   explicit FakeState(const StateLayout& layout) : layout_(layout) {
     for (int32_t i = 0; i < layout.count; ++i) tensors.emplace_back(layout.variables[i].bytes, 0);
   }
-  bool Read(int32_t index, void* out, uint32_t bytes) override {
-    if (index < 0 || index >= layout_.count || bytes != tensors[index].size() || fail_index == index) return false;
-    memcpy(out, tensors[index].data(), bytes);
+  bool Read(int32_t index, uint32_t offset, void* out, uint32_t bytes) override {
+    if (!InRange(index, offset, bytes) || fail_index == index) return false;
+    memcpy(out, tensors[index].data() + offset, bytes);
+    ++reads;
     return true;
   }
-  bool Write(int32_t index, const void* data, uint32_t bytes) override {
-    if (index < 0 || index >= layout_.count || bytes != tensors[index].size() || fail_index == index) return false;
-    memcpy(tensors[index].data(), data, bytes);
+  bool Write(int32_t index, uint32_t offset, const void* data, uint32_t bytes) override {
+    if (!InRange(index, offset, bytes) || fail_index == index) return false;
+    memcpy(tensors[index].data() + offset, data, bytes);
+    ++writes;
     return true;
+  }
+  bool Flush() override {
+    ++flushes;
+    return true;
+  }
+  bool InRange(int32_t index, uint32_t offset, uint32_t bytes) const {
+    return index >= 0 && index < layout_.count && bytes >= 1 && offset + bytes <= tensors[index].size();
+  }
+  // Every tensor set to bytes seeded by `seed` (a state "in the model").
+  void Fill(uint32_t seed) {
+    for (auto& t : tensors) {
+      for (auto& b : t) b = static_cast<uint8_t>((seed = seed * 1103515245u + 12345u) >> 16);
+    }
   }
   float F(int32_t index, int e) const {
     float v;
@@ -108,6 +123,7 @@ class FakeState final : public StateAccess {
   }
   std::vector<std::vector<uint8_t>> tensors;
   int32_t fail_index = -1;
+  int reads = 0, writes = 0, flushes = 0;
 
  private:
   const StateLayout& layout_;
@@ -133,7 +149,8 @@ class FakeModel final : public StepModel {
   }
   bool Invoke() override {
     if (!initialised) {
-      state_->Initialise();
+      state_at_first_invoke = state_->tensors;
+      if (self_initialises) state_->Initialise();  // else it holds its state in place: zeros unless written
       initialised = true;
     }
     if (mode != 0 && mode != 1) return false;
@@ -157,6 +174,8 @@ class FakeModel final : public StepModel {
   uint32_t output_bytes = sizeof(output);
   int32_t k[kSparseLayers * kBatch] = {};
   bool initialised = false;
+  bool self_initialises = true;
+  std::vector<std::vector<uint8_t>> state_at_first_invoke;
   int train_invokes = 0;
   std::vector<float> first_samples;
 
@@ -174,7 +193,6 @@ struct Board {
   // 4 sectors of 4 KiB, 4-byte write blocks (nRF-like): two 8 KiB slots.
   std::vector<uint8_t> storage = std::vector<uint8_t>(4 * 4096);
   SimFlash flash{SimFlash::Config{4 * 4096, 4096, 4, false, false}, storage.data(), nullptr};
-  alignas(8) uint8_t image[48] = {};
 };
 
 struct Boot {
@@ -182,8 +200,9 @@ struct Boot {
   FakeModel model{&state};
   SampleBatches batches{kSampleSet};
   CapturedConsole console;
+  const uint8_t* initial_state = nullptr;  // set (and model.self_initialises = false) for an in-place model
   int Run(Board& board, const StateLayout& layout = kLayout, const TrainingConfig& config = kConfig) {
-    const TrainingApp app = {config, &layout, &model, &state, &batches, &board.flash, &console, board.image};
+    const TrainingApp app = {config, &layout, &model, &state, &batches, &board.flash, &console, initial_state};
     return tinyprop::app::RunTraining(app);
   }
 };
@@ -321,10 +340,225 @@ TP_TEST(AppStateTooLargeForThePartitionIsReportedBeforeTraining) {
   TP_CHECK(Count(console.out, "state partition unusable (kOk, 4064 payload bytes per slot, 8192 needed)") == 1);
   FakeState state(layout);
   uint32_t steps = 7;
-  std::vector<uint8_t> image(8192);
-  TP_CHECK(tinyprop::app::LoadState(small, layout, state, image.data(), &steps, console) == LoadOutcome::kStartFresh);
+  TP_CHECK(tinyprop::app::LoadState(small, layout, state, &steps, console) == LoadOutcome::kStartFresh);
   TP_CHECK_EQ(steps, 7u);
-  TP_CHECK(!tinyprop::app::SaveState(small, layout, state, image.data(), 1, console));
+  TP_CHECK(!tinyprop::app::SaveState(small, layout, state, 1, console));
+}
+
+
+// ---- the state in place (initial state written before the first invoke) -----------------------------------------
+
+// g_tinyprop_initial_state of the small layout: w = 0.25 * (i + 1), slot = -1, -2, -3, iterations 3; the gap
+// bytes 36..39 hold garbage that must not matter (no tensor covers them).
+struct InitialImage {
+  alignas(16) uint8_t bytes[48];
+  InitialImage() {
+    memset(bytes, 0xEE, sizeof(bytes));
+    for (int e = 0; e < 6; ++e) {
+      const float w = 0.25f * static_cast<float>(e + 1);
+      memcpy(bytes + 4 * e, &w, 4);
+    }
+    for (int e = 0; e < 3; ++e) {
+      const float v = -static_cast<float>(e + 1);
+      memcpy(bytes + 24 + 4 * e, &v, 4);
+    }
+    const int64_t three = 3;
+    memcpy(bytes + 40, &three, 8);
+  }
+};
+
+TP_TEST(AppInPlaceModelStartsFromTheInitialStateThenRestores) {
+  const InitialImage initial;
+  Board board;
+  Boot first;
+  first.model.self_initialises = false;  // like TFLM's AllocateTensors: the state tensors are zeros
+  first.initial_state = initial.bytes;
+  TP_CHECK_EQ(first.Run(board), 0);
+  const std::string& out1 = first.console.out;
+  TP_CHECK(Count(out1, "wrote the initial state (48 bytes) into the model") == 1);
+  // Before the first invoke every state tensor held exactly its bytes of the initial image.
+  TP_CHECK_EQ(first.model.state_at_first_invoke.size(), 3u);
+  for (int32_t i = 0; i < 3; ++i) {
+    const StateVariable& v = kVariables[i];
+    TP_CHECK(memcmp(first.model.state_at_first_invoke[i].data(), initial.bytes + v.offset, v.bytes) == 0);
+  }
+  TP_CHECK(Count(out1, "loss on the first batch with the exported weights: 0.250000") == 1);  // 1 / (1 + 3)
+  TP_CHECK(Count(out1, "no saved state in flash") == 1);
+  TP_CHECK_EQ(first.state.F(0, 5), 1.5f + 4.0f);
+  TP_CHECK_EQ(first.state.F(1, 0), -1.0f + 4.0f);
+  TP_CHECK_EQ(first.state.I64(2), 7);
+
+  Boot second;  // the initial state again, then the saved one over it
+  second.model.self_initialises = false;
+  second.initial_state = initial.bytes;
+  TP_CHECK_EQ(second.Run(board), 0);
+  const std::string& out2 = second.console.out;
+  TP_CHECK(Count(out2, "loss on the first batch with the exported weights: 0.250000") == 1);
+  TP_CHECK(Count(out2, "restored the training state from slot 0 (generation 1, 4 steps trained before)") == 1);
+  TP_CHECK(Count(out2, "loss on the first batch with the restored state: 0.125000") == 1);  // 1 / (1 + 7)
+  TP_CHECK_EQ(second.state.F(0, 0), 0.25f + 8.0f);
+  TP_CHECK_EQ(second.state.F(1, 2), -3.0f + 8.0f);
+  TP_CHECK_EQ(second.state.I64(2), 11);
+  TP_CHECK(Count(out2, "to slot 1, generation 2") == 1);
+
+  // A state tensor that cannot be written: reported before any invoke.
+  Board fresh;
+  Boot broken;
+  broken.model.self_initialises = false;
+  broken.initial_state = initial.bytes;
+  broken.state.fail_index = 1;
+  TP_CHECK_EQ(broken.Run(fresh), 1);
+  TP_CHECK(Count(broken.console.out, "state tensor 'slot' could not be written into the model") == 1);
+  TP_CHECK(!broken.model.initialised);
+}
+
+// A state of several 128-byte pieces, with variables straddling them, an alignment gap and a trailing gap.
+const StateVariable kBigVariables[] = {
+    {"w0", 0, 280, 70, StateDtype::kFloat32, true},
+    {"w1", 280, 36, 9, StateDtype::kFloat32, true},
+    {"m", 316, 500, 125, StateDtype::kFloat32, false},
+    {"ymax", 816, 4, 1, StateDtype::kFloat32, false},
+    {"iterations", 824, 8, 1, StateDtype::kInt64, false},  // gap 820..823
+    {"count", 832, 4, 1, StateDtype::kInt32, false},
+};
+const StateLayout kBigLayout = {kBigVariables, 6, 840, 0x77u};  // tail gap 836..839
+
+// The image as the app used to build it in RAM: every tensor at its offset, zeros elsewhere.
+std::vector<uint8_t> ImageOf(const FakeState& state, const StateLayout& layout) {
+  std::vector<uint8_t> image(layout.image_bytes, 0);
+  for (int32_t i = 0; i < layout.count; ++i) {
+    memcpy(image.data() + layout.variables[i].offset, state.tensors[i].data(), layout.variables[i].bytes);
+  }
+  return image;
+}
+
+const tinyprop::PersistLayout kBoardSlots = {{0, 8192}, 8192};
+
+TP_TEST(AppStreamedSaveAndLoadReproduceTheStateBitForBit) {
+  TP_CHECK(tinyprop::app::StateLayoutOk(kBigLayout));
+  Board board;
+  CapturedConsole console;
+  FakeState saved(kBigLayout);
+  saved.Fill(42);
+  TP_CHECK(tinyprop::app::SaveState(board.flash, kBigLayout, saved, 12, console));
+  TP_CHECK(Count(console.out, "saved the training state (840 bytes) to slot 0, generation 1") == 1);
+  // Pieces of at most 128 bytes: many tensor reads (two passes), never the whole state at once.
+  TP_CHECK(saved.reads >= 2 * 7);
+
+  // On flash: exactly the record SaveWeights makes of the contiguous image (gaps zero).
+  const std::vector<uint8_t> image = ImageOf(saved, kBigLayout);
+  Board reference;
+  const tinyprop::RecordMeta meta = {0x77u, 12};
+  TP_CHECK(tinyprop::SaveWeights(reference.flash, kBoardSlots, image.data(), 840, &meta, nullptr) ==
+           tinyprop::PersistStatus::kOk);
+  TP_CHECK(board.storage == reference.storage);
+  TP_CHECK(memcmp(board.storage.data() + 32, image.data(), 840) == 0);
+
+  // Loaded into a state that holds something else: every tensor bit for bit, steps from the record.
+  FakeState loaded(kBigLayout);
+  loaded.Fill(7);
+  uint32_t steps = 0;
+  TP_CHECK(tinyprop::app::LoadState(board.flash, kBigLayout, loaded, &steps, console) == LoadOutcome::kRestored);
+  TP_CHECK_EQ(steps, 12u);
+  TP_CHECK(loaded.tensors == saved.tensors);
+  TP_CHECK(loaded.flushes == 1);
+  TP_CHECK(loaded.writes >= 7);
+
+  // A record written by the contiguous API loads the same way.
+  FakeState from_reference(kBigLayout);
+  TP_CHECK(tinyprop::app::LoadState(reference.flash, kBigLayout, from_reference, &steps, console) ==
+           LoadOutcome::kRestored);
+  TP_CHECK(from_reference.tensors == saved.tensors);
+}
+
+TP_TEST(AppCorruptedRecordIsNotApplied) {
+  Board board;
+  CapturedConsole console;
+  FakeState first(kBigLayout), second(kBigLayout);
+  first.Fill(1);
+  second.Fill(2);
+  TP_CHECK(tinyprop::app::SaveState(board.flash, kBigLayout, first, 10, console));   // slot 0
+  TP_CHECK(tinyprop::app::SaveState(board.flash, kBigLayout, second, 20, console));  // slot 1
+  // The newest record rots (a payload bit in the last piece): the older one is restored, never a mix.
+  board.flash.FlipBit(8192 + 32 + 800, 3);
+  FakeState state(kBigLayout);
+  state.Fill(3);
+  uint32_t steps = 0;
+  TP_CHECK(tinyprop::app::LoadState(board.flash, kBigLayout, state, &steps, console) == LoadOutcome::kRestored);
+  TP_CHECK(state.tensors == first.tensors);
+  TP_CHECK_EQ(steps, 10u);
+  TP_CHECK(Count(console.out, "restored the training state from slot 0 (generation 1, 10 steps trained before); "
+                              "no older backup") == 1);
+  // Both rot: start fresh, the state untouched (not one tensor write).
+  board.flash.FlipBit(32 + 5, 0);
+  FakeState untouched(kBigLayout);
+  untouched.Fill(4);
+  const auto before = untouched.tensors;
+  steps = 99;
+  TP_CHECK(tinyprop::app::LoadState(board.flash, kBigLayout, untouched, &steps, console) ==
+           LoadOutcome::kStartFresh);
+  TP_CHECK(untouched.tensors == before);
+  TP_CHECK_EQ(untouched.writes, 0);
+  TP_CHECK_EQ(steps, 99u);
+}
+
+TP_TEST(AppStateTensorThatCannotBeWrittenDuringARestoreFails) {
+  Board board;
+  CapturedConsole console;
+  FakeState saved(kBigLayout);
+  saved.Fill(5);
+  TP_CHECK(tinyprop::app::SaveState(board.flash, kBigLayout, saved, 3, console));
+  FakeState state(kBigLayout);
+  state.fail_index = 2;  // 'm': w0 and w1 were already written
+  uint32_t steps = 0;
+  TP_CHECK(tinyprop::app::LoadState(board.flash, kBigLayout, state, &steps, console) == LoadOutcome::kFailed);
+  TP_CHECK(Count(console.out, "state tensor 'm' could not be written into the model") == 1);
+  TP_CHECK(Count(console.out, "partly overwritten") == 1);
+  // The record itself is fine.
+  FakeState again(kBigLayout);
+  TP_CHECK(tinyprop::app::LoadState(board.flash, kBigLayout, again, &steps, console) == LoadOutcome::kRestored);
+  TP_CHECK(again.tensors == saved.tensors);
+}
+
+// A power cut at every byte operation of a streamed save (the simulated flash's fault injection): after the
+// reboot the previous state is restored bit for bit, unless the cut came after the commit.
+TP_TEST(AppPowerCutDuringASaveKeepsThePreviousState) {
+  Board board;
+  CapturedConsole console;
+  FakeState older(kBigLayout), newer(kBigLayout);
+  older.Fill(11);
+  newer.Fill(12);
+  TP_CHECK(tinyprop::app::SaveState(board.flash, kBigLayout, older, 100, console));
+  const std::vector<uint8_t> snapshot = board.storage;
+  // How many byte operations an uncut save takes: erase one 4 KiB sector, 840 payload bytes, 32 header bytes.
+  const uint64_t ops0 = board.flash.byte_ops();
+  TP_CHECK(tinyprop::app::SaveState(board.flash, kBigLayout, newer, 200, console));
+  const uint64_t total = board.flash.byte_ops() - ops0;
+  TP_CHECK_EQ(total, 4096u + 840u + 32u);
+  int old_restored = 0, new_restored = 0;
+  for (uint64_t n = 0; n < total; n += (n < 4096 ? 97 : 1)) {
+    board.storage = snapshot;
+    board.flash.Reboot();
+    board.flash.ArmPowerCut(n);
+    CapturedConsole c;
+    TP_CHECK(!tinyprop::app::SaveState(board.flash, kBigLayout, newer, 200, c));
+    TP_CHECK(Count(c.out, "saving the state failed: kFlashError") == 1);
+    board.flash.Reboot();
+    TP_CHECK(memcmp(board.storage.data(), snapshot.data(), 8192) == 0);  // slot 0 never touched
+    FakeState state(kBigLayout);
+    uint32_t steps = 0;
+    TP_CHECK(tinyprop::app::LoadState(board.flash, kBigLayout, state, &steps, c) == LoadOutcome::kRestored);
+    if (steps == 100) {
+      TP_CHECK(state.tensors == older.tensors);
+      ++old_restored;
+    } else {
+      TP_CHECK_EQ(steps, 200u);  // only when just the header's trailing erased bytes were left
+      TP_CHECK(state.tensors == newer.tensors);
+      ++new_restored;
+    }
+  }
+  TP_CHECK(old_restored > 800);
+  TP_CHECK(new_restored <= 4);
 }
 
 }  // namespace

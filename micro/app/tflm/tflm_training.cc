@@ -1,31 +1,59 @@
 // TFLM rules kept here: set every input before every Invoke() (RunTraining does), never call Reset() (it zeroes
 // the resource variables, i.e. the weights).
+//
+// How the model holds its training state (tinyprop_app_config.h):
+//   #define TINYPROP_STATE_IN_OUTPUTS 1 and #define TINYPROP_FIRST_STATE_OUTPUT <n> (train_fast.tflite): the state
+//     tensors are variable tensors that are also outputs n .. n + count - 1 (OutputTensorState); AllocateTensors
+//     zeroes them and the model has no initial values, so RunTraining first writes g_tinyprop_initial_state
+//     (tinyprop_state.cc: alignas(16), g_tinyprop_state_layout.image_bytes long, weights first = weights.bin;
+//     declared extern in tinyprop_app_config.h). No buffer besides the arena.
+//   otherwise (train.tflite): TFLM resource variables with their initialiser (ResourceVariableState), plus one
+//     scratch buffer of the largest state variable (TINYPROP_STATE_MAX_VARIABLE_BYTES) for the streamed save and
+//     restore, since MicroResourceVariables copies only whole variables.
+// Saving and restoring stream the state between the tensors and the flash (micro/persist): no RAM state image.
 #include "tflm_training.h"
 
 #include <stdint.h>
 
 #include "interpreter_step_model.h"
 #include "model_data.h"
+#include "tinyprop_app_config.h"
+#if defined(TINYPROP_STATE_IN_OUTPUTS) && TINYPROP_STATE_IN_OUTPUTS
+#define TINYPROP_APP_STATE_IN_OUTPUTS 1
+#include "output_tensor_state.h"
+#else
+#define TINYPROP_APP_STATE_IN_OUTPUTS 0
 #include "resource_variable_state.h"
+#endif
 #include "tensorflow/lite/micro/micro_allocator.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 #include "tensorflow/lite/micro/micro_resource_variable.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 #include "tinyprop/app/training_loop.h"
-#include "tinyprop_app_config.h"
 #if TINYPROP_HAS_CUSTOM_OPS
 #include "tinyprop_tflm.h"  // the TinyProp TFLM custom operators (micro/tflm)
+#endif
+
+#if TINYPROP_APP_STATE_IN_OUTPUTS
+// The exported state (tinyprop_state.cc); tinyprop_app_config.h declares it too, which gives the definition its
+// external linkage.
+extern const uint8_t g_tinyprop_initial_state[];
 #endif
 
 namespace tinyprop {
 namespace app {
 namespace {
 
-// Every tensor and, as resource variables, the training state (weights, optimizer slots, ymax, step counter).
+// Every tensor, the training state (weights, optimizer slots, ymax, step counter) included.
 alignas(16) uint8_t g_tensor_arena[TINYPROP_ARENA_BYTES];
-// The state image saved to and loaded from flash; 8-byte aligned for int64 state tensors.
-alignas(16) uint8_t g_state_image[TINYPROP_STATE_BYTES];
+#if !TINYPROP_APP_STATE_IN_OUTPUTS
+// One resource variable at a time for the streamed save / restore (8-byte aligned for int64 state tensors).
+#ifndef TINYPROP_STATE_MAX_VARIABLE_BYTES
+#define TINYPROP_STATE_MAX_VARIABLE_BYTES TINYPROP_STATE_BYTES  // a generator without the macro: the whole state
+#endif
+alignas(16) uint8_t g_variable_scratch[TINYPROP_STATE_MAX_VARIABLE_BYTES];
+#endif
 
 using OpResolver = tflite::MicroMutableOpResolver<TINYPROP_NUM_OPS>;
 
@@ -69,23 +97,38 @@ int RunTflmTraining(FlashDevice& flash, BatchSource& batches, Console& console) 
   }
   tflite::MicroAllocator* allocator = tflite::MicroAllocator::Create(g_tensor_arena, sizeof(g_tensor_arena));
   if (allocator == nullptr) return 1;
+#if TINYPROP_APP_STATE_IN_OUTPUTS
+  tflite::MicroInterpreter interpreter(model, resolver, allocator);
+#else
   tflite::MicroResourceVariables* variables =
       tflite::MicroResourceVariables::Create(allocator, TINYPROP_NUM_RESOURCE_VARIABLES);
   if (variables == nullptr) return 1;
   tflite::MicroInterpreter interpreter(model, resolver, allocator, variables);
+#endif
   if (interpreter.AllocateTensors() != kTfLiteOk) {
     console.Printf("tinyprop: AllocateTensors() failed: arena of %u bytes too small?\n",
                    static_cast<unsigned>(sizeof(g_tensor_arena)));
     return 1;
   }
+  InterpreterStepModel step_model(&interpreter, kIndices, kConfig.target_is_label);
+#if TINYPROP_APP_STATE_IN_OUTPUTS
+  console.Printf("tinyprop: arena %u of %u bytes used, %d ops, %d state tensors in place (outputs %d..), batch %d\n",
+                 static_cast<unsigned>(interpreter.arena_used_bytes()), static_cast<unsigned>(sizeof(g_tensor_arena)),
+                 TINYPROP_NUM_OPS, static_cast<int>(g_tinyprop_state_layout.count), TINYPROP_FIRST_STATE_OUTPUT,
+                 TINYPROP_BATCH_SIZE);
+  OutputTensorState state(&interpreter, g_tinyprop_state_layout, TINYPROP_FIRST_STATE_OUTPUT);
+  if (state.FirstMismatch(console) >= 0) return 1;
+  const uint8_t* initial_state = g_tinyprop_initial_state;  // written before the first invoke
+#else
   console.Printf("tinyprop: arena %u of %u bytes used, %d ops, %d resource variables, batch %d\n",
                  static_cast<unsigned>(interpreter.arena_used_bytes()), static_cast<unsigned>(sizeof(g_tensor_arena)),
                  TINYPROP_NUM_OPS, TINYPROP_NUM_RESOURCE_VARIABLES, TINYPROP_BATCH_SIZE);
-
-  InterpreterStepModel step_model(&interpreter, kIndices, kConfig.target_is_label);
-  ResourceVariableState state(variables, g_tinyprop_state_layout, TINYPROP_NUM_RESOURCE_VARIABLES);
+  ResourceVariableState state(variables, g_tinyprop_state_layout, TINYPROP_NUM_RESOURCE_VARIABLES,
+                              g_variable_scratch, static_cast<uint32_t>(sizeof(g_variable_scratch)));
+  const uint8_t* initial_state = nullptr;  // the model's initialiser runs on the first invoke
+#endif
   const TrainingApp app = {kConfig, &g_tinyprop_state_layout, &step_model, &state, &batches, &flash, &console,
-                           g_state_image};
+                           initial_state};
   return RunTraining(app);
 }
 

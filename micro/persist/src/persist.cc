@@ -6,7 +6,7 @@
 namespace tinyprop {
 namespace {
 
-constexpr uint32_t kIoChunk = 128;  // stack I/O buffer; a multiple of every allowed write block
+constexpr uint32_t kIoChunk = kStreamChunk;  // stack I/O buffer; a multiple of every allowed write block
 static_assert(kIoChunk % kMaxWriteBlock == 0, "the I/O chunk must be a multiple of every write block");
 
 // ---- CRC32, 4 bits per step, 16-entry table computed at compile time (read-only) ----------------------------------
@@ -192,6 +192,7 @@ const char* PersistStatusName(PersistStatus status) {
     case PersistStatus::kNoValidWeights: return "kNoValidWeights";
     case PersistStatus::kFlashError: return "kFlashError";
     case PersistStatus::kVerifyFailed: return "kVerifyFailed";
+    case PersistStatus::kPayloadIoError: return "kPayloadIoError";
   }
   return "unknown";
 }
@@ -249,21 +250,48 @@ PersistStatus LoadWeights(FlashDevice& flash, const PersistLayout& layout, void*
   return st;
 }
 
-PersistStatus SaveWeights(FlashDevice& flash, const PersistLayout& layout, const void* payload, uint32_t size,
-                          const RecordMeta* meta, SaveReport* report) {
-  if (payload == nullptr || size == 0) return PersistStatus::kBadArgument;
-  Geometry g{};
-  PersistStatus st = CheckGeometry(flash, layout, &g);
-  if (st != PersistStatus::kOk) return st;
-  if (size > g.max_payload) return PersistStatus::kPayloadTooLarge;
+namespace {
+
+// A contiguous RAM payload as a PayloadSource (SaveWeights).
+class MemorySource final : public PayloadSource {
+ public:
+  explicit MemorySource(const uint8_t* data) : data_(data) {}
+  bool Read(uint32_t offset, void* out, uint32_t n) override {
+    memcpy(out, data_ + offset, n);
+    return true;
+  }
+
+ private:
+  const uint8_t* data_;
+};
+
+// CRC of the source's bytes [0, size), through `buf` (kIoChunk bytes).
+bool SourceCrc(PayloadSource& source, uint32_t size, uint8_t* buf, uint32_t* crc) {
+  uint32_t c = 0;
+  for (uint32_t done = 0; done < size;) {
+    const uint32_t len = size - done < kIoChunk ? size - done : kIoChunk;
+    if (!source.Read(done, buf, len)) return false;
+    c = Crc32(c, buf, len);
+    done += len;
+  }
+  *crc = c;
+  return true;
+}
+
+// SaveWeights / SaveWeightsFrom after the argument checks.
+PersistStatus SaveImpl(FlashDevice& flash, const PersistLayout& layout, const Geometry& g, PayloadSource& source,
+                       uint32_t size, const RecordMeta* meta, SaveReport* report) {
   const RecordMeta m = meta != nullptr ? *meta : RecordMeta{0, 0};
-  const uint8_t* src = static_cast<const uint8_t*>(payload);
-  const uint32_t src_crc = Crc32(0, src, size);
+  alignas(8) uint8_t buf[kIoChunk];
+  // 0. The CRC of what is to be saved, before anything is touched: the read-back check compares against it.
+  uint32_t src_crc = 0;
+  if (!SourceCrc(source, size, buf, &src_crc)) return SaveDone(report, SaveReport{-1, 0, -1, 0},
+                                                               PersistStatus::kPayloadIoError);
 
   SaveReport out{-1, 0, -1, 0};
   LoadReport cur;
   uint32_t crc[2];
-  st = Inspect(flash, layout, g, &cur, crc);
+  PersistStatus st = Inspect(flash, layout, g, &cur, crc);
   if (st == PersistStatus::kFlashError) {
     out.device_error = cur.device_error;
     return SaveDone(report, out, st);
@@ -285,11 +313,10 @@ PersistStatus SaveWeights(FlashDevice& flash, const PersistLayout& layout, const
     }
   }
 
-  // 2. Payload, through an aligned stack buffer, the last block padded with 0xFF.
-  alignas(8) uint8_t buf[kIoChunk];
+  // 2. Payload, through the aligned stack buffer, the last block padded with 0xFF.
   for (uint32_t done = 0; done < size;) {
     const uint32_t len = size - done < kIoChunk ? size - done : kIoChunk;
-    memcpy(buf, src + done, len);
+    if (!source.Read(done, buf, len)) return SaveDone(report, out, PersistStatus::kPayloadIoError);
     const uint32_t padded = (len + g.write_block - 1) / g.write_block * g.write_block;  // <= kIoChunk
     memset(buf + len, 0xFF, padded - len);
     const int32_t rc = flash.Write(base + g.header_area + done, buf, padded);
@@ -334,6 +361,61 @@ PersistStatus SaveWeights(FlashDevice& flash, const PersistLayout& layout, const
     return SaveDone(report, out, PersistStatus::kVerifyFailed);
   }
   return SaveDone(report, out, PersistStatus::kOk);
+}
+
+}  // namespace
+
+PersistStatus SaveWeights(FlashDevice& flash, const PersistLayout& layout, const void* payload, uint32_t size,
+                          const RecordMeta* meta, SaveReport* report) {
+  if (payload == nullptr || size == 0) return PersistStatus::kBadArgument;
+  Geometry g{};
+  const PersistStatus st = CheckGeometry(flash, layout, &g);
+  if (st != PersistStatus::kOk) return st;
+  if (size > g.max_payload) return PersistStatus::kPayloadTooLarge;
+  MemorySource source(static_cast<const uint8_t*>(payload));
+  return SaveImpl(flash, layout, g, source, size, meta, report);
+}
+
+PersistStatus SaveWeightsFrom(FlashDevice& flash, const PersistLayout& layout, PayloadSource& source, uint32_t size,
+                              const RecordMeta* meta, SaveReport* report) {
+  if (size == 0) return PersistStatus::kBadArgument;
+  Geometry g{};
+  const PersistStatus st = CheckGeometry(flash, layout, &g);
+  if (st != PersistStatus::kOk) return st;
+  if (size > g.max_payload) return PersistStatus::kPayloadTooLarge;
+  return SaveImpl(flash, layout, g, source, size, meta, report);
+}
+
+PersistStatus LoadWeightsInto(FlashDevice& flash, const PersistLayout& layout, PayloadSink& sink, uint32_t capacity,
+                              LoadReport* report) {
+  Geometry g{};
+  PersistStatus st = CheckGeometry(flash, layout, &g);
+  if (st != PersistStatus::kOk) return st;
+  LoadReport r;
+  uint32_t crc[2];
+  st = Inspect(flash, layout, g, &r, crc);
+  if (st == PersistStatus::kOk && r.size > capacity) st = PersistStatus::kBufferTooSmall;
+  if (st == PersistStatus::kOk) {
+    // Second pass: flash -> stack buffer -> sink, the CRC of exactly the bytes handed out checked again.
+    uint8_t buf[kIoChunk];
+    const uint32_t base = layout.slot_offset[r.slot] + g.header_area;
+    uint32_t c = 0;
+    for (uint32_t done = 0; done < r.size && st == PersistStatus::kOk;) {
+      const uint32_t len = r.size - done < kIoChunk ? r.size - done : kIoChunk;
+      const int32_t rc = flash.Read(base + done, buf, len);
+      if (rc != 0) {
+        r.device_error = rc;
+        st = PersistStatus::kFlashError;
+        break;
+      }
+      c = Crc32(c, buf, len);
+      if (!sink.Write(done, buf, len)) st = PersistStatus::kPayloadIoError;
+      done += len;
+    }
+    if (st == PersistStatus::kOk && c != crc[r.slot]) st = PersistStatus::kVerifyFailed;
+  }
+  if (report != nullptr) *report = r;
+  return st;
 }
 
 }  // namespace tinyprop

@@ -33,6 +33,7 @@ enum class PersistStatus : int32_t {
   kNoValidWeights = 5,   // neither slot holds a valid record (buffer untouched)
   kFlashError = 6,       // the device returned an error (report->device_error holds its code)
   kVerifyFailed = 7,     // read-back differs from what was written / verified (see SaveWeights, LoadWeights)
+  kPayloadIoError = 8,   // SaveWeightsFrom / LoadWeightsInto: the PayloadSource / PayloadSink returned false
 };
 
 // Short constant name ("kOk", "kNoValidWeights", ...); "unknown" for other values.
@@ -166,6 +167,58 @@ PersistStatus InspectWeights(FlashDevice& flash, const PersistLayout& layout, Lo
 // reads back differently the second time (unstable cells) -- leaves the buffer content unspecified.
 PersistStatus LoadWeights(FlashDevice& flash, const PersistLayout& layout, void* payload, uint32_t capacity,
                           LoadReport* report);
+
+// ---- streamed payloads (gather / scatter) -----------------------------------------------------------------------
+// The payload need not be one contiguous RAM buffer: SaveWeightsFrom pulls it from a PayloadSource and
+// LoadWeightsInto pushes it into a PayloadSink, in pieces of at most kStreamChunk bytes at ascending offsets
+// (through the functions' own stack buffer), e.g. straight from and into the tensors that hold the state. Same
+// on-flash records, same guarantees as SaveWeights / LoadWeights.
+constexpr uint32_t kStreamChunk = 128;
+
+class PayloadSource {
+ public:
+  // Copies payload bytes [offset, offset + n) into `out` (n >= 1, offset + n <= size); false when it cannot.
+  // Must give the same bytes every time for the same range while the save runs (SaveWeightsFrom reads the
+  // payload twice: once for its CRC, once to write it; a change in between is caught, see below).
+  virtual bool Read(uint32_t offset, void* out, uint32_t n) = 0;
+
+ protected:
+  PayloadSource() = default;
+  PayloadSource(const PayloadSource&) = default;
+  PayloadSource& operator=(const PayloadSource&) = default;
+  ~PayloadSource() = default;
+};
+
+class PayloadSink {
+ public:
+  // Receives payload bytes [offset, offset + n); false aborts the load. Called only with bytes of a record whose
+  // CRC has been checked, in ascending order, covering [0, size) exactly once.
+  virtual bool Write(uint32_t offset, const void* data, uint32_t n) = 0;
+
+ protected:
+  PayloadSink() = default;
+  PayloadSink(const PayloadSink&) = default;
+  PayloadSink& operator=(const PayloadSink&) = default;
+  ~PayloadSink() = default;
+};
+
+// SaveWeights with the payload read from `source`: a first pass computes its CRC (a source failure here returns
+// kPayloadIoError before the flash is touched), then the save proceeds exactly as SaveWeights, reading the source
+// again chunk by chunk to write it. The read-back check compares the flash with the first pass's CRC, so a source
+// that changed between the passes gives kVerifyFailed and nothing is committed. A source failure during the second
+// pass gives kPayloadIoError with the target slot erased but uncommitted. In every failure the previous newest
+// record stays untouched and loadable. The bytes on flash are those SaveWeights writes for the same payload.
+PersistStatus SaveWeightsFrom(FlashDevice& flash, const PersistLayout& layout, PayloadSource& source, uint32_t size,
+                              const RecordMeta* meta, SaveReport* report);
+
+// LoadWeights with the payload pushed into `sink`: InspectWeights first (both slots' CRCs over the flash), so the
+// sink is not called at all unless the newest valid record has been found and its size is <= `capacity` (argument
+// errors, kNoValidWeights, kBufferTooSmall and a kFlashError while validating leave the sink's target untouched).
+// Then the payload is read a second time, chunk by chunk, handed to the sink and its CRC re-checked: a kFlashError,
+// a kPayloadIoError (the sink returned false) or a kVerifyFailed (the flash read back differently the second time)
+// during that pass leaves what the sink received so far unspecified.
+PersistStatus LoadWeightsInto(FlashDevice& flash, const PersistLayout& layout, PayloadSink& sink, uint32_t capacity,
+                              LoadReport* report);
 
 }  // namespace tinyprop
 

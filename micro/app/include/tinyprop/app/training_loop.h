@@ -53,15 +53,21 @@ struct TrainingApp {
   TrainingConfig config;
   const StateLayout* layout;
   StepModel* model;
-  StateAccess* state;     // valid only after the first Invoke (the initialiser would overwrite a restored state)
+  StateAccess* state;
   BatchSource* batches;
   FlashDevice* flash;
   Console* console;
-  uint8_t* state_image;   // layout->image_bytes, 8-byte aligned
+  // The state image the model starts from (layout->image_bytes; in flash: g_tinyprop_initial_state), for a model
+  // that holds its state in place and has no initial values (TFLM zeroes the variable tensors): written into the
+  // state before the first Invoke. Null for a model that initialises itself on its first Invoke (the resource
+  // variables' CALL_ONCE initialiser): then the state is written only after that Invoke.
+  const uint8_t* initial_state;
 };
 
-// The whole boot: inference with the exported weights (runs the initialiser), restore the newest saved state,
-// train config.train_steps steps, inference, save. 0 on success, 1 after a reported failure.
+// The whole boot: the initial state (when given), inference with the exported weights (the first Invoke, which
+// runs the initialiser otherwise), restore the newest saved state, train config.train_steps steps, inference,
+// save. The state is saved and restored streamed through `state` (no RAM copy of it). 0 on success, 1 after a
+// reported failure.
 int RunTraining(const TrainingApp& app);
 
 }  // namespace app
