@@ -365,7 +365,8 @@ def _samples(manifest, samples, labels, seed):
 # ----------------------------------------------------------------------------------------------------------------
 # Memory budget
 # ----------------------------------------------------------------------------------------------------------------
-def _budget(target: BoardTarget, manifest, model_len, samples_bytes, state_bytes, partition_bytes, in_place=False):
+def _budget(target: BoardTarget, manifest, model_len, samples_bytes, state_bytes, partition_bytes, in_place=False,
+            max_variable=0):
     profile = board_profiles.get_board(target.profile)
     arena = int(manifest["tflm"]["arena_bytes_recommended"])
     weights = int(manifest.get("weights_bin", {}).get("bytes", 0))
@@ -373,6 +374,7 @@ def _budget(target: BoardTarget, manifest, model_len, samples_bytes, state_bytes
     ram = [
         (f"TFLM arena (TINYPROP_ARENA_BYTES; holds {held}: weights {weights:,} B, optimizer slots, ymax, step)",
          arena),
+        *([] if in_place else [("state scratch for save/load (the largest resource variable)", max_variable)]),
         ("main task stack (configured)", _STACK_BYTES),
     ]
     flash = [
@@ -539,7 +541,7 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
                    custom_ops=custom_ops, model_bytes=model_bytes if fast else None, arena_note=arena_note)
     samples_bytes = x.nbytes + y.nbytes
     ctx.budget = _budget(target, manifest, len(model_bytes), samples_bytes, state_bytes, partition,
-                         in_place=_state_in_outputs(layout))
+                         in_place=_state_in_outputs(layout), max_variable=max((v["bytes"] for v in layout), default=0))
     if target.platform == "esp-idf":
         ctx.partition_name = "tinyprop"
         files = _esp_files(ctx)
@@ -722,6 +724,7 @@ def _config_header(ctx) -> str:
         target_is_label=int(ctx.is_label), output_elements=int(np.prod(m["output_shape"][1:])),
         model_id=f"0x{ctx.model_id:08x}u", num_state_variables=len(ctx.layout), state_bytes=ctx.state_bytes,
         weight_bytes=_weight_bytes(ctx.layout), slot_bytes=ctx.slot_bytes, partition_bytes=ctx.partition_bytes,
+        max_variable_bytes=max((v["bytes"] for v in ctx.layout), default=0),
         state_partition=ctx.partition_name, ops_key="tflm_fast" if ctx.custom_ops else "tflm",
         state_in_outputs=int(_state_in_outputs(ctx.layout)),
         first_state_output=min((v["output"] for v in ctx.layout), default=0) if _state_in_outputs(ctx.layout) else -1,
@@ -920,8 +923,14 @@ def _readme_app_section(ctx) -> str:
     custom = "" if not ctx.custom_ops else _render(
         "readme/fast_ops.md", count=len(ctx.custom_ops), names=", ".join(ctx.custom_ops),
         kernel_dir=paths.kernels, arena_note=ctx.arena_note or "given by the caller").rstrip("\n")
+    kind = "in_place" if _state_in_outputs(ctx.layout) else "resource_variables"
+    state_values = {"arena_bytes": f"{m['tflm']['arena_bytes_recommended']:,}", "model_id": f"0x{ctx.model_id:08x}",
+                    "resource_variables": m["tflm"]["resource_variables"], "num_state": len(ctx.layout),
+                    "first_state_output": min((v.get("output", 0) for v in ctx.layout), default=0)}
     return _render(
         "readme/app.md", **_describe(ctx), main_file=paths.main, main_name=os.path.basename(paths.main),
+        state_setup=_render(f"readme/state_setup_{kind}.md", **state_values),
+        state_save=_render(f"readme/state_save_{kind}.md", **state_values),
         app_dir=paths.app, src_dir=paths.data, persist_dir=paths.persist, num_builtin_ops=len(ctx.ops),
         ops=", ".join(op for op, _ in ctx.ops), custom_ops_text=custom, num_ops=len(ctx.ops) + len(ctx.custom_ops),
         arena_bytes=f"{m['tflm']['arena_bytes_recommended']:,}", resource_variables=m["tflm"]["resource_variables"],

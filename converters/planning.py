@@ -7,9 +7,9 @@ planner, and written as the board's project (``write_board_project``), whose mem
 - **arena**: ``train_fast.tflite`` in ``tinyprop_tflm_runner`` (TFLM with the TinyProp operators) when a runner is
   available (``converters/tflm_runner.py``) and the policy selects; ``train.tflite`` in the pip tflite-micro
   interpreter otherwise. The plan says which.
-- **static RAM** the application adds, as the generated project has it (``board_projects._budget``): the
-  training-state buffer for save/load (every resource variable: trained weights, optimizer slots, running maxima,
-  step) and the main task stack the project configures. Training samples are ``const`` (flash); a batch is
+- **static RAM** the application adds, as the generated project has it (``board_projects._budget``): the main
+  task stack the project configures and, for ``train.tflite`` (resource variables), a save/load scratch of its
+  largest variable (the training state itself is in the arena; the app streams it to flash). Training samples are ``const`` (flash); a batch is
   copied into the model's input tensors, which are in the arena.
 - **usable RAM**: the board profile's (``tinyprop_tf.boards``, with its source).
 
@@ -211,7 +211,8 @@ def _report(model, target, profile, policy, optimizer, batches, arena_source, ro
     fitting = [m for m in measured.values() if m.fits]
     smallest = min(measured.values(), key=lambda m: m.ram_bytes, default=None)
     lines = [f"Board plan for {target.key} ({profile.name}): {usable:,} B usable RAM; arena: {arena_source}; "
-             f"RAM = arena + the project's training-state buffer + main stack (board project budget)"]
+             f"RAM = arena (which holds the training state) + main stack (+ a save/load scratch for train.tflite; "
+             f"board project budget)"]
     lines.append(f"  {'last N':>6}  {'largest batch':>13}  {'arena':>11}  {'RAM':>11}  {'margin':>10}  trained")
     affine = [layer.name for layer in trainable.affine_layers(model)]
     for row in table_rows:
@@ -250,8 +251,9 @@ def _report(model, target, profile, policy, optimizer, batches, arena_source, ro
         "usable_ram_source": profile.source_of("usable_ram_bytes").source,
         "policy": repr(policy), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
         "batches": batches, "arena_source": arena_source,
-        "ram_parts": "TFLM arena (measured) + training-state buffer for save/load (every resource variable) + main "
-                     "task stack (the project's configured size); samples are const, in flash "
+        "ram_parts": "TFLM arena (measured; holds the training state) + main task stack (the project's configured "
+                     "size) + for train.tflite a save/load scratch of its largest resource variable; samples are "
+                     "const, in flash "
                      "(converters/board_projects.py budget)",
         "method": "per N, bisection over batches from the previous N's largest; candidates whose trained kernels "
                   "and optimizer slots alone exceed the usable RAM are not measured",

@@ -1323,7 +1323,8 @@ def test_templates_ship_with_the_package_and_every_placeholder_is_filled(quick_w
 
     shipped = set(templates(importlib.resources.files("tinyprop_tf.converters") / "templates"))
     conditional = {"readme/fast_ops.md", "readme/fast_files.md", "readme/does_not_fit.md",
-                   "zephyr/boards/own_partition.overlay"}
+                   "zephyr/boards/own_partition.overlay", "app/initial_state.cc", "readme/state_setup_in_place.md",
+                   "readme/state_save_in_place.md"}
     assert conditional < shipped and "esp-idf/main/idf_component.yml" in shipped
     used = set()
     original = board_projects._render

@@ -49,7 +49,7 @@
 // In-place outputs are checked on every Eval (same tensor, same buffer): the exporter makes them TFLM variable
 // tensors (persistent, never planned) that are also model outputs, so the application reads and writes the
 // training state through interpreter.output(i) (converters/device_ops.py, `in_place_state`; the training app's
-micro/app/tflm/output_tensor_state.h).
+// micro/app/tflm/output_tensor_state.h).
 // Errors of the kernels (tinyprop::Status) become kTfLiteError with the status name printed.
 #ifndef TINYPROP_TFLM_TINYPROP_TFLM_H_
 #define TINYPROP_TFLM_TINYPROP_TFLM_H_

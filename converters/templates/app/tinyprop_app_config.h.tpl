@@ -29,6 +29,9 @@ extern const tinyprop::app::SampleSet g_tinyprop_samples;
 #define TINYPROP_NUM_STATE_VARIABLES $num_state_variables
 #define TINYPROP_STATE_BYTES $state_bytes
 #define TINYPROP_STATE_WEIGHT_BYTES $weight_bytes
+// The largest state tensor: TFLM copies a resource variable only whole, so a resource-variable model streams its
+// state through a scratch buffer of this size (an in-place model needs none).
+#define TINYPROP_STATE_MAX_VARIABLE_BYTES $max_variable_bytes
 // Bytes of one flash slot for this state (header + payload, sector-aligned) and of the two-slot partition.
 #define TINYPROP_STATE_SLOT_BYTES $slot_bytes
 #define TINYPROP_STATE_PARTITION_BYTES $partition_bytes

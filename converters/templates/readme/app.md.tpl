@@ -5,19 +5,10 @@
 
 1. registers exactly the $num_builtin_ops builtin ops of `$model_file` ($ops)$custom_ops_text in a
    `tflite::MicroMutableOpResolver<$num_ops>` (the list is `TINYPROP_BUILTIN_OPS` in `tinyprop_app_config.h`),
-   creates a `MicroAllocator` on a static arena of `TINYPROP_ARENA_BYTES` = $arena_bytes B and a
-   `MicroResourceVariables` for the $resource_variables resource variables, and the interpreter;
-2. runs one inference invoke: it runs the model's initialiser (`CALL_ONCE`), which assigns the exported weights;
-3. loads the newest valid training state from the two-slot flash partition (`tinyprop::LoadWeights`, CRC32,
-   generation counter) and, if its model id (`TINYPROP_MODEL_ID` = $model_id) and size match, writes it
-   into the resource variables (`MicroResourceVariables::Assign`);
-4. trains $train_steps steps (mode $mode_train) on batches of $batch consecutive samples of `samples.cc`, printing
+${state_setup}4. trains $train_steps steps (mode $mode_train) on batches of $batch consecutive samples of `samples.cc`, printing
    the loss, the time and the entries kept per sparse layer (`k`) per step;
 5. runs inference mode (mode $mode_infer) on the first batch and prints the predictions;
-6. reads every resource variable (`MicroResourceVariables::Read`) into the state image and saves it with
-   `tinyprop::SaveWeights` to the slot that does not hold the newest state (a power cut during the save leaves the
-   previous state loadable). The next boot continues from there.
-
+${state_save}
 Samples: $data_note Regenerate with `write_board_project(export_dir, "$board", out_dir, samples=x,
 labels=y)`, or train on live data: pass your own `tinyprop::app::BatchSource` (`batches.h`, e.g. reading a
 sensor) instead of the `SampleBatches` over the compiled-in samples in `$main_file`.
