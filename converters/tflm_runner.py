@@ -82,6 +82,7 @@ M4_TOOLCHAIN = "cmake/arm-cortex-m4f.cmake"  # relative to the copied sources
 M4_STACK_BYTES = 16384  # stack and heap sizes of the image (part of its RAM); the stack's high-water mark is measured
 M4_HEAP_BYTES = 8192
 M4_MAX_RAM = 4 << 20  # all of AN386's data SSRAM: what the arena needs is measured there when a board's RAM is short
+M4_MIN_RAM = 64 << 10  # stack + heap + TFLM's and newlib's .data/.bss (~7 KB), with room for a small arena
 INSTRUCTIONS_PER_TICK = 0.625  # AN386 SysTick at 25 MHz, QEMU -icount shift=6 (64 ns per instruction)
 QEMU_COMMAND = ("qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native",
                 "-icount", "shift=6", "-monitor", "none", "-serial", "none")
@@ -130,8 +131,9 @@ def find_runner(build: bool | str = True) -> str | None:
 def find_m4_runner(ram_bytes: int, build: bool | str = True) -> str | None:
     """Path of the Cortex-M4F image (QEMU mps2-an386) whose RAM is limited to ``ram_bytes``, or None without
     ``TINYPROP_TFLM_DIR`` or one of ``M4_TOOLS``. ``build`` as in ``find_runner``."""
-    if isinstance(ram_bytes, bool) or not isinstance(ram_bytes, int) or not 0 < ram_bytes <= M4_MAX_RAM:
-        raise ValueError(f"ram_bytes must be an integer in (0, {M4_MAX_RAM}], got {ram_bytes!r}")
+    if isinstance(ram_bytes, bool) or not isinstance(ram_bytes, int) or not M4_MIN_RAM <= ram_bytes <= M4_MAX_RAM:
+        raise ValueError(f"ram_bytes must be an integer from {M4_MIN_RAM} to {M4_MAX_RAM} (the image's stack and heap "
+                         f"alone take {M4_STACK_BYTES + M4_HEAP_BYTES}), got {ram_bytes!r}")
     if not os.environ.get("TINYPROP_TFLM_DIR") or m4_missing_tools():
         return None
     return _find(_m4_flavor(ram_bytes), ".elf", build)

@@ -87,7 +87,7 @@ def test_one_image_per_ram_size_and_sources_and_the_host_runner_ignores_the_imag
 
 
 def test_ram_size_is_checked():
-    for bad in (0, -1, 5 << 20, 256.0, True):
+    for bad in (0, -1, 32 * KIB, 5 << 20, 256.0, True):
         with pytest.raises(ValueError, match="ram_bytes"):
             tflm_runner.find_m4_runner(bad)
 
@@ -150,7 +150,7 @@ def test_exported_step_runs_on_the_emulated_m4_within_verify_bounds_and_with_ker
 @pytest.mark.tflm_runner
 def test_verify_fails_an_m4_run_that_computes_something_else(exported, monkeypatch):
     """The row is judged: the emulated run's weights nudged by 1e-3 relative fail the bound."""
-    elf = _image_or_skip(NRF52840_RAM)
+    _image_or_skip(NRF52840_RAM)
     out, _ = exported("mlp_tinyprop_sgd")
     real = verification.run_tflm_m4
 
@@ -162,7 +162,6 @@ def test_verify_fails_an_m4_run_that_computes_something_else(exported, monkeypat
     monkeypatch.setattr(verification, "run_tflm_m4", off)
     result = verify(out, steps=3, check=False, backends=("tflm_m4",), m4_ram_bytes=NRF52840_RAM)
     assert not result.ok and any(f.startswith("tflm_m4: weight") for f in result.failures), result.summary()
-    assert elf
 
 
 @pytest.mark.slow
@@ -244,3 +243,23 @@ def test_the_ram_limit_limits(tmp_path):
     for got, want in zip(outputs, reference):  # the same program: the RAM size changes nothing else
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_verify_cli_fails_a_model_that_does_not_fit_the_given_ram_in_one_line(tmp_path):
+    """64 KiB leaves ~34 KB for the arena; a 20-512-5 MLP's weights alone are 51 KB, whatever the step's layout."""
+    import subprocess
+    import sys
+
+    _image_or_skip(64 * KIB)
+    keras.utils.set_random_seed(0)
+    out = str(tmp_path / "wide")
+    export_training_model(models.mlp(input_shape=(20,), num_classes=5, hidden=(512,)), tp.TinyProp(0.1, 0.9, 0.5),
+                          "sgd", 0.05, batch_size=2, out_dir=out, measure_arena=False, fast=True)
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "verify", out, "--steps", "2", "--m4-ram-kib", "64"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "does not fit 65,536 bytes (64 KiB) of RAM" in line]
+    assert lines and re.search(r"arena needs [\d,]+ bytes, [\d,]+ bytes are available", lines[0]), proc.stdout[-3000:]
+    assert "FAIL" in proc.stdout and not [line for line in proc.stdout.splitlines() if line.startswith("  tflm_m4 ")]
