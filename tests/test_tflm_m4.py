@@ -187,6 +187,17 @@ def test_measures_are_the_runs_own_and_instruction_counts_repeat(exported):
     train, infer = m.invoke_instructions[:3], m.invoke_instructions[3]
     assert min(train) > infer > 1000  # a train step does the forward and the backward
     assert m.invoke_instructions[0] == m.invoke_ticks[0] * 0.625
+    # The printed RAM map is the ELF's own (its linker symbols): the section sizes agree.
+    import subprocess
+
+    sections = {}
+    for line in subprocess.run(["arm-none-eabi-size", "-A", elf], capture_output=True, text=True,
+                               check=True).stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit():
+            sections[parts[0]] = int(parts[1])
+    assert (sections[".data"], sections[".bss"], sections[".stack"]) == (m.data_bytes, m.bss_bytes, m.stack_bytes)
+    assert sections[".arena"] - m.arena_available_bytes in range(16)
 
 
 def _mlp_arena(width, elf, tmp_path):
