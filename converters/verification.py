@@ -353,7 +353,8 @@ def _run_m4_row(runs, out_dir, manifest, xs, ys, ram_bytes):
     elf = tflm_runner.find_m4_runner(ram)
     if elf is None:
         missing = tflm_runner.m4_missing_tools()
-        return f"tflm_m4 not run: {', '.join(missing) + ' not found; ' if missing else ''}{tflm_runner.M4_HOW_TO}", False
+        why = f"{', '.join(missing)} not found; " if missing else ""
+        return f"tflm_m4 not run: {why}{tflm_runner.M4_HOW_TO}", False
     try:
         runs["tflm_m4"] = run = run_tflm_m4(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, elf)
     except tflm_runner.RamError as e:

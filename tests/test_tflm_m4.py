@@ -93,7 +93,8 @@ def test_ram_size_is_checked():
 
 
 def test_measure_lines_are_parsed_and_other_output_ignored():
-    out = "arena_used_bytes 1234\nFailed to allocate tail memory. Requested: 10\n\ninvoke_ticks 0 80\ninvoke_ticks 1 96\n"
+    out = ("arena_used_bytes 1234\nFailed to allocate tail memory. Requested: 10\n\n"
+           "invoke_ticks 0 80\ninvoke_ticks 1 96\n")
     assert tflm_runner._values(out) == {"arena_used_bytes": [1234], "invoke_ticks": [0, 80, 1, 96]}
 
 
@@ -268,8 +269,8 @@ def test_verify_cli_fails_a_model_that_does_not_fit_the_given_ram_in_one_line(tm
     out = str(tmp_path / "wide")
     export_training_model(models.mlp(input_shape=(20,), num_classes=5, hidden=(512,)), tp.TinyProp(0.1, 0.9, 0.5),
                           "sgd", 0.05, batch_size=2, out_dir=out, measure_arena=False, fast=True)
-    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "verify", out, "--steps", "2", "--m4-ram-kib", "64"],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "verify", out, "--steps", "2",
+                           "--m4-ram-kib", "64"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if "does not fit 65,536 bytes (64 KiB) of RAM" in line]
     assert lines and re.search(r"arena needs [\d,]+ bytes, [\d,]+ bytes are available", lines[0]), proc.stdout[-3000:]
