@@ -316,10 +316,17 @@ def run_m4(elf: str, model: bytes, inputs_per_invoke: list[list[np.ndarray]], ar
         if "AllocateTensors failed" not in e.stderr or "arena_available_bytes" not in values:
             raise RunnerError(str(e)) from None
         raise _ram_error(elf, model, inputs_per_invoke, values, timeout) from None
-    v = _values(stdout)
+    return outputs, _measures(_values(stdout), len(inputs_per_invoke))
+
+
+def _measures(v: dict[str, list[int]], invokes: int) -> Measures:
     fields = {f.name: v[f.name][0] for f in dataclasses.fields(Measures) if f.name != "invoke_ticks"}
     ticks = dict(zip(v["invoke_ticks"][0::2], v["invoke_ticks"][1::2]))
-    return outputs, Measures(**fields, invoke_ticks=tuple(ticks[s] for s in range(len(inputs_per_invoke))))
+    m = Measures(**fields, invoke_ticks=tuple(ticks[s] for s in range(invokes)))
+    if m.stack_high_water_bytes >= m.stack_bytes:  # no paint left: it ran past the stack's limit
+        raise RunnerError(f"the emulated Cortex-M4F used all of its {m.stack_bytes:,}-byte stack (and maybe more): "
+                          "its results cannot be trusted")
+    return m
 
 
 def _ram_error(elf, model, inputs_per_invoke, values, timeout) -> RamError:

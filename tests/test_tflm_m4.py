@@ -92,6 +92,15 @@ def test_ram_size_is_checked():
             tflm_runner.find_m4_runner(bad)
 
 
+def test_a_stack_with_no_paint_left_is_an_error():
+    lines = {"ram_bytes": [262144], "stack_bytes": [16384], "data_bytes": [1], "bss_bytes": [1], "heap_bytes": [8192],
+             "arena_available_bytes": [1000], "arena_used_bytes": [10], "heap_used_bytes": [5],
+             "invoke_ticks": [0, 80, 1, 40]}
+    assert tflm_runner._measures({**lines, "stack_high_water_bytes": [7000]}, 2).invoke_instructions == [50.0, 25.0]
+    with pytest.raises(tflm_runner.RunnerError, match="used all of its 16,384-byte stack"):
+        tflm_runner._measures({**lines, "stack_high_water_bytes": [16384]}, 2)
+
+
 def test_measure_lines_are_parsed_and_other_output_ignored():
     out = ("arena_used_bytes 1234\nFailed to allocate tail memory. Requested: 10\n\n"
            "invoke_ticks 0 80\ninvoke_ticks 1 96\n")
