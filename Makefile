@@ -11,14 +11,14 @@ PYTEST_WORKERS ?= 2
 SHARED_TFLM := $(abspath ../shared/tflm/esp-tflite-micro)
 ifeq ($(strip $(TINYPROP_TFLM_DIR)$(TINYPROP_TFLM_RUNNER)),)
 ifneq ($(wildcard $(SHARED_TFLM)),)
-test test-numerics-onednn-off tflm-runner: export TINYPROP_TFLM_DIR := $(SHARED_TFLM)
+test test-numerics-onednn-off tflm-runner tflm-runner-m4: export TINYPROP_TFLM_DIR := $(SHARED_TFLM)
 endif
 endif
 # Built runners live outside the checkout, one per TFLM tree and micro/ sources: a fresh clone of the same code
 # reuses one (a cold build takes minutes), a change rebuilds.
 export TINYPROP_TFLM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tinyprop-tf/tflm-runner
 
-.PHONY: venv toolchains tflm-runner demo test test-numerics-onednn-off test-fast clean bench
+.PHONY: venv toolchains tflm-runner tflm-runner-m4 demo test test-numerics-onednn-off test-fast clean bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -45,8 +45,13 @@ demo: $(STAMP)
 tflm-runner: $(STAMP) toolchains
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c 'from tinyprop_tf.converters import tflm_runner; raise SystemExit(tflm_runner.main())'
 
+# The same runner as Cortex-M4F images for QEMU's mps2-an386, one per board RAM size (nRF52840 256 KiB, nRF5340
+# 448 KiB, all 4 MiB): the TFLM build once (minutes), each RAM size a relink. Needs the Arm cross compiler and QEMU.
+tflm-runner-m4: $(STAMP) toolchains tflm-runner
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c 'from tinyprop_tf.converters import tflm_runner; raise SystemExit(tflm_runner.main("m4"))'
+
 # Runs every test, slow end-to-end ones included (they are the proof).
-test: $(STAMP) toolchains tflm-runner
+test: $(STAMP) toolchains tflm-runner tflm-runner-m4
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -rs --durations=15
 
 # TensorFlow's float32 results depend on the CPU (oneDNN's kernels, on by default on AVX-512 machines, sum in other
@@ -54,7 +59,7 @@ test: $(STAMP) toolchains tflm-runner
 # step in TFLM) a second time with oneDNN off; `TF_ENABLE_ONEDNN_OPTS=0 make test` runs everything that way.
 NUMERICS_TESTS := tests/test_export.py tests/test_fast_export.py tests/test_sparsify_and_training.py \
 	tests/test_reference_gradients.py tests/test_policies_and_selection.py
-test-numerics-onednn-off: $(STAMP) toolchains tflm-runner
+test-numerics-onednn-off: $(STAMP) toolchains tflm-runner tflm-runner-m4
 	TF_ENABLE_ONEDNN_OPTS=0 TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -rs $(NUMERICS_TESTS)
 
 # Quick local loop: skips the slow end-to-end tests.

@@ -4,8 +4,9 @@
   writes ``train.tflite`` (TFLM: one entry subgraph, ``mode`` input), ``train_litert.tflite`` (LiteRT
   signatures train/infer/save/restore), ``weights.bin``, ``weights.h``, ``model_data.h/.cc``,
   ``reference.keras`` and ``manifest.json``.
-- ``verify(out_dir, steps=10)`` trains the same batches in Keras, LiteRT and the tflite-micro interpreter, and
-  in float64 as the oracle, and compares each against it.
+- ``verify(out_dir, steps=10)`` trains the same batches in Keras, LiteRT and the tflite-micro interpreter (and
+  ``train_fast.tflite`` in TFLM with the TinyProp operators, on the host and on an emulated Cortex-M4F), and in
+  float64 as the oracle, and compares each against it.
 - ``write_board_project(export_dir, board, out_dir)`` turns an export into a ready-to-build ESP-IDF (esp32s3,
   esp32c3) or Zephyr / nRF Connect SDK (nrf52840dk, nrf5340dk) training application (``board_projects``).
 

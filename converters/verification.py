@@ -10,7 +10,9 @@ Runtimes, all fed the same batches:
   are edited, see ``flatbuffer.with_variable_outputs``): TFLM has no API to read resource variables and its
   preserve-all-tensors mode is capped at 1024 tensors, so this is how the TFLM weights are compared;
 - tflm_fast: ``train_fast.tflite`` in ``tinyprop_tflm_runner`` (TFLM with the TinyProp operators), when one is
-  available.
+  available;
+- tflm_m4: ``train_fast.tflite`` in the same runner built for an emulated Cortex-M4F (QEMU mps2-an386, newlib's
+  libm, the RAM limited to ``m4_ram_bytes``), when a TFLM tree, the Arm cross compiler and QEMU are there.
 
 The oracle is not any of them. Keras' float32 step is itself one rounding of the step among others (its sums
 run in another order on a CPU with oneDNN or AVX-512 than without), so every runtime is compared with the same
@@ -76,7 +78,7 @@ def longest_sum(manifest) -> int:
 
 def float32_spread(manifest) -> float:
     return max(FLOAT32_SPREAD_MIN, math.sqrt(longest_sum(manifest)))
-RUNTIMES = ("keras", "litert", "tflm", "tflm_probe", "tflm_fast")
+RUNTIMES = ("keras", "litert", "tflm", "tflm_probe", "tflm_fast", "tflm_m4")
 QUANTITIES = ("loss", "weights", "output")
 
 
@@ -326,6 +328,17 @@ def run_tflm_fast(data, manifest, xs, ys, runner, weights):
     """train_fast.tflite (TinyProp custom ops) in ``tinyprop_tflm_runner``: the exported initial state set
     through the state outputs, ``steps`` train invokes then one infer invoke; the weights are read from the same
     outputs."""
+    return _run_fast(data, manifest, xs, ys, weights,
+                     lambda model, feeds, state: tflm_runner.run(runner, model, feeds, state=state))
+
+
+def run_tflm_m4(data, manifest, xs, ys, elf, weights):
+    """``run_tflm_fast`` on the emulated Cortex-M4F (``tflm_runner.run_m4``); "measures" holds what it printed."""
+    return _run_fast(data, manifest, xs, ys, weights,
+                     lambda model, feeds, state: tflm_runner.run_m4(elf, model, feeds, state=state))
+
+
+def _run_fast(data, manifest, xs, ys, weights, execute):
     fast = manifest["tflm_fast"]
     outputs = {d["name"]: d["index"] for d in fast["outputs"]}
     train_index = {d["name"]: d["index"] for d in manifest["tflm"]["inputs"]}
@@ -335,15 +348,38 @@ def run_tflm_fast(data, manifest, xs, ys, runner, weights):
              for step in [f"s{s}" for s in range(steps)] + ["infer"]]
     state_rows = fast["state"]
     initial = dict(zip((r["output"] for r in state_rows), device_ops.initial_state(state_rows, weights)))
-    res, arena_used = tflm_runner.run(runner, data, feeds, state=initial)
+    res, measured = execute(data, feeds, initial)
     by_name = {r["name"]: r["output"] for r in state_rows}
     return {
         "losses": np.array([float(res[s][outputs["loss"]]) for s in range(steps)]),
         "k": np.array([res[s][outputs["k"]] for s in range(steps)]),
         "output": res[steps][outputs["output"]],
         "weights": {e["path"]: res[steps][by_name[e["name"]]].reshape(e["shape"]) for e in manifest["weights"]},
-        "arena_used": arena_used,
+        "arena_used": measured if isinstance(measured, int) else measured.arena_used_bytes,
+        "measures": None if isinstance(measured, int) else measured,
     }
+
+
+def _run_m4_row(runs, out_dir, manifest, xs, ys, ram_bytes):
+    """Adds runs["tflm_m4"] when it can run; returns (note, whether the note is a failure)."""
+    ram = tflm_runner.M4_MAX_RAM if ram_bytes is None else ram_bytes
+    elf = tflm_runner.find_m4_runner(ram)
+    if elf is None:
+        missing = tflm_runner.m4_missing_tools()
+        why = f"{', '.join(missing)} not found; " if missing else ""
+        return f"tflm_m4 not run: {why}{tflm_runner.M4_HOW_TO}", False
+    try:
+        runs["tflm_m4"] = run = run_tflm_m4(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, elf,
+                                            exported_weights(out_dir, manifest))
+    except tflm_runner.RamError as e:
+        return f"tflm_m4: {e}", ram_bytes is not None
+    m = run["measures"]
+    train = np.mean(m.invoke_instructions[:-1])
+    return (f"train_fast.tflite ran on the emulated Cortex-M4F (QEMU mps2-an386, {m.ram_bytes:,} bytes of RAM): arena "
+            f"{m.arena_used_bytes:,} of {m.arena_available_bytes:,} bytes available, stack high-water "
+            f"{m.stack_high_water_bytes:,} of {m.stack_bytes:,}, .data {m.data_bytes:,}, .bss {m.bss_bytes:,}; "
+            f"{train:,.0f} instructions per train step, {m.invoke_instructions[-1]:,.0f} per infer (instruction counts "
+            "under -icount, not cycles)"), False
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -367,7 +403,7 @@ def _errors(run, oracle) -> dict:
 
 
 def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, y=None, check: bool = True,
-           backends=("litert", "tflm", "tflm_fast")) -> VerifyResult:
+           backends=("litert", "tflm", "tflm_fast", "tflm_m4"), m4_ram_bytes: int | None = None) -> VerifyResult:
     """Train ``steps`` identical steps in Keras, LiteRT and TFLM and judge each against float64 (module doc).
 
     Args:
@@ -379,6 +415,8 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
       seed, x, y: the batches: random (normal inputs, uniform labels / normal targets) from ``seed``, or taken
         in order (cycled) from arrays ``x`` [n, *input_shape], ``y`` [n] or [n, *output_shape].
       check: raise ``VerificationError`` past a bound (otherwise inspect ``result.ok``/``returncode``).
+      m4_ram_bytes: the RAM of the emulated Cortex-M4F (``tflm_m4``), e.g. a board's ``usable_ram_bytes``; a model
+        that does not fit it fails verify. None: all of AN386's 4 MiB, and a model too big for that is a note.
 
     Raises:
       ArtifactError: a missing, altered or malformed artefact (before any interpreter runs).
@@ -419,6 +457,9 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
             fast_note = (f"train_fast.tflite ran in tinyprop_tflm_runner ({runner}): arena used "
                          f"{runs['tflm_fast']['arena_used']} bytes (64-bit host)")
 
+    m4_note, m4_failure = None, False
+    if "tflm_fast" in manifest and "tflm_m4" in backends:
+        m4_note, m4_failure = _run_m4_row(runs, out_dir, manifest, xs, ys, m4_ram_bytes)
     scale = _errors(tf32, oracle)
     spread = float32_spread(manifest)
     bounds = {"loss": max(spread * scale["loss"], rtol), "output": max(spread * scale["output"], rtol),
@@ -442,7 +483,9 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
             k_mismatches.append(f"{name} vs keras: per-sample k differ at (step, layer, sample) {bad.tolist()}")
     if k_mismatches:
         failures.append("k differs")
-    notes = [fast_note] if fast_note else []
+    if m4_note and m4_failure:
+        failures.append(m4_note)
+    notes = [n for n in (fast_note, m4_note) if n]
     if any(": weight " in f for f in failures) and not k_mismatches:
         notes.append("k is identical, but a near-tie between two scores can still make a runtime keep another "
                      "entry with the same k; a weight far outside its bound in one layer points there")

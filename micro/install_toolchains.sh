@@ -12,7 +12,8 @@
 #                                      Cortex-M4F / Cortex-M33 cross builds
 #   gcc-riscv64-unknown-elf, picolibc-riscv64-unknown-elf
 #                                      RV32IMC cross build (ilp32, picolibc)
-#   qemu-system-arm                    bare-metal Cortex-M runs (mps2-an386 / mps2-an505) for device benchmarks
+#   qemu-system-arm                    bare-metal Cortex-M runs (mps2-an386 / mps2-an505): device benchmarks and
+#                                      the exported step on an emulated Cortex-M4F (rdimon semihosting: newlib)
 set -euo pipefail
 
 PACKAGES=(

@@ -30,7 +30,7 @@ def fake(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     builds = []
 
-    def build(tree_, digest, sources, cache_, exe):
+    def build(tree_, digest, sources, cache_, exe, flavor=tflm_runner.HOST):
         builds.append((tree_, exe))
         os.makedirs(cache_, exist_ok=True)
         with open(exe, "w") as f:

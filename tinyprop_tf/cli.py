@@ -348,7 +348,8 @@ def _export(args):
 def _verify(args):
     from tinyprop_tf.converters.verification import verify
 
-    result = verify(args.out_dir, steps=args.steps, rtol=args.rtol, seed=args.seed, check=False)
+    ram = None if args.m4_ram_kib is None else args.m4_ram_kib * 1024
+    result = verify(args.out_dir, steps=args.steps, rtol=args.rtol, seed=args.seed, check=False, m4_ram_bytes=ram)
     print(result.summary())
     return result.returncode
 
@@ -424,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--rtol", type=_real(0.0, 1.0, high_open=True), default=1e-5,
                     help="floor of the tolerance, relative (default 1e-5); see converters/README.md")
     ve.add_argument("--seed", type=seed, default=0)
+    ve.add_argument("--m4-ram-kib", type=_int_at_least(64, 4096), default=None,
+                    help="RAM of the emulated Cortex-M4F run (tflm_m4 row), KiB: e.g. 256 (nRF52840); a model that "
+                         "does not fit fails (default: all 4096 KiB of QEMU's mps2-an386)")
     ve.set_defaults(run=_verify, check=_check_verify)
     return parser
 

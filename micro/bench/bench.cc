@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench_support.h"
+#include "mps2_support.h"
 #include "naive.h"
 #include "tinyprop/tinyprop.h"
 
@@ -33,7 +33,7 @@ int g_failures;
 float* Floats(int32_t n) {
   if (n > kPoolFloats - g_used) {
     printf("# ERROR: job needs more than %ld floats of buffer\n", static_cast<long>(kPoolFloats));
-    bench_exit(3);
+    mps2_exit(3);
   }
   float* p = g_pool + g_used;
   g_used += n;
@@ -43,7 +43,7 @@ float* Floats(int32_t n) {
 int32_t* Ints(int32_t n) {
   if (n > kPoolInts - g_iused) {
     printf("# ERROR: job needs more than %ld ints of buffer\n", static_cast<long>(kPoolInts));
-    bench_exit(3);
+    mps2_exit(3);
   }
   int32_t* p = g_ipool + g_iused;
   g_iused += n;
@@ -441,7 +441,7 @@ bool IsNumber(const char* s) { return *s >= '0' && *s <= '9'; }
 
 int main() {
   ticks_init();
-  if (bench_cmdline(g_cmdline, sizeof g_cmdline) != 0) {
+  if (mps2_cmdline(g_cmdline, sizeof g_cmdline) != 0) {
     printf("# ERROR: no semihosting command line\n");
     return 2;
   }

@@ -7,7 +7,8 @@
 // For step s = 0..STEPS-1: input i is read from IO_DIR/in_<s>_<i>.bin (the tensor's raw bytes), the model is
 // invoked, output o is written to IO_DIR/out_<s>_<o>.bin; before step 0, IO_DIR/state_<o>.bin (where present) is
 // copied into output o (the in-place step's training state). Prints "arena_used_bytes N" at the end. Every error is
-// one line on stderr and exit code 1. Resource variables persist across the steps (one interpreter).
+// one line on stderr and exit code 1. Resource variables persist across the steps (one interpreter). No %zu in
+// the formats: newlib's printf (the Cortex-M4F build, tflm/mps2) is built without C99 length modifiers.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 #include "tensorflow/lite/micro/micro_resource_variable.h"
 #include "tensorflow/lite/schema/schema_generated.h"
+#include "runner_platform.h"
 #include "tinyprop_tflm.h"
 
 namespace {
@@ -34,7 +36,7 @@ bool ReadFile(const char* path, void* data, size_t size) {
   const size_t got = std::fread(data, 1, size, f);
   const bool exact = got == size && std::fgetc(f) == EOF;
   std::fclose(f);
-  if (!exact) std::fprintf(stderr, "%s: expected exactly %zu bytes\n", path, size);
+  if (!exact) std::fprintf(stderr, "%s: expected exactly %lu bytes\n", path, static_cast<unsigned long>(size));
   return exact;
 }
 
@@ -79,7 +81,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const long num_variables = argc == 6 ? std::strtol(argv[5], nullptr, 10) : kDefaultResourceVariables;
-  const long arena_size = std::strtol(argv[2], nullptr, 10);
+  long arena_size = std::strtol(argv[2], nullptr, 10);
   const long steps = std::strtol(argv[4], nullptr, 10);
   if (arena_size <= 0 || steps <= 0 || num_variables <= 0 || num_variables > 65536) {
     std::fprintf(stderr, "ARENA_BYTES, STEPS and RESOURCE_VARIABLES must be positive integers\n");
@@ -93,9 +95,9 @@ int main(int argc, char** argv) {
   std::fseek(f, 0, SEEK_END);
   const long model_size = std::ftell(f);
   std::fseek(f, 0, SEEK_SET);
-  // The host runner may allocate (it is not device code); 16-byte alignment as on the boards.
-  auto* model_data = static_cast<uint8_t*>(std::aligned_alloc(16, (model_size + 15) / 16 * 16));
-  auto* arena = static_cast<uint8_t*>(std::aligned_alloc(16, (arena_size + 15) / 16 * 16));
+  // 16-byte alignment as on the boards; where the memory is: runner_platform.h.
+  uint8_t* model_data = tinyprop::runner::ModelBuffer(static_cast<size_t>(model_size));
+  uint8_t* arena = tinyprop::runner::ArenaBuffer(&arena_size);
   const bool read_ok = model_data != nullptr && arena != nullptr &&
                        std::fread(model_data, 1, model_size, f) == static_cast<size_t>(model_size);
   std::fclose(f);
@@ -127,7 +129,7 @@ int main(int argc, char** argv) {
   // AllocateTensors): IO_DIR/state_<o>.bin, where present, is output o's initial value.
   for (size_t o = 0; o < interpreter.outputs_size(); ++o) {
     TfLiteTensor* t = interpreter.output(o);
-    std::snprintf(path, sizeof(path), "%s/state_%zu.bin", argv[3], o);
+    std::snprintf(path, sizeof(path), "%s/state_%lu.bin", argv[3], static_cast<unsigned long>(o));
     FILE* probe = std::fopen(path, "rb");
     if (probe == nullptr) continue;
     std::fclose(probe);
@@ -136,20 +138,24 @@ int main(int argc, char** argv) {
   for (long s = 0; s < steps; ++s) {
     for (size_t i = 0; i < interpreter.inputs_size(); ++i) {
       TfLiteTensor* t = interpreter.input(i);
-      std::snprintf(path, sizeof(path), "%s/in_%ld_%zu.bin", argv[3], s, i);
+      std::snprintf(path, sizeof(path), "%s/in_%ld_%lu.bin", argv[3], s, static_cast<unsigned long>(i));
       if (!ReadFile(path, t->data.raw, t->bytes)) return 1;
     }
-    if (interpreter.Invoke() != kTfLiteOk) {
+    tinyprop::runner::InvokeStarts(s);
+    const TfLiteStatus invoked = interpreter.Invoke();
+    tinyprop::runner::InvokeEnded(s);
+    if (invoked != kTfLiteOk) {
       std::fprintf(stderr, "Invoke failed at step %ld\n", s);
       return 1;
     }
     for (size_t o = 0; o < interpreter.outputs_size(); ++o) {
       const TfLiteTensor* t = interpreter.output(o);
-      std::snprintf(path, sizeof(path), "%s/out_%ld_%zu.bin", argv[3], s, o);
+      std::snprintf(path, sizeof(path), "%s/out_%ld_%lu.bin", argv[3], s, static_cast<unsigned long>(o));
       if (!WriteFile(path, t->data.raw, t->bytes)) return 1;
     }
   }
-  std::printf("arena_used_bytes %zu\n", interpreter.arena_used_bytes());
+  std::printf("arena_used_bytes %lu\n", static_cast<unsigned long>(interpreter.arena_used_bytes()));
+  tinyprop::runner::Report();
   // model_data and arena stay allocated: the interpreter (destroyed after this return) still refers to them.
   return 0;
 }

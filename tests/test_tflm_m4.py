@@ -1,0 +1,287 @@
+"""train_fast.tflite on an emulated Cortex-M4F: the runner program cross-compiled for QEMU's mps2-an386 with the
+RAM limited to a board's usable RAM (converters/tflm_runner.py ``find_m4_runner`` / ``run_m4``).
+
+Always: the image cache's key covers the RAM size and the image's own sources, and the host runner's key does not
+depend on them. With a TFLM tree, the Arm cross compiler and QEMU (``make test`` builds the images from
+``../shared/tflm/esp-tflite-micro``, as in CI, where a missing image then fails these tests instead of skipping
+them): exported steps run N steps on the emulated board and pass verify's float64 bounds with Keras' k; the RAM
+limit limits (an arena too big for 256 KiB is one clear error naming needed vs available, and the same model runs
+with 448 KiB); the measures (stack high-water mark, RAM map, instruction counts) are the run's own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import tinyprop_tf as tp
+from tinyprop_tf import models
+from tinyprop_tf.boards import KIB
+from tinyprop_tf.converters import export_training_model, tflm_runner, verification
+from tinyprop_tf.converters.verification import verify
+
+SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
+                                           "esp-tflite-micro"))
+NRF52840_RAM, NRF5340_RAM = 256 * KIB, 448 * KIB
+CASES = {
+    "mlp_tinyprop_sgd": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16, 12)),
+                         lambda: tp.TinyProp(0.1, 0.9, 0.5), "sgd"),
+    "mlp_static_adam": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16,)),
+                        lambda: tp.StaticTopK(0.3), "adam"),
+    "cnn_tinyprop_sgd": (lambda: models.small_cnn(input_shape=(12, 12, 1), num_classes=4, filters=(6, 8)),
+                         lambda: tp.TinyProp(0.1, 0.9, 0.5), "sgd"),
+    "conv1d_static_sgd": (lambda: models.conv1d_net(input_shape=(16, 5), num_classes=3, filters=(6, 8)),
+                          lambda: tp.StaticTopK(0.4), "sgd"),
+}
+
+
+# ---- the cache (no build) ------------------------------------------------------------------------------------
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """micro/'s sources copied, a minimal "TFLM tree", an empty cache, a stand-in build that records each call."""
+    import shutil
+
+    micro = tmp_path / "micro"
+    micro.mkdir()
+    for entry in tflm_runner.M4_SOURCES:
+        src = os.path.join(tflm_runner.MICRO_DIR, entry)
+        (shutil.copy if os.path.isfile(src) else shutil.copytree)(src, micro / entry)
+    tree = tmp_path / "tflm"
+    (tree / "tensorflow" / "lite" / "micro").mkdir(parents=True)
+    (tree / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").write_text("// interpreter\n")
+    builds = []
+
+    def build(tree_, digest, sources, cache_, exe, flavor=tflm_runner.HOST):
+        builds.append((flavor.label, exe, sorted(sources)))
+        os.makedirs(cache_, exist_ok=True)
+        with open(exe, "w") as f:
+            f.write("#!/bin/sh\n")
+
+    monkeypatch.setattr(tflm_runner, "MICRO_DIR", str(micro))
+    monkeypatch.setattr(tflm_runner, "_build", build)
+    monkeypatch.setattr(tflm_runner, "m4_missing_tools", lambda: [])
+    monkeypatch.delenv("TINYPROP_TFLM_RUNNER", raising=False)
+    monkeypatch.setenv("TINYPROP_TFLM_DIR", str(tree))
+    monkeypatch.setenv("TINYPROP_TFLM_CACHE", str(tmp_path / "cache"))
+    return micro, builds
+
+
+def test_one_image_per_ram_size_and_sources_and_the_host_runner_ignores_the_image_files(fake):
+    micro, builds = fake
+    host = tflm_runner.find_runner()
+    small, large = tflm_runner.find_m4_runner(NRF52840_RAM), tflm_runner.find_m4_runner(NRF5340_RAM)
+    assert len({host, small, large}) == 3 and small.endswith(".elf") and len(builds) == 3
+    assert tflm_runner.find_m4_runner(NRF52840_RAM) == small and len(builds) == 3  # cached
+    m4_sources = builds[1][2]
+    assert "mps2/startup.c" in m4_sources and "mps2/sections.ld" in m4_sources
+    assert "tflm/mps2/runner_platform_mps2.cc" in m4_sources and "cmake/arm-cortex-m4f.cmake" in m4_sources
+    assert not [p for p in builds[0][2] if "mps2" in p]  # the host runner is not built from the image's files
+
+    (micro / "mps2" / "sections.ld").write_text((micro / "mps2" / "sections.ld").read_text() + "/* changed */\n")
+    assert tflm_runner.find_m4_runner(NRF52840_RAM, build=False) is None  # never the image of the old script
+    assert tflm_runner.find_runner(build=False) == host
+
+
+def test_ram_size_is_checked():
+    for bad in (0, -1, 32 * KIB, 5 << 20, 256.0, True):
+        with pytest.raises(ValueError, match="ram_bytes"):
+            tflm_runner.find_m4_runner(bad)
+
+
+def test_a_stack_with_no_paint_left_is_an_error():
+    lines = {"ram_bytes": [262144], "stack_bytes": [16384], "data_bytes": [1], "bss_bytes": [1], "heap_bytes": [8192],
+             "arena_available_bytes": [1000], "arena_used_bytes": [10], "heap_used_bytes": [5],
+             "invoke_ticks": [0, 80, 1, 40]}
+    assert tflm_runner._measures({**lines, "stack_high_water_bytes": [7000]}, 2).invoke_instructions == [50.0, 25.0]
+    with pytest.raises(tflm_runner.RunnerError, match="used all of its 16,384-byte stack"):
+        tflm_runner._measures({**lines, "stack_high_water_bytes": [16384]}, 2)
+
+
+def test_measure_lines_are_parsed_and_other_output_ignored():
+    out = ("arena_used_bytes 1234\nFailed to allocate tail memory. Requested: 10\n\n"
+           "invoke_ticks 0 80\ninvoke_ticks 1 96\n")
+    assert tflm_runner._values(out) == {"arena_used_bytes": [1234], "invoke_ticks": [0, 80, 1, 96]}
+
+
+# ---- on the emulated board -----------------------------------------------------------------------------------
+def _image_or_skip(ram_bytes):
+    """The image, else a skip that says why; in CI with ../shared's TFLM tree a failure."""
+    try:
+        elf = tflm_runner.find_m4_runner(ram_bytes)
+    except tflm_runner.RunnerError as e:
+        pytest.fail(str(e))
+    if elf is None:
+        missing = tflm_runner.m4_missing_tools()
+        why = f"{', '.join(missing)} not found; " if missing else ""
+        if os.environ.get("CI", "").lower() in ("true", "1") and os.path.isdir(SHARED_TFLM):
+            pytest.fail(f"CI: {SHARED_TFLM} is beside the checkout, but no emulated Cortex-M4F runner "
+                        f"({why}make test builds it with make tflm-runner-m4)")
+        pytest.skip(f"no emulated Cortex-M4F runner: {why}{tflm_runner.M4_HOW_TO}")
+    return elf
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            build, policy, opt = CASES[name]
+            keras.utils.set_random_seed(0)
+            out = tmp_path_factory.mktemp(name)
+            manifest = export_training_model(build(), policy(), opt, 0.05, batch_size=4, out_dir=str(out),
+                                             measure_arena=False, fast=True)
+            cache[name] = (str(out), manifest)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_exported_step_runs_on_the_emulated_m4_within_verify_bounds_and_with_keras_k(exported, name):
+    _image_or_skip(NRF52840_RAM)
+    out, manifest = exported(name)
+    result = verify(out, steps=6, check=False, backends=("tflm_m4",), m4_ram_bytes=NRF52840_RAM)
+    assert "tflm_m4" in result.losses, result.notes
+    assert result.ok, result.summary()
+    assert result.worst_share("tflm_m4") <= 1.0
+    assert set(result.errors["tflm_m4"]["weights"]) == {e["path"] for e in manifest["weights"]}
+    np.testing.assert_array_equal(result.k["tflm_m4"], result.k["keras"])
+    assert any("emulated Cortex-M4F (QEMU mps2-an386, 262,144 bytes of RAM)" in n for n in result.notes), result.notes
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_verify_fails_an_m4_run_that_computes_something_else(exported, monkeypatch):
+    """The row is judged: the emulated run's weights nudged by 1e-3 relative fail the bound."""
+    _image_or_skip(NRF52840_RAM)
+    out, _ = exported("mlp_tinyprop_sgd")
+    real = verification.run_tflm_m4
+
+    def off(*args):
+        run = real(*args)
+        run["weights"] = {p: w * np.float32(1.001) for p, w in run["weights"].items()}
+        return run
+
+    monkeypatch.setattr(verification, "run_tflm_m4", off)
+    result = verify(out, steps=3, check=False, backends=("tflm_m4",), m4_ram_bytes=NRF52840_RAM)
+    assert not result.ok and any(f.startswith("tflm_m4: weight") for f in result.failures), result.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_measures_are_the_runs_own_and_instruction_counts_repeat(exported):
+    elf = _image_or_skip(NRF52840_RAM)
+    out, manifest = exported("cnn_tinyprop_sgd")
+    with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
+        data = f.read()
+    xs, ys = verification.make_batches(manifest, 3)
+    weights = verification.exported_weights(out, manifest)
+    first = verification.run_tflm_m4(data, manifest, xs, ys, elf, weights)["measures"]
+    second = verification.run_tflm_m4(data, manifest, xs, ys, elf, weights)["measures"]
+    assert first == second  # -icount: the same instructions every run
+    m = first
+    assert m.ram_bytes == NRF52840_RAM and m.stack_bytes == tflm_runner.M4_STACK_BYTES
+    assert 0 < m.stack_high_water_bytes < m.stack_bytes
+    assert m.data_bytes > 0 and m.bss_bytes > 0 and 0 < m.heap_used_bytes <= m.heap_bytes == tflm_runner.M4_HEAP_BYTES
+    assert 0 < m.arena_used_bytes <= m.arena_available_bytes
+    # Everything in RAM is inside the limit: stack, .data, .bss, heap, arena region (up to alignment padding).
+    static = m.stack_bytes + m.data_bytes + m.bss_bytes + m.heap_bytes
+    assert 0 <= m.ram_bytes - static - m.arena_available_bytes < 32
+    assert len(m.invoke_ticks) == 4 and all(t > 0 for t in m.invoke_ticks)
+    train, infer = m.invoke_instructions[:3], m.invoke_instructions[3]
+    assert min(train) > infer > 1000  # a train step does the forward and the backward
+    assert m.invoke_instructions[0] == m.invoke_ticks[0] * 0.625
+    # The printed RAM map is the ELF's own (its linker symbols): the section sizes agree.
+    import subprocess
+
+    sections = {}
+    for line in subprocess.run(["arm-none-eabi-size", "-A", elf], capture_output=True, text=True,
+                               check=True).stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit():
+            sections[parts[0]] = int(parts[1])
+    assert (sections[".data"], sections[".bss"], sections[".stack"]) == (m.data_bytes, m.bss_bytes, m.stack_bytes)
+    assert sections[".arena"] - m.arena_available_bytes in range(16)
+
+
+def _mlp_arena(width, elf, tmp_path):
+    """(export folder, M4 arena bytes) of the demo's MLP shape 784-width-16-10 at batch 8, measured on ``elf``."""
+    keras.utils.set_random_seed(0)
+    out = str(tmp_path / f"mlp{width}")
+    manifest = export_training_model(models.mlp(hidden=(width, 16)), tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.01,
+                                     batch_size=8, out_dir=out, measure_arena=False, fast=True)
+    with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
+        data = f.read()
+    xs, ys = verification.make_batches(manifest, 1)
+    feeds = _feeds(manifest, xs, ys)
+    return data, feeds, tflm_runner.run_m4(elf, data, feeds)[1]
+
+
+def _feeds(manifest, xs, ys):
+    inputs = verification._tflm_inputs(manifest, xs, ys)
+    n_in = len(manifest["tflm"]["inputs"])
+    return [[inputs[f"in{i}_{s}"] for i in range(n_in)] for s in ("s0", "infer")]
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_the_ram_limit_limits(tmp_path):
+    """A model whose arena exceeds what 256 KiB leaves fails there with one line naming needed vs available, and
+    runs with 448 KiB. The model is sized from measurements (arena ~ affine in the hidden width), not from
+    today's arena figures."""
+    small, large, big = (_image_or_skip(r) for r in (NRF52840_RAM, NRF5340_RAM, tflm_runner.M4_MAX_RAM))
+    tiny = _mlp_arena(4, big, tmp_path)[:2]
+    fits_small = tflm_runner.run_m4(small, *tiny)[1].arena_available_bytes
+    fits_large = tflm_runner.run_m4(large, *tiny)[1].arena_available_bytes
+    assert fits_small < fits_large
+    target = (fits_small + fits_large) / 2
+    points = [(w, _mlp_arena(w, big, tmp_path)[2].arena_used_bytes) for w in (8, 24)]
+    for _ in range(3):  # secant steps towards the middle of the window
+        (w0, a0), (w1, a1) = sorted(points, key=lambda p: abs(p[1] - target))[:2]
+        width = max(1, round(w0 + (target - a0) * (w1 - w0) / (a1 - a0)))
+        data, feeds, measured = _mlp_arena(width, big, tmp_path)
+        needed = measured.arena_used_bytes
+        if fits_small < needed <= fits_large:
+            break
+        points.append((width, needed))
+    assert fits_small < needed <= fits_large, (points, width, needed, fits_small, fits_large)
+
+    with pytest.raises(tflm_runner.RamError) as info:
+        tflm_runner.run_m4(small, data, feeds)
+    message = str(info.value)
+    assert "\n" not in message and info.value.needed == needed and info.value.available == fits_small
+    assert re.search(rf"does not fit 262,144 bytes .* arena needs {needed:,} bytes, {fits_small:,} bytes are "
+                     "available", message), message
+    outputs, m = tflm_runner.run_m4(large, data, feeds)
+    assert m.arena_used_bytes == needed and m.ram_bytes == NRF5340_RAM
+    reference, _ = tflm_runner.run_m4(big, data, feeds)
+    for got, want in zip(outputs, reference):  # the same program: the RAM size changes nothing else
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_verify_cli_fails_a_model_that_does_not_fit_the_given_ram_in_one_line(tmp_path):
+    """64 KiB leaves ~34 KB for the arena; a 20-512-5 MLP's weights alone are 51 KB, whatever the step's layout."""
+    import subprocess
+    import sys
+
+    _image_or_skip(64 * KIB)
+    keras.utils.set_random_seed(0)
+    out = str(tmp_path / "wide")
+    export_training_model(models.mlp(input_shape=(20,), num_classes=5, hidden=(512,)), tp.TinyProp(0.1, 0.9, 0.5),
+                          "sgd", 0.05, batch_size=2, out_dir=out, measure_arena=False, fast=True)
+    proc = subprocess.run([sys.executable, "-m", "tinyprop_tf.cli", "verify", out, "--steps", "2",
+                           "--m4-ram-kib", "64"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "does not fit 65,536 bytes (64 KiB) of RAM" in line]
+    assert lines and re.search(r"arena needs [\d,]+ bytes, [\d,]+ bytes are available", lines[0]), proc.stdout[-3000:]
+    assert "FAIL" in proc.stdout and not [line for line in proc.stdout.splitlines() if line.startswith("  tflm_m4 ")]
