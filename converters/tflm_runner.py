@@ -94,7 +94,8 @@ M4_HOW_TO = ("the emulated Cortex-M4F run needs a TFLM tree (TINYPROP_TFLM_DIR),
 
 
 def _m4_flavor(ram_bytes: int) -> _Flavor:
-    options = ("-DTINYPROP_TFLM_MPS2_RUNNER=ON", "-DTINYPROP_BUILD_TESTS=OFF", f"-DTINYPROP_RAM_BYTES={ram_bytes}",
+    options = ("-DTINYPROP_TFLM_MPS2_RUNNER=ON", "-DTINYPROP_BUILD_TESTS=OFF", "-DTINYPROP_BUILD_APP=OFF",
+               f"-DTINYPROP_RAM_BYTES={ram_bytes}",
                f"-DTINYPROP_STACK_BYTES={M4_STACK_BYTES}", f"-DTINYPROP_HEAP_BYTES={M4_HEAP_BYTES}")
     return _Flavor("tinyprop_tflm_runner_m4", M4_SOURCES, SOURCE_SUFFIXES + (".c", ".ld", ".cmake", "CMakeLists.txt"),
                    (), options, "tinyprop_tflm_runner_mps2", "tflm/mps2/tinyprop_tflm_runner_mps2", "src-m4",

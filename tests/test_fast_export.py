@@ -39,7 +39,16 @@ CASES = {
                              lambda: tp.TinyProp(0.1, 0.9, 0.5), "adam", "sparse_categorical_crossentropy"),
     "conv1d_static_sgd": (lambda: models.conv1d_net(input_shape=(16, 5), num_classes=3, filters=(6, 8)),
                           lambda: tp.StaticTopK(0.4), "sgd", "sparse_categorical_crossentropy"),
+    # a frozen prefix (all but the logits): its forward runs sample by sample
+    "ds_cnn_last1_tinyprop_sgd": (lambda: _last(models.ds_cnn(input_shape=(16, 8, 1), num_classes=4, filters=8,
+                                                              blocks=2), 1),
+                                  lambda: tp.TinyProp(0.1, 0.9, 0.5), "sgd", "sparse_categorical_crossentropy"),
 }
+
+
+def _last(model, n):
+    tp.train_last(model, n)
+    return model
 SELECT_OPS = (device_ops.SELECT_UNITS, device_ops.SELECT_CHANNELS)
 SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
                                            "esp-tflite-micro"))
@@ -75,8 +84,10 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
         model = flatbuffer.load(f.read())
     ops = flatbuffer.ops_used(model)
-    sparse = [layer for layer in manifest["layers"] if layer.get("sparse")]
-    assert len(sparse) == len(manifest["sparse_layers"]) > 0
+    all_sparse = [layer for layer in manifest["layers"] if layer.get("sparse")]
+    assert len(all_sparse) == len(manifest["sparse_layers"]) > 0
+    # the sparse layers whose backward runs (a frozen prefix has none: no selection, no backward op)
+    sparse = [layer for layer in all_sparse if layer.get("trainable", True) or layer.get("needs_input_grad")]
     n_units = sum(layer["kind"] == "dense" for layer in sparse)
     assert ops.get("CUSTOM:" + device_ops.SELECT_UNITS, 0) == n_units
     assert ops.get("CUSTOM:" + device_ops.SELECT_CHANNELS, 0) == len(sparse) - n_units
@@ -271,3 +282,26 @@ def test_fast_step_runs_in_tflm_with_the_tinyprop_ops_and_matches_keras(exported
     np.testing.assert_array_equal(k, result.k["keras"])
     assert k.max() < max(layer["entries"] for layer in manifest["layers"] if layer.get("sparse"))
     json.dumps(manifest["tflm_fast"])  # serialisable as written
+
+
+def test_a_frozen_prefix_runs_sample_by_sample(exported):
+    """The frozen DS-CNN prefix appears once per sample at batch 1, the samples one after the other (so the
+    planner holds one sample's activations, not the batch's), and only its output is gathered for the batch."""
+    out, manifest = exported("ds_cnn_last1_tinyprop_sgd")
+    with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
+        model = flatbuffer.load(f.read())
+    sg = model.subgraphs[0]
+    batch = manifest["batch_size"]
+    convs = []
+    for position, op in enumerate(sg.operators):
+        name_ = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])
+        if name_ in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            convs.append((position, int(sg.tensors[op.outputs[0]].shape[0])))
+    frozen = [layer for layer in manifest["layers"] if layer["kind"] in ("conv2d", "depthwise")]
+    assert len(convs) == batch * len(frozen) and {b for _, b in convs} == {1}
+    positions = [p for p, _ in convs]
+    assert positions == sorted(positions) and all(  # sample i's convs all come before sample i + 1's
+        max(positions[i * len(frozen):(i + 1) * len(frozen)]) < min(positions[(i + 1) * len(frozen):] or [10**9])
+        for i in range(batch))
+    ops = flatbuffer.ops_used(model)
+    assert ops.get("CONCATENATION") == 1 and not any(op.endswith("CONV2D_BACKWARD") for op in ops)

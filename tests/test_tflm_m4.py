@@ -21,7 +21,7 @@ import pytest
 import tinyprop_tf as tp
 from tinyprop_tf import models
 from tinyprop_tf.boards import KIB
-from tinyprop_tf.converters import export_training_model, tflm_runner, verification
+from tinyprop_tf.converters import device_ops, export_training_model, tflm_runner, verification
 from tinyprop_tf.converters.verification import verify
 
 SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
@@ -212,7 +212,8 @@ def test_measures_are_the_runs_own_and_instruction_counts_repeat(exported):
 
 
 def _mlp_arena(width, elf, tmp_path):
-    """(export folder, M4 arena bytes) of the demo's MLP shape 784-width-16-10 at batch 8, measured on ``elf``."""
+    """(model bytes, feeds, M4 measures, initial state) of the demo's MLP shape 784-width-16-10 at batch 8, measured
+    on ``elf``."""
     keras.utils.set_random_seed(0)
     out = str(tmp_path / f"mlp{width}")
     manifest = export_training_model(models.mlp(hidden=(width, 16)), tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.01,
@@ -221,13 +222,17 @@ def _mlp_arena(width, elf, tmp_path):
         data = f.read()
     xs, ys = verification.make_batches(manifest, 1)
     feeds = _feeds(manifest, xs, ys)
-    return data, feeds, tflm_runner.run_m4(elf, data, feeds)[1]
+    rows = manifest["tflm_fast"]["state"]
+    state = dict(zip((r["output"] for r in rows),
+                     device_ops.initial_state(rows, verification.exported_weights(out, manifest))))
+    return data, feeds, tflm_runner.run_m4(elf, data, feeds, state=state)[1], state
 
 
 def _feeds(manifest, xs, ys):
+    """train_fast.tflite's inputs (its own order) for one train and one infer invoke."""
     inputs = verification._tflm_inputs(manifest, xs, ys)
-    n_in = len(manifest["tflm"]["inputs"])
-    return [[inputs[f"in{i}_{s}"] for i in range(n_in)] for s in ("s0", "infer")]
+    index = {d["name"]: d["index"] for d in manifest["tflm"]["inputs"]}
+    return [[inputs[f"in{index[d['name']]}_{s}"] for d in manifest["tflm_fast"]["inputs"]] for s in ("s0", "infer")]
 
 
 @pytest.mark.slow
@@ -237,16 +242,16 @@ def test_the_ram_limit_limits(tmp_path):
     runs with 448 KiB. The model is sized from measurements (arena ~ affine in the hidden width), not from
     today's arena figures."""
     small, large, big = (_image_or_skip(r) for r in (NRF52840_RAM, NRF5340_RAM, tflm_runner.M4_MAX_RAM))
-    tiny = _mlp_arena(4, big, tmp_path)[:2]
-    fits_small = tflm_runner.run_m4(small, *tiny)[1].arena_available_bytes
-    fits_large = tflm_runner.run_m4(large, *tiny)[1].arena_available_bytes
+    tiny_data, tiny_feeds, _, tiny_state = _mlp_arena(4, big, tmp_path)
+    fits_small = tflm_runner.run_m4(small, tiny_data, tiny_feeds, state=tiny_state)[1].arena_available_bytes
+    fits_large = tflm_runner.run_m4(large, tiny_data, tiny_feeds, state=tiny_state)[1].arena_available_bytes
     assert fits_small < fits_large
     target = (fits_small + fits_large) / 2
     points = [(w, _mlp_arena(w, big, tmp_path)[2].arena_used_bytes) for w in (8, 24)]
     for _ in range(3):  # secant steps towards the middle of the window
         (w0, a0), (w1, a1) = sorted(points, key=lambda p: abs(p[1] - target))[:2]
         width = max(1, round(w0 + (target - a0) * (w1 - w0) / (a1 - a0)))
-        data, feeds, measured = _mlp_arena(width, big, tmp_path)
+        data, feeds, measured, state = _mlp_arena(width, big, tmp_path)
         needed = measured.arena_used_bytes
         if fits_small < needed <= fits_large:
             break
@@ -254,14 +259,14 @@ def test_the_ram_limit_limits(tmp_path):
     assert fits_small < needed <= fits_large, (points, width, needed, fits_small, fits_large)
 
     with pytest.raises(tflm_runner.RamError) as info:
-        tflm_runner.run_m4(small, data, feeds)
+        tflm_runner.run_m4(small, data, feeds, state=state)
     message = str(info.value)
     assert "\n" not in message and info.value.needed == needed and info.value.available == fits_small
     assert re.search(rf"does not fit 262,144 bytes .* arena needs {needed:,} bytes, {fits_small:,} bytes are "
                      "available", message), message
-    outputs, m = tflm_runner.run_m4(large, data, feeds)
+    outputs, m = tflm_runner.run_m4(large, data, feeds, state=state)
     assert m.arena_used_bytes == needed and m.ram_bytes == NRF5340_RAM
-    reference, _ = tflm_runner.run_m4(big, data, feeds)
+    reference, _ = tflm_runner.run_m4(big, data, feeds, state=state)
     for got, want in zip(outputs, reference):  # the same program: the RAM size changes nothing else
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
