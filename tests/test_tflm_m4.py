@@ -290,3 +290,22 @@ def test_verify_cli_fails_a_model_that_does_not_fit_the_given_ram_in_one_line(tm
     lines = [line for line in proc.stdout.splitlines() if "does not fit 65,536 bytes (64 KiB) of RAM" in line]
     assert lines and re.search(r"arena needs [\d,]+ bytes, [\d,]+ bytes are available", lines[0]), proc.stdout[-3000:]
     assert "FAIL" in proc.stdout and not [line for line in proc.stdout.splitlines() if line.startswith("  tflm_m4 ")]
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_the_demo_step_with_every_layer_trained_runs_in_256_kib(tmp_path):
+    """The demo's export (MLP 784-32-16-10, TinyProp, SGD, batch 8, all three layers trained) links and trains on
+    the emulated Cortex-M4F with 256 KiB of RAM for everything (stack, .data, .bss, heap, arena), its arena at most
+    160 KB (the training state in place), and matches float64 within verify's bounds with Keras' k."""
+    _image_or_skip(NRF52840_RAM)
+    keras.utils.set_random_seed(0)
+    out = str(tmp_path / "demo")
+    export_training_model(models.mlp(), tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.01, batch_size=8, out_dir=out,
+                          measure_arena=False, fast=True)
+    result = verify(out, steps=3, check=False, backends=("tflm_m4",), m4_ram_bytes=NRF52840_RAM)
+    assert result.ok and "tflm_m4" in result.errors, result.summary()
+    np.testing.assert_array_equal(result.k["tflm_m4"], result.k["keras"])
+    note = next(n for n in result.notes if "emulated Cortex-M4F" in n)
+    arena, available = (int(v.replace(",", "")) for v in re.search(r"arena ([\d,]+) of ([\d,]+) bytes", note).groups())
+    assert "262,144 bytes of RAM" in note and arena <= 160_000 < available, note

@@ -310,10 +310,11 @@ void FuzzDense(Input& in) {
   (void)DenseForward(s, x.ptr(), w.ptr(), in.U8() % 2 ? db.ptr() : nullptr, d.ptr());
   FBuf b = MakeF(in, s.out);
   const bool with_bias = in.U8() % 2;
-  std::vector<int32_t> scratch(static_cast<size_t>(DenseSgdScratchSize(s.batch > 0 ? s.batch : 0)));
+  std::vector<int32_t> scratch(static_cast<size_t>(
+      DenseSgdScratchBytes(s.batch > 0 ? s.batch : 0, s.in > 0 ? s.in : 0) / 4));
   (void)DenseBackwardSparseSgd(s, x.ptr(), w.ptr(), with_bias ? b.ptr() : nullptr, d.ptr(), kb.view(), in.Float(),
                                in.U8() % 2 ? dx.ptr() : nullptr, scratch.data(),
-                               static_cast<int64_t>(scratch.size()) - (in.U8() % 4 == 0));
+                               4 * static_cast<int64_t>(scratch.size()) - (in.U8() % 4 == 0));
   FBuf a = MakeF(in, int64_t{s.batch} * s.out);
   (void)ReluBackward(d.ptr(), a.ptr(), s.batch * s.out, d.ptr());
 }

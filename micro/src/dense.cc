@@ -122,15 +122,53 @@ Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float*
   return Status::kOk;
 }
 
+namespace {
+
+// One block of N samples keeping unit j, over every input row i: a_i = (kFirst ? 0 : acc[i]) + x_0[i] d_0 + ... +
+// x_{N-1}[i] d_{N-1} (samples in batch order, the deltas and row pointers in registers); the last block applies
+// w[i, j] -= a_i * lr, the others store a_i in acc. So each dW[i, j] is 0 + the kept samples' products in batch
+// order, exactly DenseBackwardSparse's sum.
+template <int N, bool kFirst, bool kLast>
+void SampleBlock(int32_t I, int32_t O, const float* const* xs, const float* dv, float lr, float* acc, float* wj) {
+  const float* xp[N];
+  float d[N];
+  for (int n = 0; n < N; ++n) {
+    xp[n] = xs[n];
+    d[n] = dv[n];
+  }
+  for (int32_t i = 0; i < I; ++i) {
+    float a = kFirst ? 0.0f : acc[i];
+    for (int n = 0; n < N; ++n) a = a + xp[n][i] * d[n];
+    if (kLast) {
+      float* w = wj + static_cast<int64_t>(i) * O;
+      *w = *w - a * lr;
+    } else {
+      acc[i] = a;
+    }
+  }
+}
+
+template <bool kFirst, bool kLast>
+void Block(int n, int32_t I, int32_t O, const float* const* xs, const float* dv, float lr, float* acc, float* wj) {
+  switch (n) {
+    case 1: SampleBlock<1, kFirst, kLast>(I, O, xs, dv, lr, acc, wj); break;
+    case 2: SampleBlock<2, kFirst, kLast>(I, O, xs, dv, lr, acc, wj); break;
+    case 3: SampleBlock<3, kFirst, kLast>(I, O, xs, dv, lr, acc, wj); break;
+    default: SampleBlock<4, kFirst, kLast>(I, O, xs, dv, lr, acc, wj); break;
+  }
+}
+
+}  // namespace
+
 Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, float* w, float* b, const float* delta,
-                              const KeptSet& kept, float lr, float* dx, int32_t* scratch, int64_t scratch_len) {
+                              const KeptSet& kept, float lr, float* dx, void* scratch, int64_t scratch_bytes) {
   if (w == nullptr || x == nullptr) return Status::kBadArgument;
   Status s = CheckDense(shape, x, w, delta, w, dx);
   if (s != Status::kOk) return s;
   if (!internal::IsFinite(lr)) return Status::kNonFinite;
   s = CheckKeptSet(kept, shape.batch, shape.out);
   if (s != Status::kOk) return s;
-  if (scratch == nullptr || scratch_len < DenseSgdScratchSize(shape.batch)) return Status::kBufferTooSmall;
+  if (scratch == nullptr || scratch_bytes < DenseSgdScratchBytes(shape.batch, shape.in)) return Status::kBufferTooSmall;
   // dx from the weights before the update.
   if (dx != nullptr) {
     s = DenseBackwardSparse(shape, x, w, delta, kept, BiasGrad::kDense, Accumulate::kOverwrite, nullptr, dx,
@@ -138,14 +176,17 @@ Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, float* w,
     if (s != Status::kOk) return s;
   }
   const int32_t B = shape.batch, I = shape.in, O = shape.out;
-  // Walk the kept units of all samples in ascending order (a merge of the sorted kept rows): for each unit kept
-  // by any sample, the samples keeping it, in batch order. dW[i, j] = 0 + x[b0, i] d[b0, j] + x[b1, i] d[b1, j]
-  // + ... is then formed in a register and applied at once: the additions of DenseBackwardSparse's dW, so
-  // w - dW * lr is bit for bit the separate backward followed by Keras' assign_sub(gradient * lr). A unit no
-  // sample kept has dW = 0 and keeps its weights (w - 0 * lr == w), so it is not touched.
-  int32_t* cursor = scratch;
-  int32_t* keepers = scratch + B;
+  // Scratch: the dW column being summed (I floats), then per sample its cursor into its kept row and the samples
+  // keeping the current unit (B int32 each). The kept units of all samples are walked in ascending order (a merge
+  // of the sorted kept rows); for each unit kept by any sample, dW[:, j] is summed over the samples keeping it, in
+  // batch order, four at a time, and applied at once: w - dW * lr is bit for bit the separate backward followed
+  // by Keras' assign_sub(gradient * lr). A unit no sample kept has dW = 0 and keeps its weights (w - 0 * lr == w).
+  float* acc = static_cast<float*>(scratch);
+  int32_t* cursor = reinterpret_cast<int32_t*>(acc + I);
+  int32_t* keepers = cursor + B;
   for (int32_t bb = 0; bb < B; ++bb) cursor[bb] = 0;
+  const float* xs[4];
+  float dv[4];
   for (;;) {
     int32_t j = O;
     for (int32_t bb = 0; bb < B; ++bb) {
@@ -162,21 +203,30 @@ Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, float* w,
         ++cursor[bb];
       }
     }
-    float* wj = w + j;
-    for (int32_t i = 0; i < I; ++i) {
-      float g = 0.0f;
-      for (int32_t t = 0; t < n; ++t) {
-        const int64_t r = keepers[t];
-        g = g + x[r * I + i] * delta[r * O + j];
+    for (int32_t t0 = 0; t0 < n; t0 += 4) {
+      const int m = (n - t0) < 4 ? static_cast<int>(n - t0) : 4;
+      for (int t = 0; t < m; ++t) {
+        const int64_t r = keepers[t0 + t];
+        xs[t] = x + r * I;
+        dv[t] = delta[r * O + j];
       }
-      wj[static_cast<int64_t>(i) * O] = wj[static_cast<int64_t>(i) * O] - g * lr;
+      const bool first = t0 == 0, last = t0 + 4 >= n;
+      if (first && last) {
+        Block<true, true>(m, I, O, xs, dv, lr, acc, w + j);
+      } else if (first) {
+        Block<true, false>(m, I, O, xs, dv, lr, acc, w + j);
+      } else if (last) {
+        Block<false, true>(m, I, O, xs, dv, lr, acc, w + j);
+      } else {
+        Block<false, false>(m, I, O, xs, dv, lr, acc, w + j);
+      }
     }
   }
   if (b != nullptr) {  // dense bias gradient: the full error, samples in order per unit
-    for (int32_t j = 0; j < O; ++j) {
+    for (int32_t jj = 0; jj < O; ++jj) {
       float g = 0.0f;
-      for (int32_t bb = 0; bb < B; ++bb) g = g + delta[static_cast<int64_t>(bb) * O + j];
-      b[j] = b[j] - g * lr;
+      for (int32_t bb = 0; bb < B; ++bb) g = g + delta[static_cast<int64_t>(bb) * O + jj];
+      b[jj] = b[jj] - g * lr;
     }
   }
   return Status::kOk;

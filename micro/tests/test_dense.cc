@@ -135,7 +135,7 @@ TP_TEST(DenseForwardMatchesTextbookAndSumsInInputOrder) {
 TP_TEST(DenseSparseSgdIsTheUpdateOfTheSparseGradientBitForBit) {
   tpt::Rng rng(14);
   for (int rep = 0; rep < 40; ++rep) {
-    const int32_t B = rng.Int(1, 4), I = rng.Int(1, 70), O = rng.Int(1, 20);
+    const int32_t B = rng.Int(1, 11), I = rng.Int(1, 70), O = rng.Int(1, 20);  // B > 4: several sample blocks
     const auto x = rng.Vec(B * I), w = rng.Vec(I * O), d = rng.Vec(B * O), b = rng.Vec(O);
     std::vector<int32_t> k(B), idx(static_cast<size_t>(B) * O, -1);
     for (int32_t s = 0; s < B; ++s) {
@@ -150,9 +150,9 @@ TP_TEST(DenseSparseSgdIsTheUpdateOfTheSparseGradientBitForBit) {
                                     Accumulate::kOverwrite, dw.data(), dx.data(), db.data()));
     // In place: w and b become the updated weights; dx is the backward's (from the weights before the update).
     std::vector<float> w2 = w, b2 = b, dx2(B * I, 5.0f);
-    std::vector<int32_t> scratch(DenseSgdScratchSize(B), 77);
+    std::vector<int32_t> scratch(DenseSgdScratchBytes(B, I) / 4, 77);
     TP_CHECK_OK(DenseBackwardSparseSgd(DenseShape{B, I, O}, x.data(), w2.data(), b2.data(), d.data(), kept, lr,
-                                       dx2.data(), scratch.data(), static_cast<int64_t>(scratch.size())));
+                                       dx2.data(), scratch.data(), 4 * static_cast<int64_t>(scratch.size())));
     for (int32_t e = 0; e < I * O; ++e) {
       volatile float step = dw[e] * lr;  // Keras: variable.assign_sub(gradient * lr)
       TP_CHECK_EQ(tpt::Bits(w2[e]), tpt::Bits(static_cast<float>(w[e] - step)));
@@ -165,23 +165,23 @@ TP_TEST(DenseSparseSgdIsTheUpdateOfTheSparseGradientBitForBit) {
     // Without dx and bias.
     std::vector<float> w3 = w;
     TP_CHECK_OK(DenseBackwardSparseSgd(DenseShape{B, I, O}, x.data(), w3.data(), nullptr, d.data(), kept, lr,
-                                       nullptr, scratch.data(), static_cast<int64_t>(scratch.size())));
+                                       nullptr, scratch.data(), 4 * static_cast<int64_t>(scratch.size())));
     TP_CHECK(w3 == w2);
   }
   float one[4] = {1, 1, 1, 1};
   float w[4] = {7, 7, 7, 7};
-  int32_t scratch[2];
+  int32_t scratch[3];
   const int32_t k1[1] = {1}, i1[1] = {0};
   const KeptSet kept{k1, i1, 1};
   const DenseShape s{1, 1, 1};
-  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, w, nullptr, one, kept, INFINITY, nullptr, scratch, 2),
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, w, nullptr, one, kept, INFINITY, nullptr, scratch, 12),
                   Status::kNonFinite);
-  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, nullptr, w, nullptr, one, kept, 0.1f, nullptr, scratch, 2),
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, nullptr, w, nullptr, one, kept, 0.1f, nullptr, scratch, 12),
                   Status::kBadArgument);
-  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, w, nullptr, one, kept, 0.1f, nullptr, scratch, 1),
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, w, nullptr, one, kept, 0.1f, nullptr, scratch, 11),
                   Status::kBufferTooSmall);
   const int32_t k_bad[1] = {2};
-  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, w, nullptr, one, KeptSet{k_bad, i1, 1}, 0.1f, nullptr, scratch, 2),
+  TP_CHECK_STATUS(DenseBackwardSparseSgd(s, one, w, nullptr, one, KeptSet{k_bad, i1, 1}, 0.1f, nullptr, scratch, 12),
                   Status::kBadIndex);
   TP_CHECK_EQ(w[0], 7.0f);  // untouched on every error
 }

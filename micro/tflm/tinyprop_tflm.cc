@@ -223,18 +223,18 @@ TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
 
 // ---- TINYPROP_DENSE_BACKWARD_SGD --------------------------------------------------------------------------
 // Inputs as DENSE_BACKWARD, then lr [1], mode and the optional bias [O]; outputs w (input 1 itself), dx, bias
-// (input 8 itself, or one unused element). Scratch: DenseSgdScratchSize(batch) int32.
+// (input 8 itself, or one unused element). Scratch: DenseSgdScratchBytes(batch, in).
 constexpr TfLiteType kDenseSgdIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32, kTfLiteInt32,
                                       kTfLiteInt32,   kTfLiteFloat32, kTfLiteInt32,   kTfLiteFloat32};
 
 TfLiteStatus DenseSgdPrepare(TfLiteContext* context, TfLiteNode* node) {
   const int n_in = node->inputs->size == 9 ? 9 : 8;
   TF_LITE_ENSURE_OK(context, CheckTypes(context, node, kDenseSgdIn, n_in, kGradOut, 3));
-  const int32_t batch = Dim(GetEvalInput(context, node, 0), 0);
-  TF_LITE_ENSURE(context, batch >= 1);
+  const TfLiteEvalTensor* x = GetEvalInput(context, node, 0);
+  TF_LITE_ENSURE(context, Rank(x) == 2 && Dim(x, 0) >= 1 && Dim(x, 1) >= 1);
   int scratch_index = -1;
   TF_LITE_ENSURE_OK(context, context->RequestScratchBufferInArena(
-                                 context, static_cast<size_t>(DenseSgdScratchSize(batch)) * sizeof(int32_t),
+                                 context, static_cast<size_t>(DenseSgdScratchBytes(Dim(x, 0), Dim(x, 1))),
                                  &scratch_index));
   node->user_data = reinterpret_cast<void*>(static_cast<intptr_t>(scratch_index));
   return kTfLiteOk;
@@ -256,11 +256,11 @@ TfLiteStatus DenseSgdEval(TfLiteContext* context, TfLiteNode* node) {
   }
   if (!Training(mode)) return kTfLiteOk;
   const int scratch_index = static_cast<int>(reinterpret_cast<intptr_t>(node->user_data));
-  int32_t* scratch = static_cast<int32_t*>(context->GetScratchBuffer(context, scratch_index));
+  void* scratch = context->GetScratchBuffer(context, scratch_index);
   return ToTfLite(DenseBackwardSparseSgd(io.shape, io.x->data.f, io.out[0]->data.f,
                                          has_bias ? io.out[2]->data.f : nullptr, io.delta->data.f,
                                          KeptSet{io.k->data.i32, io.kept->data.i32, io.shape.out}, lr->data.f[0],
-                                         Wanted(io, 1), scratch, DenseSgdScratchSize(io.shape.batch)),
+                                         Wanted(io, 1), scratch, DenseSgdScratchBytes(io.shape.batch, io.shape.in)),
                   kDenseBackwardSgdOp);
 }
 

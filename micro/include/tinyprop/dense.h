@@ -39,10 +39,13 @@ Status DenseBackwardSparse(const DenseShape& shape, const float* x, const float*
 // (kOverwrite, kDense bias) computes them, so the numbers are those of the separate backward followed by Keras'
 // `variable.assign_sub(gradient * lr)`, bit for bit. dx (may be null) is computed from the weights before the
 // update. Only the columns of units some sample kept are written; b may be null. scratch: at least
-// DenseSgdScratchSize(batch) int32. dx must not alias any input. On an argument error nothing is written.
-constexpr int64_t DenseSgdScratchSize(int32_t batch) { return 2 * static_cast<int64_t>(batch); }
+// DenseSgdScratchBytes(batch, in) bytes, 4-byte aligned. dx must not alias any input. On an argument error nothing
+// is written.
+constexpr int64_t DenseSgdScratchBytes(int32_t batch, int32_t in) {
+  return 4 * (static_cast<int64_t>(in) + 2 * static_cast<int64_t>(batch));
+}
 Status DenseBackwardSparseSgd(const DenseShape& shape, const float* x, float* w, float* b, const float* delta,
-                              const KeptSet& kept, float lr, float* dx, int32_t* scratch, int64_t scratch_len);
+                              const KeptSet& kept, float lr, float* dx, void* scratch, int64_t scratch_bytes);
 // d_pre[i] = d_post[i] if activation_out[i] > 0 else 0 (ReLU's gradient from its output, as tf.nn.relu's
 // ReluGrad). In-place use (d_pre == d_post) is allowed.
 Status ReluBackward(const float* d_post, const float* activation_out, int32_t n, float* d_pre);
