@@ -99,6 +99,18 @@ def weight_key(layer_name: str, weight) -> str:
     return f"{layer_name}/{weight.path.rsplit('/', 1)[-1]}"
 
 
+# TFLM's CONCATENATION takes at most 10 inputs (kernels/concatenation.cc kMaxInputNum).
+_MAX_CONCAT_INPUTS = 8
+
+
+def _concat_batch(parts):
+    """The per-sample values as one batch, in concatenations of at most _MAX_CONCAT_INPUTS inputs each."""
+    while len(parts) > 1:
+        parts = [tf.concat(parts[i:i + _MAX_CONCAT_INPUTS], axis=0) if len(parts[i:i + _MAX_CONCAT_INPUTS]) > 1
+                 else parts[i] for i in range(0, len(parts), _MAX_CONCAT_INPUTS)]
+    return parts[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Updated:
     """A weight's new value computed by a device op (fused SGD), standing where its gradient would be."""
@@ -232,7 +244,7 @@ class TrainStep(tf.Module):
             per_sample.append(values)
         values = {self._input_id: x}
         for t in needed:
-            values[t] = tf.concat([v[t] for v in per_sample], axis=0)
+            values[t] = _concat_batch([v[t] for v in per_sample])
         return self._forward_nodes(values, rest, weights, self.batch_size)
 
     def _forward_nodes(self, values, nodes, weights, b):

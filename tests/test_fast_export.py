@@ -305,3 +305,17 @@ def test_a_frozen_prefix_runs_sample_by_sample(exported):
         for i in range(batch))
     ops = flatbuffer.ops_used(model)
     assert ops.get("CONCATENATION") == 1 and not any(op.endswith("CONV2D_BACKWARD") for op in ops)
+
+
+@pytest.mark.tflm_runner
+def test_a_streamed_prefix_of_a_large_batch_stays_within_tflm_concatenation(tmp_path):
+    """TFLM's CONCATENATION takes at most 10 inputs: the batch of 18 per-sample results is gathered in groups
+    (8 + 8 + 2, then the 3 groups), and the step runs in TFLM."""
+    _runner_or_skip()
+    keras.utils.set_random_seed(0)
+    model = _last(models.mlp(input_shape=(12,), num_classes=3, hidden=(6,)), 1)
+    manifest = export_training_model(model, tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.05, batch_size=18,
+                                     out_dir=str(tmp_path / "e"), fast=True)
+    assert manifest["tflm_fast"]["ops"]["CONCATENATION"] == 4 and manifest["tflm_fast"]["arena_bytes"] > 0
+    result = verify(str(tmp_path / "e"), steps=2, check=False, backends=("tflm_fast",))
+    assert result.ok and "tflm_fast" in result.errors, result.summary()
