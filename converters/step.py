@@ -99,6 +99,23 @@ def weight_key(layer_name: str, weight) -> str:
     return f"{layer_name}/{weight.path.rsplit('/', 1)[-1]}"
 
 
+# What streaming a frozen prefix costs in TFLM per op and extra sample (measured: the ops are repeated per sample,
+# and each keeps its node, tensors and persistent op data; DS-CNN 49x10, 64 channels: ~1 KB per conv op).
+_STREAM_COST_PER_OP = 1024
+
+
+def _streaming_saves(prefix) -> bool:
+    """Whether running ``prefix`` sample by sample saves arena: each extra sample would hold the prefix's largest
+    pair of consecutive activations (the input is held whole either way); each costs the repeated ops' bookkeeping.
+    An MLP's first layer (a [B, 32] output) is not worth it; a DS-CNN's feature maps are."""
+    affine = [n for n in prefix if n.kind in AFFINE_KINDS]
+    if not affine:
+        return False
+    sizes = [4 * int(np.prod(n.out_shape)) for n in prefix if n.kind != "input"]
+    pair = max(a + b for a, b in zip(sizes, sizes[1:] + [0]))
+    return pair > _STREAM_COST_PER_OP * len(affine)
+
+
 # TFLM's CONCATENATION takes at most 10 inputs (kernels/concatenation.cc kMaxInputNum).
 _MAX_CONCAT_INPUTS = 8
 
@@ -232,7 +249,7 @@ class TrainStep(tf.Module):
         only the values the rest of the step reads are kept for the whole batch. The same arithmetic per element.
         """
         prefix = self._frozen_prefix() if self.fast and self.batch_size > 1 else []
-        if not any(n.kind in AFFINE_KINDS for n in prefix):
+        if not _streaming_saves(prefix):
             return self._forward_nodes({self._input_id: x}, self._nodes, weights, self.batch_size)
         names = {n.name for n in prefix}
         rest = [n for n in self._nodes if n.name not in names]

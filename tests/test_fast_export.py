@@ -40,8 +40,8 @@ CASES = {
     "conv1d_static_sgd": (lambda: models.conv1d_net(input_shape=(16, 5), num_classes=3, filters=(6, 8)),
                           lambda: tp.StaticTopK(0.4), "sgd", "sparse_categorical_crossentropy"),
     # a frozen prefix (all but the logits): its forward runs sample by sample
-    "ds_cnn_last1_tinyprop_sgd": (lambda: _last(models.ds_cnn(input_shape=(16, 8, 1), num_classes=4, filters=8,
-                                                              blocks=2), 1),
+    "ds_cnn_last1_tinyprop_sgd": (lambda: _last(models.ds_cnn(input_shape=(24, 10, 1), num_classes=4, filters=16,
+                                                              blocks=1), 1),
                                   lambda: tp.TinyProp(0.1, 0.9, 0.5), "sgd", "sparse_categorical_crossentropy"),
 }
 
@@ -284,9 +284,10 @@ def test_fast_step_runs_in_tflm_with_the_tinyprop_ops_and_matches_keras(exported
     json.dumps(manifest["tflm_fast"])  # serialisable as written
 
 
-def test_a_frozen_prefix_runs_sample_by_sample(exported):
+def test_a_frozen_prefix_runs_sample_by_sample_where_that_saves_memory(exported, tmp_path):
     """The frozen DS-CNN prefix appears once per sample at batch 1, the samples one after the other (so the
-    planner holds one sample's activations, not the batch's), and only its output is gathered for the batch."""
+    planner holds one sample's activations, not the batch's), and only its output is gathered for the batch. An
+    MLP's frozen first layer (small activations) is not streamed: repeating its ops would cost more than it saves."""
     out, manifest = exported("ds_cnn_last1_tinyprop_sgd")
     with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
         model = flatbuffer.load(f.read())
@@ -305,6 +306,12 @@ def test_a_frozen_prefix_runs_sample_by_sample(exported):
         for i in range(batch))
     ops = flatbuffer.ops_used(model)
     assert ops.get("CONCATENATION") == 1 and not any(op.endswith("CONV2D_BACKWARD") for op in ops)
+    keras.utils.set_random_seed(0)
+    small = export_training_model(_last(models.mlp(input_shape=(20,), num_classes=5, hidden=(16, 12)), 2),
+                                  tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.05, batch_size=4, out_dir=str(tmp_path / "m"),
+                                  measure_arena=False, fast=True)
+    assert "CONCATENATION" not in small["tflm_fast"]["ops"] and small["tflm_fast"]["ops"][
+        "CUSTOM:" + device_ops.DENSE_FORWARD] == 3
 
 
 @pytest.mark.tflm_runner
@@ -313,7 +320,7 @@ def test_a_streamed_prefix_of_a_large_batch_stays_within_tflm_concatenation(tmp_
     (8 + 8 + 2, then the 3 groups), and the step runs in TFLM."""
     _runner_or_skip()
     keras.utils.set_random_seed(0)
-    model = _last(models.mlp(input_shape=(12,), num_classes=3, hidden=(6,)), 1)
+    model = _last(models.mlp(input_shape=(12,), num_classes=3, hidden=(400,)), 1)  # 1.6 KB of fc1 output per sample
     manifest = export_training_model(model, tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.05, batch_size=18,
                                      out_dir=str(tmp_path / "e"), fast=True)
     assert manifest["tflm_fast"]["ops"]["CONCATENATION"] == 4 and manifest["tflm_fast"]["arena_bytes"] > 0
