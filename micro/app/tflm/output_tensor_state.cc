@@ -2,24 +2,10 @@
 
 #include <string.h>
 
+#include "state_dtype.h"
+
 namespace tinyprop {
 namespace app {
-namespace {
-
-TfLiteType TfLiteTypeOf(StateDtype dtype) {
-  switch (dtype) {
-    case StateDtype::kFloat32:
-      return kTfLiteFloat32;
-    case StateDtype::kInt32:
-      return kTfLiteInt32;
-    case StateDtype::kInt64:
-      return kTfLiteInt64;
-  }
-  return kTfLiteNoType;
-}
-
-}  // namespace
-
 uint8_t* OutputTensorState::Span(int32_t index, uint32_t offset, uint32_t bytes) {
   if (index < 0 || index >= layout_.count || first_output_ < 0) return nullptr;
   const StateVariable& v = layout_.variables[index];

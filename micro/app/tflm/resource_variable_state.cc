@@ -2,24 +2,10 @@
 
 #include <string.h>
 
+#include "state_dtype.h"
+
 namespace tinyprop {
 namespace app {
-namespace {
-
-TfLiteType TfLiteTypeOf(StateDtype dtype) {
-  switch (dtype) {
-    case StateDtype::kFloat32:
-      return kTfLiteFloat32;
-    case StateDtype::kInt32:
-      return kTfLiteInt32;
-    case StateDtype::kInt64:
-      return kTfLiteInt64;
-  }
-  return kTfLiteNoType;
-}
-
-}  // namespace
-
 int ResourceVariableState::Id(int32_t index) {
   if (index < 0 || index >= layout_.count) return -1;
   const int id = variables_->CreateIdIfNoneFound(nullptr, layout_.variables[index].name);

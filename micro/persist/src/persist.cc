@@ -225,16 +225,31 @@ PersistStatus InspectWeights(FlashDevice& flash, const PersistLayout& layout, Lo
   return Inspect(flash, layout, g, report, crc);
 }
 
+namespace {
+
+// The loads' first pass: the geometry (*geometry_ok false: its error, nothing read, no report), then the newest
+// record whose CRC checks (Inspect) and that fits `capacity`.
+PersistStatus FindRecord(FlashDevice& flash, const PersistLayout& layout, uint32_t capacity, Geometry* g,
+                         LoadReport* r, uint32_t crc[2], bool* geometry_ok) {
+  const PersistStatus geometry = CheckGeometry(flash, layout, g);
+  *geometry_ok = geometry == PersistStatus::kOk;
+  if (!*geometry_ok) return geometry;
+  PersistStatus st = Inspect(flash, layout, *g, r, crc);
+  if (st == PersistStatus::kOk && r->size > capacity) st = PersistStatus::kBufferTooSmall;
+  return st;
+}
+
+}  // namespace
+
 PersistStatus LoadWeights(FlashDevice& flash, const PersistLayout& layout, void* payload, uint32_t capacity,
                           LoadReport* report) {
   if (payload == nullptr) return PersistStatus::kBadArgument;
   Geometry g{};
-  PersistStatus st = CheckGeometry(flash, layout, &g);
-  if (st != PersistStatus::kOk) return st;
   LoadReport r;
   uint32_t crc[2];
-  st = Inspect(flash, layout, g, &r, crc);
-  if (st == PersistStatus::kOk && r.size > capacity) st = PersistStatus::kBufferTooSmall;
+  bool geometry_ok = false;
+  PersistStatus st = FindRecord(flash, layout, capacity, &g, &r, crc, &geometry_ok);
+  if (!geometry_ok) return st;
   if (st == PersistStatus::kOk) {
     // Second pass straight into the caller's buffer, checked again: the CRC that was verified is the one of the
     // bytes handed out.
@@ -389,12 +404,11 @@ PersistStatus SaveWeightsFrom(FlashDevice& flash, const PersistLayout& layout, P
 PersistStatus LoadWeightsInto(FlashDevice& flash, const PersistLayout& layout, PayloadSink& sink, uint32_t capacity,
                               LoadReport* report) {
   Geometry g{};
-  PersistStatus st = CheckGeometry(flash, layout, &g);
-  if (st != PersistStatus::kOk) return st;
   LoadReport r;
   uint32_t crc[2];
-  st = Inspect(flash, layout, g, &r, crc);
-  if (st == PersistStatus::kOk && r.size > capacity) st = PersistStatus::kBufferTooSmall;
+  bool geometry_ok = false;
+  PersistStatus st = FindRecord(flash, layout, capacity, &g, &r, crc, &geometry_ok);
+  if (!geometry_ok) return st;
   if (st == PersistStatus::kOk) {
     // Second pass: flash -> stack buffer -> sink, the CRC of exactly the bytes handed out checked again.
     uint8_t buf[kIoChunk];
