@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 import tinyprop_tf as tp  # noqa: E402
 from tinyprop_tf import models  # noqa: E402
-from tinyprop_tf.converters import device_ops, export_training_model, tflm_runner, verification  # noqa: E402
+from tinyprop_tf.converters import artifacts, device_ops, export_training_model, tflm_runner, verification  # noqa: E402
 
 SECTION = "Whole training step on the emulated Cortex-M4F (QEMU mps2-an386)"
 COMMAND = "TINYPROP_TFLM_DIR=<tree> python benchmarks/step_qemu.py"
@@ -61,20 +61,13 @@ def export(name, out):
         data = f.read()
     state = None  # train_fast.tflite's training state is in place: its initial value goes in through its outputs
     if file == "train_fast.tflite":
-        rows = manifest["tflm_fast"]["state"]
-        values = device_ops.initial_state(rows, verification.exported_weights(out, manifest))
-        state = dict(zip((r["output"] for r in rows), values))
+        state = device_ops.initial_state(manifest["tflm_fast"]["state"], artifacts.exported_weights(out, manifest))
     return manifest, data, state
 
 
 def feeds(manifest, steps, fast):
     """The batches in the input order of the file run (train_fast.tflite has its own)."""
-    xs, ys = verification.make_batches(manifest, steps)
-    inputs = verification._tflm_inputs(manifest, xs, ys)
-    train_index = {d["name"]: d["index"] for d in manifest["tflm"]["inputs"]}
-    order = manifest["tflm_fast" if fast else "tflm"]["inputs"]
-    return [[inputs[f"in{train_index[d['name']]}_{s}"] for d in order]
-            for s in [f"s{s}" for s in range(steps)] + ["infer"]]
+    return verification.runner_feeds(manifest, *verification.make_batches(manifest, steps), fast=fast)
 
 
 def main(argv=None):

@@ -14,6 +14,8 @@ import math
 import os
 import zipfile
 
+import numpy as np
+
 FORMAT = "tinyprop-train/1"
 MANIFEST = "manifest.json"
 # Written by every export (train_fast.tflite by --fast): a manifest that does not list one of these is not ours.
@@ -140,3 +142,11 @@ def check_verify_steps(manifest: dict, steps: int) -> None:
     if steps > most:
         raise ArtifactError(f"--steps {steps}: this model's batches would need {steps * per_step / 2**30:.1f} GiB; "
                             f"use at most {most:,} steps")
+
+
+def exported_weights(out_dir, manifest) -> dict:
+    """{weight name: array} from ``weights.bin``, in the manifest's layout (float32, little-endian)."""
+    with open(os.path.join(out_dir, "weights.bin"), "rb") as f:
+        raw = np.frombuffer(f.read(), "<f4")
+    return {e["name"]: raw[e["offset"] // 4:e["offset"] // 4 + e["size"]].reshape(e["shape"])
+            for e in manifest["weights"]}

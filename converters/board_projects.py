@@ -72,7 +72,7 @@ import numpy as np
 
 from tinyprop_tf import boards as board_profiles
 from tinyprop_tf import outdir
-from tinyprop_tf.converters import device_ops, flatbuffer
+from tinyprop_tf.converters import artifacts, device_ops, flatbuffer
 
 __all__ = ["BOARDS", "BoardProject", "BoardProjectError", "BoardTarget", "TFLM_RESOLVER_METHODS",
            "check_board", "resolver_methods", "write_board_project"]
@@ -541,7 +541,7 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
                    custom_ops=custom_ops, model_bytes=model_bytes if fast else None, arena_note=arena_note)
     samples_bytes = x.nbytes + y.nbytes
     ctx.budget = _budget(target, manifest, len(model_bytes), samples_bytes, state_bytes, partition,
-                         in_place=_state_in_outputs(layout), max_variable=max((v["bytes"] for v in layout), default=0))
+                         in_place=_state_in_outputs(layout), max_variable=_max_variable_bytes(layout))
     if target.platform == "esp-idf":
         ctx.partition_name = "tinyprop"
         files = _esp_files(ctx)
@@ -724,10 +724,10 @@ def _config_header(ctx) -> str:
         target_is_label=int(ctx.is_label), output_elements=int(np.prod(m["output_shape"][1:])),
         model_id=f"0x{ctx.model_id:08x}u", num_state_variables=len(ctx.layout), state_bytes=ctx.state_bytes,
         weight_bytes=_weight_bytes(ctx.layout), slot_bytes=ctx.slot_bytes, partition_bytes=ctx.partition_bytes,
-        max_variable_bytes=max((v["bytes"] for v in ctx.layout), default=0),
+        max_variable_bytes=_max_variable_bytes(ctx.layout),
         state_partition=ctx.partition_name, ops_key="tflm_fast" if ctx.custom_ops else "tflm",
         state_in_outputs=int(_state_in_outputs(ctx.layout)),
-        first_state_output=min((v["output"] for v in ctx.layout), default=0) if _state_in_outputs(ctx.layout) else -1,
+        first_state_output=_first_state_output(ctx.layout),
         num_ops=len(ctx.ops) + len(ctx.custom_ops), has_custom_ops=int(bool(ctx.custom_ops)),
         builtin_ops="\n".join(builtin), custom_ops="\n".join(custom))
 
@@ -738,20 +738,23 @@ def _state_in_outputs(layout) -> bool:
 
 
 def _initial_state(ctx) -> bytes:
-    """The state image an in-place model starts from: weights.bin at the weights' offsets, the fills elsewhere."""
+    """The state image an in-place model starts from (``device_ops.initial_state`` at the layout's offsets:
+    weights.bin's values, the fills elsewhere), little-endian as the boards are."""
     image = bytearray(ctx.state_bytes)
-    with open(os.path.join(ctx.export_dir, "weights.bin"), "rb") as f:
-        weights = f.read()
-    by_name = {e["name"]: e for e in ctx.manifest["weights"]}
+    values = device_ops.initial_state(ctx.layout, artifacts.exported_weights(ctx.export_dir, ctx.manifest))
     for v in ctx.layout:
-        if v["is_weight"]:
-            e = by_name[v["name"]]
-            data = weights[e["offset"]:e["offset"] + v["bytes"]]
-        else:
-            dtype = {"float32": "<f4", "int32": "<i4", "int64": "<i8"}[v["dtype"]]
-            data = np.full(v["elements"], v.get("fill", 0), dtype).tobytes()
-        image[v["offset"]:v["offset"] + v["bytes"]] = data
+        value = values[v["output"]]
+        image[v["offset"]:v["offset"] + v["bytes"]] = value.astype(value.dtype.newbyteorder("<")).tobytes()
     return bytes(image)
+
+
+def _first_state_output(layout) -> int:
+    """The first of an in-place model's state outputs (they follow in layout order); -1 for resource variables."""
+    return min(v["output"] for v in layout) if _state_in_outputs(layout) else -1
+
+
+def _max_variable_bytes(layout) -> int:
+    return max((v["bytes"] for v in layout), default=0)
 
 
 def _weight_bytes(layout) -> int:
@@ -926,7 +929,7 @@ def _readme_app_section(ctx) -> str:
     kind = "in_place" if _state_in_outputs(ctx.layout) else "resource_variables"
     state_values = {"arena_bytes": f"{m['tflm']['arena_bytes_recommended']:,}", "model_id": f"0x{ctx.model_id:08x}",
                     "resource_variables": m["tflm"]["resource_variables"], "num_state": len(ctx.layout),
-                    "first_state_output": min((v.get("output", 0) for v in ctx.layout), default=0)}
+                    "first_state_output": _first_state_output(ctx.layout)}
     return _render(
         "readme/app.md", **_describe(ctx), main_file=paths.main, main_name=os.path.basename(paths.main),
         state_setup=_render(f"readme/state_setup_{kind}.md", **state_values),

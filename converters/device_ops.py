@@ -199,7 +199,7 @@ def in_place_state(data: bytes, first: list[str]) -> tuple[bytes, list[dict]]:
     otherwise the export fails rather than compute with an updated value.
 
     ``first``: variable names that come first in the state (the weights, in manifest order); the others follow
-    by name. Returns (bytes, [{name, output, tensor, dtype, shape}] in state order).
+    by name. Returns (bytes, [{name, output, dtype, shape}] in state order).
     """
     model = flatbuffer.load(data, "converted fast model")
     codes = model.operatorCodes
@@ -298,15 +298,15 @@ def in_place_state(data: bytes, first: list[str]) -> tuple[bytes, list[dict]]:
     return flatbuffer.serialize(model), rows
 
 
-def initial_state(rows: list[dict], weights: dict) -> list[np.ndarray]:
-    """Initial values of the in-place state ``rows`` (manifest ``tflm_fast.state``): ``weights`` {name: array}
-    for the weights, else the row's ``fill`` (optimizer slots and the step counter 0, running maxima
-    selection.YMAX_INIT)."""
-    values = []
+def initial_state(rows: list[dict], weights: dict) -> dict[int, np.ndarray]:
+    """{output index: initial value} of the in-place state ``rows`` (manifest ``tflm_fast.state``): ``weights``
+    {name: array} (``artifacts.exported_weights``) for the weights, else the row's ``fill`` (optimizer slots and
+    the step counter 0, running maxima selection.YMAX_INIT)."""
+    values = {}
     for r in rows:
         dtype = flatbuffer.numpy_dtype(getattr(fb.TensorType, r["dtype"].upper()))
         if "fill" in r:
-            values.append(np.full(r["shape"], r["fill"], dtype))
+            values[r["output"]] = np.full(r["shape"], r["fill"], dtype)
         else:
-            values.append(np.asarray(weights[r["name"]], dtype).reshape(r["shape"]))
+            values[r["output"]] = np.asarray(weights[r["name"]], dtype).reshape(r["shape"])
     return values

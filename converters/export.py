@@ -250,7 +250,7 @@ def export_training_model(
 
         fast_data = fast_counts = None
         if fast:
-            fast_data, fast_counts, fast_state = _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size,
+            fast_data, fast_counts, fast_state, fast_model = _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size,
                                                    input_shape, output_shape, max_entries * batch_size)
 
         # TFLM: type legalisation, then refuse anything TFLM cannot run.
@@ -307,7 +307,8 @@ def export_training_model(
         if fast_data is not None:
             files["train_fast.tflite"] = fast_data
             manifest["files"]["train_fast.tflite"] = {}
-            fast_arena = _fast_arena(fast_data, probe_inputs, tflm_inputs, fast_state,
+            fast_inputs, fast_outputs = flatbuffer.io_details(fast_model, 0)
+            fast_arena = _fast_arena(fast_data, fast_inputs, probe_inputs, tflm_inputs, fast_state,
                                      {e["name"]: w for e, w in zip(entries, weights)}) if measure_arena else None
             manifest["tflm_fast"] = {
                 "file": "train_fast.tflite",
@@ -316,14 +317,14 @@ def export_training_model(
                 "arena_note": "measured in tinyprop_tflm_runner (64-bit host) when one was available at export "
                               "(TINYPROP_TFLM_RUNNER, or a runner already built from TINYPROP_TFLM_DIR); else null",
                 "device_ops": fast_counts,
-                "inputs": flatbuffer.io_details(flatbuffer.load(fast_data, "train_fast.tflite"), 0)[0],
-                "outputs": flatbuffer.io_details(flatbuffer.load(fast_data, "train_fast.tflite"), 0)[1],
+                "inputs": fast_inputs,
+                "outputs": fast_outputs,
                 "state": fast_state,
                 "state_note": "training state in place: TFLM variable tensors (persistent, zeroed by AllocateTensors) "
                               "that are also these outputs; set each to its initial value (weights.bin, or "
                               "'fill') through interpreter.output(i) before the first invoke, save/restore the "
                               "same way. No IF: the ops take mode (1 = train); inference keeps nothing.",
-                "ops": flatbuffer.ops_used(flatbuffer.load(fast_data, "train_fast.tflite")),
+                "ops": flatbuffer.ops_used(fast_model),
                 "note": "sparse layers select and back-propagate with the TinyProp custom operators "
                         "(register micro/tflm/tinyprop_tflm.h with MicroMutableOpResolver::AddCustom); other "
                         "layers as in train.tflite",
@@ -343,7 +344,8 @@ def export_training_model(
 
 def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, input_shape, output_shape,
                   max_count):
-    """train_fast.tflite: the TFLM step with the TinyProp device ops (bytes, {op: count})."""
+    """train_fast.tflite: the TFLM step with the TinyProp device ops (bytes, {op: count}, its in-place state rows,
+    the parsed model)."""
     module = step.TrainStep(nodes, input_id, output_id, policy, opt, loss, batch_size, input_shape, output_shape,
                             fast=True)
     with warnings.catch_warnings():
@@ -371,7 +373,7 @@ def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, inp
     bad = [op for op in flatbuffer.non_tflm_ops(fast_model) if op[len("CUSTOM:"):] not in device_ops.DEVICE_OPS]
     if bad:
         raise ExportError(f"the fast TFLM graph uses ops TFLM does not implement: {bad}")
-    return data, counts, state
+    return data, counts, state, fast_model
 
 
 def _variable_name(var) -> str:
@@ -379,7 +381,8 @@ def _variable_name(var) -> str:
     return var.name.split(":", 1)[0]
 
 
-def _fast_arena(fast_data: bytes, probe_inputs: dict, tflm_inputs: list, state: list, weights: dict):
+def _fast_arena(fast_data: bytes, fast_inputs: list, probe_inputs: dict, tflm_inputs: list, state: list,
+                weights: dict):
     """Arena bytes train_fast.tflite used in tinyprop_tflm_runner for a train and an infer invoke (the feeds
     ``_probe_inputs`` made for train.tflite, matched by name; the exported initial state); None without a runner.
     A first build takes minutes, so export never starts one; an earlier build of the tree is brought up to date
@@ -392,12 +395,10 @@ def _fast_arena(fast_data: bytes, probe_inputs: dict, tflm_inputs: list, state: 
         return None
     if runner is None:
         return None
-    fast_inputs = flatbuffer.io_details(flatbuffer.load(fast_data, "train_fast.tflite"), 0)[0]
     index = {d["name"]: d["index"] for d in tflm_inputs}
     feeds = [[probe_inputs[f"in{index[d['name']]}_{step}"] for d in fast_inputs] for step in ("s0", "infer")]
-    initial = dict(zip((r["output"] for r in state), device_ops.initial_state(state, weights)))
     try:
-        _, used = tflm_runner.run(runner, fast_data, feeds, state=initial)
+        _, used = tflm_runner.run(runner, fast_data, feeds, state=device_ops.initial_state(state, weights))
     except tflm_runner.RunnerError as e:
         raise ExportError(f"train_fast.tflite does not run in {runner}: {e}") from None
     return used if used > 0 else None

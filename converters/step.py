@@ -243,8 +243,8 @@ class TrainStep(tf.Module):
     def _forward(self, x, weights):
         """Returns (values: tensor id -> value, saved: node name -> dict) for the backward pass.
 
-        In the fast graph a frozen prefix with an affine layer runs sample by sample (batch 1 each, the samples
-        one after the other): its activations then take one sample's room in the TFLM arena instead of the batch's
+        In the fast graph a frozen prefix runs sample by sample where that saves arena (``_streaming_saves``; batch 1
+        each, the samples one after the other): its activations then take one sample's room instead of the batch's
         (DS-CNN 49x10, 64 channels, last layer trained, batch 4: two 32 KB activations live instead of two 128 KB);
         only the values the rest of the step reads are kept for the whole batch. The same arithmetic per element.
         """

@@ -317,13 +317,6 @@ def run_tflm(data, manifest, xs, ys, probe: bool):
     return result
 
 
-def exported_weights(out_dir, manifest) -> dict:
-    """{weight name: array} from weights.bin, in the manifest's layout."""
-    raw = np.frombuffer(_read(out_dir, "weights.bin"), "<f4")
-    return {e["name"]: raw[e["offset"] // 4:e["offset"] // 4 + e["size"]].reshape(e["shape"])
-            for e in manifest["weights"]}
-
-
 def run_tflm_fast(data, manifest, xs, ys, runner, weights):
     """train_fast.tflite (TinyProp custom ops) in ``tinyprop_tflm_runner``: the exported initial state set
     through the state outputs, ``steps`` train invokes then one infer invoke; the weights are read from the same
@@ -338,17 +331,22 @@ def run_tflm_m4(data, manifest, xs, ys, elf, weights):
                      lambda model, feeds, state: tflm_runner.run_m4(elf, model, feeds, state=state))
 
 
+def runner_feeds(manifest, xs, ys, fast: bool = True) -> list[list[np.ndarray]]:
+    """The inputs of each invoke for ``tflm_runner.run``/``run_m4``: one train invoke per batch, then an infer
+    invoke on the first, in the input order of train_fast.tflite (``fast``) or train.tflite."""
+    inputs = _tflm_inputs(manifest, xs, ys)  # by train.tflite input index
+    train_index = {d["name"]: d["index"] for d in manifest["tflm"]["inputs"]}
+    order = manifest["tflm_fast" if fast else "tflm"]["inputs"]
+    return [[inputs[f"in{train_index[d['name']]}_{step}"] for d in order]
+            for step in [f"s{s}" for s in range(len(xs))] + ["infer"]]
+
+
 def _run_fast(data, manifest, xs, ys, weights, execute):
     fast = manifest["tflm_fast"]
     outputs = {d["name"]: d["index"] for d in fast["outputs"]}
-    train_index = {d["name"]: d["index"] for d in manifest["tflm"]["inputs"]}
-    inputs = _tflm_inputs(manifest, xs, ys)  # the feeds of the tflite-micro runs, by train.tflite input index
     steps = len(xs)
-    feeds = [[inputs[f"in{train_index[d['name']]}_{step}"] for d in fast["inputs"]]
-             for step in [f"s{s}" for s in range(steps)] + ["infer"]]
     state_rows = fast["state"]
-    initial = dict(zip((r["output"] for r in state_rows), device_ops.initial_state(state_rows, weights)))
-    res, measured = execute(data, feeds, initial)
+    res, measured = execute(data, runner_feeds(manifest, xs, ys), device_ops.initial_state(state_rows, weights))
     by_name = {r["name"]: r["output"] for r in state_rows}
     return {
         "losses": np.array([float(res[s][outputs["loss"]]) for s in range(steps)]),
@@ -370,7 +368,7 @@ def _run_m4_row(runs, out_dir, manifest, xs, ys, ram_bytes):
         return f"tflm_m4 not run: {why}{tflm_runner.M4_HOW_TO}", False
     try:
         runs["tflm_m4"] = run = run_tflm_m4(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, elf,
-                                            exported_weights(out_dir, manifest))
+                                            artifacts.exported_weights(out_dir, manifest))
     except tflm_runner.RamError as e:
         return f"tflm_m4: {e}", ram_bytes is not None
     m = run["measures"]
@@ -453,7 +451,7 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
             fast_note = f"train_fast.tflite not run: {tflm_runner.HOW_TO}"
         else:
             runs["tflm_fast"] = run_tflm_fast(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, runner,
-                                              exported_weights(out_dir, manifest))
+                                              artifacts.exported_weights(out_dir, manifest))
             fast_note = (f"train_fast.tflite ran in tinyprop_tflm_runner ({runner}): arena used "
                          f"{runs['tflm_fast']['arena_used']} bytes (64-bit host)")
 

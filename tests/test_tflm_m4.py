@@ -21,7 +21,7 @@ import pytest
 import tinyprop_tf as tp
 from tinyprop_tf import models
 from tinyprop_tf.boards import KIB
-from tinyprop_tf.converters import device_ops, export_training_model, tflm_runner, verification
+from tinyprop_tf.converters import artifacts, device_ops, export_training_model, tflm_runner, verification
 from tinyprop_tf.converters.verification import verify
 
 SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
@@ -182,7 +182,7 @@ def test_measures_are_the_runs_own_and_instruction_counts_repeat(exported):
     with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
         data = f.read()
     xs, ys = verification.make_batches(manifest, 3)
-    weights = verification.exported_weights(out, manifest)
+    weights = artifacts.exported_weights(out, manifest)
     first = verification.run_tflm_m4(data, manifest, xs, ys, elf, weights)["measures"]
     second = verification.run_tflm_m4(data, manifest, xs, ys, elf, weights)["measures"]
     assert first == second  # -icount: the same instructions every run
@@ -220,19 +220,9 @@ def _mlp_arena(width, elf, tmp_path):
                                      batch_size=8, out_dir=out, measure_arena=False, fast=True)
     with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
         data = f.read()
-    xs, ys = verification.make_batches(manifest, 1)
-    feeds = _feeds(manifest, xs, ys)
-    rows = manifest["tflm_fast"]["state"]
-    state = dict(zip((r["output"] for r in rows),
-                     device_ops.initial_state(rows, verification.exported_weights(out, manifest))))
+    feeds = verification.runner_feeds(manifest, *verification.make_batches(manifest, 1))  # a train, an infer
+    state = device_ops.initial_state(manifest["tflm_fast"]["state"], artifacts.exported_weights(out, manifest))
     return data, feeds, tflm_runner.run_m4(elf, data, feeds, state=state)[1], state
-
-
-def _feeds(manifest, xs, ys):
-    """train_fast.tflite's inputs (its own order) for one train and one infer invoke."""
-    inputs = verification._tflm_inputs(manifest, xs, ys)
-    index = {d["name"]: d["index"] for d in manifest["tflm"]["inputs"]}
-    return [[inputs[f"in{index[d['name']]}_{s}"] for d in manifest["tflm_fast"]["inputs"]] for s in ("s0", "infer")]
 
 
 @pytest.mark.slow
