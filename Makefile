@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 SHARED_TFLM := $(abspath ../shared/tflm/esp-tflite-micro)
 ifeq ($(strip $(TINYPROP_TFLM_DIR)$(TINYPROP_TFLM_RUNNER)),)
 ifneq ($(wildcard $(SHARED_TFLM)),)
-test test-numerics-onednn-off tflm-runner tflm-runner-m4: export TINYPROP_TFLM_DIR := $(SHARED_TFLM)
+demo test test-numerics-onednn-off tflm-runner tflm-runner-m4: export TINYPROP_TFLM_DIR := $(SHARED_TFLM)
 endif
 endif
 # Built runners live outside the checkout, one per TFLM tree and micro/ sources: a fresh clone of the same code
@@ -38,7 +38,9 @@ toolchains:
 	    || { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; }; \
 	else echo "note: not root, skipping micro/install_toolchains.sh (cross-compile tests will skip)"; fi
 
-demo: $(STAMP)
+# The runner measures train_fast.tflite's arena for the demo's board project (without one the project can only
+# budget train.tflite's, several times larger).
+demo: $(STAMP) tflm-runner
 	$(VENV)/bin/tinyprop demo
 
 # Builds the runner once, before the test workers start (a no-op when the cache has it, or without a tree).
