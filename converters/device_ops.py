@@ -11,8 +11,9 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
   one op). The builtins graph's ``g * cast(out > 0)`` leaves a mask the converter schedules right after the
   forward, alive next to each activation until the backward (and gives -0 for a negative g, NaN for an
   infinite one, where the unit is off);
-- ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1)
-  -> ymax_out [1], k [B] int32, kept [B, N] int32 (the same rule as ``tinyprop_tf.selection``);
+- ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [6] (``SELECT_PARAMS``: a layer's
+  ``selection.SelectionRule``) -> ymax_out [1], k [B] int32, kept [B, N] int32 (the same rule as
+  ``tinyprop_tf.selection``);
 - ``TINYPROP_SELECT_CHANNELS``: the same for a conv error delta [B, positions..., C] (score per channel = sum of
   |delta| over the positions) -> ymax_out, k [B], kept [B, C];
 - ``TINYPROP_DENSE_BACKWARD``: x [B, I], w [I, O], delta [B, O], k, kept, outputs wanted [3] int32 (dW, dx,
@@ -50,6 +51,19 @@ import numpy as np
 
 from tinyprop_tf.converters import flatbuffer
 from tinyprop_tf.converters.flatbuffer import fb
+
+# The selection ops' params tensor, in order (micro/tflm/tinyprop_tflm.h names the same layout: SelectParam).
+SELECT_PARAMS = ("s_min", "s_max", "zeta_pow", "rounding", "reference", "decay", "per_sample_max", "min_kept")
+ROUNDING_CODES = {"floor": 0.0, "round": 1.0}
+REFERENCE_CODES = {"max": 0.0, "mean": 1.0}
+
+
+def select_params(rule) -> list[float]:
+    """A ``selection.SelectionRule`` as the selection ops' params tensor (``SELECT_PARAMS``; codes, flags and
+    min_kept are exact small integers in float32)."""
+    values = {**vars(rule), "rounding": ROUNDING_CODES[rule.rounding], "reference": REFERENCE_CODES[rule.reference]}
+    return [float(values[name]) for name in SELECT_PARAMS]
+
 
 DENSE_FORWARD = "TINYPROP_DENSE_FORWARD"
 RELU_BACKWARD = "TINYPROP_RELU_BACKWARD"

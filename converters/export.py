@@ -418,7 +418,9 @@ def _layer_entries(ref, nodes, folded_bn):
             row["depth"] = n.depth
             row["selection"] = n.layer.selection
             row["entries"] = int(np.prod(n.out_shape)) if n.layer.selection == "element" else int(n.out_shape[-1])
-            row["zeta_pow"] = float(np.float32(getattr(n.layer.policy, "zeta", 1.0) ** n.depth))
+            rule = n.layer.policy.rule(n.depth)
+            if rule is not None:  # the layer's selection parameters, as its TFLM select op holds them
+                row["select_params"] = dict(zip(device_ops.SELECT_PARAMS, device_ops.select_params(rule)))
         if n.name in folded_bn:
             row["folded_batchnorm"] = folded_bn[n.name]
         rows.append(row)

@@ -308,14 +308,15 @@ def fold_batchnorm(model):
 # --------------------------------------------------------------------------------------------------------------
 # Reference model and plan
 # --------------------------------------------------------------------------------------------------------------
-SUPPORTED_POLICIES = (policies_lib.DenseBackprop, policies_lib.StaticTopK, policies_lib.TinyProp)
+SUPPORTED_POLICIES = (policies_lib.DenseBackprop, policies_lib.StaticTopK, policies_lib.TinyProp,
+                      policies_lib.BudgetProp)
 
 
 def check_policy(policy):
     policy = policies_lib.get(policy)
     if type(policy) not in SUPPORTED_POLICIES:
         raise ExportError(
-            f"policy {policy!r} cannot be exported yet (supported: DenseBackprop, StaticTopK, TinyProp; "
+            f"policy {policy!r} cannot be exported yet (supported: DenseBackprop, StaticTopK, TinyProp, BudgetProp; "
             "TinyPropSkip and SsProp are not in this increment)"
         )
     return policy
@@ -325,11 +326,11 @@ def reference_model(model, policy, selection="channel"):
     """(reference, folded_bn): the sparsified, BatchNorm-folded clone the exported step reproduces."""
     sparse = layers_lib.sparse_layers(model)
     if sparse:
-        policies = {repr(layer.policy) for layer in sparse}
+        policies = {repr(layer.policy.model_policy()) for layer in sparse}
         if policy is None:
             if len(policies) != 1:
                 raise ExportError(f"model '{model.name}' mixes policies {sorted(policies)}; pass policy=")
-            policy = sparse[0].policy
+            policy = sparse[0].policy.model_policy()
         selections = {layer.selection for layer in sparse}
         if len(selections) == 1:
             selection = selections.pop()

@@ -351,35 +351,28 @@ class TrainStep(tf.Module):
         b = self.batch_size
         if not node.sparse:
             return delta, tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1))), None
-        layer, policy = node.layer, self._policy
+        layer = node.layer
+        policy = layer.policy  # the layer's own: BudgetProp's carries its share of the budget
         per_sample = delta.shape[1:]
-        out_elements = int(np.prod(per_sample))
-        if layer.selection == "element":
-            num_entries = out_elements
-            flat = tf.reshape(tf.abs(delta), [b, 1, num_entries])
-        else:
-            num_entries = int(per_sample[-1])
-            flat = tf.reshape(tf.abs(delta), [b, out_elements // num_entries, num_entries])
-        scores = tf.reduce_sum(flat, axis=1)  # [B, M]
-        y = tf.reduce_sum(scores, axis=1)  # [B]
+        per_channel = layer.selection == "channel"
+        num_entries = int(per_sample[-1]) if per_channel else int(np.prod(per_sample))
+        _, scores, y = selection.scores_and_error(delta, num_entries, per_channel)
         state = self.ymax_vars[node.name]
-        ymax = tf.maximum(tf.reshape(state.read_value(), []), tf.reduce_max(y))  # updated before use
-        self._assign(state, tf.reshape(ymax, state.shape))
-        bpr = policy.sample_ratio(y, ymax, node.depth, tf.constant(1.0, tf.float32))
-        if not policy.selects:
-            k = tf.fill([b], num_entries)
-            masked = delta
-            k_eff = k
+        rule = policy.rule(node.depth)
+        if rule is None:  # dense (graph.check_policy admits no other rule-less policy)
+            ymax = selection.update_running_max(tf.reshape(state.read_value(), []), y)
+            self._assign(state, tf.reshape(ymax, state.shape))
+            return delta, tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1))), tf.fill([b], num_entries)
+        chosen = selection.select(scores, y, tf.reshape(state.read_value(), []), rule,
+                                  kth_largest=selection.kth_largest_pairwise)
+        self._assign(state, tf.reshape(chosen.ymax, state.shape))
+        gate = tf.cast(chosen.kept, delta.dtype)
+        if per_channel:
+            gate = tf.reshape(gate, [b] + [1] * (delta.shape.rank - 2) + [num_entries])
         else:
-            k = selection.ratio_to_k(bpr, num_entries, policy.rounding)
-            keep = selection.topk_mask(scores, k, kth_largest=selection.kth_largest_pairwise)
-            gate = tf.cast(keep, delta.dtype)
-            if layer.selection == "element":
-                gate = tf.reshape(gate, [b, *per_sample])
-            else:
-                gate = tf.reshape(gate, [b] + [1] * (delta.shape.rank - 2) + [num_entries])
-            masked = delta * gate
-            k_eff = k * tf.cast(y > 0.0, tf.int32)  # samples with zero error cost nothing
+            gate = tf.reshape(gate, [b, *per_sample])
+        masked = delta * gate
+        k_eff = chosen.k * tf.cast(chosen.active, tf.int32)  # samples with zero error cost nothing
         d_bias = tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1)))  # dense bias gradient
         return masked, d_bias, k_eff
 
@@ -405,7 +398,7 @@ class TrainStep(tf.Module):
 
     # -- device ops (fast variant) ----------------------------------------------------------------------------
     def _uses_device_ops(self, node) -> bool:
-        # The exporter admits DenseBackprop, StaticTopK and TinyProp only (graph.check_policy); the C++ conv
+        # The exporter admits DenseBackprop, StaticTopK, TinyProp and BudgetProp only (graph.check_policy); the C++ conv
         # kernels select whole channels and know TF's SAME/VALID padding (not Conv1D's causal padding).
         if not (self.fast and node.sparse and self._policy.selects):
             return False
@@ -431,11 +424,7 @@ class TrainStep(tf.Module):
         """(dW, dx, db, k) from the TinyProp device ops: the rule of ``_select``, then the sparse backward. With
         fused SGD (``_fuses_sgd``) dW and db are ``Updated`` new values instead."""
         b, n = delta.shape[0], delta.shape[-1]
-        policy = self._policy
-        s_min, s_max = (policy.ratio, policy.ratio) if isinstance(policy, policies_lib.StaticTopK) else (
-            policy.s_min, policy.s_max)
-        params = tf.constant([s_min, s_max, policy.zeta**node.depth, 1.0 if policy.rounding == "round" else 0.0],
-                             tf.float32)
+        params = tf.constant(device_ops.select_params(node.layer.policy.rule(node.depth)), tf.float32)
         state = self.ymax_vars[node.name]
         select = device_ops.SELECT_UNITS if node.kind == "dense" else device_ops.SELECT_CHANNELS
         ymax, k, kept = device_ops.call(

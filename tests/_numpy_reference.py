@@ -136,10 +136,32 @@ def adaptive_ratio(y, ymax, s_min, s_max, zeta, depth):
     return (t * f32(zeta**depth)).astype(np.float32)
 
 
-def ratio_to_k(bpr, m: int, rounding: str = "floor"):
+def ratio_to_k(bpr, m: int, rounding: str = "floor", min_kept: int = 1):
     t = (f32(m) * np.asarray(bpr, np.float32)).astype(np.float32)
     t = np.floor(t) if rounding == "floor" else np.round(t)  # np.round: half to even
-    return np.clip(t, 1, m).astype(np.int64)
+    return np.clip(t, min(min_kept, m), m).astype(np.int64)
+
+
+def running_reference(old, y, reference="max", decay=1.0, per_sample_max=False):
+    """(new state, [B] reference per sample) in float32, written from the rule's text (selection.update_reference)."""
+    y = np.asarray(y, np.float32)
+    old, decay = f32(old), f32(decay)
+    floor = f32(YMAX_INIT)
+    if reference == "mean":
+        total = f32(0.0)
+        for v in y:  # in sample order
+            total = f32(total + v)
+        mean = f32(total / f32(len(y)))
+        state = mean if old <= floor else f32(f32(old * decay) + f32(mean * f32(f32(1.0) - decay)))
+        state = max(state, floor)
+        return state, np.full(len(y), state, np.float32)
+    m = f32(old * decay) if decay != 1.0 else old
+    seen = []
+    for v in y:
+        m = max(m, v)
+        seen.append(max(m, floor) if decay != 1.0 else m)
+    state = max(m, floor) if decay != 1.0 else m
+    return f32(state), (np.array(seen, np.float32) if per_sample_max else np.full(len(y), state, np.float32))
 
 
 def topk_rows(scores, k):
@@ -184,8 +206,12 @@ def reference_step(delta, policy, depth, selection="channel", ymax_old=YMAX_INIT
     batch = delta.shape[0]
     scores, m = entry_scores(delta, selection)
     y = np.abs(delta).reshape(batch, -1).sum(axis=1).astype(np.float32)  # L1 per sample
-    ymax = np.maximum(f32(ymax_old), y.max()).astype(np.float32)  # updated before use
     kind = policy["kind"]
+    if kind == "budget":  # the running mean
+        ymax, reference = running_reference(ymax_old, y, "mean", policy["decay"])
+    else:  # updated before use
+        ymax, reference = running_reference(ymax_old, y, "max", policy.get("ymax_decay", 1.0),
+                                            policy.get("per_sample_max", False))
     skipped = np.zeros(batch, bool)
     if kind == "dense":
         bpr = np.ones(batch, np.float32)
@@ -202,12 +228,17 @@ def reference_step(delta, policy, depth, selection="channel", ymax_old=YMAX_INIT
         k = np.full(batch, k_shared)
         mask = np.broadcast_to(row, (batch, m)).copy()
     else:
+        zeta, min_kept = policy.get("zeta", 1.0), 1
         if kind == "static":
             s_min = s_max = policy["ratio"]
+        elif kind == "budget":  # ratio = share * Y / mean, dense where the share is 1
+            share = policy["layer_ratio"]
+            s_min, s_max = (1.0 if share == 1.0 else 0.0), share
+            min_kept = policy["min_kept"]
         else:
             s_min, s_max = policy["s_min"], policy["s_max"]
-        bpr = adaptive_ratio(y, ymax, s_min, s_max, policy["zeta"], depth)
-        k = ratio_to_k(bpr, m, policy.get("rounding", "floor"))
+        bpr = adaptive_ratio(y, reference, s_min, s_max, zeta, depth)
+        k = ratio_to_k(bpr, m, policy.get("rounding", "floor"), min_kept)
         mask = topk_rows(scores, k)
         if kind == "tinyprop_skip" and depth == 0:
             skipped = (y / ymax).astype(np.float32) < f32(policy["tau"])

@@ -265,6 +265,7 @@ POLICIES = {
     "dense": tp.DenseBackprop, "static": lambda: tp.StaticTopK(0.5),
     "static_round": lambda: tp.StaticTopK(0.5, zeta=0.7, rounding="round"),
     "tinyprop": tp.TinyProp, "tinyprop_zeta1": lambda: tp.TinyProp(0.1, 0.9, 1.0),
+    "budget": lambda: tp.BudgetProp(0.3, decay=0.6, min_kept=2),
 }
 OPTIMIZERS = {
     "sgd": dict(optimizer="sgd", learning_rate=0.05),
@@ -285,6 +286,8 @@ CASES = [
     ("autoencoder", "tinyprop", "adam", None),
     ("zoo2d", "tinyprop_zeta1", "nesterov", None),
     ("zoo1d", "static", "sgd", "element"),
+    ("mlp", "budget", "adam", None),
+    ("conv1d_net", "budget", "sgd", None),
 ]
 
 

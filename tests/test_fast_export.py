@@ -39,6 +39,12 @@ CASES = {
                              lambda: tp.TinyProp(0.1, 0.9, 0.5), "adam", "sparse_categorical_crossentropy"),
     "conv1d_static_sgd": (lambda: models.conv1d_net(input_shape=(16, 5), num_classes=3, filters=(6, 8)),
                           lambda: tp.StaticTopK(0.4), "sgd", "sparse_categorical_crossentropy"),
+    # the project's own policy: a share per layer, a decaying max and a floor on k, all in the select ops' params
+    "mlp_budget_adam": (lambda: models.mlp(input_shape=(40,), num_classes=5, hidden=(16, 12)),
+                        lambda: tp.BudgetProp(0.25, decay=0.5, min_kept=2), "adam",
+                        "sparse_categorical_crossentropy"),
+    "conv1d_budget_sgd": (lambda: models.conv1d_net(input_shape=(16, 5), num_classes=3, filters=(6, 8)),
+                          lambda: tp.BudgetProp(0.3, decay=0.7), "sgd", "sparse_categorical_crossentropy"),
     # a frozen prefix (all but the logits): its forward runs sample by sample
     "ds_cnn_last1_tinyprop_sgd": (lambda: _last(models.ds_cnn(input_shape=(24, 10, 1), num_classes=4, filters=16,
                                                               blocks=1), 1),
@@ -121,7 +127,7 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     assert {sg.tensors[t].isVariable for t in range(len(sg.tensors))} == {True, False}
     # Every TinyProp op: fully static shapes, as its C++ Prepare/Eval expect; an in-place output is its input.
     batch = manifest["batch_size"]
-    widths = []
+    widths, params_held = [], []
     forwards = 0
     writers = {}
     for sg in model.subgraphs:
@@ -149,7 +155,9 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 delta, ymax, params, mode, ymax_out, k, kept = shapes
                 assert mode_inputs == [3]
                 widths.append(delta[-1])
-                assert delta[0] == batch and ymax == ymax_out == [1] and params == [4]
+                assert delta[0] == batch and ymax == ymax_out == [1] and params == [len(device_ops.SELECT_PARAMS)]
+                held = sg.tensors[op.inputs[2]]
+                params_held.append(np.frombuffer(bytes(model.buffers[held.buffer].data), np.float32).tolist())
                 assert k == [batch] and kept == [batch, delta[-1]]
                 assert len(delta) == (2 if name_ == device_ops.SELECT_UNITS else len(delta)) >= 2
             elif name_ == device_ops.RELU_BACKWARD:
@@ -192,6 +200,9 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
             if int(t) in writers and writers[int(t)] != position:
                 assert position < writers[int(t)]
     assert sorted(widths) == sorted(layer["entries"] for layer in sparse)
+    # Each select op holds its own layer's rule (BudgetProp's differ per layer), as the manifest records it.
+    expected_params = [[np.float32(layer["select_params"][p]) for p in device_ops.SELECT_PARAMS] for layer in sparse]
+    assert sorted(params_held) == sorted(expected_params)
     # Every Dense forward runs on TINYPROP_DENSE_FORWARD (BATCH_MATMUL would keep a persistent transposed copy of
     # each kernel): one per Dense layer.
     n_dense = sum(layer["kind"] == "dense" for layer in manifest["layers"])
@@ -218,9 +229,9 @@ def test_first_layer_skips_dx_and_params_carry_the_policy(exported):
             elif name_.endswith(device_ops.SELECT_UNITS):
                 params.append(const(op.inputs[2]).tolist())
     assert wanted == {20: [1, 0, 1], 16: [1, 1, 1], 12: [1, 1, 1]}  # fan-in 20 = the first layer: no dx
-    # (s_min, s_max, zeta**depth, rounding floor): depths 0, 1, 2 from the output.
+    # (s_min, s_max, zeta**depth, rounding floor, all-time max, k >= 1): depths 0, 1, 2 from the output.
     assert sorted(params, key=lambda p: -p[2]) == [
-        [np.float32(0.1), np.float32(0.9), np.float32(0.5**d), 0.0] for d in range(3)]
+        [np.float32(0.1), np.float32(0.9), np.float32(0.5**d), 0.0, 1.0, 1.0] for d in range(3)]
 
 
 def test_fast_export_refuses_a_policy_without_selection(tmp_path):

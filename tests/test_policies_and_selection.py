@@ -31,6 +31,13 @@ from tinyprop_tf import selection
         (lambda: tp.Constant(0.5, warmup=-1), "warmup"),
         (lambda: tp.Cosine(0.5, 0.1, period=0), "period"),
         (lambda: tp.StaticTopK("0.5"), "ratio"),
+        (lambda: tp.BudgetProp(0.0), "budget"),
+        (lambda: tp.BudgetProp(decay=0.0), "decay"),
+        (lambda: tp.BudgetProp(min_kept=0), "min_kept"),
+        (lambda: tp.BudgetProp(min_kept=1.5), "min_kept"),
+        (lambda: tp.BudgetProp(cost_exponent=-1), "cost_exponent"),
+        (lambda: tp.TinyProp(per_sample_max="yes"), "per_sample_max"),
+        (lambda: tp.TinyProp(ymax_decay=1.5), "ymax_decay"),
     ],
 )
 def test_bad_policy_parameters_name_the_parameter(make, param):
@@ -45,6 +52,8 @@ def test_policies_round_trip_through_keras_serialization():
         tp.TinyProp(0.05, 0.8, 0.7, rounding="round"),
         tp.TinyPropSkip(0.1, 0.1, 0.9, 0.5),
         tp.SsProp(tp.Cosine(0.8, 0.2, warmup=1, interleave=True, period=7)),
+        tp.TinyProp(0.1, 0.9, 0.5, per_sample_max=True, ymax_decay=0.9),
+        tp.BudgetProp(0.2, decay=0.8, min_kept=2, cost_exponent=0.5, layer_ratio=0.3),
     ]:
         config = keras.saving.serialize_keras_object(policy)
         again = keras.saving.deserialize_keras_object(config)
@@ -141,6 +150,9 @@ def test_policy_specs_from_the_command_line():
     assert from_spec("dense") == tp.DenseBackprop()
     assert from_spec("static:0.2") == tp.StaticTopK(0.2)
     assert from_spec("static:ratio=0.1,zeta=0.5") == tp.StaticTopK(0.1, zeta=0.5)
+    assert from_spec("budget") == tp.BudgetProp()
+    assert from_spec("budget:0.1,decay=0.8,min_kept=2") == tp.BudgetProp(0.1, decay=0.8, min_kept=2)
+    assert from_spec("tinyprop:per_sample_max=1") == tp.TinyProp(per_sample_max=True)
     assert from_spec("tinyprop:s_min=0.05,zeta=1,rounding=round") == tp.TinyProp(0.05, 0.9, 1.0, rounding="round")
     assert from_spec("ssprop:0.3") == tp.SsProp(tp.Constant(0.3))
     for bad, message in [("foo", "unknown policy 'foo'"), ("static:abc", "'abc' is not a number"),
@@ -187,3 +199,66 @@ def test_policies_serialise_with_their_package_whatever_was_imported_first():
         "print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr[-2000:]
+
+
+def test_allot_budget_closed_forms():
+    """The demo MLP's dense backward MACs per sample (fc1 dW only: 784*32; fc2 2*32*16; logits 2*16*10)."""
+    from tinyprop_tf.policies import allot_budget
+
+    costs = [784 * 32, 2 * 32 * 16, 2 * 16 * 10]
+    shares = allot_budget(costs, 1 / 6, 1.0)
+    # cheap layers dense, fc1 pays the rest: 25088 r + 1344 = 26432 / 6
+    assert shares[1:] == [1.0, 1.0]
+    assert shares[0] == pytest.approx((sum(costs) / 6 - 1344) / 25088, rel=1e-9)
+    assert allot_budget(costs, 0.3, 0.0) == pytest.approx([0.3] * 3)  # exponent 0: one ratio everywhere
+    # exponent 1 and every share below 1: the same MACs per layer, a / C * C = a
+    even = allot_budget([100.0, 400.0], 0.1, 1.0)
+    assert even[0] * 100 == pytest.approx(even[1] * 400) and even[0] * 100 + even[1] * 400 == pytest.approx(50)
+    assert allot_budget([0.0, 10.0], 0.5, 1.0) == pytest.approx([1.0, 0.5])  # a layer whose backward never runs
+    assert allot_budget([5.0, 7.0], 1.0, 1.0) == [1.0, 1.0]
+
+
+def test_budgetprop_shares_follow_the_model_and_the_trainable_set():
+    from tinyprop_tf import models
+
+    model = models.mlp()  # 784-32-16-10, as the demo
+    sparse = tp.sparsify(model, tp.BudgetProp(1 / 6), verbose=False)
+    shares = {layer.name: layer.policy.layer_ratio for layer in tp.sparse_layers(sparse)}
+    assert shares["fc2"] == shares["logits"] == 1.0
+    assert shares["fc1"] == pytest.approx((26432 / 6 - 1344) / 25088, rel=1e-9)
+    # the rule each layer hands every runtime
+    rule = sparse.get_layer("fc1").policy.rule(2)
+    assert (rule.s_min, rule.s_max, rule.zeta_pow, rule.reference, rule.decay) == (0.0, shares["fc1"], 1.0,
+                                                                                   "mean", 0.9)
+    dense_rule = sparse.get_layer("logits").policy.rule(0)
+    assert (dense_rule.s_min, dense_rule.s_max) == (1.0, 1.0)
+    # Train the last two only: fc1 costs nothing, fc2 loses its dx; the budget now falls on fc2 and logits.
+    tp.train_last(sparse, 2)
+    shares = {layer.name: layer.policy.layer_ratio for layer in tp.sparse_layers(sparse)}
+    cost_fc2, cost_logits = 32 * 16, 2 * 16 * 10
+    assert shares["fc1"] == 1.0
+    assert cost_fc2 * shares["fc2"] + cost_logits * min(1.0, shares["logits"]) == pytest.approx(
+        (cost_fc2 + cost_logits) / 6, rel=1e-9)
+    # the model's policy (what export and reports name) is the user's, without a layer's share
+    assert {repr(layer.policy.model_policy()) for layer in tp.sparse_layers(sparse)} == {repr(tp.BudgetProp(1 / 6))}
+
+
+def test_budgetprop_ratio_is_the_share_times_the_error_over_the_running_mean():
+    rule = tp.BudgetProp(0.25, decay=0.5, layer_ratio=0.25).rule(0)
+    y = tf.constant([1.0, 2.0, 3.0, 10.0])
+    state, per_sample = selection.update_reference(selection.YMAX_INIT, y, rule)  # first step: the batch mean
+    assert float(state) == 4.0
+    chosen = selection.select(tf.ones([4, 8]) * y[:, None], y, selection.YMAX_INIT, rule)
+    # bpr = 0.25 * y / 4; k = clamp(floor(8 * bpr), 1, 8): 0.5 -> 1, 1 -> 1, 1.5 -> 1, 5 -> 5
+    np.testing.assert_allclose(chosen.bpr.numpy(), [0.0625, 0.125, 0.1875, 0.625])
+    assert chosen.k.numpy().tolist() == [1, 1, 1, 5]
+    state, _ = selection.update_reference(state, tf.constant([0.0, 0.0, 0.0, 4.0]), rule)  # then decayed
+    assert float(state) == 0.5 * 4.0 + 0.5 * 1.0
+
+
+def test_per_sample_max_is_the_aifes_order():
+    rule = tp.TinyProp(0.0, 1.0, 1.0, per_sample_max=True).rule(0)
+    state, per_sample = selection.update_reference(2.0, tf.constant([1.0, 4.0, 3.0, 8.0]), rule)
+    assert per_sample.numpy().tolist() == [2.0, 4.0, 4.0, 8.0] and float(state) == 8.0
+    batch_rule = tp.TinyProp(0.0, 1.0, 1.0).rule(0)
+    assert float(selection.update_reference(2.0, tf.constant([1.0, 4.0, 3.0, 8.0]), batch_rule)[1]) == 8.0

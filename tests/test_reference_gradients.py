@@ -114,6 +114,13 @@ POLICIES = {
                     {"kind": "tinyprop_skip", "tau": 0.3, "s_min": 0.1, "s_max": 0.9, "zeta": 0.6,
                      "rounding": "floor"}, [(2, 5), (2, 3), (2, 1)]),
     "ssprop": (lambda: tp.SsProp(0.5), {"kind": "ssprop", "keep": 0.5}, RUNS),
+    # a layer's share as sparsify would set it; a fast-forgetting max so that step 2 sees the decay
+    "budget": (lambda: tp.BudgetProp(0.3, decay=0.25, min_kept=2, layer_ratio=0.45),
+               {"kind": "budget", "layer_ratio": 0.45, "decay": 0.25, "min_kept": 2, "rounding": "floor"}, RUNS),
+    # the AIfES order of the running max, and a max that forgets
+    "tinyprop_per_sample": (lambda: tp.TinyProp(0.1, 0.9, 0.6, per_sample_max=True, ymax_decay=0.5),
+                            {"kind": "tinyprop", "s_min": 0.1, "s_max": 0.9, "zeta": 0.6, "rounding": "floor",
+                             "per_sample_max": True, "ymax_decay": 0.5}, RUNS),
 }
 CHANNEL_ONLY = {"dense", "ssprop"}  # DenseBackprop selects nothing; ssProp is channel-wise by definition
 
@@ -269,6 +276,7 @@ def test_gradients_match_reference(spec_id, policy_id, selection):
     make_policy, ref_policy, runs = POLICIES[policy_id]
     rng = np.random.default_rng(zlib.crc32(f"{spec_id}/{policy_id}/{selection}".encode()))
     cargs = conv_args(kind, kwargs)
+    fell = 0  # steps whose running max fell (a decaying policy's must, in some run)
     for depth, batch in runs:
         layer = make_layer(spec, make_policy(), depth=depth, selection=selection)
         kernel, bias = set_random_weights(layer, rng)
@@ -288,7 +296,10 @@ def test_gradients_match_reference(spec_id, policy_id, selection):
             expected = ref.reference_step(g, ref_policy, depth, selection, ymax_old=ymax)
             # The running max is updated before use, and the variable holds the updated value.
             assert state_ymax(layer) == expected["ymax"], what
-            assert expected["ymax"] >= ymax
+            forgets = ref_policy["kind"] == "budget" or ref_policy.get("ymax_decay", 1.0) != 1.0
+            if not forgets:  # an all-time maximum never falls
+                assert expected["ymax"] >= ymax
+            fell += bool(expected["ymax"] < ymax)
             ymax = expected["ymax"]
             # The reference's mask keeps exactly k(n) entries for each sample it does not skip.
             kept = expected["mask"].sum(axis=1)
@@ -304,6 +315,8 @@ def test_gradients_match_reference(spec_id, policy_id, selection):
             if ref_policy["kind"] == "dense":
                 active = np.ones(batch, bool)
             assert recorded_k_sum(layer) - k_sum_before == pytest.approx(float(expected["k"][active].sum())), what
+    if ref_policy["kind"] == "budget" or ref_policy.get("ymax_decay", 1.0) != 1.0:
+        assert fell, "no step exercised a reference that forgets"
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -82,6 +82,16 @@ def selectable_entries(layer) -> int | None:
     return int(np.prod(shape[1:])) if layer.selection == "element" else int(shape[-1])
 
 
+def dense_backward_macs_per_sample(layer) -> int | None:
+    """What one sample's dense backward pass costs in ``layer`` (dW if it trains, dx if its input needs a gradient;
+    0 when its backward never runs); None before the layer is built on a shape."""
+    fwd, entries = layer.forward_macs_per_sample(), selectable_entries(layer)
+    if fwd is None or not entries:
+        return None
+    positions = fwd // layer._fan_in() // entries
+    return entries * layer.backward_macs_per_entry(positions)
+
+
 def _format_count(value) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "-"
@@ -102,8 +112,7 @@ def summary(model, print_fn=print) -> str:
     for layer in layers_lib.sparse_layers(model):
         row = stats[layer.name]
         fwd = layer.forward_macs_per_sample()
-        positions = None if fwd is None else fwd // layer._fan_in() // (row["entries"] or 1)
-        bwd = None if positions is None else row["entries"] * layer.backward_macs_per_entry(positions)
+        bwd = dense_backward_macs_per_sample(layer)
         ratio = row["bwd_macs_sparse"] / row["bwd_macs_dense"] if row["bwd_macs_dense"] else float("nan")
         lines.append(
             f"{layer.name:<24} {type(layer).__name__:<22} {layer.depth:>2} {row['entries'] or '-':>6} "

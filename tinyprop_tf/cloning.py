@@ -19,6 +19,7 @@ import warnings
 
 import keras
 
+from tinyprop_tf import accounting
 from tinyprop_tf import layers as sparse_layers_lib
 from tinyprop_tf import policies as policies_lib
 
@@ -99,6 +100,18 @@ def refresh_input_grads(model) -> None:
     _, input_grads = _depths_and_input_grads(model, set(sparse))
     for layer in sparse:
         layer.needs_input_grad = input_grads[layer.name]
+    allot_budgets(sparse)
+
+
+def allot_budgets(sparse) -> None:
+    """Give each ``BudgetProp`` layer its share of the backward budget (``BudgetProp.allot``), from the backward
+    cost each has with the trainable flags as they are now."""
+    budgeted = [layer for layer in sparse if isinstance(layer.policy, policies_lib.BudgetProp)]
+    if not budgeted:
+        return
+    costs = [accounting.dense_backward_macs_per_sample(layer) or 0 for layer in budgeted]
+    for layer, ratio in zip(budgeted, budgeted[0].policy.allot(costs)):
+        layer.policy = layer.policy.with_layer_ratio(ratio)
 
 
 def _base_weights(layer):
@@ -189,6 +202,7 @@ def sparsify(model, policy, layers=None, selection: str = "channel", verbose: bo
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     _copy_weights(model, clone)
+    allot_budgets(sparse_layers_lib.sparse_layers(clone))
     clone.sparsify_report = {"sparse": sorted(chosen_names), "left_dense": left_dense, "depths": depths}
     return clone
 
@@ -208,4 +222,5 @@ def strip(model):
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     _copy_weights(model, clone)
+    allot_budgets(sparse_layers_lib.sparse_layers(clone))
     return clone

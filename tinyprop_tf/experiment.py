@@ -101,10 +101,7 @@ def finetune(
         trainable.train_last(model, train_last)
     if loss is None:  # classifiers here output logits
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
-    if optimizer not in optimizers:
-        raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {optimizer!r}")
-    model.compile(optimizers[optimizer](learning_rate), loss)
+    model.compile(make_optimizer(optimizer, learning_rate), loss)
     initial = float(evaluate(model))
     stats = BackpropStats()
     evaluator = _EvaluateEachEpoch(evaluate)
@@ -144,6 +141,21 @@ def finetune(
         model_path=save_path,
         frozen_layers=[name for name, row in rows.items() if row["frozen"]],
     )
+
+
+OPTIMIZERS = ("adam", "lazy_adam", "sgd", "momentum")
+
+
+def make_optimizer(name: str, learning_rate: float):
+    """A Keras optimizer by name: ``adam``, ``lazy_adam`` (``optimizers.LazyAdam``), ``sgd``, ``momentum``
+    (SGD with momentum 0.9)."""
+    from tinyprop_tf.optimizers import LazyAdam
+
+    makers = {"adam": keras.optimizers.Adam, "lazy_adam": LazyAdam, "sgd": keras.optimizers.SGD,
+              "momentum": lambda lr: keras.optimizers.SGD(lr, momentum=0.9)}
+    if name not in makers:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
+    return makers[name](learning_rate)
 
 
 def progress_bar(total: int, desc: str):

@@ -195,37 +195,34 @@ class SparseBackpropMixin:
         policy, state = self.policy, self.sparsity_state
         num_entries, positions = self._selectable_shape(delta.shape)
         batch = tf.shape(delta)[0]
-        abs_delta = tf.abs(delta)
-        flat = tf.reshape(abs_delta, [batch, -1, num_entries] if self.selection == "channel" else [batch, 1, -1])
-        scores = tf.reduce_sum(flat, axis=1)  # [B, M]
+        flat, scores, y = selection.scores_and_error(delta, num_entries, self.selection == "channel")
         # [B]: L1 of the layer's error per sample. A NaN or Inf anywhere in delta makes its sample's y non-finite,
         # so checking these B numbers is as strict as checking delta (checking all of delta cost ~20 % of a
         # DS-CNN step); the only extra trigger is an L1 beyond float32's range, where training is lost anyway.
         y = tf.debugging.check_numerics(
-            tf.reduce_sum(scores, axis=1),
-            f"tinyprop_tf: non-finite error signal (NaN/Inf) in the backward pass of layer '{self.name}'",
+            y, f"tinyprop_tf: non-finite error signal (NaN/Inf) in the backward pass of layer '{self.name}'"
         )
 
-        # The running maximum is updated before it is used in this step.
-        ymax = tf.maximum(state.ymax.value, tf.reduce_max(y))
+        rule = policy.rule(self.depth)
+        if rule is not None:
+            chosen = selection.select(scores, y, state.ymax.value, rule)
+            ymax, bpr, k, keep_entries = chosen.ymax, chosen.bpr, chosen.k, chosen.kept
+        else:  # dense, or ssProp's batch-shared keep fraction
+            ymax = selection.update_running_max(state.ymax.value, y)  # updated before it is used in this step
+            bpr = policy.sample_ratio(y, ymax, self.depth, state.keep.value)
+            if not policy.selects:
+                k = tf.fill([batch], num_entries)
+                keep_entries = None
+            else:
+                shared_scores = tf.reduce_mean(flat, axis=[0, 1])[None, :]
+                k_shared = selection.ratio_to_k(bpr[:1], num_entries, policy.rounding)
+                keep_entries = selection.topk_mask(shared_scores, k_shared)
+                k = tf.fill([batch], k_shared[0])
         state.ymax.assign(ymax)
-        bpr = policy.sample_ratio(y, ymax, self.depth, state.keep.value)
         skipped = policy.skipped_samples(y, ymax, self.depth)
 
-        if not policy.selects:
-            k = tf.fill([batch], num_entries)
-            keep_entries = None
-        elif policy.batch_shared:
-            shared_scores = tf.reduce_mean(flat, axis=[0, 1])[None, :]
-            k_shared = selection.ratio_to_k(bpr[:1], num_entries, policy.rounding)
-            keep_entries = selection.topk_mask(shared_scores, k_shared)
-            k = tf.fill([batch], k_shared[0])
-        else:
-            k = selection.ratio_to_k(bpr, num_entries, policy.rounding)
-            keep_entries = selection.topk_mask(scores, k)
-
         # Samples that need no backward work: skipped by the policy, or (sparse policies) zero error.
-        active = tf.ones([batch], tf.bool) if not policy.selects else y > 0
+        active = tf.ones([batch], tf.bool) if not policy.selects else selection.active_samples(y)
         if skipped is not None:
             active = active & tf.logical_not(skipped)
         sample_gate = tf.cast(active, delta.dtype)

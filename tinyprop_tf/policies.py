@@ -12,6 +12,14 @@ state (running maximum of the local error, ssProp's current keep fraction) lives
   nearest the output (depth 0). It is not the paper's method.
 - ``SsProp(schedule)``: channel-wise top-k shared by the batch (score = mean |delta| over batch and positions),
   keep fraction from a schedule; the bias gradient of unselected channels is zero too.
+- ``BudgetProp(budget, decay, min_kept, cost_exponent)``: *this project's own* fine-tuning policy (not
+  TinyProp): a backward budget (a fraction of the dense backward MACs) shared out among the layers by their
+  backward cost, cheap layers dense (``allot_budget``); within a layer each sample's ratio is its share times its
+  error relative to a running mean of recent errors, so hard samples get (nearly) their whole gradient and fitted
+  ones almost none, and the budget holds on average.
+
+The selection-based policies give every runtime their per-layer parameters through one method, ``rule(depth)``
+(a ``selection.SelectionRule``).
 
 Loading this module loads no TensorFlow (the CLI checks ``--policy`` specs before TensorFlow's seconds-long
 import); the methods that build graph ops import it where they run.
@@ -21,7 +29,7 @@ from __future__ import annotations
 
 from tinyprop_tf import schedules as schedules_lib
 from tinyprop_tf._registry import keras_serializable, register_with_keras
-from tinyprop_tf._validate import ROUNDING_MODES, check_fraction, check_range
+from tinyprop_tf._validate import ROUNDING_MODES, check_fraction, check_int, check_range
 
 
 class BackpropPolicy:
@@ -35,13 +43,25 @@ class BackpropPolicy:
     sparse_bias = False
     rounding = "floor"
 
+    def rule(self, depth: int):
+        """The layer's ``selection.SelectionRule`` at ``depth`` (p in ``zeta**p``); None when the policy has no
+        per-sample rule (dense keeps everything, ssProp's keep fraction is a schedule)."""
+        return None
+
     def sample_ratio(self, y, ymax, depth: int, keep):
         """Back-propagation ratio per sample [B] (float32) before rounding to k."""
-        raise NotImplementedError
+        rule = self.rule(depth)
+        if rule is None:
+            raise NotImplementedError
+        return rule.ratio(y, ymax)
 
     def skipped_samples(self, y, ymax, depth: int):
         """Bool [B]: samples whose whole backward pass is skipped. None when the policy never skips."""
         return None
+
+    def model_policy(self) -> "BackpropPolicy":
+        """The policy as the user chose it for the model, without what ``sparsify`` set for one layer."""
+        return self
 
     def initial_keep(self) -> float:
         """Initial value of the layer's keep variable (only ssProp's schedule moves it)."""
@@ -78,6 +98,12 @@ def _check_zeta(zeta):
     return check_range("zeta", zeta, 0.0, 1.0, low_open=True)
 
 
+def _check_bool(name, value):
+    if isinstance(value, (int, float)) and value in (0, 1):  # a command-line spec's 0 / 1
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def _check_rounding(rounding):
     if rounding not in ROUNDING_MODES:
         raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
@@ -93,11 +119,11 @@ class StaticTopK(BackpropPolicy):
         self.zeta = _check_zeta(zeta)
         self.rounding = _check_rounding(rounding)
 
-    def sample_ratio(self, y, ymax, depth, keep):
+    def rule(self, depth):
         from tinyprop_tf import selection
 
         # TinyProp with S_min = S_max = ratio: the same expression, so the same float32 result.
-        return selection.adaptive_ratio(y, ymax, self.ratio, self.ratio, self.zeta**depth)
+        return selection.SelectionRule(self.ratio, self.ratio, self.zeta**depth, self.rounding)
 
     def get_config(self):
         return {"ratio": self.ratio, "zeta": self.zeta, "rounding": self.rounding}
@@ -109,23 +135,37 @@ class TinyProp(BackpropPolicy):
 
     ``rounding="floor"`` follows the authors' C code (truncate and clamp); ``"round"`` follows their PyTorch
     code's rounding, but with the clamp their PyTorch code forgets.
+
+
+    Two options beyond the paper, both off by default:
+    - ``per_sample_max=True``: the running maximum in the order of the authors' AIfES C code, which trains sample
+      by sample: sample n of a batch sees the maximum over samples 1..n (their PyTorch code, the default here,
+      applies the whole batch's maximum first);
+    - ``ymax_decay < 1``: a running maximum that forgets, ``Ymax = max(decay * Ymax, max Y)``.
     """
 
-    def __init__(self, s_min: float = 0.1, s_max: float = 0.9, zeta: float = 0.5, rounding: str = "floor"):
+    def __init__(self, s_min: float = 0.1, s_max: float = 0.9, zeta: float = 0.5, rounding: str = "floor",
+                 per_sample_max: bool = False, ymax_decay: float = 1.0):
         self.s_min = check_range("s_min", s_min, 0.0, 1.0)
         self.s_max = check_range("s_max", s_max, 0.0, 1.0)
         if self.s_min > self.s_max:
             raise ValueError(f"s_min must be <= s_max, got s_min={s_min} > s_max={s_max}")
         self.zeta = _check_zeta(zeta)
         self.rounding = _check_rounding(rounding)
+        self.per_sample_max = _check_bool("per_sample_max", per_sample_max)
+        self.ymax_decay = check_range("ymax_decay", ymax_decay, 0.0, 1.0, low_open=True)
 
-    def sample_ratio(self, y, ymax, depth, keep):
+    def rule(self, depth):
         from tinyprop_tf import selection
 
-        return selection.adaptive_ratio(y, ymax, self.s_min, self.s_max, self.zeta**depth)
+        return selection.SelectionRule(self.s_min, self.s_max, self.zeta**depth, self.rounding, "max",
+                                       self.ymax_decay, self.per_sample_max)
 
     def get_config(self):
-        return {"s_min": self.s_min, "s_max": self.s_max, "zeta": self.zeta, "rounding": self.rounding}
+        config = {"s_min": self.s_min, "s_max": self.s_max, "zeta": self.zeta, "rounding": self.rounding}
+        if self.per_sample_max or self.ymax_decay != 1.0:  # the paper's configs stay as they were
+            config.update(per_sample_max=self.per_sample_max, ymax_decay=self.ymax_decay)
+        return config
 
 
 @keras_serializable
@@ -188,6 +228,84 @@ class SsProp(BackpropPolicy):
         return f"SsProp({self.schedule!r})"
 
 
+@keras_serializable
+class BudgetProp(BackpropPolicy):
+    """This project's fine-tuning policy: a backward budget spent where it is cheap, on the samples that need it.
+
+    - ``budget``: target backward compute as a fraction of dense back-propagation's (dW + dx MACs of the layers
+      whose backward runs). ``allot_budget`` shares it out by each layer's dense backward cost ``C``: layer share
+      ``r = min(1, a * C**-cost_exponent)``, ``a`` such that ``sum(C * r) = budget * sum(C)``. Narrow, cheap layers
+      (logits, a last hidden layer) get ``r = 1`` and stay dense; the wide ones pay. ``cost_exponent = 0`` is one
+      ratio for every layer.
+    - Per sample, in a layer with ``r < 1``: ``bpr(n) = r * Y(n) / Ybar``, where ``Ybar`` is a running mean of the
+      layer's local error (``decay`` per step; ``selection.update_reference``), and ``k = clamp(floor(M * bpr),
+      min(min_kept, M), M)``: a sample whose error is ``1 / r`` times the recent mean keeps everything, a fitted one
+      almost nothing, and the mean of ``bpr`` is about ``r`` (less where the clamp at M cuts it): the budget holds
+      on average. This is TinyProp's formula with ``s_min = 0``, ``s_max = r`` and a mean in place of the maximum.
+    - ``min_kept``: every sample keeps at least this many entries of a layer (or all, in narrower layers).
+
+    Why not TinyProp's all-time maximum: in fine-tuning the first steps' errors are the largest, so ``Y / Ymax``
+    falls towards 0 for good and every layer sits at its floor; the ratio must follow the *recent* errors
+    (``benchmarks/RESULTS.md`` compares a decaying maximum, which helps less).
+
+    ``layer_ratio`` is the share ``allot_budget`` gave this layer (``cloning.sparsify`` and ``train_last`` set it on
+    each layer's copy of the policy); unset, a layer uses ``budget`` itself.
+    """
+
+    def __init__(self, budget: float = 0.15, decay: float = 0.9, min_kept: int = 1, cost_exponent: float = 1.0,
+                 rounding: str = "floor", layer_ratio: float | None = None):
+        self.budget = check_fraction("budget", budget)
+        self.decay = check_range("decay", decay, 0.0, 1.0, low_open=True)
+        self.min_kept = check_int("min_kept", min_kept, 1)
+        self.cost_exponent = check_range("cost_exponent", cost_exponent, 0.0, 4.0)
+        self.rounding = _check_rounding(rounding)
+        self.layer_ratio = None if layer_ratio is None else check_fraction("layer_ratio", layer_ratio)
+
+    def rule(self, depth):
+        from tinyprop_tf import selection
+
+        r = self.budget if self.layer_ratio is None else self.layer_ratio
+        return selection.SelectionRule(1.0 if r == 1.0 else 0.0, r, 1.0, self.rounding, "mean", self.decay,
+                                       min_kept=self.min_kept)
+
+    def allot(self, costs) -> list[float]:
+        """Each layer's share for dense backward costs ``costs`` (MACs per sample; 0 = its backward never runs)."""
+        return allot_budget(costs, self.budget, self.cost_exponent)
+
+    def with_layer_ratio(self, ratio: float | None) -> "BudgetProp":
+        return BudgetProp(**{**self.get_config(), "layer_ratio": None if ratio is None else float(ratio)})
+
+    def model_policy(self):
+        return self.with_layer_ratio(None)
+
+    def get_config(self):
+        return {"budget": self.budget, "decay": self.decay, "min_kept": self.min_kept,
+                "cost_exponent": self.cost_exponent, "rounding": self.rounding, "layer_ratio": self.layer_ratio}
+
+
+def allot_budget(costs, budget: float, exponent: float) -> list[float]:
+    """Ratios ``r_l = min(1, a * C_l**-exponent)`` with ``sum(C_l * r_l) = budget * sum(C_l)`` (bisection on
+    ``a``; 1.0 for a layer of zero cost). The cost share is concave in ``a``, so the root is unique."""
+    costs = [float(c) for c in costs]
+    live = [c for c in costs if c > 0]
+    if not live:
+        return [1.0] * len(costs)
+    target = budget * sum(live)
+
+    def ratios(a):
+        return [min(1.0, a * c**-exponent) for c in live]
+
+    low, high = 0.0, max(c**exponent for c in live)  # at `high` every ratio is 1
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        if sum(c * r for c, r in zip(live, ratios(mid))) < target:
+            low = mid
+        else:
+            high = mid
+    shares = iter(ratios(high))
+    return [next(shares) if c > 0 else 1.0 for c in costs]
+
+
 def _from_keras_config(config: dict):
     import keras
 
@@ -201,7 +319,8 @@ def get(identifier) -> BackpropPolicy:
         return identifier
     if isinstance(identifier, dict):
         return _from_keras_config(identifier)
-    names = {"dense": DenseBackprop, "tinyprop": TinyProp, "tinyprop_skip": TinyPropSkip, "ssprop": SsProp}
+    names = {"dense": DenseBackprop, "tinyprop": TinyProp, "tinyprop_skip": TinyPropSkip, "ssprop": SsProp,
+             "budget": BudgetProp}
     if isinstance(identifier, str) and identifier.lower() in names:
         return names[identifier.lower()]()
     raise ValueError(
@@ -212,7 +331,7 @@ def get(identifier) -> BackpropPolicy:
 
 _SPEC_CLASSES = {
     "dense": DenseBackprop, "static": StaticTopK, "tinyprop": TinyProp, "tinyprop_skip": TinyPropSkip,
-    "ssprop": SsProp,
+    "ssprop": SsProp, "budget": BudgetProp,
 }
 
 
@@ -220,7 +339,8 @@ def from_spec(spec: str) -> BackpropPolicy:
     """A policy from a command-line spec: ``name`` or ``name:value`` or ``name:key=value,key=value``.
 
     Examples: ``dense``, ``static:0.2``, ``static:ratio=0.1,zeta=0.5``, ``tinyprop``,
-    ``tinyprop:s_min=0.1,s_max=0.9,zeta=0.5``, ``tinyprop_skip:tau=0.05``, ``ssprop:0.3`` (constant keep).
+    ``tinyprop:s_min=0.1,s_max=0.9,zeta=0.5``, ``tinyprop_skip:tau=0.05``, ``ssprop:0.3`` (constant keep),
+    ``tinyprop:per_sample_max=1`` (the AIfES order), ``budget``, ``budget:0.1``, ``budget:budget=0.15,min_kept=2``.
     A bare value sets the first parameter.
     """
     name, _, arguments = str(spec).partition(":")
@@ -232,6 +352,8 @@ def from_spec(spec: str) -> BackpropPolicy:
         key, has_key, value = item.partition("=")
         try:
             parsed = value if key.strip() == "rounding" else float(value if has_key else key)
+            if key.strip() == "min_kept" and parsed.is_integer():
+                parsed = int(parsed)
         except ValueError:
             raise ValueError(f"policy {spec!r}: {item!r} is not a number") from None
         if has_key:

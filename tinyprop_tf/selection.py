@@ -26,6 +26,7 @@ lowers to builtins only: TFLM has no TOPK_V2/SORT).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import tensorflow as tf
@@ -35,6 +36,89 @@ from tinyprop_tf._validate import ROUNDING_MODES
 # Running-max initial value: tiny but a normal float32, so that an all-zero first error gives 0 / tiny = 0
 # instead of 0 / 0.
 YMAX_INIT = 1e-30
+
+
+REFERENCES = ("max", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionRule:
+    """One layer's selection parameters, as its policy sets them (``BackpropPolicy.rule``).
+
+    The same numbers drive the Keras layer, the exported graph, the TFLM operators' parameter tensor
+    (``converters/device_ops.SELECT_PARAMS``) and the C++ ``RatioParams``:
+
+    - ``s_min``, ``s_max``, ``zeta_pow``: the ratio ``(s_min + Y / R * (s_max - s_min)) * zeta_pow``;
+    - ``rounding``: how ``M * bpr`` becomes k (``"floor"`` or ``"round"``);
+    - ``reference``: what ``R``, the layer's running reference, is (``update_reference``): ``"max"``, the running
+      maximum of Y (TinyProp), or ``"mean"``, a running mean of Y (BudgetProp: the ratio is then proportional to
+      a sample's error relative to recent errors, and k's clamp at M caps it);
+    - ``decay``: how fast R forgets, per step (1 = TinyProp's all-time maximum);
+    - ``per_sample_max``: sample n of a batch sees the maximum over samples 1..n only (the TinyProp authors'
+      AIfES C code, which trains sample by sample), instead of the whole batch's (their PyTorch code);
+    - ``min_kept``: the floor on k (k >= min(min_kept, M); TinyProp's is 1).
+    """
+
+    s_min: float
+    s_max: float
+    zeta_pow: float = 1.0
+    rounding: str = "floor"
+    reference: str = "max"
+    decay: float = 1.0
+    per_sample_max: bool = False
+    min_kept: int = 1
+
+    def __post_init__(self):
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        if self.per_sample_max and self.reference != "max":
+            raise ValueError("per_sample_max needs reference='max'")
+
+    def ratio(self, y, reference):
+        return adaptive_ratio(y, reference, self.s_min, self.s_max, self.zeta_pow)
+
+    def k(self, bpr, num_entries: int):
+        return ratio_to_k(bpr, num_entries, self.rounding, self.min_kept)
+
+
+def update_reference(state, y, rule: SelectionRule):
+    """(new state, the reference each sample's ratio divides by: a scalar, or [B] with ``per_sample_max``).
+
+    Updated before it is used in this step, in float32:
+    - ``"max"``: ``R = max(decay * R, max_n Y(n))`` (``decay * R`` skipped when the decay is 1: TinyProp's rule,
+      bit for bit); with ``per_sample_max`` sample n divides by ``max(decay * R, Y(1..n))`` and the state is the
+      last of these;
+    - ``"mean"``: ``R = mean_n Y(n)`` on the first step (R still at ``YMAX_INIT``), then
+      ``R = decay * R + (1 - decay) * mean_n Y(n)``.
+    A decaying reference is floored at ``YMAX_INIT``: a long run of zero errors never makes ``Y / R`` a 0 / 0.
+    """
+    state = tf.convert_to_tensor(state, tf.float32)
+    y = tf.convert_to_tensor(y, tf.float32)
+    decay = tf.constant(rule.decay, tf.float32)
+    floor = tf.constant(YMAX_INIT, tf.float32)
+    if rule.reference == "mean":
+        batch_mean = tf.reduce_sum(y) / tf.cast(tf.size(y), tf.float32)
+        keep = tf.constant(1.0, tf.float32) - decay
+        state = tf.where(state <= floor, batch_mean, state * decay + batch_mean * keep)
+        state = tf.maximum(state, floor)
+        return state, state
+    base = state * decay if rule.decay != 1.0 else state
+    if rule.per_sample_max:
+        index = tf.range(tf.shape(y)[0])
+        seen = index[None, :] <= index[:, None]  # [n, j]: sample j comes no later than sample n
+        per_sample = tf.maximum(base, tf.reduce_max(tf.where(seen, y[None, :], tf.zeros_like(y)[None, :]), axis=1))
+        if rule.decay != 1.0:
+            per_sample = tf.maximum(per_sample, floor)
+        return per_sample[-1], per_sample
+    state = tf.maximum(base, tf.reduce_max(y))
+    if rule.decay != 1.0:
+        state = tf.maximum(state, floor)
+    return state, state
+
+
+def update_running_max(ymax, y):
+    """TinyProp's running maximum, updated with this step's errors: ``max(ymax, max(y))``."""
+    return update_reference(ymax, y, SelectionRule(1.0, 1.0))[0]
 
 
 def adaptive_ratio(y, ymax, s_min: float, s_max: float, zeta_pow: float):
@@ -53,14 +137,54 @@ def adaptive_ratio(y, ymax, s_min: float, s_max: float, zeta_pow: float):
     return t * tf.constant(zeta_pow, tf.float32)
 
 
-def ratio_to_k(bpr, num_entries: int, rounding: str = "floor"):
-    """Number of entries to keep per sample: ``clamp(floor(M * bpr), 1, M)`` as int32 (see module doc)."""
+def ratio_to_k(bpr, num_entries: int, rounding: str = "floor", min_kept: int = 1):
+    """Number of entries to keep per sample: ``clamp(floor(M * bpr), min(min_kept, M), M)`` as int32 (see module
+    doc)."""
     if rounding not in ROUNDING_MODES:
         raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
     t = tf.constant(float(num_entries), tf.float32) * tf.convert_to_tensor(bpr, tf.float32)
     t = tf.floor(t) if rounding == "floor" else tf.round(t)
-    t = tf.clip_by_value(t, 1.0, float(num_entries))
+    t = tf.clip_by_value(t, float(min(max(int(min_kept), 1), num_entries)), float(num_entries))
     return tf.cast(t, tf.int32)
+
+
+def scores_and_error(delta, num_entries: int, per_channel: bool):
+    """(flat |delta| [B, positions, M], scores [B, M], local error y [B]) of a layer's error signal.
+
+    ``per_channel``: one entry per output unit/channel, its score the sum of |delta| over the other positions
+    (a Dense layer's [B, N] delta is the one-position case); else every element is an entry.
+    """
+    batch = tf.shape(delta)[0]
+    flat = tf.reshape(tf.abs(delta), [batch, -1, num_entries] if per_channel else [batch, 1, -1])
+    scores = tf.reduce_sum(flat, axis=1)
+    return flat, scores, tf.reduce_sum(scores, axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selected:
+    """One step's selection for a layer: the updated running reference, ratio and k per sample, kept mask [B, M], and
+    ``active`` [B] (a sample whose error is all zero needs no backward work: it costs nothing)."""
+
+    ymax: object
+    bpr: object
+    k: object
+    kept: object
+    active: object
+
+
+def select(scores, y, reference, rule: SelectionRule, kth_largest=None) -> Selected:
+    """The whole per-sample rule for one layer and step: the running reference first, then ratio, k, the top-k
+    mask. ``reference``: the layer's state before this step; ``Selected.ymax`` is its new value."""
+    ymax, per_sample = update_reference(reference, y, rule)
+    bpr = rule.ratio(y, per_sample)
+    k = rule.k(bpr, int(scores.shape[-1]))
+    kept = topk_mask(scores, k, kth_largest=kth_largest or kth_largest_sorted)
+    return Selected(ymax, bpr, k, kept, active_samples(y))
+
+
+def active_samples(y):
+    """[B] bool: the samples a sparse layer back-propagates (an all-zero error needs no work and costs nothing)."""
+    return y > 0
 
 
 def kth_largest_sorted(scores, k):

@@ -243,15 +243,33 @@ float RatioUnchecked(float y, float ymax, const RatioParams& p) {
   return t * p.zeta_pow;
 }
 
-int32_t RatioToKUnchecked(float bpr, int32_t n, Rounding rounding) {
+int32_t RatioToKUnchecked(float bpr, int32_t n, Rounding rounding, int32_t min_kept) {
   float t = static_cast<float>(n) * bpr;
   t = (rounding == Rounding::kFloor) ? FloorF(t) : RoundHalfEvenF(t);
   const float hi = static_cast<float>(n);
-  if (!(t >= 1.0f)) t = 1.0f;
+  const float lo = static_cast<float>(min_kept < n ? min_kept : n);
+  if (!(t >= lo)) t = lo;
   if (t > hi) t = hi;
   int32_t k = (t >= 2147483648.0f) ? n : static_cast<int32_t>(t);
   if (k > n) k = n;
   return k;
+}
+
+float FloorAtInit(float m) { return m < kYmaxInit ? kYmaxInit : m; }
+
+// The running reference (selection.h) on checked inputs: the new state after this step's y.
+float UpdateReference(const float* y, int32_t batch, const RatioParams& p, float state) {
+  if (p.reference == Reference::kMean) {
+    float s = 0.0f;
+    for (int32_t b = 0; b < batch; ++b) s += y[b];
+    s = s / static_cast<float>(batch);
+    return FloorAtInit((state <= kYmaxInit) ? s : state * p.decay + s * (1.0f - p.decay));
+  }
+  float m = (p.decay != 1.0f) ? state * p.decay : state;
+  for (int32_t b = 0; b < batch; ++b) {
+    if (y[b] > m) m = y[b];
+  }
+  return (p.decay != 1.0f) ? FloorAtInit(m) : m;
 }
 
 Status CheckYAndYmax(const float* y, int32_t batch, const float* ymax) {
@@ -274,6 +292,10 @@ Status CheckRatioParams(const RatioParams& params) {
   if (!InUnit(params.s_min) || !InUnit(params.s_max) || !InUnit(params.zeta_pow)) return Status::kBadArgument;
   if (params.s_min > params.s_max) return Status::kBadArgument;
   if (!ValidRounding(params.rounding)) return Status::kBadArgument;
+  if (IsNan(params.decay) || !(params.decay > 0.0f) || params.decay > 1.0f) return Status::kBadArgument;
+  if (params.reference != Reference::kMax && params.reference != Reference::kMean) return Status::kBadArgument;
+  if (params.per_sample_max && params.reference != Reference::kMax) return Status::kBadArgument;
+  if (params.min_kept < 1) return Status::kBadArgument;
   return Status::kOk;
 }
 
@@ -342,11 +364,7 @@ Status UpdateRunningMax(const float* y, int32_t batch, float* ymax) {
   if (batch < 1) return Status::kBadShape;
   const Status s = CheckYAndYmax(y, batch, ymax);
   if (s != Status::kOk) return s;
-  float m = *ymax;
-  for (int32_t b = 0; b < batch; ++b) {
-    if (y[b] > m) m = y[b];
-  }
-  *ymax = m;
+  *ymax = UpdateReference(y, batch, RatioParams{1.0f, 1.0f, 1.0f, Rounding::kFloor}, *ymax);
   return Status::kOk;
 }
 
@@ -361,11 +379,11 @@ Status AdaptiveRatio(float y, float ymax, const RatioParams& params, float* bpr)
   return Status::kOk;
 }
 
-Status RatioToK(float bpr, int32_t n, Rounding rounding, int32_t* k) {
-  if (k == nullptr || !ValidRounding(rounding)) return Status::kBadArgument;
+Status RatioToK(float bpr, int32_t n, Rounding rounding, int32_t* k, int32_t min_kept) {
+  if (k == nullptr || !ValidRounding(rounding) || min_kept < 1) return Status::kBadArgument;
   if (n < 1) return Status::kBadShape;
   if (IsNan(bpr)) return Status::kNonFinite;
-  *k = RatioToKUnchecked(bpr, n, rounding);
+  *k = RatioToKUnchecked(bpr, n, rounding, min_kept);
   return Status::kOk;
 }
 
@@ -377,7 +395,7 @@ Status StaticK(float ratio, float zeta_pow, int32_t n, Rounding rounding, int32_
   const Status ps = CheckRatioParams(p);
   if (ps != Status::kOk) return ps;
   // d = 0 and y = 0: the adaptive expression reduces to ratio * zeta_pow, exactly as the Python StaticTopK.
-  *k = RatioToKUnchecked(RatioUnchecked(0.0f, 1.0f, p), n, rounding);
+  *k = RatioToKUnchecked(RatioUnchecked(0.0f, 1.0f, p), n, rounding, 1);
   return Status::kOk;
 }
 
@@ -389,15 +407,19 @@ Status AdaptiveK(const float* y, int32_t batch, int32_t n, const RatioParams& pa
   if (s != Status::kOk) return s;
   s = CheckYAndYmax(y, batch, ymax);
   if (s != Status::kOk) return s;
-  float m = *ymax;  // running maximum first
+  const float before = *ymax;
+  *ymax = UpdateReference(y, batch, params, before);  // the reference first
+  // per_sample_max: sample b's reference is the maximum reached after y[b] (the AIfES order)
+  float running = (params.decay != 1.0f) ? before * params.decay : before;
   for (int32_t b = 0; b < batch; ++b) {
-    if (y[b] > m) m = y[b];
-  }
-  *ymax = m;
-  for (int32_t b = 0; b < batch; ++b) {
+    float m = *ymax;
+    if (params.per_sample_max) {
+      if (y[b] > running) running = y[b];
+      m = (params.decay != 1.0f) ? FloorAtInit(running) : running;
+    }
     const float r = RatioUnchecked(y[b], m, params);
     if (bpr != nullptr) bpr[b] = r;
-    k[b] = RatioToKUnchecked(r, n, params.rounding);
+    k[b] = RatioToKUnchecked(r, n, params.rounding, params.min_kept);
   }
   return Status::kOk;
 }

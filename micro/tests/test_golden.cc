@@ -102,11 +102,19 @@ struct Runner {
     const auto* s_max = F32("s_max");
     const auto* zp = F32("zeta_pow");
     const auto* r = I32("rounding", false);
+    const auto* reference = I32("reference", false);
+    const auto* decay = F32("decay", false);
+    const auto* per_sample_max = I32("per_sample_max", false);
+    const auto* min_kept = I32("min_kept", false);
     RatioParams p{0, 0, 0, Rounding::kFloor};
     if (s_min && s_max && zp && !s_min->empty() && !s_max->empty() && !zp->empty()) {
       p = RatioParams{(*s_min)[0], (*s_max)[0], (*zp)[0],
                       (r && !r->empty() && (*r)[0] == 1) ? Rounding::kHalfEven : Rounding::kFloor};
     }
+    if (reference && !reference->empty() && (*reference)[0] == 1) p.reference = Reference::kMean;
+    if (decay && !decay->empty()) p.decay = (*decay)[0];
+    if (per_sample_max && !per_sample_max->empty()) p.per_sample_max = (*per_sample_max)[0] == 1;
+    if (min_kept && !min_kept->empty()) p.min_kept = (*min_kept)[0];
     return p;
   }
 

@@ -133,7 +133,7 @@ TfLiteStatus SelectEval(TfLiteContext* context, TfLiteNode* node) {
   TfLiteEvalTensor* kept = GetEvalOutput(context, node, 2);
   const int32_t batch = Dim(delta, 0), n = Dim(delta, Rank(delta) - 1);
   const int64_t positions = Positions(delta);
-  if (positions > INT32_MAX || Dim(params, 0) != 4 || Dim(ymax, 0) != 1 || Dim(ymax_out, 0) != 1 ||
+  if (positions > INT32_MAX || Dim(params, 0) != kSelectParamCount || Dim(ymax, 0) != 1 || Dim(ymax_out, 0) != 1 ||
       Dim(k, 0) != batch || Dim(kept, 0) != batch || Dim(kept, 1) != n) {
     return ToTfLite(Status::kBadShape, op);
   }
@@ -145,7 +145,14 @@ TfLiteStatus SelectEval(TfLiteContext* context, TfLiteNode* node) {
     return kTfLiteOk;
   }
   const float* p = params->data.f;
-  const RatioParams rp{p[0], p[1], p[2], p[3] == 1.0f ? Rounding::kHalfEven : Rounding::kFloor};
+  const RatioParams rp{p[kSMin],
+                       p[kSMax],
+                       p[kZetaPow],
+                       p[kRounding] == 1.0f ? Rounding::kHalfEven : Rounding::kFloor,
+                       p[kReference] == 1.0f ? Reference::kMean : Reference::kMax,
+                       p[kDecay],
+                       p[kPerSampleMax] == 1.0f,
+                       static_cast<int32_t>(p[kMinKept])};
   float m = ymax->data.f[0];
   const int scratch_index = static_cast<int>(reinterpret_cast<intptr_t>(node->user_data));
   float* scratch = static_cast<float*>(context->GetScratchBuffer(context, scratch_index));

@@ -68,6 +68,20 @@ constexpr const char kConv2DBackwardOp[] = "TINYPROP_CONV2D_BACKWARD";
 constexpr const char kSelectChannelsOp[] = "TINYPROP_SELECT_CHANNELS";
 constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
 constexpr const char kApplyGradientOp[] = "TINYPROP_APPLY_GRADIENT";
+
+// The selection ops' params tensor (float32), index by index: converters/device_ops.py SELECT_PARAMS, the fields
+// of tinyprop::RatioParams (rounding and min_kept as exact small integers).
+enum SelectParam : int {
+  kSMin,
+  kSMax,
+  kZetaPow,
+  kRounding,      // 0 floor, 1 half to even
+  kReference,     // 0 running maximum, 1 running mean
+  kDecay,
+  kPerSampleMax,  // 0 or 1
+  kMinKept,
+  kSelectParamCount
+};
 constexpr const char kCountStepOp[] = "TINYPROP_COUNT_STEP";
 constexpr const char kAssignOp[] = "TINYPROP_ASSIGN";
 

@@ -40,13 +40,24 @@ def selection_cases(rng):
         if idx % 5 == 1:
             y[0] = 0.0
         ymax_in = f32(rng.uniform(0.1, 12)) if idx % 2 else f32(selection.YMAX_INIT)
-        ymax = tf.maximum(ymax_in, tf.reduce_max(y))
-        bpr = selection.adaptive_ratio(y, ymax, s_min, s_max, zeta_pow)
-        k = selection.ratio_to_k(bpr, n, rounding)
+        # Beyond the paper in some cases: a decaying max (once decayed below every y and the floor), the AIfES
+        # per-sample max, BudgetProp's running mean (first step, then decayed), a floor on k.
+        decay = (1.0, 0.9, 0.5)[idx % 3]
+        if idx == 10:
+            ymax_in, y = f32(1e-30), np.zeros(batch, f32)  # decays below YMAX_INIT: floored
+        reference = "mean" if idx in (4, 7, 8, 11) else "max"
+        per_sample_max = reference == "max" and idx in (1, 2, 5, 6)
+        min_kept = int(rng.integers(1, n + 2)) if idx % 4 == 3 else 1
+        rule = selection.SelectionRule(s_min, s_max, zeta_pow, rounding, reference, decay, per_sample_max, min_kept)
+        ymax, per_sample = selection.update_reference(ymax_in, y, rule)
+        bpr = rule.ratio(y, per_sample)
+        k = rule.k(bpr, n)
         cases.append((f"adaptive_k_{idx}", "adaptive_k", {
             "y": y, "ymax": np.array([ymax_in], f32), "s_min": np.array([s_min], f32),
             "s_max": np.array([s_max], f32), "zeta_pow": np.array([zeta_pow], f32), "n": np.array([n], i32),
             "rounding": np.array([1 if rounding == "round" else 0], i32),
+            "reference": np.array([1 if reference == "mean" else 0], i32), "decay": np.array([decay], f32),
+            "per_sample_max": np.array([int(per_sample_max)], i32), "min_kept": np.array([min_kept], i32),
             "ymax_out": np.array([ymax.numpy()], f32), "bpr": bpr.numpy().astype(f32), "k": k.numpy().astype(i32),
         }))
     for idx in range(10):

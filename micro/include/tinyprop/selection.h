@@ -4,7 +4,13 @@
 //   d = s_max - s_min; q = y / ymax; t = q * d; t = s_min + t; bpr = t * zeta_pow
 // (dividing first gives the sample that set the running max q = 1 exactly, whatever rounding its y carries,
 // so an exported step whose y differs in the last bit still finds the same k for it)
-//   k = clamp(floor(float(n) * bpr), 1, n)          (Rounding::kHalfEven: nearest, ties to even)
+//   k = clamp(floor(float(n) * bpr), min(min_kept, n), n)   (Rounding::kHalfEven: nearest, ties to even)
+// The running reference R (tinyprop_tf.selection.update_reference), updated before use:
+//   kMax:  m = R * decay (skipped when the decay is 1); m = max(m, y[b]) over the batch; every sample divides by
+//          m. With per_sample_max, sample b divides by the m reached after y[b] (the AIfES order).
+//   kMean: s = y[0] + y[1] + ... (in order), s = s / float(batch); m = (R <= kYmaxInit) ? s
+//          : R * decay + s * (1.0f - decay).
+//   With a decay below 1 (and always for kMean) m = max(m, kYmaxInit): it never decays to 0.
 // The library is compiled with -ffp-contract=off so no FMA contraction changes these results; never build
 // it with -ffast-math.
 #ifndef TINYPROP_SELECTION_H_
@@ -23,11 +29,21 @@ enum class Rounding : int32_t {
                   // Python package's rounding="round" (NOT half away from zero)
 };
 
+enum class Reference : int32_t {
+  kMax = 0,   // running maximum of y (TinyProp)
+  kMean = 1,  // running mean of y (BudgetProp)
+};
+
+// One layer's rule, the fields of tinyprop_tf.selection.SelectionRule.
 struct RatioParams {
   float s_min;     // [0, 1]
   float s_max;     // [s_min, 1]
   float zeta_pow;  // zeta^p as float32, in [0, 1]; see ZetaPow
   Rounding rounding;
+  Reference reference = Reference::kMax;
+  float decay = 1.0f;           // (0, 1]: 1 is TinyProp's all-time maximum
+  bool per_sample_max = false;  // kMax only: the AIfES order
+  int32_t min_kept = 1;         // >= 1: the floor on k (TinyProp's is 1)
 };
 
 Status CheckRatioParams(const RatioParams& params);
@@ -56,15 +72,16 @@ Status UpdateRunningMax(const float* y, int32_t batch, float* ymax);
 // bpr is in [s_min * zeta_pow, s_max * zeta_pow] up to rounding.
 Status AdaptiveRatio(float y, float ymax, const RatioParams& params, float* bpr);
 
-// k = clamp(round_mode(float(n) * bpr), 1, n) in float32 (bit-identical to Python for n <= 2^24).
-Status RatioToK(float bpr, int32_t n, Rounding rounding, int32_t* k);
+// k = clamp(round_mode(float(n) * bpr), min(min_kept, n), n) in float32 (bit-identical to Python for n <= 2^24).
+Status RatioToK(float bpr, int32_t n, Rounding rounding, int32_t* k, int32_t min_kept = 1);
 
 // Static top-k (meProp): k = clamp(floor(n * ratio * zeta_pow), 1, n), ratio in (0, 1], evaluated through
 // the adaptive expression with s_min = s_max = ratio (so it equals the Python StaticTopK bit for bit).
 Status StaticK(float ratio, float zeta_pow, int32_t n, Rounding rounding, int32_t* k);
 
-// One TinyProp step for a layer: updates *ymax with this step's y FIRST, then per sample
-// bpr[b] = AdaptiveRatio(y[b], *ymax) and k[b] = RatioToK(bpr[b], n). bpr may be null.
+// One selection step for a layer: updates the running reference *ymax with this step's y FIRST (the rule
+// above), then per sample bpr[b] = the ratio of y[b] against its reference and k[b] = RatioToK(bpr[b], n, ...,
+// params.min_kept). bpr may be null.
 Status AdaptiveK(const float* y, int32_t batch, int32_t n, const RatioParams& params, float* ymax, float* bpr,
                  int32_t* k);
 
