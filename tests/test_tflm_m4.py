@@ -86,6 +86,31 @@ def test_one_image_per_ram_size_and_sources_and_the_host_runner_ignores_the_imag
     assert tflm_runner.find_runner(build=False) == host
 
 
+def test_the_app_image_is_built_in_the_runner_images_tree_and_keyed_by_the_project_data(fake, tmp_path):
+    """The app links the TFLM library of the runner images: same CMake tree and sources, its data files copied
+    beside them; another project's data is another image, the same data the cached one."""
+    micro, builds = fake
+    data = tmp_path / "src"
+    data.mkdir()
+    for name in tflm_runner.M4_APP_DATA_FILES:
+        (data / name).write_text(f"// {name}\n")
+    runner = tflm_runner.find_m4_runner(NRF52840_RAM)
+    app = tflm_runner.find_m4_app(str(data), NRF52840_RAM)
+    assert app != runner and os.path.basename(app).startswith("tinyprop_app_m4-") and len(builds) == 2
+    assert tflm_runner.find_m4_app(str(data), NRF52840_RAM) == app and len(builds) == 2  # cached
+    runner_flavor, app_flavor = tflm_runner._m4_flavor(NRF52840_RAM), tflm_runner._m4_app_flavor(NRF52840_RAM)
+    assert (runner_flavor.src, runner_flavor.build) == (app_flavor.src, app_flavor.build)
+    assert set(builds[1][2]) - set(builds[0][2]) == {f"app-data/{n}" for n in tflm_runner.M4_APP_DATA_FILES}
+    assert "app/mps2/main.cc" in builds[0][2] and "app/src/training_loop.cc" in builds[0][2]
+
+    (data / "samples.cc").write_text("// other samples\n")
+    assert tflm_runner.find_m4_app(str(data), NRF52840_RAM, build=False) is None
+    assert tflm_runner.find_m4_runner(NRF52840_RAM, build=False) == runner  # the runner does not take the data
+    (data / "samples.cc").unlink()
+    with pytest.raises(tflm_runner.RunnerError, match="has no samples.cc"):
+        tflm_runner.find_m4_app(str(data), NRF52840_RAM)
+
+
 def test_ram_size_is_checked():
     for bad in (0, -1, 32 * KIB, 5 << 20, 256.0, True):
         with pytest.raises(ValueError, match="ram_bytes"):
@@ -108,10 +133,11 @@ def test_measure_lines_are_parsed_and_other_output_ignored():
 
 
 # ---- on the emulated board -----------------------------------------------------------------------------------
-def _image_or_skip(ram_bytes):
-    """The image, else a skip that says why; in CI with ../shared's TFLM tree a failure."""
+def _image_or_skip(ram_bytes, find=None):
+    """The runner's image (or what ``find()`` builds: the app's), else a skip that says why; in CI with ../shared's
+    TFLM tree a failure."""
     try:
-        elf = tflm_runner.find_m4_runner(ram_bytes)
+        elf = find() if find is not None else tflm_runner.find_m4_runner(ram_bytes)
     except tflm_runner.RunnerError as e:
         pytest.fail(str(e))
     if elf is None:
@@ -299,3 +325,4 @@ def test_the_demo_step_with_every_layer_trained_runs_in_256_kib(tmp_path):
     note = next(n for n in result.notes if "emulated Cortex-M4F" in n)
     arena, available = (int(v.replace(",", "")) for v in re.search(r"arena ([\d,]+) of ([\d,]+) bytes", note).groups())
     assert "262,144 bytes of RAM" in note and arena <= 160_000 < available, note
+
