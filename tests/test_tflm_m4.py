@@ -21,7 +21,8 @@ import pytest
 import tinyprop_tf as tp
 from tinyprop_tf import models
 from tinyprop_tf.boards import KIB
-from tinyprop_tf.converters import artifacts, device_ops, export_training_model, tflm_runner, verification
+from tinyprop_tf.converters import artifacts, device_ops, export_training_model, m4_app, tflm_runner, verification
+from tinyprop_tf.converters.board_projects import write_board_project
 from tinyprop_tf.converters.verification import verify
 
 SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
@@ -326,3 +327,61 @@ def test_the_demo_step_with_every_layer_trained_runs_in_256_kib(tmp_path):
     arena, available = (int(v.replace(",", "")) for v in re.search(r"arena ([\d,]+) of ([\d,]+) bytes", note).groups())
     assert "262,144 bytes of RAM" in note and arena <= 160_000 < available, note
 
+
+# ---- the on-device training app (micro/app) on the emulated board ---------------------------------------------
+APP_STEPS = 3  # per boot
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_the_app_trains_saves_restores_and_matches_float64_on_the_emulated_m4(tmp_path):
+    """micro/app with the nRF52840 project's own data files, linked for 256 KiB of RAM: two boots of 3 steps on one
+    flash file (the second restores the first's state and continues) give the loss, k per sample, final weights
+    (from the saved record) and inference output of 6 float64 reference steps within verify's bounds, with Keras'
+    k; the traced weight sums are those of the state each boot saved."""
+    keras.utils.set_random_seed(0)
+    out = str(tmp_path / "export")
+    build, policy, opt = CASES["mlp_tinyprop_sgd"]
+    manifest = export_training_model(build(), policy(), opt, 0.05, batch_size=4, out_dir=out, fast=True)
+    rng = np.random.default_rng(1)
+    n = APP_STEPS * manifest["batch_size"]  # one boot's steps cover the samples once: the second boot repeats them
+    x = rng.normal(size=(n, *manifest["input"]["shape"][1:])).astype(np.float32)
+    y = (np.arange(n) % manifest["output_shape"][-1]).astype(np.int32)
+    project = write_board_project(out, "nrf52840dk", str(tmp_path / "nrf52840dk"), samples=x, labels=y,
+                                  steps=APP_STEPS)
+    elf = _image_or_skip(NRF52840_RAM, lambda: m4_app.build(project))
+    flash = str(tmp_path / "flash.bin")
+    boots = []
+
+    def run_app(manifest_, xs, ys):
+        boots.extend(m4_app.boot(elf, flash) for _ in range(2))
+        return {"losses": np.concatenate([b.losses for b in boots]), "k": np.concatenate([b.k for b in boots]),
+                "output": boots[-1].output,
+                "weights": m4_app.saved_weights(m4_app.saved_records(flash, project.partition_bytes // 2)[-1],
+                                                project, manifest_)}
+
+    result = verify(out, steps=2 * APP_STEPS, x=x, y=y, check=False, backends=(), other_runs={"m4_app": run_app})
+    assert result.ok and "m4_app" in result.errors, result.summary()
+    assert set(result.errors["m4_app"]["weights"]) == {e["path"] for e in manifest["weights"]}
+    np.testing.assert_array_equal(result.k["m4_app"], result.k["keras"])
+    first, second = boots
+    assert (first.steps, second.steps) == ((1, 2, 3), (4, 5, 6)) and not first.restored and second.restored
+
+    records = m4_app.saved_records(flash, project.partition_bytes // 2)
+    assert [(r["generation"], r["step"]) for r in records] == [(1, APP_STEPS), (2, 2 * APP_STEPS)]
+    layout = project.state_variables
+    for boot, record in zip(boots, records):
+        saved = [np.frombuffer(record["payload"][layout[t]["offset"]:layout[t]["offset"] + layout[t]["bytes"]], "<f4")
+                 for t in boot.weight_tensors]
+        sums = [float(np.cumsum(w.astype(np.float64))[-1]) for w in saved]  # index order, as the app sums
+        assert boot.weight_sums[-1].tolist() == sums
+    assert len(first.weight_tensors) == len(manifest["weights"])
+
+    # The RAM map: everything inside the nRF52840's 256 KiB, the arena the app's static array.
+    for boot in boots:
+        ram = boot.ram
+        assert ram["ram_bytes"] == NRF52840_RAM and 0 < ram["stack_high_water_bytes"] < ram["stack_bytes"]
+        assert boot.arena_bytes == project.budget["ram"][next(k for k in project.budget["ram"] if "arena" in k)]
+        assert 0 < boot.arena_used_bytes <= boot.arena_bytes < ram["bss_bytes"]
+        assert ram["stack_bytes"] + ram["data_bytes"] + ram["bss_bytes"] + ram["heap_bytes"] <= NRF52840_RAM
+        assert all(t > 1000 for t in boot.step_ticks)
