@@ -6,7 +6,9 @@ depend on them. With a TFLM tree, the Arm cross compiler and QEMU (``make test``
 ``../shared/tflm/esp-tflite-micro``, as in CI, where a missing image then fails these tests instead of skipping
 them): exported steps run N steps on the emulated board and pass verify's float64 bounds with Keras' k; the RAM
 limit limits (an arena too big for 256 KiB is one clear error naming needed vs available, and the same model runs
-with 448 KiB); the measures (stack high-water mark, RAM map, instruction counts) are the run's own.
+with 448 KiB); the measures (stack high-water mark, RAM map, instruction counts) are the run's own. The on-device
+training app itself (micro/app, with a generated nRF52840 project's data) runs there too (``m4_app``): two boots on
+one flash file match float64 within verify's bounds; its image links the runner images' TFLM build.
 """
 
 from __future__ import annotations
@@ -353,17 +355,25 @@ def test_the_app_trains_saves_restores_and_matches_float64_on_the_emulated_m4(tm
     flash = str(tmp_path / "flash.bin")
     boots = []
 
+    runs = []
+
     def run_app(manifest_, xs, ys):
         boots.extend(m4_app.boot(elf, flash) for _ in range(2))
-        return {"losses": np.concatenate([b.losses for b in boots]), "k": np.concatenate([b.k for b in boots]),
-                "output": boots[-1].output,
-                "weights": m4_app.saved_weights(m4_app.saved_records(flash, project.partition_bytes // 2)[-1],
-                                                project, manifest_)}
+        runs.append({"losses": np.concatenate([b.losses for b in boots]), "k": np.concatenate([b.k for b in boots]),
+                     "output": boots[-1].output,
+                     "weights": m4_app.saved_weights(m4_app.saved_records(flash, project.partition_bytes // 2)[-1],
+                                                     project, manifest_)})
+        return runs[0]
 
     result = verify(out, steps=2 * APP_STEPS, x=x, y=y, check=False, backends=(), other_runs={"m4_app": run_app})
     assert result.ok and "m4_app" in result.errors, result.summary()
     assert set(result.errors["m4_app"]["weights"]) == {e["path"] for e in manifest["weights"]}
     np.testing.assert_array_equal(result.k["m4_app"], result.k["keras"])
+    # The row is judged: the same run with its saved weights nudged by 1e-3 relative fails.
+    nudged = {**runs[0], "weights": {p: w * np.float32(1.001) for p, w in runs[0]["weights"].items()}}
+    off = verify(out, steps=2 * APP_STEPS, x=x, y=y, check=False, backends=(),
+                 other_runs={"m4_app": lambda *_: nudged})
+    assert not off.ok and any(f.startswith("m4_app: weight") for f in off.failures), off.summary()
     first, second = boots
     assert (first.steps, second.steps) == ((1, 2, 3), (4, 5, 6)) and not first.restored and second.restored
 
