@@ -99,7 +99,7 @@ def parse_boot(stdout: str) -> AppBoot:
         elif word == "trace_k":
             k.setdefault(int(rest[0]), []).append([int(v) for v in rest[2:]])
         elif word == "trace_weight_sum":
-            sums.setdefault(int(rest[0]), {})[int(rest[1])] = struct.unpack("<d", int(rest[2], 16).to_bytes(8, "little"))[0]
+            sums.setdefault(int(rest[0]), {})[int(rest[1])] = _float64(rest[2])
         elif word == "trace_output":
             output[int(rest[0])] = [_float32(v) for v in rest[1:]]
     arena = re.search(r"tinyprop: arena (\d+) of (\d+) bytes used", stdout)
@@ -117,7 +117,11 @@ def parse_boot(stdout: str) -> AppBoot:
 
 
 def _float32(hex_bits: str) -> float:
-    return float(np.frombuffer(int(hex_bits, 16).to_bytes(4, "little"), "<f4")[0])
+    return struct.unpack("<f", int(hex_bits, 16).to_bytes(4, "little"))[0]
+
+
+def _float64(hex_bits: str) -> float:
+    return struct.unpack("<d", int(hex_bits, 16).to_bytes(8, "little"))[0]
 
 
 def saved_records(flash_path: str, slot_bytes: int) -> list[dict]:
@@ -144,5 +148,6 @@ def saved_weights(record: dict, project, manifest: dict) -> dict:
     out = {}
     for e in manifest["weights"]:
         v = by_name[e["name"]]
-        out[e["path"]] = np.frombuffer(record["payload"][v["offset"]:v["offset"] + v["bytes"]], "<f4").reshape(e["shape"])
+        raw = record["payload"][v["offset"]:v["offset"] + v["bytes"]]
+        out[e["path"]] = np.frombuffer(raw, "<f4").reshape(e["shape"])
     return out

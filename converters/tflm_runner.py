@@ -22,13 +22,17 @@ at run time into the board's code memory, as a device keeps it in flash). ``run_
 instruction counts (SysTick under ``-icount``: instructions = ticks x 0.625 on AN386; instructions, not cycles).
 A model whose arena does not fit raises ``RamError``, one line naming the arena needed and the arena available.
 ``main("m4")`` builds the images of the project's board RAM sizes ahead (``make tflm-runner-m4``).
+``find_m4_app(data_dir, ram_bytes)`` builds the on-device training app (micro/app/mps2) with a board project's data
+files in the same Cortex-M4F tree, so it links the TFLM library compiled for the runner images (``m4_app`` drives it).
 
 The cache holds one executable per TFLM tree (path and the size and time of every file) and micro/ runner sources
 (their content), ``tinyprop_tflm_runner-<key>``: a runner is never reused after either changed, and a published
 one never changes, so processes run it without a lock. The sources are copied into the cache (``src/``) and built
 in one CMake tree (``build/``), so every checkout shares it and a change to the TinyProp code rebuilds only that.
 The Cortex-M4F images are ``tinyprop_tflm_runner_m4-<key>.elf`` (the key also covers the RAM size, the startup
-and linker script), built in ``src-m4/`` and ``build-m4/``: another RAM size only relinks.
+and linker script, and micro/app and micro/persist, which the tree also holds) and ``tinyprop_app_m4-<key>.elf`` (its
+key also covers the project's data files), built in ``src-m4/`` and ``build-m4/``: another RAM size, model or app
+change only recompiles what changed and relinks.
 """
 
 from __future__ import annotations

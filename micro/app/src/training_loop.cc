@@ -113,7 +113,8 @@ uint32_t FloatBits(float value) {
 
 // 16 hex digits (newlib's printf has no %llx).
 void PrintHex64(Console& console, uint64_t value) {
-  console.Printf("%08lx%08lx", static_cast<unsigned long>(value >> 32), static_cast<unsigned long>(value & 0xffffffffu));
+  console.Printf("%08lx%08lx", static_cast<unsigned long>(value >> 32),
+                 static_cast<unsigned long>(value & 0xffffffffu));
 }
 
 void PrintDoubleBits(Console& console, double value) {
@@ -178,7 +179,9 @@ bool TraceOutput(const TrainingApp& app) {
   if (out == nullptr) return false;
   for (int32_t b = 0; b < c.batch; ++b) {
     app.console->Printf("trace_output %d", static_cast<int>(b));
-    for (int32_t j = 0; j < n; ++j) app.console->Printf(" %08lx", static_cast<unsigned long>(FloatBits(out[b * n + j])));
+    for (int32_t j = 0; j < n; ++j) {
+      app.console->Printf(" %08lx", static_cast<unsigned long>(FloatBits(out[b * n + j])));
+    }
     app.console->Write("\n");
   }
   return true;
