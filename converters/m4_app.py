@@ -26,6 +26,7 @@ import os
 import re
 import struct
 import subprocess
+import tempfile
 import zlib
 
 import numpy as np
@@ -151,3 +152,32 @@ def saved_weights(record: dict, project, manifest: dict) -> dict:
         raw = record["payload"][v["offset"]:v["offset"] + v["bytes"]]
         out[e["path"]] = np.frombuffer(raw, "<f4").reshape(e["shape"])
     return out
+
+
+def measured_step(project, timeout: float = 600) -> dict | None:
+    """The project's training step measured whole on the emulated Cortex-M4F and priced on its board: one boot of
+    the app (a fresh flash file), the mean instructions of its steps, and ``boards.step_time_energy`` of that (one
+    cycle per instruction: a lower bound). None when there is nothing to measure: a board that is not one of
+    ``tflm_runner.M4_BOARDS`` (Cortex-M), a project that does not fit it, or no TFLM tree / Arm compiler / QEMU."""
+    from tinyprop_tf import boards
+
+    profile = project.budget["board_profile"]
+    if profile not in tflm_runner.M4_BOARDS or not project.fits:
+        return None
+    elf = build(project)
+    if elf is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="tinyprop-m4-app-") as tmp:
+        run = boot(elf, os.path.join(tmp, "flash.bin"), timeout)
+    instructions = float(np.mean(run.step_instructions))
+    seconds, joules = boards.step_time_energy(profile, instructions)
+    return {
+        "board": profile, "instructions_per_step": instructions, "steps": len(run.steps),
+        "seconds_per_step": seconds, "joules_per_step": joules, "ram": run.ram,
+        "arena_used_bytes": run.arena_used_bytes,
+        "source": f"micro/app with this project's data on QEMU mps2-an386 (Cortex-M4F, {run.ram['ram_bytes']:,} B of "
+                  "RAM), -icount shift=6: instructions (SysTick ticks x 0.625) per step, batch copy and invoke, "
+                  "on the project's compiled-in samples (its k, not a fine-tuning run's); "
+                  f"cycles = instructions x {boards.STEP_CYCLES_PER_INSTRUCTION:g} (QEMU counts instructions, not "
+                  "cycles: flash wait states and FPU latencies make a real step slower)",
+    }
