@@ -440,6 +440,12 @@ class BoardProject:
     def budget_text(self) -> str:
         return self.budget["verdict"]
 
+    @property
+    def data_dir(self) -> str:
+        """The project folder of the generated data: model arrays, samples, state table, config header (what the
+        emulated board's build of the app takes: ``m4_app``)."""
+        return os.path.join(self.out_dir, _PROJECT_PATHS[self.platform].data)
+
 
 
 # ----------------------------------------------------------------------------------------------------------------

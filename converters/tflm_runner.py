@@ -22,13 +22,17 @@ at run time into the board's code memory, as a device keeps it in flash). ``run_
 instruction counts (SysTick under ``-icount``: instructions = ticks x 0.625 on AN386; instructions, not cycles).
 A model whose arena does not fit raises ``RamError``, one line naming the arena needed and the arena available.
 ``main("m4")`` builds the images of the project's board RAM sizes ahead (``make tflm-runner-m4``).
+``find_m4_app(data_dir, ram_bytes)`` builds the on-device training app (micro/app/mps2) with a board project's data
+files in the same Cortex-M4F tree, so it links the TFLM library compiled for the runner images (``m4_app`` drives it).
 
 The cache holds one executable per TFLM tree (path and the size and time of every file) and micro/ runner sources
 (their content), ``tinyprop_tflm_runner-<key>``: a runner is never reused after either changed, and a published
 one never changes, so processes run it without a lock. The sources are copied into the cache (``src/``) and built
 in one CMake tree (``build/``), so every checkout shares it and a change to the TinyProp code rebuilds only that.
 The Cortex-M4F images are ``tinyprop_tflm_runner_m4-<key>.elf`` (the key also covers the RAM size, the startup
-and linker script), built in ``src-m4/`` and ``build-m4/``: another RAM size only relinks.
+and linker script, and micro/app and micro/persist, which the tree also holds) and ``tinyprop_app_m4-<key>.elf`` (its
+key also covers the project's data files), built in ``src-m4/`` and ``build-m4/``: another RAM size, model or app
+change only recompiles what changed and relinks.
 """
 
 from __future__ import annotations
@@ -78,7 +82,13 @@ HOST = _Flavor("tinyprop_tflm_runner", RUNNER_SOURCES, SOURCE_SUFFIXES, HOST_EXC
                "tinyprop_tflm_runner", "tinyprop_tflm_runner", "src", "build")
 
 # ---- the emulated Cortex-M4F (QEMU mps2-an386) ----------------------------------------------------------------
-M4_SOURCES = RUNNER_SOURCES + ("mps2", "cmake", "examples")  # examples: the cross builds configure link_check
+# examples: the cross builds configure link_check; app and persist: the training app's image (find_m4_app), built
+# in the same tree so that it links the same TFLM library.
+M4_SOURCES = RUNNER_SOURCES + ("mps2", "cmake", "examples", "app", "persist")
+M4_SUFFIXES = SOURCE_SUFFIXES + (".c", ".ld", ".cmake", "CMakeLists.txt")
+M4_APP_DATA = "app-data"  # where the app image's data files go among the copied sources (relative to micro/)
+M4_APP_DATA_FILES = ("model_data.h", "model_data.cc", "weights.h", "tinyprop_app_config.h", "samples.cc",
+                     "tinyprop_state.cc")
 M4_TOOLCHAIN = "cmake/arm-cortex-m4f.cmake"  # relative to the copied sources
 M4_STACK_BYTES = 16384  # stack and heap sizes of the image (part of its RAM); the stack's high-water mark is measured
 M4_HEAP_BYTES = 8192
@@ -93,13 +103,22 @@ M4_HOW_TO = ("the emulated Cortex-M4F run needs a TFLM tree (TINYPROP_TFLM_DIR),
              "qemu-system-arm (micro/install_toolchains.sh)")
 
 
+def _m4_options(ram_bytes: int, app: bool) -> tuple:
+    """The CMake options of an image in the Cortex-M4F tree: the runner's or the app's (same TFLM build)."""
+    return ("-DTINYPROP_TFLM_MPS2_RUNNER=ON", "-DTINYPROP_BUILD_TESTS=OFF",
+            f"-DTINYPROP_BUILD_APP={'ON' if app else 'OFF'}",
+            f"-DTINYPROP_MPS2_APP_DATA:STRING={M4_APP_DATA if app else ''}", f"-DTINYPROP_RAM_BYTES={ram_bytes}",
+            f"-DTINYPROP_STACK_BYTES={M4_STACK_BYTES}", f"-DTINYPROP_HEAP_BYTES={M4_HEAP_BYTES}")
+
+
 def _m4_flavor(ram_bytes: int) -> _Flavor:
-    options = ("-DTINYPROP_TFLM_MPS2_RUNNER=ON", "-DTINYPROP_BUILD_TESTS=OFF", "-DTINYPROP_BUILD_APP=OFF",
-               f"-DTINYPROP_RAM_BYTES={ram_bytes}",
-               f"-DTINYPROP_STACK_BYTES={M4_STACK_BYTES}", f"-DTINYPROP_HEAP_BYTES={M4_HEAP_BYTES}")
-    return _Flavor("tinyprop_tflm_runner_m4", M4_SOURCES, SOURCE_SUFFIXES + (".c", ".ld", ".cmake", "CMakeLists.txt"),
-                   (), options, "tinyprop_tflm_runner_mps2", "tflm/mps2/tinyprop_tflm_runner_mps2", "src-m4",
-                   "build-m4")
+    return _Flavor("tinyprop_tflm_runner_m4", M4_SOURCES, M4_SUFFIXES, (), _m4_options(ram_bytes, app=False),
+                   "tinyprop_tflm_runner_mps2", "tflm/mps2/tinyprop_tflm_runner_mps2", "src-m4", "build-m4")
+
+
+def _m4_app_flavor(ram_bytes: int) -> _Flavor:
+    return _Flavor("tinyprop_app_m4", M4_SOURCES, M4_SUFFIXES, (), _m4_options(ram_bytes, app=True),
+                   "tinyprop_app_mps2", "app/mps2/tinyprop_app_mps2", "src-m4", "build-m4")
 HOW_TO = ("set TINYPROP_TFLM_DIR to a complete TFLM tree (e.g. an ESP-IDF project's "
           "managed_components/espressif__esp-tflite-micro) or TINYPROP_TFLM_RUNNER to a built tinyprop_tflm_runner")
 
@@ -133,19 +152,41 @@ def find_runner(build: bool | str = True) -> str | None:
 def find_m4_runner(ram_bytes: int, build: bool | str = True) -> str | None:
     """Path of the Cortex-M4F image (QEMU mps2-an386) whose RAM is limited to ``ram_bytes``, or None without
     ``TINYPROP_TFLM_DIR`` or one of ``M4_TOOLS``. ``build`` as in ``find_runner``."""
-    if isinstance(ram_bytes, bool) or not isinstance(ram_bytes, int) or not M4_MIN_RAM <= ram_bytes <= M4_MAX_RAM:
-        raise ValueError(f"ram_bytes must be an integer from {M4_MIN_RAM} to {M4_MAX_RAM} (the image's stack and heap "
-                         f"alone take {M4_STACK_BYTES + M4_HEAP_BYTES}), got {ram_bytes!r}")
+    _check_ram(ram_bytes)
     if not os.environ.get("TINYPROP_TFLM_DIR") or m4_missing_tools():
         return None
     return _find(_m4_flavor(ram_bytes), ".elf", build)
+
+
+def find_m4_app(data_dir: str, ram_bytes: int, build: bool | str = True) -> str | None:
+    """Path of the training app's image (micro/app/mps2) for QEMU mps2-an386 with the data files of a generated
+    board project (``data_dir``: ``M4_APP_DATA_FILES``, e.g. a Zephyr project's ``src/``) and its RAM limited to
+    ``ram_bytes``; None as ``find_m4_runner``. Built in the runner images' CMake tree, so it links the TFLM library
+    compiled for them (a cold cache compiles it once for both); cached by the same key plus the data files."""
+    _check_ram(ram_bytes)
+    data = {}
+    for name in M4_APP_DATA_FILES:
+        try:
+            with open(os.path.join(data_dir, name), "rb") as f:
+                data[f"{M4_APP_DATA}/{name}"] = f.read()
+        except FileNotFoundError:
+            raise RunnerError(f"{data_dir} has no {name}: not a board project's data folder") from None
+    if not os.environ.get("TINYPROP_TFLM_DIR") or m4_missing_tools():
+        return None
+    return _find(_m4_app_flavor(ram_bytes), ".elf", build, data)
+
+
+def _check_ram(ram_bytes) -> None:
+    if isinstance(ram_bytes, bool) or not isinstance(ram_bytes, int) or not M4_MIN_RAM <= ram_bytes <= M4_MAX_RAM:
+        raise ValueError(f"ram_bytes must be an integer from {M4_MIN_RAM} to {M4_MAX_RAM} (the image's stack and heap "
+                         f"alone take {M4_STACK_BYTES + M4_HEAP_BYTES}), got {ram_bytes!r}")
 
 
 def m4_missing_tools() -> list[str]:
     return [tool for tool in M4_TOOLS if shutil.which(tool) is None]
 
 
-def _find(flavor: _Flavor, suffix: str, build) -> str | None:
+def _find(flavor: _Flavor, suffix: str, build, extra_sources: dict | None = None) -> str | None:
     tree = os.environ.get("TINYPROP_TFLM_DIR")
     if not tree:
         return None
@@ -153,7 +194,7 @@ def _find(flavor: _Flavor, suffix: str, build) -> str | None:
         raise RunnerError(f"TINYPROP_TFLM_DIR={tree} is not a TFLM tree (no tensorflow/lite/micro/micro_interpreter.h)")
     tree = os.path.realpath(tree)
     cache = os.path.abspath(os.environ.get("TINYPROP_TFLM_CACHE") or DEFAULT_CACHE)
-    sources, digest = _runner_sources(flavor), _tree_digest(tree)
+    sources, digest = {**_runner_sources(flavor), **(extra_sources or {})}, _tree_digest(tree)
     exe = os.path.join(cache, f"{flavor.label}-{_key(digest, sources, flavor.options)}{suffix}")
     if os.path.isfile(exe):
         return exe
@@ -231,8 +272,10 @@ def _build(tree: str, tree_digest: str, sources: dict[str, bytes], cache: str, e
             os.remove(os.path.join(build, BUILT_TREE))
         configure = ["cmake", "-S", src, "-B", build, f"-DTINYPROP_TFLM_DIR={tree}", *options]
         proc = _cmake(configure)
-        if proc.returncode != 0 and os.path.isdir(build):
-            shutil.rmtree(build)  # a build tree CMake will not reuse (the cache folder moved, another CMake)
+        if proc.returncode != 0 and os.path.isdir(build) and _stale_tree(proc.stdout + proc.stderr):
+            # A build tree CMake will not reuse (the cache folder moved, another CMake). Any other configure error
+            # (a source file missing, say) keeps the tree: it holds the TFLM objects every image links.
+            shutil.rmtree(build)
             proc = _cmake(configure)
         if proc.returncode == 0:
             jobs = str(len(os.sched_getaffinity(0)) or 1)
@@ -245,6 +288,11 @@ def _build(tree: str, tree_digest: str, sources: dict[str, bytes], cache: str, e
         os.replace(exe + ".tmp", exe)
         with open(os.path.join(build, BUILT_TREE), "w") as f:
             f.write(tree_digest)
+
+
+def _stale_tree(output: str) -> bool:
+    """CMake refused the build tree itself (made for another source folder, path or generator)."""
+    return "CMakeCache.txt" in output or "used to generate cache" in output
 
 
 def _cmake(cmd: list[str]) -> subprocess.CompletedProcess:

@@ -401,7 +401,8 @@ def _errors(run, oracle) -> dict:
 
 
 def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, y=None, check: bool = True,
-           backends=("litert", "tflm", "tflm_fast", "tflm_m4"), m4_ram_bytes: int | None = None) -> VerifyResult:
+           backends=("litert", "tflm", "tflm_fast", "tflm_m4"), m4_ram_bytes: int | None = None,
+           other_runs: dict | None = None) -> VerifyResult:
     """Train ``steps`` identical steps in Keras, LiteRT and TFLM and judge each against float64 (module doc).
 
     Args:
@@ -415,6 +416,9 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
       check: raise ``VerificationError`` past a bound (otherwise inspect ``result.ok``/``returncode``).
       m4_ram_bytes: the RAM of the emulated Cortex-M4F (``tflm_m4``), e.g. a board's ``usable_ram_bytes``; a model
         that does not fit it fails verify. None: all of AN386's 4 MiB, and a model too big for that is a note.
+      other_runs: {name: run(manifest, xs, ys)} of runtimes outside this module (the on-device app on the emulated
+        board: tests/test_m4_app.py), each returning {"losses": [steps], "k": [steps, sparse layers, batch],
+        "output": the inference on xs[0] after the steps, "weights": {path: array}}: judged like every other row.
 
     Raises:
       ArtifactError: a missing, altered or malformed artefact (before any interpreter runs).
@@ -455,6 +459,8 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
             fast_note = (f"train_fast.tflite ran in tinyprop_tflm_runner ({runner}): arena used "
                          f"{runs['tflm_fast']['arena_used']} bytes (64-bit host)")
 
+    for name, execute in (other_runs or {}).items():
+        runs[name] = execute(manifest, xs, ys)
     m4_note, m4_failure = None, False
     if "tflm_fast" in manifest and "tflm_m4" in backends:
         m4_note, m4_failure = _run_m4_row(runs, out_dir, manifest, xs, ys, m4_ram_bytes)

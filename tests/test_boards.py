@@ -88,6 +88,16 @@ def test_time_and_energy_take_numpy_numbers_and_return_named_fields():
     assert result.joules == pytest.approx(result.seconds * 3.0 * 3.3e-3)
 
 
+def test_a_whole_step_measured_in_instructions_is_one_cycle_each_at_the_board_clock():
+    # The demo export's step on the emulated Cortex-M4F (~1.77 M instructions) on the nRF52840: 1.77e6 / 64 MHz.
+    seconds, joules = boards.step_time_energy("nrf52840", 1_770_000)
+    assert boards.STEP_CYCLES_PER_INSTRUCTION == 1.0
+    assert seconds == pytest.approx(1_770_000 / 64e6) and joules == pytest.approx(seconds * 3.0 * 3.3e-3)
+    assert boards.step_time_energy("nrf5340", 0) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="instructions"):
+        boards.step_time_energy("nrf52840", -1)
+
+
 def test_nrf52840_worked_example():
     # 1 M MACs at 7 cycles / 64 MHz = 0.109375 s; x (3.0 V x 3.3 mA = 9.9 mW) = 1.0828 mJ. With the documented
     # figure (the package's measured_cycles.json overrides PROFILES at import).

@@ -74,6 +74,21 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
     assert ('X("TINYPROP_DENSE_BACKWARD_SGD", Register_TINYPROP_DENSE_BACKWARD_SGD)'
             in (project / "src" / "tinyprop_app_config.h").read_text())
     assert "5 exported training steps vs float64" in proc.stdout and "PASS" in proc.stdout
+    # The board's time for the exported step from its whole-step instruction count, where the emulator is there (in
+    # CI: ../shared's TFLM tree, the Arm compiler and QEMU).
+    measured = export["measured_step"]
+    if measured is None:
+        from tinyprop_tf.converters import tflm_runner
+
+        assert not os.environ.get("TINYPROP_TFLM_DIR") or tflm_runner.m4_missing_tools(), "no measured step"
+    else:
+        assert measured["board"] == "nrf52840" and measured["ram"]["ram_bytes"] == 256 * 1024
+        assert 1e5 < measured["instructions_per_step"] < 1e8
+        assert measured["seconds_per_step"] == pytest.approx(measured["instructions_per_step"] / 64e6)
+        assert measured["steps_per_epoch"] == -(-report["data"]["finetune"] // demo.EXPORT_BATCH)
+        per_epoch = measured["seconds_per_step"] * measured["steps_per_epoch"]
+        assert measured["seconds_per_epoch"] == pytest.approx(per_epoch)
+        assert "instructions, not cycles" in measured["source"] and "measured whole step" in proc.stdout
 
 
 FSDD = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fsdd")

@@ -6,7 +6,9 @@ depend on them. With a TFLM tree, the Arm cross compiler and QEMU (``make test``
 ``../shared/tflm/esp-tflite-micro``, as in CI, where a missing image then fails these tests instead of skipping
 them): exported steps run N steps on the emulated board and pass verify's float64 bounds with Keras' k; the RAM
 limit limits (an arena too big for 256 KiB is one clear error naming needed vs available, and the same model runs
-with 448 KiB); the measures (stack high-water mark, RAM map, instruction counts) are the run's own.
+with 448 KiB); the measures (stack high-water mark, RAM map, instruction counts) are the run's own. The on-device
+training app itself (micro/app, with a generated nRF52840 project's data) runs there too (``m4_app``): two boots on
+one flash file match float64 within verify's bounds; its image links the runner images' TFLM build.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import pytest
 import tinyprop_tf as tp
 from tinyprop_tf import models
 from tinyprop_tf.boards import KIB
-from tinyprop_tf.converters import artifacts, device_ops, export_training_model, tflm_runner, verification
+from tinyprop_tf.converters import artifacts, device_ops, export_training_model, m4_app, tflm_runner, verification
+from tinyprop_tf.converters.board_projects import write_board_project
 from tinyprop_tf.converters.verification import verify
 
 SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
@@ -86,6 +89,31 @@ def test_one_image_per_ram_size_and_sources_and_the_host_runner_ignores_the_imag
     assert tflm_runner.find_runner(build=False) == host
 
 
+def test_the_app_image_is_built_in_the_runner_images_tree_and_keyed_by_the_project_data(fake, tmp_path):
+    """The app links the TFLM library of the runner images: same CMake tree and sources, its data files copied
+    beside them; another project's data is another image, the same data the cached one."""
+    micro, builds = fake
+    data = tmp_path / "src"
+    data.mkdir()
+    for name in tflm_runner.M4_APP_DATA_FILES:
+        (data / name).write_text(f"// {name}\n")
+    runner = tflm_runner.find_m4_runner(NRF52840_RAM)
+    app = tflm_runner.find_m4_app(str(data), NRF52840_RAM)
+    assert app != runner and os.path.basename(app).startswith("tinyprop_app_m4-") and len(builds) == 2
+    assert tflm_runner.find_m4_app(str(data), NRF52840_RAM) == app and len(builds) == 2  # cached
+    runner_flavor, app_flavor = tflm_runner._m4_flavor(NRF52840_RAM), tflm_runner._m4_app_flavor(NRF52840_RAM)
+    assert (runner_flavor.src, runner_flavor.build) == (app_flavor.src, app_flavor.build)
+    assert set(builds[1][2]) - set(builds[0][2]) == {f"app-data/{n}" for n in tflm_runner.M4_APP_DATA_FILES}
+    assert "app/mps2/main.cc" in builds[0][2] and "app/src/training_loop.cc" in builds[0][2]
+
+    (data / "samples.cc").write_text("// other samples\n")
+    assert tflm_runner.find_m4_app(str(data), NRF52840_RAM, build=False) is None
+    assert tflm_runner.find_m4_runner(NRF52840_RAM, build=False) == runner  # the runner does not take the data
+    (data / "samples.cc").unlink()
+    with pytest.raises(tflm_runner.RunnerError, match="has no samples.cc"):
+        tflm_runner.find_m4_app(str(data), NRF52840_RAM)
+
+
 def test_ram_size_is_checked():
     for bad in (0, -1, 32 * KIB, 5 << 20, 256.0, True):
         with pytest.raises(ValueError, match="ram_bytes"):
@@ -108,10 +136,11 @@ def test_measure_lines_are_parsed_and_other_output_ignored():
 
 
 # ---- on the emulated board -----------------------------------------------------------------------------------
-def _image_or_skip(ram_bytes):
-    """The image, else a skip that says why; in CI with ../shared's TFLM tree a failure."""
+def _image_or_skip(ram_bytes, find=None):
+    """The runner's image (or what ``find()`` builds: the app's), else a skip that says why; in CI with ../shared's
+    TFLM tree a failure."""
     try:
-        elf = tflm_runner.find_m4_runner(ram_bytes)
+        elf = find() if find is not None else tflm_runner.find_m4_runner(ram_bytes)
     except tflm_runner.RunnerError as e:
         pytest.fail(str(e))
     if elf is None:
@@ -299,3 +328,70 @@ def test_the_demo_step_with_every_layer_trained_runs_in_256_kib(tmp_path):
     note = next(n for n in result.notes if "emulated Cortex-M4F" in n)
     arena, available = (int(v.replace(",", "")) for v in re.search(r"arena ([\d,]+) of ([\d,]+) bytes", note).groups())
     assert "262,144 bytes of RAM" in note and arena <= 160_000 < available, note
+
+
+# ---- the on-device training app (micro/app) on the emulated board ---------------------------------------------
+APP_STEPS = 3  # per boot
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_the_app_trains_saves_restores_and_matches_float64_on_the_emulated_m4(tmp_path):
+    """micro/app with the nRF52840 project's own data files, linked for 256 KiB of RAM: two boots of 3 steps on one
+    flash file (the second restores the first's state and continues) give the loss, k per sample, final weights
+    (from the saved record) and inference output of 6 float64 reference steps within verify's bounds, with Keras'
+    k; the traced weight sums are those of the state each boot saved."""
+    keras.utils.set_random_seed(0)
+    out = str(tmp_path / "export")
+    build, policy, opt = CASES["mlp_tinyprop_sgd"]
+    manifest = export_training_model(build(), policy(), opt, 0.05, batch_size=4, out_dir=out, fast=True)
+    rng = np.random.default_rng(1)
+    n = APP_STEPS * manifest["batch_size"]  # one boot's steps cover the samples once: the second boot repeats them
+    x = rng.normal(size=(n, *manifest["input"]["shape"][1:])).astype(np.float32)
+    y = (np.arange(n) % manifest["output_shape"][-1]).astype(np.int32)
+    project = write_board_project(out, "nrf52840dk", str(tmp_path / "nrf52840dk"), samples=x, labels=y,
+                                  steps=APP_STEPS)
+    elf = _image_or_skip(NRF52840_RAM, lambda: m4_app.build(project))
+    flash = str(tmp_path / "flash.bin")
+    boots = []
+
+    runs = []
+
+    def run_app(manifest_, xs, ys):
+        boots.extend(m4_app.boot(elf, flash) for _ in range(2))
+        runs.append({"losses": np.concatenate([b.losses for b in boots]), "k": np.concatenate([b.k for b in boots]),
+                     "output": boots[-1].output,
+                     "weights": m4_app.saved_weights(m4_app.saved_records(flash, project.partition_bytes // 2)[-1],
+                                                     project, manifest_)})
+        return runs[0]
+
+    result = verify(out, steps=2 * APP_STEPS, x=x, y=y, check=False, backends=(), other_runs={"m4_app": run_app})
+    assert result.ok and "m4_app" in result.errors, result.summary()
+    assert set(result.errors["m4_app"]["weights"]) == {e["path"] for e in manifest["weights"]}
+    np.testing.assert_array_equal(result.k["m4_app"], result.k["keras"])
+    # The row is judged: the same run with its saved weights nudged by 1e-3 relative fails.
+    nudged = {**runs[0], "weights": {p: w * np.float32(1.001) for p, w in runs[0]["weights"].items()}}
+    off = verify(out, steps=2 * APP_STEPS, x=x, y=y, check=False, backends=(),
+                 other_runs={"m4_app": lambda *_: nudged})
+    assert not off.ok and any(f.startswith("m4_app: weight") for f in off.failures), off.summary()
+    first, second = boots
+    assert (first.steps, second.steps) == ((1, 2, 3), (4, 5, 6)) and not first.restored and second.restored
+
+    records = m4_app.saved_records(flash, project.partition_bytes // 2)
+    assert [(r["generation"], r["step"]) for r in records] == [(1, APP_STEPS), (2, 2 * APP_STEPS)]
+    layout = project.state_variables
+    for boot, record in zip(boots, records):
+        saved = [np.frombuffer(record["payload"][layout[t]["offset"]:layout[t]["offset"] + layout[t]["bytes"]], "<f4")
+                 for t in boot.weight_tensors]
+        sums = [float(np.cumsum(w.astype(np.float64))[-1]) for w in saved]  # index order, as the app sums
+        assert boot.weight_sums[-1].tolist() == sums
+    assert len(first.weight_tensors) == len(manifest["weights"])
+
+    # The RAM map: everything inside the nRF52840's 256 KiB, the arena the app's static array.
+    for boot in boots:
+        ram = boot.ram
+        assert ram["ram_bytes"] == NRF52840_RAM and 0 < ram["stack_high_water_bytes"] < ram["stack_bytes"]
+        assert boot.arena_bytes == project.budget["ram"][next(k for k in project.budget["ram"] if "arena" in k)]
+        assert 0 < boot.arena_used_bytes <= boot.arena_bytes < ram["bss_bytes"]
+        assert ram["stack_bytes"] + ram["data_bytes"] + ram["bss_bytes"] + ram["heap_bytes"] <= NRF52840_RAM
+        assert all(t > 1000 for t in boot.step_ticks)

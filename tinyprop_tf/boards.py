@@ -11,8 +11,13 @@ measured its own kernels (e.g. instruction counts under QEMU), replace them with
 own ``measured_cycles.json`` (``MEASURED_CYCLES_PATH``, written by ``benchmarks/micro_qemu.py``) is applied to
 ``PROFILES`` at import when present.
 
+Those kernel figures price MAC and selection counts. A step measured whole (the on-device app on the emulated
+Cortex-M4F, ``converters.m4_app.measured_step``: everything a step runs, the interpreter's work included) is priced
+by ``step_time_energy(board, instructions)``: one cycle per instruction, a lower bound (QEMU counts instructions).
+
     board = get_board("nrf52840")
     seconds, joules = estimate_time_energy(board, macs=2.5e6, other_ops=1e5)
+    seconds, joules = step_time_energy(board, instructions=1.78e6)
     need = training_memory(params=25_818, activation_elements=[784, 32, 16, 10], batch_size=8, optimizer="adam")
     ok, margin, message = fits(board, need)
 """
@@ -543,6 +548,22 @@ def estimate_time_energy(board: str | BoardProfile, macs: float, other_ops: floa
     other_ops = _check_non_negative("other_ops", other_ops)
     cycles = macs * board.cycles_per_mac.value + other_ops * board.cycles_per_select_op.value
     seconds = cycles / board.clock_hz
+    return TimeEnergy(seconds, seconds * board.active_power_w)
+
+
+# QEMU's -icount counts instructions; taking one cycle per instruction is what turns them into time. Real cycles are
+# higher (flash wait states, pipeline refills on branches, FPU and load latencies), so the time is a lower bound.
+STEP_CYCLES_PER_INSTRUCTION = 1.0
+
+
+def step_time_energy(board: str | BoardProfile, instructions: float) -> TimeEnergy:
+    """Seconds and joules of a training step measured whole as ``instructions`` (the on-device app's step on the
+    emulated Cortex-M4F: ``converters.m4_app``), where ``estimate_time_energy`` prices MAC and selection counts with
+    kernel figures: cycles = instructions x ``STEP_CYCLES_PER_INSTRUCTION`` (a lower bound, see there);
+    seconds = cycles / clock_hz; joules = seconds x active_power_w."""
+    board = get_board(board)
+    instructions = _check_non_negative("instructions", instructions)
+    seconds = instructions * STEP_CYCLES_PER_INSTRUCTION / board.clock_hz
     return TimeEnergy(seconds, seconds * board.active_power_w)
 
 

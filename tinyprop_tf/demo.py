@@ -72,11 +72,13 @@ EXPORT_POLICY = DEMO_POLICIES["TinyProp"]
 EXPORT_LEARNING_RATE = 0.01
 
 
-def export_for_board(model, folder: outdir.Folder, board: str, print_fn=print, train_last: int | None = None) -> dict:
+def export_for_board(model, folder: outdir.Folder, board: str, print_fn=print, train_last: int | None = None,
+                     finetune_samples: int = 0) -> dict:
     """Step 6: export ``model`` for on-device TinyProp fine-tuning into ``folder``'s ``export/``, verify it, write a
     ``board`` project beside it (``<board>_project``, regenerated from the one the folder held: an edited main file
-    survives). ``train_last``: the exported step trains only the last N affine layers (``trainable.train_last``, on
-    a copy of ``model``)."""
+    survives), and, for a Cortex-M board with the emulator's tools, measure the project's whole step there
+    (``measured_step``: its time per step and per epoch of ``finetune_samples``). ``train_last``: the exported step
+    trains only the last N affine layers (``trainable.train_last``, on a copy of ``model``)."""
     from tinyprop_tf.converters import export_training_model, write_board_project
     from tinyprop_tf.converters import verification as verify_lib
 
@@ -100,6 +102,7 @@ def export_for_board(model, folder: outdir.Folder, board: str, print_fn=print, t
              + (f", {manifest['tflm_fast']['arena_bytes']:,} B (train_fast.tflite, training state in place)"
                 if manifest["tflm_fast"].get("arena_bytes") else ""))
     name = outdir.project_dir_name(board)
+    steps_per_epoch = -(-finetune_samples // EXPORT_BATCH)
     project_dir = os.path.join(folder.path, name)
     project = write_board_project(export_dir, board, project_dir, previous_dir=os.path.join(folder.final, name),
                                   overwrite=True, print_fn=print_fn)  # the folder's owner allowed replacing it
@@ -107,7 +110,32 @@ def export_for_board(model, folder: outdir.Folder, board: str, print_fn=print, t
              f"{os.path.join(folder.final, name)}/ -- {project.budget_text}")
     return {"export_dir": export_dir, "verify_ok": result.ok, "verify_max_rel_diff": worst,
             "verify_notes": result.notes, "board": board, "project_dir": project_dir, "fits": project.fits,
-            "budget": project.budget_text, "device_ops": manifest["tflm_fast"]["device_ops"]}
+            "budget": project.budget_text, "device_ops": manifest["tflm_fast"]["device_ops"],
+            "measured_step": _measured_step(project, steps_per_epoch, print_fn)}
+
+
+def _measured_step(project, steps_per_epoch: int, print_fn) -> dict | None:
+    """The exported step's time on the project's board from its whole-step instruction count on the emulated
+    Cortex-M4F (``m4_app.measured_step``), per step and per fine-tuning epoch of ``steps_per_epoch`` device steps;
+    None (and a line saying why) when it cannot be measured."""
+    from tinyprop_tf.converters import m4_app, tflm_runner
+
+    try:
+        measured = m4_app.measured_step(project)
+    except tflm_runner.RunnerError as e:
+        print_fn(f"  whole step on the emulated Cortex-M4F not measured: {str(e).splitlines()[0]}")
+        return None
+    if measured is None:
+        return None
+    measured["steps_per_epoch"] = steps_per_epoch
+    measured["seconds_per_epoch"] = measured["seconds_per_step"] * steps_per_epoch
+    ram = measured["ram"]["ram_bytes"]
+    print_fn(f"  measured whole step (the project's app and samples on the emulated Cortex-M4F, {ram:,} B of RAM): "
+             f"{measured['instructions_per_step']:,.0f} instructions per training step; on {measured['board']} at one "
+             f"cycle per instruction (a lower bound): {measured['seconds_per_step'] * 1e3:.1f} ms and "
+             f"{measured['joules_per_step'] * 1e3:.3f} mJ per step, {measured['seconds_per_epoch']:.1f} s per "
+             f"fine-tuning epoch ({steps_per_epoch} steps of batch {EXPORT_BATCH})")
+    return measured
 
 
 def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int = 15, boards=None, seed: int = 0,
@@ -141,6 +169,7 @@ def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int 
                                          seed=seed, boards=boards, about=about, print_fn=print_fn,
                                          save_pretrained=True, finish=board is None, train_last=train_last)
         if board is not None:
-            report["export"] = export_for_board(base, folder, board, print_fn, train_last=train_last)
+            report["export"] = export_for_board(base, folder, board, print_fn, train_last=train_last,
+                                                finetune_samples=len(finetune_data[0]))
             report = experiment.write_report(folder, report, complete=True)
     return report

@@ -21,6 +21,9 @@ uint32_t mps2_stack_high_water(void);
 // The heap's size (the linker script's) and how much of it malloc has taken so far.
 uint32_t mps2_heap_bytes(void);
 uint32_t mps2_heap_used(void);
+// The image's static RAM map on stdout, one "name value" line each: ram_bytes (the linker script's RAM: everything
+// below is inside it), stack_bytes, data_bytes, bss_bytes, heap_bytes.
+void mps2_print_ram_map(void);
 
 #ifdef __cplusplus
 }

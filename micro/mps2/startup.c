@@ -124,6 +124,16 @@ uint32_t mps2_heap_bytes(void) { return (uint32_t)(&__heap_end - &__heap_start);
 
 uint32_t mps2_heap_used(void) { return (uint32_t)(g_break - &__heap_start); }
 
+extern char __arena_end;  // the end of RAM (sections.ld)
+
+void mps2_print_ram_map(void) {
+  printf("ram_bytes %ld\n", (long)(&__arena_end - (char*)&__stack_limit));
+  printf("stack_bytes %lu\n", (unsigned long)mps2_stack_bytes());
+  printf("data_bytes %ld\nbss_bytes %ld\n", (long)((char*)&__data_end - (char*)&__data_start),
+         (long)((char*)&__bss_end - (char*)&__bss_start));
+  printf("heap_bytes %lu\n", (unsigned long)mps2_heap_bytes());
+}
+
 // ---- semihosting ------------------------------------------------------------------------------------------
 static int32_t semihost(uint32_t op, void* arg) {
   register uint32_t r0 __asm("r0") = op;

@@ -1,5 +1,7 @@
 #include "tinyprop/app/training_loop.h"
 
+#include <string.h>
+
 namespace tinyprop {
 namespace app {
 namespace {
@@ -102,6 +104,89 @@ void PrintPredictions(const TrainingApp& app) {
   }
 }
 
+// ---- the step trace (TrainingConfig::trace_steps): exact figures as hex bits, one "trace_..." line each ----------
+uint32_t FloatBits(float value) {
+  uint32_t bits;
+  memcpy(&bits, &value, sizeof(bits));
+  return bits;
+}
+
+// 16 hex digits (newlib's printf has no %llx).
+void PrintHex64(Console& console, uint64_t value) {
+  console.Printf("%08lx%08lx", static_cast<unsigned long>(value >> 32),
+                 static_cast<unsigned long>(value & 0xffffffffu));
+}
+
+void PrintDoubleBits(Console& console, double value) {
+  uint64_t bits;
+  memcpy(&bits, &value, sizeof(bits));
+  PrintHex64(console, bits);
+}
+
+// Sum of a float32 state tensor's elements in index order, in double, read through the state access in pieces
+// (no copy of the tensor). False when the tensor cannot be read.
+bool SumOfTensor(StateAccess& state, int32_t index, const StateVariable& v, double* sum) {
+  float piece[32];
+  *sum = 0.0;
+  for (uint32_t done = 0; done < v.elements;) {
+    const uint32_t n = v.elements - done < 32u ? v.elements - done : 32u;
+    if (!state.Read(index, done * kFloatBytes, piece, n * kFloatBytes)) return false;
+    for (uint32_t i = 0; i < n; ++i) *sum += static_cast<double>(piece[i]);
+    done += n;
+  }
+  return true;
+}
+
+// After train step `step` (1-based, counting restored steps): loss bits, ticks, k per sample and layer, the sum of
+// every weight tensor.
+bool TraceStep(const TrainingApp& app, uint32_t step, float loss, uint64_t ticks) {
+  const TrainingConfig& c = app.config;
+  Console& console = *app.console;
+  console.Printf("trace_step %u loss %08lx ticks ", static_cast<unsigned>(step),
+                 static_cast<unsigned long>(FloatBits(loss)));
+  PrintHex64(console, ticks);
+  console.Write("\n");
+  const int32_t* k = c.sparse_layers == 0 ? nullptr : static_cast<const int32_t*>(Checked(
+      *app.model, StepTensor::kK, kInt32Bytes * static_cast<uint32_t>(c.sparse_layers * c.batch), "k", console));
+  if (c.sparse_layers != 0 && k == nullptr) return false;
+  for (int32_t layer = 0; layer < c.sparse_layers; ++layer) {
+    console.Printf("trace_k %u %d", static_cast<unsigned>(step), static_cast<int>(layer));
+    for (int32_t b = 0; b < c.batch; ++b) console.Printf(" %ld", static_cast<long>(k[layer * c.batch + b]));
+    console.Write("\n");
+  }
+  const StateLayout& layout = *app.layout;
+  for (int32_t i = 0; i < layout.count; ++i) {
+    const StateVariable& v = layout.variables[i];
+    if (!v.is_weight || v.dtype != StateDtype::kFloat32) continue;
+    double sum = 0.0;
+    if (!SumOfTensor(*app.state, i, v, &sum)) {
+      console.Printf("tinyprop: cannot read state tensor '%s'\n", v.name);
+      return false;
+    }
+    console.Printf("trace_weight_sum %u %d ", static_cast<unsigned>(step), static_cast<int>(i));
+    PrintDoubleBits(console, sum);
+    console.Write("\n");
+  }
+  return true;
+}
+
+// The output of the inference invoke just run, per sample, as float32 bits.
+bool TraceOutput(const TrainingApp& app) {
+  const TrainingConfig& c = app.config;
+  const int32_t n = c.output_elements;
+  const float* out = static_cast<const float*>(Checked(
+      *app.model, StepTensor::kOutput, kFloatBytes * static_cast<uint32_t>(c.batch * n), "output", *app.console));
+  if (out == nullptr) return false;
+  for (int32_t b = 0; b < c.batch; ++b) {
+    app.console->Printf("trace_output %d", static_cast<int>(b));
+    for (int32_t j = 0; j < n; ++j) {
+      app.console->Printf(" %08lx", static_cast<unsigned long>(FloatBits(out[b * n + j])));
+    }
+    app.console->Write("\n");
+  }
+  return true;
+}
+
 }  // namespace
 
 int RunTraining(const TrainingApp& app) {
@@ -140,12 +225,15 @@ int RunTraining(const TrainingApp& app) {
 
   for (int32_t step = 0; step < c.train_steps; ++step) {
     const int64_t t0 = console.Millis();
+    const uint64_t ticks0 = console.Ticks();
     if (!RunStep(app, step * c.batch, c.mode_train, &loss)) return 1;
+    const uint64_t ticks = console.Ticks() - ticks0;
     const int64_t t1 = console.Millis();
     FormatFloat(loss, text, sizeof(text));
     console.Printf("step %u: loss %s (%ld ms)", static_cast<unsigned>(steps_done + static_cast<uint32_t>(step) + 1),
                    text, static_cast<long>(t1 - t0));
     PrintKeptPerLayer(app);
+    if (c.trace_steps && !TraceStep(app, steps_done + static_cast<uint32_t>(step) + 1, loss, ticks)) return 1;
     console.Yield();
   }
 
@@ -153,6 +241,7 @@ int RunTraining(const TrainingApp& app) {
   FormatFloat(loss, text, sizeof(text));
   console.Printf("tinyprop: inference on the first batch after training: loss %s\n", text);
   PrintPredictions(app);
+  if (c.trace_steps && !TraceOutput(app)) return 1;
 
   const uint32_t total = steps_done + static_cast<uint32_t>(c.train_steps);
   return SaveState(*app.flash, *app.layout, *app.state, total, console) ? 0 : 1;

@@ -34,6 +34,8 @@ class CapturedConsole final : public Console {
   void Write(const char* text) override { out += text; }
   int64_t Millis() override { return now += 3; }
   void Yield() override { ++yields; }
+  uint64_t Ticks() override { return ticks += 7; }
+  uint64_t ticks = 0;
   std::string out;
   int64_t now = 0;
   int yields = 0;
@@ -187,7 +189,7 @@ class FakeModel final : public StepModel {
 const float kSamples[] = {0, 0.25f, 0.5f, 1, 1.25f, 1.5f, 2, 2.25f, 2.5f};
 const int32_t kLabels[] = {0, 1, 2};
 const SampleSet kSampleSet = {kSamples, kLabels, nullptr, 3, kSampleElements, 1};
-constexpr TrainingConfig kConfig = {kBatch, kSampleElements, 1, true, kClasses, kSparseLayers, 4, 1, 0};
+constexpr TrainingConfig kConfig = {kBatch, kSampleElements, 1, true, kClasses, kSparseLayers, 4, 1, 0, false};
 
 struct Board {
   // 4 sectors of 4 KiB, 4-byte write blocks (nRF-like): two 8 KiB slots.
@@ -290,6 +292,32 @@ TP_TEST(AppTwoBootsSaveRestoreAndContinue) {
   for (int e = 0; e < 6; ++e) TP_CHECK_EQ(second.state.F(0, e), 8.5f);
   TP_CHECK_EQ(second.state.F(1, 2), 8.5f);
   TP_CHECK_EQ(second.state.I64(2), 8);
+}
+
+TP_TEST(AppTraceGivesEachStepsExactFiguresOnlyWhenAsked) {
+  Board board;
+  Boot plain;
+  TP_CHECK_EQ(plain.Run(board), 0);
+  TP_CHECK(Count(plain.console.out, "trace_") == 0);
+
+  Board fresh;
+  Boot traced;
+  TrainingConfig config = kConfig;
+  config.trace_steps = true;
+  TP_CHECK_EQ(traced.Run(fresh, kLayout, config), 0);
+  const std::string& out = traced.console.out;
+  // Step 1: loss 1.0f; the step took 7 ticks (the fake clock's step); k per sample: layer + b + first x (0);
+  // only the weight "w" (tensor 0) is summed: six elements 0.5 + 1 = 9.0 (double bits 4022000000000000).
+  TP_CHECK(Count(out, "trace_step 1 loss 3f800000 ticks 0000000000000007\n") == 1);
+  TP_CHECK(Count(out, "trace_k 1 0 0 1\ntrace_k 1 1 1 2\n") == 1);
+  TP_CHECK(Count(out, "trace_weight_sum 1 0 4022000000000000\n") == 1);
+  TP_CHECK(Count(out, "trace_weight_sum") == 4 && Count(out, "trace_weight_sum 1 1") == 0);
+  // Step 2 starts at sample 2 (k = layer + b + 2); after it w is 2.5 everywhere: 15.0.
+  TP_CHECK(Count(out, "trace_step 2 loss 3f000000 ticks 0000000000000007\n") == 1);
+  TP_CHECK(Count(out, "trace_k 2 0 2 3\n") == 1 && Count(out, "trace_weight_sum 2 0 402e000000000000\n") == 1);
+  // The inference output after training, per sample (the fake's one-hot of the label).
+  TP_CHECK(Count(out, "trace_output 0 3f800000 00000000 00000000 00000000\n"
+                      "trace_output 1 00000000 3f800000 00000000 00000000\n") == 1);
 }
 
 TP_TEST(AppIgnoresAnotherModelsState) {

@@ -13,8 +13,7 @@
 #include "../runner_platform.h"
 #include "mps2_support.h"
 
-extern "C" char __flash_free, __flash_end, __arena_start, __arena_end, __data_start, __data_end, __bss_start,
-    __bss_end, __stack_limit;
+extern "C" char __flash_free, __flash_end, __arena_start, __arena_end;
 
 namespace tinyprop::runner {
 namespace {
@@ -35,11 +34,7 @@ uint8_t* ModelBuffer(size_t bytes) {
 
 uint8_t* ArenaBuffer(long* bytes) {
   // The static RAM map first: a model whose arena does not fit stops at AllocateTensors, before Report.
-  std::printf("ram_bytes %ld\n", static_cast<long>(&__arena_end - &__stack_limit));
-  std::printf("stack_bytes %lu\n", static_cast<unsigned long>(mps2_stack_bytes()));
-  std::printf("data_bytes %ld\nbss_bytes %ld\n", static_cast<long>(&__data_end - &__data_start),
-              static_cast<long>(&__bss_end - &__bss_start));
-  std::printf("heap_bytes %lu\n", static_cast<unsigned long>(mps2_heap_bytes()));
+  mps2_print_ram_map();
   const long available = static_cast<long>(&__arena_end - &__arena_start);
   std::printf("arena_available_bytes %ld\n", available);
   if (*bytes > available) *bytes = available;

@@ -14,6 +14,9 @@ class Console {
   virtual void Write(const char* text) = 0;  // text as is (lines end with '\n')
   virtual int64_t Millis() = 0;              // monotonic milliseconds
   virtual void Yield() = 0;                  // between steps: lets the idle task / watchdog run
+  // A free-running counter finer than Millis for the step trace (TrainingConfig::trace_steps): the emulated
+  // board's SysTick of QEMU's virtual time (instructions = ticks x 0.625 on mps2-an386); 0 where there is none.
+  virtual uint64_t Ticks() { return 0; }
 
   // printf-style into a bounded buffer, then Write (longer output is cut at kLineBytes - 1).
   void Printf(const char* format, ...) __attribute__((format(printf, 2, 3)));

@@ -46,6 +46,11 @@ struct TrainingConfig {
   int32_t train_steps;      // per boot
   int32_t mode_train;
   int32_t mode_infer;
+  // Also print each step's exact figures, for a host to check the run against its reference: the loss's float32
+  // bits, every sample's k per layer, per weight tensor the sum of its elements (in index order, in double) as the
+  // double's bits, the step's Console::Ticks(), and the final inference output's bits. Lines "trace_... "
+  // (micro/README.md, "The app on the emulated Cortex-M4F"). Off on the boards (TINYPROP_TRACE_STEPS).
+  bool trace_steps;
 };
 
 // Everything the loop works on; the caller owns it all (no heap).
