@@ -152,8 +152,10 @@ def configurations(spec: sweep_spec.Spec, records: dict[str, dict]) -> list[dict
     standard deviation, total sparse backward MACs and their ratio to dense; ``pareto``: no other configuration has
     at least its metric for at most its backward MACs (one of them strictly better)."""
     groups: dict[str, list] = {}
+    labels = {}
     for trial in spec.trials():
         groups.setdefault(trial.configuration, [])
+        labels[trial.configuration] = spec.label(trial)
         record = records.get(trial.key)
         if record is not None and "error" not in record:
             groups[trial.configuration].append(record["run"])
@@ -163,7 +165,7 @@ def configurations(spec: sweep_spec.Spec, records: dict[str, dict]) -> list[dict
             continue
         metric = [run["final_metric"] for run in runs]
         macs = [float(np.sum(run["bwd_macs_sparse"])) for run in runs]
-        rows.append({"configuration": name, "seeds": len(runs), "metric_name": runs[0]["metric_name"],
+        rows.append({"configuration": name, "label": labels[name], "seeds": len(runs), "metric_name": runs[0]["metric_name"],
                      "metric_mean": float(np.mean(metric)), "metric_std": float(np.std(metric)),
                      "bwd_macs_mean": float(np.mean(macs)),
                      "bwd_ratio_mean": float(np.mean([run["bwd_ratio"] for run in runs]))})
@@ -179,7 +181,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| configuration | seeds | final metric (mean ± std) | backward MACs | vs dense | Pareto |",
              "|---|---:|---:|---:|---:|:---:|"]
     for row in sorted(rows, key=lambda r: r["bwd_macs_mean"]):
-        lines.append(f"| {row['configuration']} | {row['seeds']} | {row['metric_name']} {row['metric_mean']:.4f} ± "
+        lines.append(f"| {row['label']} | {row['seeds']} | {row['metric_name']} {row['metric_mean']:.4f} ± "
                      f"{row['metric_std']:.4f} | {row['bwd_macs_mean'] / 1e6:.2f}M | {row['bwd_ratio_mean']:.3f}x | "
                      f"{'yes' if row['pareto'] else ''} |")
     return "\n".join(lines) + "\n"
@@ -199,7 +201,7 @@ def plot(rows: list[dict], path: str) -> None:
     for row in rows:
         ax.errorbar(row["bwd_macs_mean"] / 1e6, row["metric_mean"], yerr=row["metric_std"], fmt="o", capsize=3,
                     color="tab:red" if row["pareto"] else "tab:gray")
-        ax.annotate(row["configuration"], (row["bwd_macs_mean"] / 1e6, row["metric_mean"]), fontsize=6,
+        ax.annotate(row["label"], (row["bwd_macs_mean"] / 1e6, row["metric_mean"]), fontsize=6,
                     xytext=(4, 3), textcoords="offset points")
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["bwd_macs_mean"])
     ax.plot([r["bwd_macs_mean"] / 1e6 for r in front], [r["metric_mean"] for r in front], "-", color="tab:red",
@@ -259,6 +261,7 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
     started = time.time()
     start_ray(address, num_cpus)
     ray_started = time.time()
+    finished = None
     try:
         task_ref, model_ref = ray.put(task), ray.put(model_bytes)
         pending = {_remote_trial.remote(task_ref, model_ref, t.settings): t for t in todo}
@@ -285,6 +288,8 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
         finished = time.time()
     finally:
         ray.shutdown()
+        if finished is None:  # stopped early (an interrupt, an error): sweep.json lists every record there is
+            write_summary(spec, out_dir, complete=False)
     timing = {"ray_start_seconds": ray_started - started, "sweep_seconds": finished - ray_started}
     summary = write_summary(spec, out_dir, complete=True, timing=timing)
     print_fn(markdown_table(summary["configurations"]))

@@ -80,6 +80,11 @@ class Spec:
         keys = list(self.grid)
         return [Trial(dict(zip(keys, values))) for values in itertools.product(*(self.grid[k] for k in keys))]
 
+    def label(self, trial: Trial) -> str:
+        """A configuration's name in tables and plots: the settings the grid varies, but the seed."""
+        varied = [key for key, values in self.grid.items() if len(values) > 1 and key != "seed"] or ["policy"]
+        return ", ".join(f"{key}={trial.settings[key]}" for key in varied)
+
     @property
     def model_file(self) -> str | None:
         source = self.model["source"]
