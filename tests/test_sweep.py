@@ -214,7 +214,16 @@ def _kill_session(proc, sig=signal.SIGKILL) -> None:
         proc.wait(timeout=30)
 
 
-def _session_processes(sid: int) -> list[int]:
+def _session_processes(sid: int, timeout: float = 20) -> list[int]:
+    """The live processes of session ``sid`` once they are gone, or after ``timeout`` (a killed process takes a
+    moment to exit)."""
+    deadline = time.time() + timeout
+    while (alive := _live_in_session(sid)) and time.time() < deadline:
+        time.sleep(0.2)
+    return alive
+
+
+def _live_in_session(sid: int) -> list[int]:
     pids = []
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -230,7 +239,7 @@ def _session_processes(sid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_a_two_node_cluster_runs_trials_on_both_and_survives_losing_its_worker_node(tmp_path):
-    spec = _write_spec(str(tmp_path), SMALL_SPEC.replace("seed = [0, 1]", "seed = [0, 1, 2]"))
+    spec = _write_spec(str(tmp_path))
     out = str(tmp_path / "out")
     # Short temp dirs: Ray's Unix sockets live there (a socket path has at most 107 characters).
     head_dir, worker_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp"), tempfile.mkdtemp(prefix="rw", dir="/tmp")
@@ -275,9 +284,9 @@ def test_a_two_node_cluster_runs_trials_on_both_and_survives_losing_its_worker_n
         shutil.rmtree(head_dir, ignore_errors=True)
         shutil.rmtree(worker_dir, ignore_errors=True)
     after = _records(out)
-    assert len(after) == 6 and all(after[name] == text for name, text in before.items())
+    assert len(after) == 4 and all(after[name] == text for name, text in before.items())
     summary = json.load(open(os.path.join(out, "sweep.json")))
-    assert summary["complete"] and summary["finished"] == 6 and not summary["failed"], summary["failed"]
+    assert summary["complete"] and summary["finished"] == 4 and not summary["failed"], summary["failed"]
     ran_on = {record["ran_on"]["node_id"] for record in summary["records"]}
     assert head_id in ran_on and len(ran_on) == 2
     assert all({"host", "pid"} <= set(record["ran_on"]) for record in summary["records"])
