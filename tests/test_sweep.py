@@ -3,13 +3,9 @@ the same runs one by one, an interrupted sweep resumed, a two-node cluster that 
 
 import json
 import os
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
@@ -18,7 +14,9 @@ import pytest
 from tinyprop_tf import sweep_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from _ray_cluster import LocalCluster, ray_env, stop_session  # noqa: E402  (benchmarks/ is not a package)
+
 TINYPROP_POLICY = "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"
 # 2 policies x 2 seeds on the embedded MNIST, 200 samples, 2 epochs: a trial takes a few seconds.
 SMALL_SPEC = f"""
@@ -42,12 +40,6 @@ def _write_spec(folder, text=SMALL_SPEC, name="spec.toml"):
     with open(path, "w") as handle:
         handle.write(textwrap.dedent(text))
     return path
-
-
-def _ray_env(**extra):
-    """Quiet workers, and a token of the test's own: nothing read from or written to ~/.ray."""
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0", **extra}
 
 
 def _sweep_command(spec, out, *options):
@@ -150,7 +142,7 @@ ONE_BY_ONE = textwrap.dedent("""
 def test_an_interrupted_sweep_resumes_without_rerunning_and_equals_the_runs_one_by_one(tmp_path):
     spec = _write_spec(str(tmp_path))
     out = str(tmp_path / "out")
-    env = _ray_env()
+    env = ray_env()
     # One CPU: the trials run one after another, so an interrupt after the first record leaves some unfinished.
     first = subprocess.Popen(_sweep_command(spec, out, "--num-cpus", "1"), env=env, cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -161,7 +153,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_and_equals_the_runs_one_
         first.send_signal(signal.SIGINT)
         _, stderr = first.communicate(timeout=60)
     finally:
-        _kill_session(first)
+        stop_session(first)
     assert first.returncode == 130, stderr
     before = _records(out)
     assert 1 <= len(before) < 4, before.keys()
@@ -194,95 +186,32 @@ def test_an_interrupted_sweep_resumes_without_rerunning_and_equals_the_runs_one_
     assert sparse["run"]["bwd_ratio"] < 0.5 < dense["run"]["bwd_ratio"]  # the two policies really differ
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _kill_session(proc, sig=signal.SIGKILL) -> None:
-    """Every process of ``proc``'s session (started with ``start_new_session``): a Ray node's raylet, GCS and
-    workers stay in the session of the ``ray start`` that made them."""
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
-
-def _session_processes(sid: int, timeout: float = 20) -> list[int]:
-    """The live processes of session ``sid`` once they are gone, or after ``timeout`` (a killed process takes a
-    moment to exit)."""
-    deadline = time.time() + timeout
-    while (alive := _live_in_session(sid)) and time.time() < deadline:
-        time.sleep(0.2)
-    return alive
-
-
-def _live_in_session(sid: int) -> list[int]:
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":  # session id, not a zombie
-                pids.append(int(name))
-    return pids
-
-
 @pytest.mark.slow
 def test_a_two_node_cluster_runs_trials_on_both_and_survives_losing_its_worker_node(tmp_path):
     spec = _write_spec(str(tmp_path))
     out = str(tmp_path / "out")
-    # Short temp dirs: Ray's Unix sockets live there (a socket path has at most 107 characters).
-    head_dir, worker_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp"), tempfile.mkdtemp(prefix="rw", dir="/tmp")
-    port = _free_port()
-    # A lost node is noticed within ~2 s instead of Ray's default ~15 s.
-    env = _ray_env(RAY_health_check_period_ms="500", RAY_health_check_failure_threshold="4")
-    nodes, sweep = [], None
-    try:
-        nodes.append(subprocess.Popen(
-            [RAY, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-             "--temp-dir", head_dir, "--include-dashboard=false", "--block"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        address = f"127.0.0.1:{port}"
-        _wait_for_nodes(address, 1, env)
-        nodes.append(subprocess.Popen(
-            [RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-             "--temp-dir", worker_dir, "--block"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        head_id = _wait_for_nodes(address, 2, env)[0]
-
-        sweep = subprocess.Popen(_sweep_command(spec, out, "--address", address), env=env, cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 240
-        on_worker = {}
-        while not on_worker and sweep.poll() is None and time.time() < deadline:
-            time.sleep(0.2)
-            on_worker = {name: text for name, text in _records(out).items()
-                         if json.loads(text)["ran_on"]["node_id"] != head_id}
-        assert on_worker, "no trial finished on the worker node"
-        before = _records(out)
-        _kill_session(nodes[1])  # the worker node dies with whatever trial it runs
-        assert not _session_processes(nodes[1].pid)
-        stdout, stderr = sweep.communicate(timeout=300)
-        assert sweep.returncode == 0, stderr
-    finally:
-        if sweep is not None and sweep.poll() is None:
-            sweep.kill()
-            sweep.wait(timeout=30)
-        for node in reversed(nodes):
-            _kill_session(node, signal.SIGTERM)  # `ray start --block` stops its node's processes on SIGTERM
-            assert not _session_processes(node.pid)
-        shutil.rmtree(head_dir, ignore_errors=True)
-        shutil.rmtree(worker_dir, ignore_errors=True)
+    sweep = None
+    with LocalCluster(cpus_per_node=[1, 1]) as cluster:
+        try:
+            head_id = cluster.node_ids[0]
+            sweep = subprocess.Popen(_sweep_command(spec, out, "--address", cluster.address), env=cluster.env,
+                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 240
+            on_worker = {}
+            while not on_worker and sweep.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+                on_worker = {name: text for name, text in _records(out).items()
+                             if json.loads(text)["ran_on"]["node_id"] != head_id}
+            assert on_worker, "no trial finished on the worker node"
+            before = _records(out)
+            assert not cluster.kill_node(1)  # the worker node dies with the trial it runs; nothing of it is left
+            _, stderr = sweep.communicate(timeout=300)
+            assert sweep.returncode == 0, stderr
+        finally:
+            if sweep is not None and sweep.poll() is None:
+                sweep.kill()
+                sweep.wait(timeout=30)
+    assert not cluster.leftovers  # every process of both nodes has exited
     after = _records(out)
     assert len(after) == 4 and all(after[name] == text for name, text in before.items())
     summary = json.load(open(os.path.join(out, "sweep.json")))
@@ -290,24 +219,3 @@ def test_a_two_node_cluster_runs_trials_on_both_and_survives_losing_its_worker_n
     ran_on = {record["ran_on"]["node_id"] for record in summary["records"]}
     assert head_id in ran_on and len(ran_on) == 2
     assert all({"host", "pid"} <= set(record["ran_on"]) for record in summary["records"])
-
-
-def _wait_for_nodes(address: str, count: int, env: dict, timeout: float = 90) -> list[str]:
-    """The ids of the cluster's alive nodes, head first, once there are ``count``."""
-    code = textwrap.dedent(f"""
-        import time, ray
-        ray.init(address={address!r}, logging_level="ERROR", log_to_driver=False)
-        deadline = time.time() + {timeout}
-        while time.time() < deadline:
-            alive = [n for n in ray.nodes() if n["Alive"]]
-            if len(alive) >= {count}:
-                break
-            time.sleep(0.3)
-        alive.sort(key=lambda n: not n.get("Resources", {{}}).get("node:__internal_head__"))
-        print(" ".join(n["NodeID"] for n in alive))
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=timeout + 60)
-    ids = proc.stdout.split()
-    assert proc.returncode == 0 and len(ids) >= count, proc.stderr
-    return ids
