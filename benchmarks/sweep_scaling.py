@@ -89,8 +89,8 @@ def main(argv=None) -> int:
         f"\n\nSpec: 2 policies x 4 seeds, embedded MNIST (1,000 fine-tuning samples), MLP 784-64-32-10, 4 epochs "
         f"(`benchmarks/sweep_scaling.py` SPEC). Trials wall = Ray's start to the last record; overhead per trial = "
         f"(trials wall x workers - sum of the trials' own seconds) / trials. Load average (1, 5, 15 min) before: "
-        f"{load_before}, after: {load_after}: the machine is shared, other work on it slows the 2-worker runs "
-        f"most.\n")
+        f"{load_before}, after: {load_after}: the machine is shared: a load average above 2 on 2 cores means "
+        f"the workers got less than a core each, and the speed-ups then say little about Ray.\n")
     print(body)
     if not args.no_write:
         _results.write_section("sweep_scaling", "python benchmarks/sweep_scaling.py", body)

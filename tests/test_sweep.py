@@ -92,6 +92,18 @@ def test_resume_needs_a_sweep_and_a_used_folder_must_be_this_sweeps(tmp_path, no
         assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
 
 
+def test_train_last_beyond_a_keras_files_layers_is_a_spec_error(tmp_path):
+    import zipfile
+
+    layers = [{"class_name": "InputLayer"}, {"class_name": "Dense"}, {"class_name": "Dense"}]
+    with zipfile.ZipFile(tmp_path / "two_dense.keras", "w") as archive:  # what the check reads of a .keras file
+        archive.writestr("config.json", json.dumps({"config": {"layers": layers}}))
+    text = SMALL_SPEC.replace('source = "mlp"', 'source = "two_dense.keras"').replace("seed = [0, 1]",
+                                                                                     "train_last = [2, 3]")
+    with pytest.raises(sweep_spec.SpecError, match=r"^grid.train_last: .*from 1 to 2.*got 3"):
+        sweep_spec.parse(_write_spec(str(tmp_path), text))
+
+
 def test_the_readme_example_spec_parses():
     spec = sweep_spec.parse(os.path.join(REPO, "examples", "sweep_mnist_demo.toml"))
     trials = spec.trials()
@@ -219,3 +231,24 @@ def test_a_two_node_cluster_runs_trials_on_both_and_survives_losing_its_worker_n
     ran_on = {record["ran_on"]["node_id"] for record in summary["records"]}
     assert head_id in ran_on and len(ran_on) == 2
     assert all({"host", "pid"} <= set(record["ran_on"]) for record in summary["records"])
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_is_recorded_with_its_error_and_the_sweep_goes_on(tmp_path):
+    # The demo MLP has 3 affine layers: train_last = 9 raises in its trial (an architecture is counted once built).
+    text = SMALL_SPEC.replace(f'policy = ["dense", "{TINYPROP_POLICY}"]', 'policy = "dense"').replace(
+        "seed = [0, 1]", 'train_last = ["all", 9]')
+    spec, out = _write_spec(str(tmp_path), text), str(tmp_path / "out")
+    proc = subprocess.run(_sweep_command(spec, out, "--num-cpus", "2"), env=ray_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.load(open(os.path.join(out, "sweep.json")))
+    assert summary["complete"] and summary["finished"] == 1 and len(summary["failed"]) == 1
+    failed = summary["failed"][0]
+    assert failed["settings"]["train_last"] == 9
+    assert failed["error"].startswith("ValueError: train_last must be an integer from 1 to 3"), failed["error"]
+    assert json.load(open(os.path.join(out, "trials", f"{failed['trial']}.json"))) == failed
+    from tinyprop_tf import sweep
+
+    good = next(r for r in summary["records"] if "error" not in r)
+    assert sweep.finished_keys(out) == {good["trial"]}  # a rerun runs the failed trial again, not the good one

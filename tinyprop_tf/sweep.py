@@ -239,7 +239,10 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
                "runtime_env": {"env_vars": _QUIET_WORKERS}}
     if address:
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as error:  # the CLI's one line, naming the option
+            raise ValueError(f"--address {address}: {error}") from None
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), **options)
 

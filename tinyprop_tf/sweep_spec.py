@@ -31,6 +31,7 @@ import os
 import tomllib
 
 from tinyprop_tf import policies as policies_lib  # no TensorFlow
+from tinyprop_tf import trainable
 
 DEMO_TASK = "mnist_demo"
 TASKS = (DEMO_TASK, "mnist", "fsdd", "kws", "dcase")
@@ -186,6 +187,14 @@ def parse(path: str) -> Spec:
             artifacts.check_keras_archive(model["source"], "model.source ")
         except artifacts.ArtifactError as error:
             raise SpecError(str(error)) from None
+        # An architecture's layer count is known once it is built: a wrong N there fails its trials (recorded).
+        affine_count = trainable.affine_layers_in_keras_file(model["source"])
+        for n in grid["train_last"]:
+            if n != "all":
+                try:
+                    trainable.check_train_last(n, affine_count, model["source"])
+                except ValueError as error:
+                    raise SpecError(f"grid.train_last: {error}") from None
     elif source not in ARCHITECTURES:
         raise SpecError(f"model.source: expected a .keras file or one of {', '.join(ARCHITECTURES)}, got {source!r}")
     _number("model.pretrain_epochs", model["pretrain_epochs"], integer=True, minimum=1)
