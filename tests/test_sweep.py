@@ -172,8 +172,14 @@ def test_an_interrupted_sweep_resumes_without_rerunning_and_equals_the_runs_one_
     interrupted = json.load(open(os.path.join(out, "sweep.json")))
     assert not interrupted["complete"] and interrupted["finished"] == len(before)
 
+    # The same runs one by one, beside the resumed sweep (the pretrained model is there since the first run).
+    settings = [trial.settings for trial in sweep_spec.parse(spec).trials()]
+    reference = subprocess.Popen([sys.executable, "-c", ONE_BY_ONE, os.path.join(out, "pretrained.keras"), "200",
+                                  json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     second = subprocess.run(_sweep_command(spec, out, "--resume", "--num-cpus", "2"), env=env, cwd=REPO,
                             capture_output=True, text=True, timeout=300, start_new_session=True)
+    reference_out, reference_err = reference.communicate(timeout=300)
     assert second.returncode == 0, second.stderr
     assert f"{len(before)} finished before, {4 - len(before)} to run" in second.stdout
     after = _records(out)
@@ -186,12 +192,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_and_equals_the_runs_one_
     assert open(os.path.join(out, "sweep.md")).read().count("\n| policy=") == 2
 
     records = summary["records"]
-    settings = [record["settings"] for record in records]
-    reference = subprocess.run([sys.executable, "-c", ONE_BY_ONE, os.path.join(out, "pretrained.keras"), "200",
-                                json.dumps(settings)], capture_output=True, text=True, timeout=300, cwd=REPO,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert reference.returncode == 0, reference.stderr
-    for record, expected in zip(records, json.loads(reference.stdout.strip().splitlines()[-1])):
+    assert [record["settings"] for record in records] == settings
+    assert reference.returncode == 0, reference_err
+    for record, expected in zip(records, json.loads(reference_out.strip().splitlines()[-1])):
         assert record["run"]["metric"] == expected["metric"], record["settings"]
         assert record["run"]["bwd_macs_sparse"] == expected["bwd_macs_sparse"], record["settings"]
     dense, sparse = (next(r for r in records if r["settings"]["policy"] == p) for p in ("dense", TINYPROP_POLICY))

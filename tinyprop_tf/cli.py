@@ -217,16 +217,16 @@ def _check_sweep(args):
     if args.address and args.num_cpus:
         raise UsageError("--num-cpus sizes the local Ray instance; a cluster (--address) has its own CPUs")
     _check_out_dir("--out ", args.out)
-    base_file = os.path.join(args.out, "base.json")  # sweep.BASE (that module imports Ray)
+    base_file = os.path.join(args.out, sweep_spec.BASE_FILE)
     if os.path.isfile(base_file):
         with open(base_file) as handle:
-            if json.load(handle) != {"task": args.spec.task, "model": args.spec.model}:
+            if json.load(handle) != args.spec.base:
                 raise UsageError(f"--out {args.out}: holds a sweep of another task or model ([task] and [model] of "
                                  f"{os.path.join(args.out, 'spec.toml')}); use another --out")
     elif args.resume:
-        raise UsageError(f"--resume: {args.out} holds no sweep to resume (no base.json)")
+        raise UsageError(f"--resume: {args.out} holds no sweep to resume (no {sweep_spec.BASE_FILE})")
     elif os.path.isdir(args.out) and os.listdir(args.out):
-        raise UsageError(f"--out {args.out}: not empty and not a sweep's folder (no base.json)")
+        raise UsageError(f"--out {args.out}: not empty and not a sweep's folder (no {sweep_spec.BASE_FILE})")
     if importlib.util.find_spec("ray") is None:
         raise UsageError("tinyprop sweep runs on Ray, which is not installed: pip install -e '.[sweep]'")
 

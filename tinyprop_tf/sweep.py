@@ -17,6 +17,7 @@ Only this module imports Ray (``pip install -e '.[sweep]'``); the library and th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -30,15 +31,10 @@ from tinyprop_tf import outdir, sweep_spec
 
 TRIALS_DIR = "trials"
 PRETRAINED = "pretrained.keras"
-BASE = "base.json"  # the task and model every record in the folder belongs to
 # A worker or node lost mid-trial is a system failure: Ray reruns the trial elsewhere this many times. A trial
 # that raises is not retried (it would raise again): its error is its record.
 TRIAL_RETRIES = 3
-_QUIET_WORKERS = {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_DEDUP_LOGS": "0"}
-
-
-def base_of(spec: sweep_spec.Spec) -> dict:
-    return {"task": spec.task, "model": spec.model}
+_QUIET_WORKERS = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def finished_keys(out_dir: str) -> set[str]:
@@ -47,8 +43,6 @@ def finished_keys(out_dir: str) -> set[str]:
 
 
 def read_records(out_dir: str) -> dict[str, dict]:
-    import json
-
     folder = os.path.join(out_dir, TRIALS_DIR)
     records = {}
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
@@ -222,7 +216,7 @@ def write_summary(spec: sweep_spec.Spec, out_dir: str, complete: bool, timing: d
     trials = spec.trials()
     rows = configurations(spec, records)
     failed = [records[t.key] for t in trials if "error" in records.get(t.key, {})]
-    summary = {"complete": complete, "spec": spec.path, "base": base_of(spec), "trials": len(trials),
+    summary = {"complete": complete, "spec": spec.path, "base": spec.base, "trials": len(trials),
                "finished": sum(t.key in records and "error" not in records[t.key] for t in trials),
                "failed": failed, "configurations": rows,
                "records": [records[t.key] for t in trials if t.key in records], **(timing or {})}
@@ -253,7 +247,7 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
     from tqdm.auto import tqdm
 
     os.makedirs(os.path.join(out_dir, TRIALS_DIR), exist_ok=True)
-    outdir.write_json(os.path.join(out_dir, BASE), base_of(spec))
+    outdir.write_json(os.path.join(out_dir, sweep_spec.BASE_FILE), spec.base)
     outdir.atomic_write(os.path.join(out_dir, "spec.toml"), lambda handle: handle.write(spec.text))
     trials = spec.trials()
     done = finished_keys(out_dir)
@@ -264,7 +258,7 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
     started = time.time()
     start_ray(address, num_cpus)
     ray_started = time.time()
-    finished = None
+    finished, bar = None, None
     try:
         task_ref, model_ref = ray.put(task), ray.put(model_bytes)
         pending = {_remote_trial.remote(task_ref, model_ref, t.settings): t for t in todo}
@@ -287,9 +281,10 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
             # Ray does not say which queued tasks run: at most one per CPU of the cluster does.
             cpus = int(ray.cluster_resources().get("CPU", 0))
             bar.set_postfix_str(f"running {min(len(pending), cpus)}, failed {failed}", refresh=True)
-        bar.close()
         finished = time.time()
     finally:
+        if bar is not None:
+            bar.close()  # the lines after it start on a clean line, also when the sweep stops
         ray.shutdown()
         if finished is None:  # stopped early (an interrupt, an error): sweep.json lists every record there is
             write_summary(spec, out_dir, complete=False)

@@ -44,6 +44,10 @@ GRID_DEFAULTS = {"policy": ["dense"], "optimizer": ["adam"], "learning_rate": [1
 SECTIONS = {"task": TASK_KEYS, "model": MODEL_KEYS, "grid": set(GRID_DEFAULTS)}
 
 
+# The file in a sweep's output folder naming the task and model every record there belongs to (``Spec.base``).
+BASE_FILE = "base.json"
+
+
 class SpecError(ValueError):
     """A problem in the spec: one line naming the key."""
 
@@ -80,6 +84,11 @@ class Spec:
     def trials(self) -> list[Trial]:
         keys = list(self.grid)
         return [Trial(dict(zip(keys, values))) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+    @property
+    def base(self) -> dict:
+        """What every trial shares: a folder's records of another base are not this sweep's."""
+        return {"task": self.task, "model": self.model}
 
     def label(self, trial: Trial) -> str:
         """A configuration's name in tables and plots: the settings the grid varies, but the seed."""
