@@ -15,7 +15,7 @@ from tinyprop_tf import sweep_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from _ray_cluster import LocalCluster, ray_env, stop_session  # noqa: E402  (benchmarks/ is not a package)
+from _ray_cluster import LocalCluster, live_in_session, ray_env, stop_session  # noqa: E402  (benchmarks/ is not a package)
 
 TINYPROP_POLICY = "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"
 # 2 policies x 2 seeds on the embedded MNIST, 200 samples, 2 epochs: a trial takes a few seconds.
@@ -164,6 +164,10 @@ def test_an_interrupted_sweep_resumes_without_rerunning_and_equals_the_runs_one_
             time.sleep(0.2)
         first.send_signal(signal.SIGINT)
         _, stderr = first.communicate(timeout=60)
+        deadline = time.time() + 10
+        while (left := live_in_session(first.pid)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not left  # the interrupted sweep stopped the local Ray instance it started
     finally:
         stop_session(first)
     assert first.returncode == 130, stderr
