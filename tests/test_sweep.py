@@ -15,7 +15,8 @@ from tinyprop_tf import sweep_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from _ray_cluster import LocalCluster, live_in_session, ray_env, stop_session  # noqa: E402  (benchmarks/ is not a package)
+# benchmarks/ is not a package
+from _ray_cluster import LocalCluster, live_in_session, ray_env, stop_session  # noqa: E402
 
 TINYPROP_POLICY = "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"
 # 2 policies x 2 seeds on the embedded MNIST, 200 samples, 2 epochs: a trial takes a few seconds.
@@ -48,7 +49,9 @@ def _sweep_command(spec, out, *options):
 
 def _records(out):
     folder = os.path.join(out, "trials")
-    return {name: open(os.path.join(folder, name)).read() for name in os.listdir(folder)} if os.path.isdir(folder) else {}
+    if not os.path.isdir(folder):
+        return {}
+    return {name: open(os.path.join(folder, name)).read() for name in os.listdir(folder)}
 
 
 # -- spec errors: one line naming the key, exit 2, before TensorFlow or Ray ------------------------------------------
@@ -197,6 +200,8 @@ def test_an_interrupted_sweep_resumes_without_rerunning_and_equals_the_runs_one_
 
     records = summary["records"]
     assert [record["settings"] for record in records] == settings
+    # TensorFlow on one thread in a trial: its CPU time is at most its wall time (plus Ray's own threads' bit).
+    assert all(record["cpu_seconds"] <= 1.25 * record["seconds"] + 0.5 for record in records), records
     assert reference.returncode == 0, reference_err
     for record, expected in zip(records, json.loads(reference_out.strip().splitlines()[-1])):
         assert record["run"]["metric"] == expected["metric"], record["settings"]

@@ -110,7 +110,7 @@ def run_trial(task, model_bytes: bytes, settings: dict) -> dict:
 
     from tinyprop_tf import experiment, policies
 
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     with tempfile.TemporaryDirectory() as scratch:
         path = os.path.join(scratch, PRETRAINED)
         with open(path, "wb") as handle:
@@ -124,7 +124,8 @@ def run_trial(task, model_bytes: bytes, settings: dict) -> dict:
         seed=settings["seed"], train_last=trial.train_last)
     return {"trial": trial.key, "settings": settings, "run": result.to_dict(),
             "board_estimates": experiment.board_estimates([result])[result.name],
-            "seconds": time.time() - started, "ran_on": where_am_i()}
+            "seconds": time.time() - started, "cpu_seconds": time.process_time() - cpu_started,  # ~seconds: 1 thread
+            "ran_on": where_am_i()}
 
 
 def where_am_i() -> dict:
@@ -159,7 +160,8 @@ def configurations(spec: sweep_spec.Spec, records: dict[str, dict]) -> list[dict
             continue
         metric = [run["final_metric"] for run in runs]
         macs = [float(np.sum(run["bwd_macs_sparse"])) for run in runs]
-        rows.append({"configuration": name, "label": labels[name], "seeds": len(runs), "metric_name": runs[0]["metric_name"],
+        rows.append({"configuration": name, "label": labels[name], "seeds": len(runs),
+                     "metric_name": runs[0]["metric_name"],
                      "metric_mean": float(np.mean(metric)), "metric_std": float(np.std(metric)),
                      "bwd_macs_mean": float(np.mean(macs)),
                      "bwd_ratio_mean": float(np.mean([run["bwd_ratio"] for run in runs]))})
@@ -253,13 +255,14 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
     done = finished_keys(out_dir)
     todo = [t for t in trials if t.key not in done]
     print_fn(f"Sweep: {len(trials)} trials, {len(trials) - len(todo)} finished before, {len(todo)} to run")
-    task = load_task(spec)
-    model_bytes = pretrained_model_bytes(spec, task, out_dir, print_fn)
     started = time.time()
-    start_ray(address, num_cpus)
+    start_ray(address, num_cpus)  # first: a cluster that cannot be reached is found before any pretraining
     ray_started = time.time()
     finished, bar = None, None
     try:
+        task = load_task(spec)
+        model_bytes = pretrained_model_bytes(spec, task, out_dir, print_fn)
+        trials_started = time.time()
         task_ref, model_ref = ray.put(task), ray.put(model_bytes)
         pending = {_remote_trial.remote(task_ref, model_ref, t.settings): t for t in todo}
         failed = 0
@@ -288,7 +291,7 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
         ray.shutdown()
         if finished is None:  # stopped early (an interrupt, an error): sweep.json lists every record there is
             write_summary(spec, out_dir, complete=False)
-    timing = {"ray_start_seconds": ray_started - started, "sweep_seconds": finished - ray_started}
+    timing = {"ray_start_seconds": ray_started - started, "sweep_seconds": finished - trials_started}
     summary = write_summary(spec, out_dir, complete=True, timing=timing)
     print_fn(markdown_table(summary["configurations"]))
     print_fn(f"{summary['finished']} of {len(trials)} trials finished, {len(summary['failed'])} failed; wrote "
