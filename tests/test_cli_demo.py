@@ -156,8 +156,8 @@ CLI_ERRORS = [
     (["export", "{tmp}/m.keras", "--out", "{tmp}/o", "--momentum", "2"],
      _usage("export", "argument --momentum: expected a number in [0, 1], got 2")),
     (["frobnicate"],
-     "tinyprop: error: argument command: invalid choice: 'frobnicate' (choose from 'demo', 'finetune', 'export', "
-     "'verify') (see 'tinyprop --help')\n"),
+     "tinyprop: error: argument command: invalid choice: 'frobnicate' (choose from 'demo', 'finetune', 'sweep', "
+     "'export', 'verify') (see 'tinyprop --help')\n"),
 ]
 
 

@@ -204,6 +204,33 @@ def _check_verify(args):
         raise UsageError(str(error)) from None
 
 
+def _check_sweep(args):
+    import importlib.util
+    import json
+
+    from tinyprop_tf import sweep_spec  # no TensorFlow, no Ray
+
+    try:
+        args.spec = sweep_spec.parse(args.spec_file)
+    except sweep_spec.SpecError as error:
+        raise UsageError(f"{args.spec_file}: {error}") from None
+    if args.address and args.num_cpus:
+        raise UsageError("--num-cpus sizes the local Ray instance; a cluster (--address) has its own CPUs")
+    _check_out_dir("--out ", args.out)
+    base_file = os.path.join(args.out, sweep_spec.BASE_FILE)
+    if os.path.isfile(base_file):
+        with open(base_file) as handle:
+            if json.load(handle) != args.spec.base:
+                raise UsageError(f"--out {args.out}: holds a sweep of another task or model ([task] and [model] of "
+                                 f"{os.path.join(args.out, 'spec.toml')}); use another --out")
+    elif args.resume:
+        raise UsageError(f"--resume: {args.out} holds no sweep to resume (no {sweep_spec.BASE_FILE})")
+    elif os.path.isdir(args.out) and os.listdir(args.out):
+        raise UsageError(f"--out {args.out}: not empty and not a sweep's folder (no {sweep_spec.BASE_FILE})")
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError("tinyprop sweep runs on Ray, which is not installed: pip install -e '.[sweep]'")
+
+
 # -- the commands --------------------------------------------------------------------------------------------------
 def _demo(args):
     from tinyprop_tf import models
@@ -288,6 +315,12 @@ def _load_keras(label: str, path: str):
         return keras.models.load_model(path)
     except Exception as error:  # Keras raises many types for a bad file; the user needs the one line
         raise UsageError(f"{label}{path}: cannot load as a Keras model ({type(error).__name__}: {error})") from None
+
+
+def _sweep(args):
+    from tinyprop_tf import sweep
+
+    sweep.run(args.spec, args.out, address=args.address, num_cpus=args.num_cpus)
 
 
 def _export(args):
@@ -394,6 +427,20 @@ def build_parser() -> argparse.ArgumentParser:
                                     f"nrf5340dk: {PLAN_HELP}; the table goes into report.json (board_plan)")
     ft.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ft.set_defaults(run=_finetune, check=_check_finetune)
+
+    sw = sub.add_parser("sweep", help="fine-tune over grids of policies, optimizer settings, trained layers and "
+                                      "seeds as Ray tasks (local, or on a cluster)")
+    sw.add_argument("spec_file", metavar="SPEC", help="a TOML sweep spec (see README: tinyprop sweep)")
+    sw.add_argument("--out", required=True, help="output folder: trials/<trial>.json, sweep.json, sweep.md, "
+                                                 "sweep.png, pretrained.keras")
+    sw.add_argument("--address", help="a running Ray cluster (ray://HOST:10001, HOST:PORT, or auto); default: a "
+                                      "local Ray instance")
+    sw.add_argument("--num-cpus", type=_int_at_least(1), help="CPUs of the local instance, one trial each "
+                                                              "(default: all cores; not with --address)")
+    sw.add_argument("--resume", action="store_true",
+                    help="continue the sweep in --out (rerunning without it does the same): finished trials are "
+                         "skipped, failed ones run again")
+    sw.set_defaults(run=_sweep, check=_check_sweep)
 
     ex = sub.add_parser("export", help="write a training-capable .tflite (TFLM and LiteRT) of a Keras model")
     ex.add_argument("model", help="a .keras model (plain or sparsified; a legacy .h5 file is read too)")

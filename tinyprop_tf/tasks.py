@@ -149,6 +149,16 @@ def dcase_task(path: str, machine: str, machine_id: str | None = None) -> Task:
                 features=_log_mel_front_end(default_log_mel_config(train.sample_rate), None, context_frames=5))
 
 
+def mnist_demo_task(seed: int = 0) -> Task:
+    """``tinyprop demo``'s data as a task: the embedded MNIST digits, fine-tuned and tested shifted
+    (``demo.demo_data``; ``seed`` orders the digits before they are split)."""
+    from tinyprop_tf.demo import demo_data
+
+    pretrain, finetune, test = demo_data(seed)
+    return _classification("mnist_demo", pretrain, finetune, test, 10,
+                           "the embedded MNIST digits, fine-tuned and tested shifted as in tinyprop demo")
+
+
 def load_task(name: str, path: str, **options) -> Task:
     """The named task on the data at ``path`` (errors name the path and the expected layout)."""
     builders = {"mnist": mnist_task, "fsdd": fsdd_task, "kws": kws_task, "dcase": dcase_task}

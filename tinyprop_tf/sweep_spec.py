@@ -1,0 +1,211 @@
+"""Sweep specs for ``tinyprop sweep``: a TOML file naming a task, a model and grids; expanded into trials.
+
+Standard library only (no TensorFlow, no Ray), so the CLI checks a spec at once, before either starts. A spec::
+
+    [task]
+    name = "mnist_demo"        # the demo's embedded shifted MNIST, or mnist | fsdd | kws | dcase with data = PATH
+    finetune_samples = 200     # optional: fine-tune on the first N samples of the fine-tuning split
+
+    [model]
+    source = "mlp"             # an architecture to pretrain once (dense), or a .keras file
+    pretrain_epochs = 3
+    seed = 0                   # pretraining's seed (the demo task's data split too)
+
+    [grid]                     # every combination of these lists is one trial
+    policy = ["dense", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
+    seed = [0, 1]
+
+Grid keys and their defaults (``tinyprop finetune``'s): ``policy`` (``--policy`` specs), ``optimizer``
+(adam | sgd), ``learning_rate``, ``batch_size``, ``epochs``, ``train_last`` ("all" or N), ``seed``. A scalar is
+a one-element list. Every error is a ``SpecError`` (a ``ValueError``) whose message starts with the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import tomllib
+
+from tinyprop_tf import policies as policies_lib  # no TensorFlow
+from tinyprop_tf import trainable
+
+DEMO_TASK = "mnist_demo"
+TASKS = (DEMO_TASK, "mnist", "fsdd", "kws", "dcase")
+ARCHITECTURES = ("auto", "mlp", "cnn", "ds_cnn", "autoencoder")
+TASK_KEYS = {"name", "data", "speaker", "machine", "machine_id", "finetune_samples"}
+MODEL_KEYS = {"source", "pretrain_epochs", "seed"}
+# Grid key -> default (a trial's value when the spec does not sweep it): tinyprop finetune's defaults.
+GRID_DEFAULTS = {"policy": ["dense"], "optimizer": ["adam"], "learning_rate": [1e-3], "batch_size": [32],
+                 "epochs": [10], "train_last": ["all"], "seed": [0]}
+SECTIONS = {"task": TASK_KEYS, "model": MODEL_KEYS, "grid": set(GRID_DEFAULTS)}
+
+
+# The file in a sweep's output folder naming the task and model every record there belongs to (``Spec.base``).
+BASE_FILE = "base.json"
+
+
+class SpecError(ValueError):
+    """A problem in the spec: one line naming the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One fine-tuning run of the sweep. ``key``: a stable id of its settings (its record's file name)."""
+
+    settings: dict  # the grid keys' values for this trial
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def configuration(self) -> str:
+        """The settings but the seed: the trials of one configuration differ only in their seed."""
+        return ", ".join(f"{k}={v}" for k, v in self.settings.items() if k != "seed")
+
+    @property
+    def train_last(self) -> int | None:
+        value = self.settings["train_last"]
+        return None if value == "all" else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    path: str
+    task: dict
+    model: dict
+    grid: dict  # key -> list of values (defaults filled in)
+    text: str  # the spec file as written, kept with the results
+
+    def trials(self) -> list[Trial]:
+        keys = list(self.grid)
+        return [Trial(dict(zip(keys, values))) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+    @property
+    def base(self) -> dict:
+        """What every trial shares: a folder's records of another base are not this sweep's."""
+        return {"task": self.task, "model": self.model}
+
+    def label(self, trial: Trial) -> str:
+        """A configuration's name in tables and plots: the settings the grid varies, but the seed."""
+        varied = [key for key, values in self.grid.items() if len(values) > 1 and key != "seed"] or ["policy"]
+        return ", ".join(f"{key}={trial.settings[key]}" for key in varied)
+
+    @property
+    def model_file(self) -> str | None:
+        source = self.model["source"]
+        return source if source.endswith(".keras") else None
+
+
+def _number(key, value, *, integer=False, minimum=None, positive=False):
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or (not integer and not math.isfinite(value)):
+        raise SpecError(f"{key}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    if (minimum is not None and value < minimum) or (positive and value <= 0):
+        raise SpecError(f"{key}: expected {'> 0' if positive else f'>= {minimum}'}, got {value!r}")
+    return value
+
+
+def _check_grid_value(key: str, value):
+    where = f"grid.{key}"
+    if key == "policy":
+        if not isinstance(value, str):
+            raise SpecError(f"{where}: expected a policy spec string, got {value!r}")
+        try:
+            policies_lib.from_spec(value)
+        except ValueError as error:
+            raise SpecError(f"{where}: {error}") from None
+    elif key == "optimizer":
+        if value not in ("adam", "sgd"):
+            raise SpecError(f"{where}: expected adam or sgd, got {value!r}")
+    elif key == "learning_rate":
+        _number(where, value, positive=True)
+    elif key in ("batch_size", "epochs"):
+        _number(where, value, integer=True, minimum=1)
+    elif key == "train_last":
+        if value != "all":
+            _number(where, value, integer=True, minimum=1)
+    elif key == "seed":
+        _number(where, value, integer=True, minimum=0)
+    return value
+
+
+def _resolved(base_dir: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def parse(path: str) -> Spec:
+    """Read and check the spec at ``path``; relative paths in it are relative to the spec file's folder."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read the spec ({error.strerror})") from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: not a TOML file ({error})") from None
+    for section, content in document.items():
+        if section not in SECTIONS:
+            raise SpecError(f"{section}: unknown section; expected {', '.join(SECTIONS)}")
+        if not isinstance(content, dict):
+            raise SpecError(f"{section}: expected a [{section}] table")
+        for key in content:
+            if key not in SECTIONS[section]:
+                raise SpecError(f"{section}.{key}: unknown key; expected one of {', '.join(sorted(SECTIONS[section]))}")
+    base_dir = os.path.dirname(os.path.abspath(path))
+    task = dict(document.get("task", {}))
+    model = {"source": "auto", "pretrain_epochs": 15, "seed": 0, **document.get("model", {})}
+    grid = {}
+    for key, default in GRID_DEFAULTS.items():
+        values = document.get("grid", {}).get(key, default)
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise SpecError(f"grid.{key}: empty list (a grid needs at least one value)")
+        grid[key] = [_check_grid_value(key, v) for v in values]
+
+    name = task.get("name")
+    if name not in TASKS:
+        raise SpecError(f"task.name: expected one of {', '.join(TASKS)}, got {name!r}")
+    if name == DEMO_TASK:
+        if "data" in task:
+            raise SpecError(f"task.data: the {DEMO_TASK} task uses the embedded MNIST digits; remove data")
+    else:
+        if not isinstance(task.get("data"), str):
+            raise SpecError(f"task.data: task {name} needs data = PATH (a folder in its layout)")
+        task["data"] = _resolved(base_dir, task["data"])
+        if not os.path.exists(task["data"]):
+            raise SpecError(f"task.data: {task['data']}: no such file or folder")
+    if name == "dcase" and not task.get("machine"):
+        raise SpecError("task.machine: task dcase needs machine = TYPE (a machine type folder, e.g. fan)")
+    if "finetune_samples" in task:
+        _number("task.finetune_samples", task["finetune_samples"], integer=True, minimum=1)
+
+    source = model["source"]
+    if not isinstance(source, str):
+        raise SpecError(f"model.source: expected a .keras file or one of {', '.join(ARCHITECTURES)}, got {source!r}")
+    if source.endswith(".keras"):
+        model["source"] = _resolved(base_dir, source)
+        from tinyprop_tf.converters import artifacts  # no TensorFlow
+
+        try:
+            artifacts.check_keras_archive(model["source"], "model.source ")
+        except artifacts.ArtifactError as error:
+            raise SpecError(str(error)) from None
+        # An architecture's layer count is known once it is built: a wrong N there fails its trials (recorded).
+        affine_count = trainable.affine_layers_in_keras_file(model["source"])
+        for n in grid["train_last"]:
+            if n != "all":
+                try:
+                    trainable.check_train_last(n, affine_count, model["source"])
+                except ValueError as error:
+                    raise SpecError(f"grid.train_last: {error}") from None
+    elif source not in ARCHITECTURES:
+        raise SpecError(f"model.source: expected a .keras file or one of {', '.join(ARCHITECTURES)}, got {source!r}")
+    _number("model.pretrain_epochs", model["pretrain_epochs"], integer=True, minimum=1)
+    _number("model.seed", model["seed"], integer=True, minimum=0)
+    return Spec(os.path.abspath(path), task, model, grid, raw.decode("utf-8"))
