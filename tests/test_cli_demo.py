@@ -45,8 +45,9 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
     runs = {run["name"]: run for run in report["runs"]}
     assert list(runs) == list(demo.DEMO_POLICIES)
     dense, static, tinyprop = runs["dense"], runs["static top-k 0.2"], runs["TinyProp"]
+    budget = runs["BudgetProp"]
     assert dense["bwd_ratio"] == pytest.approx(1.0)
-    assert 0 < tinyprop["bwd_ratio"] < 0.5 and 0 < static["bwd_ratio"] < 0.5
+    assert 0 < tinyprop["bwd_ratio"] < 0.5 and 0 < static["bwd_ratio"] < 0.5 and 0 < budget["bwd_ratio"] < 0.5
     for run in runs.values():
         assert len(run["metric"]) == 3 and 0.1 < run["final_metric"] <= 1.0
         assert os.path.exists(run["model_path"])
@@ -119,7 +120,7 @@ CLI_ERRORS = [
      _usage("finetune", "argument --task: invalid choice: 'speech' (choose from 'mnist', 'fsdd', 'kws', 'dcase')")),
     (["finetune", "--data", "{tmp}", "--task", "mnist", "--policy", "tinyprob"],
      _error_line("finetune", "--policy: unknown policy 'tinyprob' in 'tinyprob'; expected one of ['dense', "
-                             "'ssprop', 'static', 'tinyprop', 'tinyprop_skip']")),
+                             "'budget', 'ssprop', 'static', 'tinyprop', 'tinyprop_skip']")),
     (["finetune", "--data", "{tmp}", "--task", "mnist", "--policy", "static:1.5"],
      _error_line("finetune", "--policy: ratio must be in (0.0, 1.0], got 1.5")),
     (["finetune", "--data", "{tmp}", "--task", "dcase"],

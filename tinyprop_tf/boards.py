@@ -570,7 +570,7 @@ def step_time_energy(board: str | BoardProfile, instructions: float) -> TimeEner
 # --------------------------------------------------------------------------------------------------------
 # Memory.
 
-OPTIMIZER_STATE_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
+OPTIMIZER_STATE_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2, "lazy_adam": 2}
 _OPTIMIZER_ALIASES = {"sgd+momentum": "momentum", "sgd_momentum": "momentum", "sgdmomentum": "momentum"}
 
 

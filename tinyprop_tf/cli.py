@@ -66,7 +66,7 @@ TRAIN_LAST_HELP = ("train only the last N Dense/Conv1D/Conv2D/DepthwiseConv2D la
                    "after it); the layers before them are frozen: forward only, no backward (default: all train)")
 PLAN_HELP = ("which --train-last N and batch sizes (1-32) fit the board's RAM, each exported and its arena measured by "
              "TFLM's planner")
-DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
+DEFAULT_POLICIES = ["dense", "static:0.2", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5", "budget"]
 # verify keeps every step's batch in memory (and hands copies to the interpreters)
 VERIFY_MAX_STEPS = 10_000
 
@@ -275,6 +275,7 @@ def _finetune(args):
         report = experiment.compare_into(
             folder, pretrained, args.policies, task.finetune, task.evaluate, metric_name=task.metric_name,
             loss=task.loss, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            optimizer=args.optimizer,
             seed=args.seed, about=about, save_pretrained=not args.model.endswith(".keras"),
             train_last=args.train_last, finish=not args.board)
         if args.board:
@@ -411,13 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a pretrained .keras file, or an architecture to pretrain first: mlp, cnn, ds_cnn, "
                          "autoencoder (default: cnn for mnist, ds_cnn for audio, autoencoder for dcase)")
     ft.add_argument("--policy", action="append",
-                    help="repeatable: dense | static:RATIO | tinyprop[:s_min=..,s_max=..,zeta=..] | "
-                         f"tinyprop_skip:tau=.. | ssprop:KEEP (default: {' '.join(DEFAULT_POLICIES)})")
+                    help="repeatable: dense | static:RATIO | tinyprop[:s_min=..,s_max=..,zeta=..,"
+                         "per_sample_max=0|1,ymax_decay=..] | budget[:BUDGET,decay=..,min_kept=..] (BudgetProp, "
+                         f"the project's policy) | tinyprop_skip:tau=.. | ssprop:KEEP (default: "
+                         f"{' '.join(DEFAULT_POLICIES)})")
     ft.add_argument("--out", help="output folder (default: tinyprop_out/finetune-<task>-<time>)")
     ft.add_argument("--epochs", type=epochs, default=10)
     ft.add_argument("--pretrain-epochs", type=epochs, default=15)
     ft.add_argument("--batch-size", type=_int_at_least(1), default=32)
     ft.add_argument("--learning-rate", type=_positive_rate, default=1e-3)
+    ft.add_argument("--optimizer", choices=["adam", "lazy_adam", "sgd", "momentum"], default="adam",
+                    help="lazy_adam: Adam that leaves weights with a zero gradient and their moments alone; "
+                         "momentum: SGD with momentum 0.9 (default adam)")
     ft.add_argument("--seed", type=seed, default=0)
     ft.add_argument("--speaker", help="fsdd: the new speaker to personalise to (default yweweler)")
     ft.add_argument("--machine", help="dcase: machine type folder (fan, pump, slider, valve, ToyCar, ToyConveyor)")
@@ -444,8 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a training-capable .tflite (TFLM and LiteRT) of a Keras model")
     ex.add_argument("model", help="a .keras model (plain or sparsified; a legacy .h5 file is read too)")
-    ex.add_argument("--policy", help="dense | static:RATIO | tinyprop[:...] (default: the model's own, else "
-                                     "TinyProp)")
+    ex.add_argument("--policy", help="dense | static:RATIO | tinyprop[:...] | budget[:...] (default: the model's "
+                                     "own, else TinyProp)")
     ex.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     ex.add_argument("--learning-rate", type=_positive_rate)
     ex.add_argument("--momentum", type=_real(0.0, 1.0, low_open=False), default=0.0, help="sgd only, in [0, 1]")

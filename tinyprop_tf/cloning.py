@@ -100,18 +100,19 @@ def refresh_input_grads(model) -> None:
     _, input_grads = _depths_and_input_grads(model, set(sparse))
     for layer in sparse:
         layer.needs_input_grad = input_grads[layer.name]
-    allot_budgets(sparse)
+    set_layer_policies(sparse)
 
 
-def allot_budgets(sparse) -> None:
-    """Give each ``BudgetProp`` layer its share of the backward budget (``BudgetProp.allot``), from the backward
-    cost each has with the trainable flags as they are now."""
-    budgeted = [layer for layer in sparse if isinstance(layer.policy, policies_lib.BudgetProp)]
-    if not budgeted:
+def set_layer_policies(sparse) -> None:
+    """Give each sparse layer its own copy of the model's policy where the policy says so
+    (``BackpropPolicy.for_layers``: ``BudgetProp``'s shares of the backward budget), from the backward cost each
+    layer has with the trainable flags as they are now. Layers of one model share one policy."""
+    if not sparse:
         return
-    costs = [accounting.dense_backward_macs_per_sample(layer) or 0 for layer in budgeted]
-    for layer, ratio in zip(budgeted, budgeted[0].policy.allot(costs)):
-        layer.policy = layer.policy.with_layer_ratio(ratio)
+    costs = [accounting.dense_backward_macs_per_sample(layer) or 0 for layer in sparse]
+    per_layer = sparse[0].policy.model_policy().for_layers(costs)
+    for layer, policy in zip(sparse, per_layer or ()):
+        layer.policy = policy
 
 
 def _base_weights(layer):
@@ -202,7 +203,7 @@ def sparsify(model, policy, layers=None, selection: str = "channel", verbose: bo
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     _copy_weights(model, clone)
-    allot_budgets(sparse_layers_lib.sparse_layers(clone))
+    set_layer_policies(sparse_layers_lib.sparse_layers(clone))
     clone.sparsify_report = {"sparse": sorted(chosen_names), "left_dense": left_dense, "depths": depths}
     return clone
 
@@ -222,5 +223,5 @@ def strip(model):
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     _copy_weights(model, clone)
-    allot_budgets(sparse_layers_lib.sparse_layers(clone))
+    set_layer_policies(sparse_layers_lib.sparse_layers(clone))
     return clone

@@ -194,14 +194,16 @@ def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict,
                  metric_name: str = "accuracy", loss=None, epochs: int = 10, batch_size: int = 32,
                  learning_rate: float = 1e-3, seed: int = 0, boards=None, about: dict | None = None,
                  print_fn=print, save_pretrained: bool = False, finish: bool = True,
-                 train_last: int | None = None) -> dict:
+                 train_last: int | None = None, optimizer: str = "adam") -> dict:
     """``compare`` into a folder the caller holds (``outdir.replacing``). ``save_pretrained``: also save
     ``pretrained`` there as ``pretrained.keras``. ``report.json`` says ``"complete": false`` from the start and
     after every finished run (an interrupted comparison keeps what finished), and ``true`` at the end if ``finish``
     (False: the caller adds to the report and finishes it with ``write_report``). ``train_last``: every run trains
-    only the last N affine layers (``trainable.train_last``; checked before any run)."""
+    only the last N affine layers (``trainable.train_last``; checked before any run). ``optimizer``: one of
+    ``OPTIMIZERS``, for every run."""
     from tinyprop_tf import report
 
+    make_optimizer(optimizer, learning_rate)  # a bad name fails here, before any work
     started = time.time()
     about = dict(about or {})
     trained = None
@@ -221,7 +223,7 @@ def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict,
             results.append(finetune(
                 pretrained, policy, finetune_data, evaluate, name=name, metric_name=metric_name, loss=loss,
                 epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate,
-                progress=lambda e, logs: bar.update(1), train_last=train_last,
+                progress=lambda e, logs: bar.update(1), train_last=train_last, optimizer=optimizer,
                 save_path=os.path.join(folder.path, f"finetuned-{_file_safe(name)}.keras"),
             ))
         finally:
@@ -229,10 +231,10 @@ def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict,
         write_report(folder, {**about, "runs": [r.to_dict() for r in results]}, complete=False)
 
     estimates = board_estimates(results, boards)
-    fit = memory_fit(pretrained, batch_size, "adam", boards, trained=trained)
+    fit = memory_fit(pretrained, batch_size, optimizer, boards, trained=trained)
     print_fn("")
     print_fn(report.comparison_table(results, estimates))
-    print_fn(f"\nTraining state in RAM (float32 weights, gradients, Adam state, activations of a batch of "
+    print_fn(f"\nTraining state in RAM (float32 weights, gradients, {optimizer} state, activations of a batch of "
              f"{batch_size}; TFLM arena and stack not included):")
     for name, row in fit.items():
         print_fn(f"  {name:<9} {row['message']}")

@@ -63,6 +63,11 @@ class BackpropPolicy:
         """The policy as the user chose it for the model, without what ``sparsify`` set for one layer."""
         return self
 
+    def for_layers(self, costs) -> list["BackpropPolicy"] | None:
+        """One policy per sparse layer of a model, given each layer's dense backward MACs per sample (0: its
+        backward never runs); None when every layer runs the same policy."""
+        return None
+
     def initial_keep(self) -> float:
         """Initial value of the layer's keep variable (only ssProp's schedule moves it)."""
         return 1.0
@@ -268,9 +273,8 @@ class BudgetProp(BackpropPolicy):
         return selection.SelectionRule(1.0 if r == 1.0 else 0.0, r, 1.0, self.rounding, "mean", self.decay,
                                        min_kept=self.min_kept)
 
-    def allot(self, costs) -> list[float]:
-        """Each layer's share for dense backward costs ``costs`` (MACs per sample; 0 = its backward never runs)."""
-        return allot_budget(costs, self.budget, self.cost_exponent)
+    def for_layers(self, costs):
+        return [self.with_layer_ratio(r) for r in allot_budget(costs, self.budget, self.cost_exponent)]
 
     def with_layer_ratio(self, ratio: float | None) -> "BudgetProp":
         return BudgetProp(**{**self.get_config(), "layer_ratio": None if ratio is None else float(ratio)})

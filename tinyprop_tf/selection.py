@@ -1,12 +1,18 @@
 """The selection rule, defined once.
 
-Every sparse layer, every policy and (later) the exporter call these functions; nothing else in the project
-re-implements the rule. The C++ kernels in ``micro/`` implement the same arithmetic, in the same float32
-evaluation order, so host, exported graph and device agree bit for bit on ``k`` and on the kept set.
+Every sparse layer (``layers``), the exported step (``converters/step.py``) and the TFLM select operators call
+these functions or mirror them; nothing else in the project re-implements the rule. A policy states a layer's
+parameters as a ``SelectionRule`` (``BackpropPolicy.rule``). The C++ kernels in ``micro/`` implement the same
+arithmetic, in the same float32 evaluation order, so host, exported graph and device agree on ``k`` and on the
+kept set (bit for bit, given the same Y).
 
-The rule, per sample ``n`` of a layer with ``M`` selectable entries (units, channels or elements):
+The rule, per layer and step: ``scores_and_error`` gives each sample's entry scores and local error ``Y`` (L1 of
+its error signal); ``update_reference`` updates the running reference ``R`` *before* it is used (TinyProp's
+running maximum, or BudgetProp's running mean); a sample whose error is all zero costs nothing
+(``active_samples``). Then per sample ``n`` of a layer with ``M`` selectable entries (units, channels or
+elements):
 
-1. ratio (TinyProp): ``bpr = (s_min + Y / Ymax * (s_max - s_min)) * zeta**p``, evaluated as
+1. ratio: ``bpr = (s_min + Y / R * (s_max - s_min)) * zeta**p``, evaluated as
    ``d = s_max - s_min; q = Y / Ymax; t = q * d; t = s_min + t; bpr = t * zeta_pow`` in float32.
    Dividing first matters across runtimes: the exported step computes Y with other summation orders (its
    matmuls and reductions round differently in the last bit), and the sample that sets the running maximum
@@ -14,8 +20,8 @@ The rule, per sample ``n`` of a layer with ``M`` selectable entries (units, chan
    (with ``(Y * d) / Ymax`` it came out one ulp either side of ``d``, and e.g. ``s_max = 1`` kept M - 1 units
    in one runtime and M in the other). Other samples still depend on Y's last bit, but only when
    ``M * bpr`` falls within an ulp of an integer by chance;
-2. ``k = clamp(floor(M * bpr), 1, M)`` (``rounding="round"`` uses round-half-to-even instead of floor,
-   as ``tf.round`` and C's ``nearbyintf`` do);
+2. ``k = clamp(floor(M * bpr), min(min_kept, M), M)`` (``rounding="round"`` uses round-half-to-even instead
+   of floor, as ``tf.round`` and C's ``nearbyintf`` do; TinyProp's ``min_kept`` is 1);
 3. keep the ``k`` entries with the largest score; among equal scores the lower index wins.
 
 Step 3 is expressed as "everything strictly above the k-th largest value, plus the first few (by index)
@@ -99,14 +105,17 @@ def update_reference(state, y, rule: SelectionRule):
     if rule.reference == "mean":
         batch_mean = tf.reduce_sum(y) / tf.cast(tf.size(y), tf.float32)
         keep = tf.constant(1.0, tf.float32) - decay
-        state = tf.where(state <= floor, batch_mean, state * decay + batch_mean * keep)
+        # first step (R still at its initial value): the batch mean itself. A blend by 0 / 1 instead of a select
+        # (TFLM has no SELECT for a scalar condition): 1 * a + 0 * b is a exactly, for finite a and b.
+        first = tf.cast(state <= floor, tf.float32)
+        state = first * batch_mean + (tf.constant(1.0, tf.float32) - first) * (state * decay + batch_mean * keep)
         state = tf.maximum(state, floor)
         return state, state
     base = state * decay if rule.decay != 1.0 else state
     if rule.per_sample_max:
         index = tf.range(tf.shape(y)[0])
         seen = index[None, :] <= index[:, None]  # [n, j]: sample j comes no later than sample n
-        per_sample = tf.maximum(base, tf.reduce_max(tf.where(seen, y[None, :], tf.zeros_like(y)[None, :]), axis=1))
+        per_sample = tf.maximum(base, tf.reduce_max(y[None, :] * tf.cast(seen, tf.float32), axis=1))  # y >= 0
         if rule.decay != 1.0:
             per_sample = tf.maximum(per_sample, floor)
         return per_sample[-1], per_sample

@@ -206,6 +206,60 @@ TP_TEST(AdaptiveKUpdatesRunningMaxFirst) {
   TP_CHECK_EQ(m, 3.0f);
 }
 
+// BudgetProp's reference (a running mean), the AIfES per-sample max, a decaying max and the floor on k, from the
+// rule's text in selection.h (the golden vectors compare the same with Python bit for bit).
+TP_TEST(ReferenceRulesAndKFloor) {
+  const float y[4] = {1.0f, 4.0f, 3.0f, 8.0f};
+  int32_t k[4];
+  float bpr[4];
+  // mean, first step: R = mean(y) = 4; bpr = 0.25 * y / 4 (s_min 0, s_max = the share 0.25); n = 8
+  RatioParams mean{0.0f, 0.25f, 1.0f, Rounding::kFloor, Reference::kMean, 0.5f};
+  float r = kYmaxInit;
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, mean, &r, bpr, k));
+  TP_CHECK_EQ(r, 4.0f);
+  TP_CHECK_EQ(bpr[3], 0.5f);
+  TP_CHECK_EQ(k[0], 1);  // floor(8 * 0.0625) = 0, clamped up to 1
+  TP_CHECK_EQ(k[3], 4);
+  // then decayed: R = 0.5 * 4 + 0.5 * mean(y) = 4
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, mean, &r, bpr, k));
+  TP_CHECK_EQ(r, 4.0f);
+  mean.min_kept = 3;  // the floor on k
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, mean, &r, bpr, k));
+  TP_CHECK_EQ(k[0], 3);
+  TP_CHECK_EQ(k[3], 4);
+  mean.min_kept = 20;  // never above n
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, mean, &r, bpr, k));
+  TP_CHECK_EQ(k[0], 8);
+  // AIfES order: sample b divides by max(R, y[0..b]); R = 2 before the step
+  const RatioParams per_sample{0.0f, 1.0f, 1.0f, Rounding::kFloor, Reference::kMax, 1.0f, true};
+  r = 2.0f;
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, per_sample, &r, bpr, k));
+  TP_CHECK_EQ(r, 8.0f);
+  TP_CHECK_EQ(bpr[0], 0.5f);   // 1 / 2
+  TP_CHECK_EQ(bpr[1], 1.0f);   // 4 / 4
+  TP_CHECK_EQ(bpr[2], 0.75f);  // 3 / 4
+  TP_CHECK_EQ(bpr[3], 1.0f);
+  // a decaying max: R = max(0.5 * 20, max(y)) = 10, and never below kYmaxInit
+  const RatioParams decaying{0.0f, 1.0f, 1.0f, Rounding::kFloor, Reference::kMax, 0.5f};
+  r = 20.0f;
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, decaying, &r, bpr, k));
+  TP_CHECK_EQ(r, 10.0f);
+  const float zeros[2] = {0.0f, 0.0f};
+  r = kYmaxInit;
+  TP_CHECK_OK(AdaptiveK(zeros, 2, 8, decaying, &r, bpr, k));
+  TP_CHECK_EQ(r, kYmaxInit);
+  // bad parameters
+  RatioParams bad = mean;
+  bad.decay = 0.0f;
+  TP_CHECK_STATUS(AdaptiveK(y, 4, 8, bad, &r, bpr, k), Status::kBadArgument);
+  bad = mean;
+  bad.min_kept = 0;
+  TP_CHECK_STATUS(AdaptiveK(y, 4, 8, bad, &r, bpr, k), Status::kBadArgument);
+  bad = mean;
+  bad.per_sample_max = true;  // only with the running max
+  TP_CHECK_STATUS(AdaptiveK(y, 4, 8, bad, &r, bpr, k), Status::kBadArgument);
+}
+
 TP_TEST(StaticKEqualsAdaptiveWithEqualBounds) {
   tpt::Rng rng(2);
   for (int it = 0; it < 5000; ++it) {
