@@ -119,8 +119,8 @@ CLI_ERRORS = [
     (["finetune", "--data", "{tmp}", "--task", "speech"],
      _usage("finetune", "argument --task: invalid choice: 'speech' (choose from 'mnist', 'fsdd', 'kws', 'dcase')")),
     (["finetune", "--data", "{tmp}", "--task", "mnist", "--policy", "tinyprob"],
-     _error_line("finetune", "--policy: unknown policy 'tinyprob' in 'tinyprob'; expected one of ['dense', "
-                             "'budget', 'ssprop', 'static', 'tinyprop', 'tinyprop_skip']")),
+     _error_line("finetune", "--policy: unknown policy 'tinyprob' in 'tinyprob'; expected one of ['budget', "
+                             "'dense', 'ssprop', 'static', 'tinyprop', 'tinyprop_skip']")),
     (["finetune", "--data", "{tmp}", "--task", "mnist", "--policy", "static:1.5"],
      _error_line("finetune", "--policy: ratio must be in (0.0, 1.0], got 1.5")),
     (["finetune", "--data", "{tmp}", "--task", "dcase"],
