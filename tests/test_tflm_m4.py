@@ -395,3 +395,10 @@ def test_the_app_trains_saves_restores_and_matches_float64_on_the_emulated_m4(tm
         assert 0 < boot.arena_used_bytes <= boot.arena_bytes < ram["bss_bytes"]
         assert ram["stack_bytes"] + ram["data_bytes"] + ram["bss_bytes"] + ram["heap_bytes"] <= NRF52840_RAM
         assert all(t > 1000 for t in boot.step_ticks)
+
+    # The prediction printout after the final inference (the batch from sample 0): the labels the app fed, not what
+    # y's buffer holds after the invoke (TFLM's planner may reuse it), beside the output's argmax.
+    for boot in boots:
+        printed = re.findall(r"^  sample (\d+): predicted class (\d+), label (-?\d+)$", boot.stdout, re.M)
+        assert [tuple(map(int, p)) for p in printed] == [
+            (b, int(np.argmax(boot.output[b])), int(y[b])) for b in range(manifest["batch_size"])], boot.stdout[-2000:]

@@ -26,8 +26,9 @@ uint32_t TargetBytes(const TrainingConfig& c) {
 }
 
 // Fills the batch from `first` and the mode (EVERY input before EVERY Invoke: TFLM's planner reuses input
-// buffers), invokes, reads the loss.
-bool RunStep(const TrainingApp& app, int32_t first, int32_t mode, float* loss) {
+// buffers), invokes, reads the loss. `fed_labels` ([batch], or null): receives the batch's labels before the
+// Invoke, the only time they are known to be in y.
+bool RunStep(const TrainingApp& app, int32_t first, int32_t mode, float* loss, int32_t* fed_labels = nullptr) {
   const TrainingConfig& c = app.config;
   StepModel& model = *app.model;
   Console& console = *app.console;
@@ -40,6 +41,7 @@ bool RunStep(const TrainingApp& app, int32_t first, int32_t mode, float* loss) {
     console.Printf("tinyprop: no batch from sample %ld\n", static_cast<long>(first));
     return false;
   }
+  if (fed_labels != nullptr && c.target_is_label) memcpy(fed_labels, y, TargetBytes(c));
   *m = mode;
   if (!model.Invoke()) {
     console.Printf("tinyprop: Invoke() failed (mode %d)\n", static_cast<int>(mode));
@@ -75,15 +77,15 @@ void PrintKeptPerLayer(const TrainingApp& app) {
 }
 
 // After an inference invoke on the batch from sample 0: the predicted class and label per sample
-// (classification), or the first outputs (regression). y still holds the batch's labels.
+// (classification; the labels RunStep kept in app.printed_labels when it fed that batch), or the first outputs
+// (regression).
 void PrintPredictions(const TrainingApp& app) {
   const TrainingConfig& c = app.config;
   Console& console = *app.console;
   const int32_t n = c.output_elements;
   const float* out = static_cast<const float*>(Checked(
       *app.model, StepTensor::kOutput, kFloatBytes * static_cast<uint32_t>(c.batch * n), "output", console));
-  const TensorBytes y = app.model->Tensor(StepTensor::kY);
-  if (out == nullptr || y.data == nullptr) return;
+  if (out == nullptr) return;
   char text[32];
   for (int32_t b = 0; b < c.batch; ++b) {
     if (c.target_is_label) {
@@ -92,7 +94,7 @@ void PrintPredictions(const TrainingApp& app) {
         if (out[b * n + j] > out[b * n + best]) best = j;
       }
       console.Printf("  sample %d: predicted class %d, label %d\n", static_cast<int>(b), static_cast<int>(best),
-                     static_cast<int>(static_cast<const int32_t*>(y.data)[b]));
+                     static_cast<int>(app.printed_labels[b]));
       continue;
     }
     console.Printf("  sample %d:", static_cast<int>(b));
@@ -197,6 +199,10 @@ int RunTraining(const TrainingApp& app) {
     console.Printf("tinyprop: inconsistent state layout table\n");
     return 1;
   }
+  if (c.target_is_label && app.printed_labels == nullptr) {
+    console.Printf("tinyprop: no buffer for the printed labels (TrainingApp::printed_labels)\n");
+    return 1;
+  }
   // A model holding its state in place starts from zeros: the exported state goes in before the first invoke.
   // Otherwise the first invoke runs the initialiser (CALL_ONCE), which assigns the exported weights: only after it
   // may a saved state be written into the model.
@@ -237,7 +243,7 @@ int RunTraining(const TrainingApp& app) {
     console.Yield();
   }
 
-  if (!RunStep(app, 0, c.mode_infer, &loss)) return 1;
+  if (!RunStep(app, 0, c.mode_infer, &loss, app.printed_labels)) return 1;
   FormatFloat(loss, text, sizeof(text));
   console.Printf("tinyprop: inference on the first batch after training: loss %s\n", text);
   PrintPredictions(app);

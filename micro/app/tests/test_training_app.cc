@@ -1,6 +1,8 @@
 // The TFLM-independent training app on the host: a fake step model whose "train step" adds 1 to every state
 // element, a fake state, the simulated NOR flash of micro/persist. Two boots on one flash: the second must
 // restore what the first saved and continue from there.
+#include <string.h>
+
 #include <string>
 #include <vector>
 
@@ -135,6 +137,9 @@ constexpr int32_t kBatch = 2, kSampleElements = 3, kClasses = 4, kSparseLayers =
 
 // The training graph's contract: x [2, 3] float, y [2] int32, mode int32; loss, output [2, 4], k [2, 2].
 // The first Invoke runs the initialiser; a train invoke updates the state; k[layer, b] = layer + b + first x.
+// Each Invoke ends by overwriting its inputs (all bits set: y = -1, x = NaN, mode = -1, an invalid mode), as on
+// TFLM, whose planner may place other tensors in an input's buffer once the input has been read: whatever reads an
+// input after an Invoke, or invokes without setting every input again, sees that.
 class FakeModel final : public StepModel {
  public:
   explicit FakeModel(FakeState* state) : state_(state) {}
@@ -166,6 +171,11 @@ class FakeModel final : public StepModel {
       for (int32_t c = 0; c < kClasses; ++c) output[b * kClasses + c] = c == y[b] ? 1.0f : 0.0f;
       for (int32_t layer = 0; layer < kSparseLayers; ++layer) k[layer * kBatch + b] = layer + b + static_cast<int32_t>(x[0]);
     }
+    if (clobbers_inputs) {
+      memset(x, 0xff, sizeof(x));
+      memset(y, 0xff, sizeof(y));
+      memset(&mode, 0xff, sizeof(mode));
+    }
     return true;
   }
   float x[kBatch * kSampleElements] = {};
@@ -177,6 +187,7 @@ class FakeModel final : public StepModel {
   int32_t k[kSparseLayers * kBatch] = {};
   bool initialised = false;
   bool self_initialises = true;
+  bool clobbers_inputs = true;
   std::vector<std::vector<uint8_t>> state_at_first_invoke;
   int train_invokes = 0;
   std::vector<float> first_samples;
@@ -203,8 +214,11 @@ struct Boot {
   SampleBatches batches{kSampleSet};
   CapturedConsole console;
   const uint8_t* initial_state = nullptr;  // set (and model.self_initialises = false) for an in-place model
+  int32_t printed_labels[kBatch] = {};
+  int32_t* printed_labels_buffer = printed_labels;
   int Run(Board& board, const StateLayout& layout = kLayout, const TrainingConfig& config = kConfig) {
-    const TrainingApp app = {config, &layout, &model, &state, &batches, &board.flash, &console, initial_state};
+    const TrainingApp app = {config,       &layout,       &model,          &state, &batches, &board.flash,
+                             &console,     initial_state, printed_labels_buffer};
     return tinyprop::app::RunTraining(app);
   }
 };
@@ -278,8 +292,10 @@ TP_TEST(AppTwoBootsSaveRestoreAndContinue) {
   TP_CHECK(Count(out1, "step 2: loss 0.500000 (3 ms), kept per layer: 5 7\n") == 1);
   TP_CHECK(Count(out1, "step 4: loss") == 1 && Count(out1, "step 5:") == 0);
   TP_CHECK_EQ(first.console.yields, 4);
-  // inference on the batch from sample 0: the fake predicts the label
+  // inference on the batch from sample 0: the fake predicts the label it saw, then overwrites y with -1, so these
+  // are the labels the app fed, not read back from y after the invoke
   TP_CHECK(Count(out1, "  sample 0: predicted class 0, label 0\n  sample 1: predicted class 1, label 1\n") == 1);
+  TP_CHECK_EQ(first.model.y[1], -1);
   TP_CHECK_EQ(first.state.F(0, 5), 4.5f);
 
   Boot second;  // a new interpreter: the initialiser sets the exported values again, then the restore
@@ -318,6 +334,15 @@ TP_TEST(AppTraceGivesEachStepsExactFiguresOnlyWhenAsked) {
   // The inference output after training, per sample (the fake's one-hot of the label).
   TP_CHECK(Count(out, "trace_output 0 3f800000 00000000 00000000 00000000\n"
                       "trace_output 1 00000000 3f800000 00000000 00000000\n") == 1);
+}
+
+TP_TEST(AppWithLabelsAndNoBufferToKeepThemFailsBeforeAnyInvoke) {
+  Board board;
+  Boot boot;
+  boot.printed_labels_buffer = nullptr;
+  TP_CHECK_EQ(boot.Run(board), 1);
+  TP_CHECK(Count(boot.console.out, "no buffer for the printed labels") == 1);
+  TP_CHECK(!boot.model.initialised);
 }
 
 TP_TEST(AppIgnoresAnotherModelsState) {

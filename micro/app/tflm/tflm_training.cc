@@ -47,6 +47,8 @@ namespace {
 
 // Every tensor, the training state (weights, optimizer slots, ymax, step counter) included.
 alignas(16) uint8_t g_tensor_arena[TINYPROP_ARENA_BYTES];
+// The final inference batch's labels, kept for the printout: y's buffer may hold other tensors after the Invoke.
+int32_t g_printed_labels[TINYPROP_BATCH_SIZE];
 #if !TINYPROP_APP_STATE_IN_OUTPUTS
 // One resource variable at a time for the streamed save / restore (8-byte aligned for int64 state tensors).
 #ifndef TINYPROP_STATE_MAX_VARIABLE_BYTES
@@ -134,7 +136,7 @@ int RunTflmTraining(FlashDevice& flash, BatchSource& batches, Console& console) 
   const uint8_t* initial_state = nullptr;  // the model's initialiser runs on the first invoke
 #endif
   const TrainingApp app = {kConfig, &g_tinyprop_state_layout, &step_model, &state, &batches, &flash, &console,
-                           initial_state};
+                           initial_state, g_printed_labels};
   return RunTraining(app);
 }
 

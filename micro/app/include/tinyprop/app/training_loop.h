@@ -67,6 +67,10 @@ struct TrainingApp {
   // state before the first Invoke. Null for a model that initialises itself on its first Invoke (the resource
   // variables' CALL_ONCE initialiser): then the state is written only after that Invoke.
   const uint8_t* initial_state;
+  // [config.batch] int32, when config.target_is_label (else unused, may be null): the labels of the batch fed to
+  // the final inference, copied from the batch source's fill before that Invoke, for the prediction printout. The
+  // model's y input cannot be read back after an Invoke: TFLM's planner may give its buffer to other tensors.
+  int32_t* printed_labels;
 };
 
 // The whole boot: the initial state (when given), inference with the exported weights (the first Invoke, which
