@@ -10,7 +10,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "benchmarks", "paper_comparison.py")
 FSDD = os.path.join(REPO, "..", "shared", "data", "fsdd")
-QUICK_ROWS = ("pretrained, no fine-tuning", "dense", "static 0.2 zeta=1", "TinyProp 0.1-0.9 zeta=0.5")
+QUICK_ROWS = ("pretrained, no fine-tuning", "dense", "static 0.2 zeta=1", "TinyProp 0.1-0.9 zeta=0.5", "BudgetProp 0.15")
 
 
 def _table(stdout: str, title: str) -> dict[str, list[str]]:
@@ -30,20 +30,24 @@ def test_quick_run_prints_tables_and_claims(tmp_path):
     out = proc.stdout
     assert "DCASE skipped" in out
 
-    titles = ["MNIST (shifted digits)"]
+    titles = ["MNIST (shifted digits)", "MNIST from scratch (the authors' C setup)"]
     if os.path.isdir(FSDD):  # the shared data folder; CI always has it
         titles.append("FSDD, new speaker george")
     for title in titles:
         table = _table(out, title)
         assert all(row in table for row in QUICK_ROWS), (title, list(table))
         dense, static, tinyprop = table["dense"], table["static 0.2 zeta=1"], table["TinyProp 0.1-0.9 zeta=0.5"]
+        budget = table["BudgetProp 0.15"]
         assert dense[2].startswith("1.000")  # bwd MACs / dense
-        for row in (static, tinyprop):
+        for row in (static, tinyprop, budget):
             assert 0.0 < float(row[2].split()[0]) < 0.5  # sparse runs count less backward compute
         for row in (dense, static, tinyprop):
             assert 0.1 < float(row[0].split()[0]) <= 1.0  # accuracy
 
     claims = _table(out, "Claims")
     assert [key for key in claims if key != "task" and not key.startswith("---")] == titles
+    targets = _table(out, "BudgetProp targets")  # one row per task, each target met or missed
+    assert [key for key in targets if key != "task" and not key.startswith("---")] == titles
+    assert all(row[2] in ("met", "missed") for key, row in targets.items() if key in titles)
     assert all(re.fullmatch(r"holds|fails", row[3]) for key, row in claims.items() if key in titles)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
