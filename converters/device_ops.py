@@ -11,7 +11,7 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
   one op). The builtins graph's ``g * cast(out > 0)`` leaves a mask the converter schedules right after the
   forward, alive next to each activation until the backward (and gives -0 for a negative g, NaN for an
   infinite one, where the unit is off);
-- ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [6] (``SELECT_PARAMS``: a layer's
+- ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [8] (``SELECT_PARAMS``: a layer's
   ``selection.SelectionRule``) -> ymax_out [1], k [B] int32, kept [B, N] int32 (the same rule as
   ``tinyprop_tf.selection``);
 - ``TINYPROP_SELECT_CHANNELS``: the same for a conv error delta [B, positions..., C] (score per channel = sum of

@@ -398,8 +398,8 @@ class TrainStep(tf.Module):
 
     # -- device ops (fast variant) ----------------------------------------------------------------------------
     def _uses_device_ops(self, node) -> bool:
-        # The exporter admits DenseBackprop, StaticTopK, TinyProp and BudgetProp only (graph.check_policy); the C++ conv
-        # kernels select whole channels and know TF's SAME/VALID padding (not Conv1D's causal padding).
+        # The exporter admits DenseBackprop, StaticTopK, TinyProp and BudgetProp only (graph.check_policy); the C++
+        # conv kernels select whole channels and know TF's SAME/VALID padding (not Conv1D's causal padding).
         if not (self.fast and node.sparse and self._policy.selects):
             return False
         if node.kind == "dense":

@@ -223,5 +223,4 @@ def strip(model):
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     _copy_weights(model, clone)
-    set_layer_policies(sparse_layers_lib.sparse_layers(clone))
     return clone

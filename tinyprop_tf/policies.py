@@ -141,7 +141,6 @@ class TinyProp(BackpropPolicy):
     ``rounding="floor"`` follows the authors' C code (truncate and clamp); ``"round"`` follows their PyTorch
     code's rounding, but with the clamp their PyTorch code forgets.
 
-
     Two options beyond the paper, both off by default:
     - ``per_sample_max=True``: the running maximum in the order of the authors' AIfES C code, which trains sample
       by sample: sample n of a batch sees the maximum over samples 1..n (their PyTorch code, the default here,

@@ -97,6 +97,9 @@ def update_reference(state, y, rule: SelectionRule):
     - ``"mean"``: ``R = mean_n Y(n)`` on the first step (R still at ``YMAX_INIT``), then
       ``R = decay * R + (1 - decay) * mean_n Y(n)``.
     A decaying reference is floored at ``YMAX_INIT``: a long run of zero errors never makes ``Y / R`` a 0 / 0.
+    The mean's sum may round differently in TensorFlow's reduction than in the C++ loop (in sample order): like Y
+    itself, R can then differ in its last bit between runtimes, which moves a k only where ``M * bpr`` falls within
+    an ulp of an integer.
     """
     state = tf.convert_to_tensor(state, tf.float32)
     y = tf.convert_to_tensor(y, tf.float32)
@@ -171,8 +174,8 @@ def scores_and_error(delta, num_entries: int, per_channel: bool):
 
 @dataclasses.dataclass(frozen=True)
 class Selected:
-    """One step's selection for a layer: the updated running reference, ratio and k per sample, kept mask [B, M], and
-    ``active`` [B] (a sample whose error is all zero needs no backward work: it costs nothing)."""
+    """One step's selection for a layer: the updated running reference, ratio and k per sample, kept mask [B, M],
+    and ``active`` [B] (a sample whose error is all zero needs no backward work: it costs nothing)."""
 
     ymax: object
     bpr: object
