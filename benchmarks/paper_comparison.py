@@ -151,6 +151,7 @@ class Task:
     train_last: int | None = None  # fine-tune only the last N affine layers (trainable.train_last)
     epochs: int | None = None  # instead of the common --epochs
     batch_size: int = 32
+    batchnorm: str = "train"  # experiment.finetune's
 
 
 def _pretrain(build, x, y, *, epochs, seed, loss=None, desc="pretrain"):
@@ -241,15 +242,25 @@ FSDD_MODELS = {  # --fsdd-models: name -> (title, train_last)
     "ds_cnn": ("DS-CNN", None),
     "ds_cnn:last2": ("DS-CNN, last 2 layers trained", 2),
 }
+# A DS-CNN model spec may end in @MODE: experiment.finetune's batchnorm (default here: train, Keras's batch
+# statistics, as the rows recorded before the modes existed).
+BATCHNORM_TITLES = {"train": "", "fold": ", BatchNorm folded", "adapt": ", BatchNorm adapted to the speaker, folded"}
 
 
 def fsdd_task(speaker: str, features, quick: bool, model: str = "conv1d") -> Task:
     from tinyprop_tf import experiment, models
 
+    model, _, batchnorm = model.partition("@")
     if model not in FSDD_MODELS:
         raise SystemExit(f"--fsdd-models: unknown {model!r}; expected some of {sorted(FSDD_MODELS)}")
     if model != "conv1d":
-        return _fsdd_ds_cnn_task(speaker, features, quick, *FSDD_MODELS[model], key_suffix=model.replace(":", "-"))
+        if batchnorm and batchnorm not in BATCHNORM_TITLES:
+            raise SystemExit(f"--fsdd-models: unknown BatchNorm mode {batchnorm!r} in {model}@{batchnorm}; "
+                             f"expected one of {sorted(BATCHNORM_TITLES)}")
+        return _fsdd_ds_cnn_task(speaker, features, quick, *FSDD_MODELS[model], key_suffix=model.replace(":", "-"),
+                                 batchnorm=batchnorm or "train")
+    if batchnorm:
+        raise SystemExit(f"--fsdd-models: conv1d has no BatchNorm; drop @{batchnorm}")
 
     # The split of datasets.speaker_split(root, speaker, test_takes=FSDD_TEST_TAKES), on precomputed features.
     x, y_all, pre, ft, te = _fsdd_split(speaker, features)
@@ -285,7 +296,7 @@ def _fsdd_split(speaker, features):
 _DS_CNN_PRETRAINED = {}
 
 
-def _fsdd_ds_cnn_task(speaker, features, quick, title, train_last, key_suffix) -> Task:
+def _fsdd_ds_cnn_task(speaker, features, quick, title, train_last, key_suffix, batchnorm="train") -> Task:
     """``tinyprop finetune --task fsdd``'s default model (tasks.build_model: DS-CNN, 32 channels, 4 blocks) on the
     same MFCCs as the Conv1D tasks, as a 49 x 13 x 1 image."""
     from tinyprop_tf import experiment, models
@@ -302,12 +313,19 @@ def _fsdd_ds_cnn_task(speaker, features, quick, title, train_last, key_suffix) -
                                                 desc=f"FSDD {speaker} DS-CNN pretrain s{seed}")
         return Prepared(_DS_CNN_PRETRAINED[key], (x[ft], y_all[ft]), experiment.accuracy_evaluator(x[te], y_all[te]))
 
-    return Task(f"fsdd-{speaker}-{key_suffix}", f"FSDD, new speaker {speaker}, {title}", "accuracy",
+    if batchnorm != "train":
+        key_suffix += f"-bn-{batchnorm}"
+    return Task(f"fsdd-{speaker}-{key_suffix}", f"FSDD, new speaker {speaker}, {title}{BATCHNORM_TITLES[batchnorm]}",
+                "accuracy",
                 f"DS-CNN (MFCC 49x13x1 -> Conv2D 32 -> 4 x [DepthwiseConv2D 3x3, Conv2D 1x1 32, BatchNorm] -> GAP "
                 f"-> Dense 10; `tinyprop finetune --task fsdd`'s default model); pretrain {int(pre.sum())} clips of "
                 f"the other speakers ({pretrain_epochs} epochs), fine-tune {int(ft.sum())} clips of {speaker}"
-                + (f" (last {train_last} affine layers only)" if train_last else "") + f", test {int(te.sum())}",
-                prepare, core=True, train_last=train_last)
+                + (f" (last {train_last} affine layers only)" if train_last else "") + f", test {int(te.sum())}"
+                + {"train": "; BatchNorm trains with batch statistics (Keras)",
+                   "fold": "; BatchNorm folded with the pretrained statistics (what the exported step trains)",
+                   "adapt": "; BatchNorm statistics re-estimated on the speaker's fine-tuning clips (forward only), "
+                            "then folded"}[batchnorm],
+                prepare, core=True, train_last=train_last, batchnorm=batchnorm)
 
 
 def dcase_task(root: str, machine: str, target_id, max_clips: int, stride: int, quick: bool) -> Task:
@@ -394,7 +412,7 @@ def run_task(task: Task, configs: list[Config], seeds: list[int], epochs: int) -
                 prepared.model, config.policy(), prepared.train, prepared.evaluate, name=config.name,
                 metric_name=task.metric_name, loss=prepared.loss, epochs=epochs * config.epochs_factor,
                 batch_size=task.batch_size, seed=seed, learning_rate=task.learning_rate, train_last=task.train_last,
-                optimizer=task.optimizer,
+                optimizer=task.optimizer, batchnorm=task.batchnorm,
             )
             # Relative to a dense run of the common length (dense backward MACs are the same every epoch).
             dense_total = float(np.sum(result.bwd_macs_dense)) / config.epochs_factor
@@ -776,7 +794,8 @@ def main(argv=None):
                                                              "(default <repo>/../shared/data/fsdd)")
     parser.add_argument("--fsdd-speakers", default=",".join(FSDD_SPEAKERS), help="held-out speakers, or 'all'")
     parser.add_argument("--fsdd-models", default="conv1d",
-                        help=f"comma-separated subset of {','.join(FSDD_MODELS)} (default conv1d)")
+                        help=f"comma-separated subset of {','.join(FSDD_MODELS)} (default conv1d); a DS-CNN "
+                             "may end in @fold or @adapt (BatchNorm mode, experiment.finetune's batchnorm)")
     parser.add_argument("--dcase", default=None, help="DCASE2020 Task 2 root (<root>/<machine>/{train,test}); "
                                                       "skipped without it")
     parser.add_argument("--dcase-machine", default="slider")

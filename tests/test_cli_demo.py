@@ -118,6 +118,8 @@ CLI_ERRORS = [
                              "itself); found no such clip in {tmp}")),
     (["finetune", "--data", "{tmp}", "--task", "speech"],
      _usage("finetune", "argument --task: invalid choice: 'speech' (choose from 'mnist', 'fsdd', 'kws', 'dcase')")),
+    (["finetune", "--data", "{tmp}", "--task", "fsdd", "--batchnorm", "freeze"],
+     _usage("finetune", "argument --batchnorm: invalid choice: 'freeze' (choose from 'train', 'fold', 'adapt')")),
     (["finetune", "--data", "{tmp}", "--task", "mnist", "--policy", "tinyprob"],
      _error_line("finetune", "--policy: unknown policy 'tinyprob' in 'tinyprob'; expected one of ['budget', "
                              "'dense', 'ssprop', 'static', 'tinyprop', 'tinyprop_skip']")),

@@ -72,6 +72,7 @@ def no_tensorflow_no_ray(no_tensorflow):
     (lambda s: s.replace('name = "mnist_demo"', 'name = "mnist"\ndata = "no/such/folder"'), "task.data"),
     (lambda s: s.replace('source = "mlp"', 'source = "missing.keras"'), "model.source"),
     (lambda s: s.replace("\nepochs = 2\n", "\nepochs = 0\n"), "grid.epochs"),
+    (lambda s: s.replace("\nepochs = 2\n", "\nepochs = 2\nbatchnorm = \"freeze\"\n"), "grid.batchnorm"),
 ])
 def test_a_bad_spec_is_one_line_naming_the_key_exit_2_before_ray_starts(tmp_path, no_tensorflow_no_ray, edit, key):
     spec = _write_spec(str(tmp_path), edit(SMALL_SPEC))

@@ -277,7 +277,7 @@ def _finetune(args):
             loss=task.loss, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
             optimizer=args.optimizer,
             seed=args.seed, about=about, save_pretrained=not args.model.endswith(".keras"),
-            train_last=args.train_last, finish=not args.board)
+            train_last=args.train_last, batchnorm=args.batchnorm, finish=not args.board)
         if args.board:
             from tinyprop_tf.converters import planning
 
@@ -389,6 +389,8 @@ def _verify(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tinyprop_tf.batchnorm import BATCHNORM_MODES  # NumPy only
+
     parser = _Parser(prog="tinyprop", description="Sparse on-device fine-tuning, simulated in Keras.")
     sub = parser.add_subparsers(dest="command", required=True)
     epochs, seed = _int_at_least(1), _int_at_least(0)
@@ -429,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--machine", help="dcase: machine type folder (fan, pump, slider, valve, ToyCar, ToyConveyor)")
     ft.add_argument("--machine-id", help="dcase: the machine id to fine-tune to (default: the last one)")
     ft.add_argument("--train-last", type=_int_at_least(1), metavar="N", help=TRAIN_LAST_HELP)
+    ft.add_argument("--batchnorm", choices=BATCHNORM_MODES, default="fold",
+                    help="BatchNormalization while fine-tuning: fold = folded with the pretrained statistics, as "
+                         "the exported step trains it (default); adapt = statistics re-estimated on the "
+                         "fine-tuning data (forward passes), then folded; train = Keras's batch statistics "
+                         "(host only: the device never normalises with batch statistics)")
     ft.add_argument("--board", help="also plan on-device fine-tuning for esp32s3 | esp32c3 | nrf52840dk | "
                                     f"nrf5340dk: {PLAN_HELP}; the table goes into report.json (board_plan)")
     ft.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)

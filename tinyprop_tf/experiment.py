@@ -12,6 +12,7 @@ import time
 import keras
 import numpy as np
 
+from tinyprop_tf import batchnorm as batchnorm_lib
 from tinyprop_tf import outdir, trainable
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf.cloning import sparsify
@@ -85,18 +86,22 @@ def finetune(
     progress=None,
     save_path: str | None = None,
     train_last: int | None = None,
+    batchnorm: str = "fold",
 ) -> RunResult:
     """Fine-tune a sparse clone of ``pretrained`` with ``policy``; evaluate after every epoch.
 
     ``evaluate(model) -> float`` is the test metric (``accuracy_evaluator`` for classifiers).
     ``train_last``: train only the last N affine layers, the rest frozen (``trainable.train_last``); default the
     trainable flags ``pretrained`` has.
+    ``batchnorm``: how BatchNormalization layers take part (``batchnorm.BATCHNORM_MODES``): ``"fold"`` (default)
+    folded as the exported step trains them, ``"adapt"`` re-estimated on ``train``'s inputs, then folded,
+    ``"train"`` as Keras trains them (batch statistics; host only).
     ``loss``: any Keras loss; default sparse categorical cross-entropy on logits.
     ``progress``: an optional callable ``progress(epoch, logs)`` called after every epoch (a tqdm hook).
     """
     policy = policies_lib.get(policy)
     keras.utils.set_random_seed(seed)
-    model = sparsify(pretrained, policy, verbose=False)
+    model = sparsify(batchnorm_lib.for_finetuning(pretrained, batchnorm, train[0]), policy, verbose=False)
     if train_last is not None:
         trainable.train_last(model, train_last)
     if loss is None:  # classifiers here output logits
@@ -194,18 +199,20 @@ def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict,
                  metric_name: str = "accuracy", loss=None, epochs: int = 10, batch_size: int = 32,
                  learning_rate: float = 1e-3, seed: int = 0, boards=None, about: dict | None = None,
                  print_fn=print, save_pretrained: bool = False, finish: bool = True,
-                 train_last: int | None = None, optimizer: str = "adam") -> dict:
+                 train_last: int | None = None, optimizer: str = "adam", batchnorm: str = "fold") -> dict:
     """``compare`` into a folder the caller holds (``outdir.replacing``). ``save_pretrained``: also save
     ``pretrained`` there as ``pretrained.keras``. ``report.json`` says ``"complete": false`` from the start and
     after every finished run (an interrupted comparison keeps what finished), and ``true`` at the end if ``finish``
     (False: the caller adds to the report and finishes it with ``write_report``). ``train_last``: every run trains
     only the last N affine layers (``trainable.train_last``; checked before any run). ``optimizer``: one of
-    ``OPTIMIZERS``, for every run."""
+    ``OPTIMIZERS``, for every run. ``batchnorm``: ``finetune``'s, applied once to ``pretrained`` for every run
+    (and to the ``pretrained.keras`` saved)."""
     from tinyprop_tf import report
 
     make_optimizer(optimizer, learning_rate)  # a bad name fails here, before any work
     started = time.time()
-    about = dict(about or {})
+    about = {**(about or {}), "batchnorm": batchnorm}
+    pretrained = batchnorm_lib.for_finetuning(pretrained, batchnorm, finetune_data[0])
     trained = None
     if train_last is not None:
         trained = trainable.trained_layers(pretrained, train_last)  # a bad N fails here, before any work

@@ -121,7 +121,7 @@ def run_trial(task, model_bytes: bytes, settings: dict) -> dict:
         pretrained, policies.from_spec(settings["policy"]), task.finetune, task.evaluate, name=trial.configuration,
         metric_name=task.metric_name, loss=task.loss, optimizer=settings["optimizer"],
         learning_rate=settings["learning_rate"], epochs=settings["epochs"], batch_size=settings["batch_size"],
-        seed=settings["seed"], train_last=trial.train_last)
+        seed=settings["seed"], train_last=trial.train_last, batchnorm=settings["batchnorm"])
     return {"trial": trial.key, "settings": settings, "run": result.to_dict(),
             "board_estimates": experiment.board_estimates([result])[result.name],
             "seconds": time.time() - started, "cpu_seconds": time.process_time() - cpu_started,  # ~seconds: 1 thread

@@ -16,7 +16,8 @@ Standard library only (no TensorFlow, no Ray), so the CLI checks a spec at once,
     seed = [0, 1]
 
 Grid keys and their defaults (``tinyprop finetune``'s): ``policy`` (``--policy`` specs), ``optimizer``
-(adam | sgd), ``learning_rate``, ``batch_size``, ``epochs``, ``train_last`` ("all" or N), ``seed``. A scalar is
+(adam | sgd), ``learning_rate``, ``batch_size``, ``epochs``, ``train_last`` ("all" or N), ``batchnorm``
+(fold | adapt | train), ``seed``. A scalar is
 a one-element list. Every error is a ``SpecError`` (a ``ValueError``) whose message starts with the key.
 """
 
@@ -32,6 +33,7 @@ import tomllib
 
 from tinyprop_tf import policies as policies_lib  # no TensorFlow
 from tinyprop_tf import trainable
+from tinyprop_tf.batchnorm import BATCHNORM_MODES  # NumPy only
 
 DEMO_TASK = "mnist_demo"
 TASKS = (DEMO_TASK, "mnist", "fsdd", "kws", "dcase")
@@ -40,7 +42,7 @@ TASK_KEYS = {"name", "data", "speaker", "machine", "machine_id", "finetune_sampl
 MODEL_KEYS = {"source", "pretrain_epochs", "seed"}
 # Grid key -> default (a trial's value when the spec does not sweep it): tinyprop finetune's defaults.
 GRID_DEFAULTS = {"policy": ["dense"], "optimizer": ["adam"], "learning_rate": [1e-3], "batch_size": [32],
-                 "epochs": [10], "train_last": ["all"], "seed": [0]}
+                 "epochs": [10], "train_last": ["all"], "batchnorm": ["fold"], "seed": [0]}
 SECTIONS = {"task": TASK_KEYS, "model": MODEL_KEYS, "grid": set(GRID_DEFAULTS)}
 
 
@@ -131,6 +133,8 @@ def _check_grid_value(key: str, value):
             _number(where, value, integer=True, minimum=1)
     elif key == "seed":
         _number(where, value, integer=True, minimum=0)
+    elif key == "batchnorm" and value not in BATCHNORM_MODES:
+        raise SpecError(f"{where}: expected one of {', '.join(BATCHNORM_MODES)}, got {value!r}")
     return value
 
 
