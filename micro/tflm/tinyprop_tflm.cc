@@ -1,10 +1,15 @@
-// TFLM custom operators wrapping the TinyProp kernels (see tinyprop_tflm.h). Prepare checks tensor types and
-// ranks; shapes and index data are validated by the kernels themselves on every Eval.
+// TFLM custom operators wrapping the TinyProp kernels (see tinyprop_tflm.h), one namespace per operator in the
+// shape of TFLM's reference kernels: the tensor indices named once (Input, Output), an OpData allocated in Init,
+// every check in Prepare, Eval fetching the tensors and calling the kernel.
 #include "tinyprop_tflm.h"
 
+#include <initializer_list>
+#include <type_traits>
+
 #include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
-#include "tensorflow/lite/micro/memory_helpers.h"
+#include "tensorflow/lite/micro/micro_context.h"
 #include "tensorflow/lite/micro/micro_log.h"
 #include "tinyprop/tinyprop.h"
 
@@ -14,19 +19,82 @@ namespace {
 
 using tflite::micro::GetEvalInput;
 using tflite::micro::GetEvalOutput;
+using tflite::micro::GetOptionalTensorData;
+using tflite::micro::GetTensorData;
 
-int32_t Dim(const TfLiteEvalTensor* t, int i) {
-  return (t->dims != nullptr && i < t->dims->size) ? t->dims->data[i] : -1;
+// ---- shared by the operators ----------------------------------------------------------------------------------
+
+// One input or output of a node as Prepare sees it (type, shape, allocation type, a constant's data), given back
+// to TFLM's temp allocator when it goes out of scope (AllocateTensors fails if a Prepare leaves one allocated).
+// Null for an optional input the node does not have.
+template <bool kOutput>
+class TempTensor {
+ public:
+  TempTensor(TfLiteContext* context, TfLiteNode* node, int index)
+      : micro_context_(tflite::GetMicroContext(context)),
+        tensor_(kOutput ? micro_context_->AllocateTempOutputTensor(node, index)
+                        : micro_context_->AllocateTempInputTensor(node, index)) {}
+  ~TempTensor() {
+    if (tensor_ != nullptr) micro_context_->DeallocateTempTfLiteTensor(tensor_);
+  }
+  TempTensor(const TempTensor&) = delete;
+  TempTensor& operator=(const TempTensor&) = delete;
+
+  const TfLiteTensor* get() const { return tensor_; }
+  const TfLiteTensor* operator->() const { return tensor_; }
+  explicit operator bool() const { return tensor_ != nullptr; }
+
+ private:
+  tflite::MicroContext* micro_context_;
+  TfLiteTensor* tensor_;
+};
+using TempInput = TempTensor<false>;
+using TempOutput = TempTensor<true>;
+
+// The node's required tensors are there (a flatbuffer may name no tensor, -1, at any position).
+TfLiteStatus CheckPresent(TfLiteContext* context, std::initializer_list<const TfLiteTensor*> tensors) {
+  for (const TfLiteTensor* t : tensors) {
+    TF_LITE_ENSURE_MSG(context, t != nullptr, "TinyProp op: a required input or output is missing (-1)");
+  }
+  return kTfLiteOk;
 }
-int Rank(const TfLiteEvalTensor* t) { return t->dims != nullptr ? t->dims->size : -1; }
+
+int Rank(const TfLiteTensor* t) { return t->dims->size; }
+// Dimension i, or -1 where the tensor has no such axis (so a rank mismatch fails the comparison that follows).
+int Dim(const TfLiteTensor* t, int i) { return i < t->dims->size ? t->dims->data[i] : -1; }
+int64_t Elements(const TfLiteTensor* t) { return tflite::NumElements(t); }
+
+// Whether output `out` of the node is its input `in`: the same state tensor, updated in place.
+bool InPlace(const TfLiteNode* node, int out, int in) {
+  return in < node->inputs->size && out < node->outputs->size && node->outputs->data[out] == node->inputs->data[in];
+}
 
 // The step's mode input (int32 scalar or [1]): 1 is a training invoke, anything else inference.
+TfLiteStatus CheckMode(TfLiteContext* context, const TfLiteTensor* mode) {
+  TF_LITE_ENSURE_TYPES_EQ(context, mode->type, kTfLiteInt32);
+  TF_LITE_ENSURE(context, Elements(mode) == 1);
+  return kTfLiteOk;
+}
 bool Training(const TfLiteEvalTensor* mode) { return mode->data.i32[0] == 1; }
 
-// Whether output `out` of the node is its input `in` (the same state tensor: updated in place).
-bool InPlace(TfLiteContext* context, TfLiteNode* node, int out, int in) {
-  return node->outputs->data[out] == node->inputs->data[in] &&
-         GetEvalOutput(context, node, out)->data.raw == GetEvalInput(context, node, in)->data.raw;
+// A parameter tensor read once in Prepare (`what` names it): it must be a constant of the model with `count`
+// elements of `type`.
+TfLiteStatus CheckConstant(TfLiteContext* context, const TfLiteTensor* t, const char* what, TfLiteType type,
+                           int count) {
+  TF_LITE_ENSURE_MSG(context, tflite::IsConstantTensor(t), "TinyProp op: the %s input is not a constant tensor", what);
+  TF_LITE_ENSURE_TYPES_EQ(context, t->type, type);
+  TF_LITE_ENSURE_EQ(context, Rank(t), 1);
+  TF_LITE_ENSURE_EQ(context, Dim(t, 0), count);
+  return kTfLiteOk;
+}
+
+// The optional wanted input of the backward ops (WantedOutput): absent, every output is computed.
+TfLiteStatus ReadWanted(TfLiteContext* context, const TempInput& wanted, bool want[kWantedCount]) {
+  for (int i = 0; i < kWantedCount; ++i) want[i] = true;
+  if (!wanted) return kTfLiteOk;
+  TF_LITE_ENSURE_OK(context, CheckConstant(context, wanted.get(), "wanted", kTfLiteInt32, kWantedCount));
+  for (int i = 0; i < kWantedCount; ++i) want[i] = wanted->data.i32[i] != 0;
+  return kTfLiteOk;
 }
 
 TfLiteStatus ToTfLite(Status s, const char* op) {
@@ -35,425 +103,604 @@ TfLiteStatus ToTfLite(Status s, const char* op) {
   return kTfLiteError;
 }
 
-// Checks input/output counts and that every tensor has the expected type.
-TfLiteStatus CheckTypes(TfLiteContext* context, TfLiteNode* node, const TfLiteType* in, int n_in,
-                        const TfLiteType* out, int n_out) {
-  TF_LITE_ENSURE_EQ(context, node->inputs->size, n_in);
-  TF_LITE_ENSURE_EQ(context, node->outputs->size, n_out);
-  for (int i = 0; i < n_in; ++i) TF_LITE_ENSURE_EQ(context, GetEvalInput(context, node, i)->type, in[i]);
-  for (int i = 0; i < n_out; ++i) TF_LITE_ENSURE_EQ(context, GetEvalOutput(context, node, i)->type, out[i]);
-  return kTfLiteOk;
+// Output `out` of a backward op, or null when the op's wanted input skips it (WantedOutput: its slots are the
+// outputs, in order).
+float* OutputIfWanted(TfLiteContext* context, TfLiteNode* node, const bool want[kWantedCount], int out) {
+  return want[out] ? GetTensorData<float>(GetEvalOutput(context, node, out)) : nullptr;
+}
+
+template <typename OpData>
+void* InitOpData(TfLiteContext* context, const char* /*buffer*/, size_t /*length*/) {
+  return context->AllocatePersistentBuffer(context, sizeof(OpData));
+}
+
+template <typename OpData>
+OpData& DataOf(TfLiteNode* node) {
+  return *static_cast<OpData*>(node->user_data);
 }
 
 // ---- TINYPROP_DENSE_FORWARD ---------------------------------------------------------------------------------
-constexpr TfLiteType kForwardTypes[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32};
+namespace dense_forward {
 
-TfLiteStatus DenseForwardPrepare(TfLiteContext* context, TfLiteNode* node) {
-  const int n_in = node->inputs->size == 3 ? 3 : 2;
-  return CheckTypes(context, node, kForwardTypes, n_in, kForwardTypes, 1);
+enum Input : int { kX, kW, kBias };  // bias optional
+enum Output : int { kZ };
+
+struct OpData {
+  DenseShape shape;
+};
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE(context, node->inputs->size == kBias || node->inputs->size == kBias + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kZ + 1);
+  TempInput x(context, node, kX), w(context, node, kW), bias(context, node, kBias);
+  TempOutput z(context, node, kZ);
+  TF_LITE_ENSURE_OK(context, CheckPresent(context, {x.get(), w.get(), z.get()}));
+  TF_LITE_ENSURE_TYPES_EQ(context, x->type, kTfLiteFloat32);
+  TF_LITE_ENSURE_TYPES_EQ(context, w->type, kTfLiteFloat32);
+  TF_LITE_ENSURE_TYPES_EQ(context, z->type, kTfLiteFloat32);
+  const DenseShape shape{Dim(x.get(), 0), Dim(x.get(), 1), Dim(w.get(), 1)};
+  TF_LITE_ENSURE(context, Rank(x.get()) == 2 && Rank(w.get()) == 2 && Rank(z.get()) == 2);
+  TF_LITE_ENSURE_EQ(context, Dim(w.get(), 0), shape.in);
+  TF_LITE_ENSURE_EQ(context, Dim(z.get(), 0), shape.batch);
+  TF_LITE_ENSURE_EQ(context, Dim(z.get(), 1), shape.out);
+  if (bias) {
+    TF_LITE_ENSURE_TYPES_EQ(context, bias->type, kTfLiteFloat32);
+    TF_LITE_ENSURE_EQ(context, Rank(bias.get()), 1);
+    TF_LITE_ENSURE_EQ(context, Dim(bias.get(), 0), shape.out);
+  }
+  DataOf<OpData>(node).shape = shape;
+  return kTfLiteOk;
 }
 
-TfLiteStatus DenseForwardEval(TfLiteContext* context, TfLiteNode* node) {
-  const TfLiteEvalTensor* x = GetEvalInput(context, node, 0);
-  const TfLiteEvalTensor* w = GetEvalInput(context, node, 1);
-  const TfLiteEvalTensor* bias = node->inputs->size == 3 ? GetEvalInput(context, node, 2) : nullptr;
-  TfLiteEvalTensor* z = GetEvalOutput(context, node, 0);
-  const DenseShape shape{Dim(x, 0), Dim(x, 1), Dim(w, 1)};
-  if (Rank(x) != 2 || Rank(w) != 2 || Rank(z) != 2 || Dim(w, 0) != shape.in || Dim(z, 0) != shape.batch ||
-      Dim(z, 1) != shape.out || (bias != nullptr && (Rank(bias) != 1 || Dim(bias, 0) != shape.out))) {
-    return ToTfLite(Status::kBadShape, kDenseForwardOp);
-  }
-  return ToTfLite(DenseForward(shape, x->data.f, w->data.f, bias != nullptr ? bias->data.f : nullptr, z->data.f),
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  const TfLiteEvalTensor* x = GetEvalInput(context, node, kX);
+  const TfLiteEvalTensor* w = GetEvalInput(context, node, kW);
+  const TfLiteEvalTensor* bias = GetEvalInput(context, node, kBias);
+  TfLiteEvalTensor* z = GetEvalOutput(context, node, kZ);
+  return ToTfLite(DenseForward(data.shape, GetTensorData<float>(x), GetTensorData<float>(w),
+                               GetOptionalTensorData<float>(bias), GetTensorData<float>(z)),
                   kDenseForwardOp);
 }
 
+}  // namespace dense_forward
+
 // ---- TINYPROP_RELU_BACKWARD --------------------------------------------------------------------------------
-constexpr TfLiteType kReluTypes[] = {kTfLiteFloat32, kTfLiteFloat32};
+namespace relu_backward {
 
-TfLiteStatus ReluBackwardPrepare(TfLiteContext* context, TfLiteNode* node) {
-  return CheckTypes(context, node, kReluTypes, 2, kReluTypes, 1);
+enum Input : int { kGradient, kActivationOut };
+enum Output : int { kPreGradient };
+
+struct OpData {
+  int32_t count;
+};
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE_EQ(context, node->inputs->size, kActivationOut + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kPreGradient + 1);
+  TempInput g(context, node, kGradient), out(context, node, kActivationOut);
+  TempOutput d(context, node, kPreGradient);
+  TF_LITE_ENSURE_OK(context, CheckPresent(context, {g.get(), out.get(), d.get()}));
+  TF_LITE_ENSURE_TYPES_EQ(context, g->type, kTfLiteFloat32);
+  TF_LITE_ENSURE_TYPES_EQ(context, out->type, kTfLiteFloat32);
+  TF_LITE_ENSURE_TYPES_EQ(context, d->type, kTfLiteFloat32);
+  TF_LITE_ENSURE(context, tflite::HaveSameShapes(g.get(), out.get()) && tflite::HaveSameShapes(g.get(), d.get()));
+  TF_LITE_ENSURE(context, Elements(g.get()) <= kMaxElements);
+  DataOf<OpData>(node).count = static_cast<int32_t>(Elements(g.get()));
+  return kTfLiteOk;
 }
 
-int64_t Elements(const TfLiteEvalTensor* t) {
-  int64_t n = 1;
-  for (int i = 0; i < Rank(t); ++i) n *= Dim(t, i);
-  return n;
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  const TfLiteEvalTensor* g = GetEvalInput(context, node, kGradient);
+  const TfLiteEvalTensor* out = GetEvalInput(context, node, kActivationOut);
+  TfLiteEvalTensor* d = GetEvalOutput(context, node, kPreGradient);
+  return ToTfLite(ReluBackward(GetTensorData<float>(g), GetTensorData<float>(out), data.count,
+                               GetTensorData<float>(d)),
+                  kReluBackwardOp);
 }
 
-TfLiteStatus ReluBackwardEval(TfLiteContext* context, TfLiteNode* node) {
-  const TfLiteEvalTensor* g = GetEvalInput(context, node, 0);
-  const TfLiteEvalTensor* out = GetEvalInput(context, node, 1);
-  TfLiteEvalTensor* d = GetEvalOutput(context, node, 0);
-  const int64_t n = Elements(g);
-  bool same = Rank(g) == Rank(out) && Rank(g) == Rank(d);
-  for (int i = 0; same && i < Rank(g); ++i) same = Dim(g, i) == Dim(out, i) && Dim(g, i) == Dim(d, i);
-  if (!same || n > INT32_MAX) return ToTfLite(Status::kBadShape, kReluBackwardOp);
-  return ToTfLite(ReluBackward(g->data.f, out->data.f, static_cast<int32_t>(n), d->data.f), kReluBackwardOp);
-}
+}  // namespace relu_backward
 
 // ---- TINYPROP_SELECT_UNITS (delta [B, N]), TINYPROP_SELECT_CHANNELS (delta [B, positions..., C]) -------------
 // Channels: one score per (sample, channel) = sum of |delta| over the positions. Scratch (arena): y [B] for
 // units; scores [B, C] and y [B] for channels.
-constexpr TfLiteType kSelectIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32};
-constexpr TfLiteType kSelectOut[] = {kTfLiteFloat32, kTfLiteInt32, kTfLiteInt32};
+namespace selection {
 
-int64_t Positions(const TfLiteEvalTensor* t) {
-  int64_t p = 1;
-  for (int i = 1; i + 1 < Rank(t); ++i) p *= Dim(t, i);
-  return p;
+enum Input : int { kDelta, kYmax, kParams, kMode };  // mode optional
+enum Output : int { kYmaxOut, kK, kKept };
+
+struct OpData {
+  RatioParams params;
+  int32_t batch;
+  int32_t n;          // units or channels
+  int32_t positions;  // channels: the product of the axes between batch and channels
+  int scratch_index;
+};
+
+template <bool kChannels>
+int64_t ScratchFloats(const OpData& data) {
+  return kChannels ? SelectChannelsScratchSize(data.batch, data.n) : SelectUnitsScratchSize(data.batch);
+}
+
+RatioParams ReadRatioParams(const float* p) {
+  return RatioParams{p[kSMin],
+                     p[kSMax],
+                     p[kZetaPow],
+                     p[kRounding] == 1.0f ? Rounding::kHalfEven : Rounding::kFloor,
+                     p[kReference] == 1.0f ? Reference::kMean : Reference::kMax,
+                     p[kDecay],
+                     p[kPerSampleMax] == 1.0f,
+                     static_cast<int32_t>(p[kMinKept])};
 }
 
 template <bool kChannels>
-int64_t SelectScratchFloats(const TfLiteEvalTensor* delta) {
-  const int32_t batch = Dim(delta, 0), n = Dim(delta, Rank(delta) - 1);
-  return kChannels ? SelectChannelsScratchSize(batch, n) : SelectUnitsScratchSize(batch);
-}
-
-template <bool kChannels>
-TfLiteStatus SelectPrepare(TfLiteContext* context, TfLiteNode* node) {
-  TF_LITE_ENSURE_OK(context, CheckTypes(context, node, kSelectIn, node->inputs->size == 4 ? 4 : 3, kSelectOut, 3));
-  const TfLiteEvalTensor* delta = GetEvalInput(context, node, 0);
-  TF_LITE_ENSURE(context, kChannels ? Rank(delta) >= 3 : Rank(delta) == 2);
-  int scratch_index = -1;
-  TF_LITE_ENSURE_OK(context, context->RequestScratchBufferInArena(
-                                 context, static_cast<size_t>(SelectScratchFloats<kChannels>(delta)) * sizeof(float),
-                                 &scratch_index));
-  node->user_data = reinterpret_cast<void*>(static_cast<intptr_t>(scratch_index));
-  return kTfLiteOk;
-}
-
-template <bool kChannels>
-TfLiteStatus SelectEval(TfLiteContext* context, TfLiteNode* node) {
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   const char* op = kChannels ? kSelectChannelsOp : kSelectUnitsOp;
-  const TfLiteEvalTensor* delta = GetEvalInput(context, node, 0);
-  const TfLiteEvalTensor* ymax = GetEvalInput(context, node, 1);
-  const TfLiteEvalTensor* params = GetEvalInput(context, node, 2);
-  TfLiteEvalTensor* ymax_out = GetEvalOutput(context, node, 0);
-  TfLiteEvalTensor* k = GetEvalOutput(context, node, 1);
-  TfLiteEvalTensor* kept = GetEvalOutput(context, node, 2);
-  const int32_t batch = Dim(delta, 0), n = Dim(delta, Rank(delta) - 1);
-  const int64_t positions = Positions(delta);
-  if (positions > INT32_MAX || Dim(params, 0) != kSelectParamCount || Dim(ymax, 0) != 1 || Dim(ymax_out, 0) != 1 ||
-      Dim(k, 0) != batch || Dim(kept, 0) != batch || Dim(kept, 1) != n) {
-    return ToTfLite(Status::kBadShape, op);
+  TF_LITE_ENSURE(context, node->inputs->size == kMode || node->inputs->size == kMode + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kKept + 1);
+  OpData& data = DataOf<OpData>(node);
+  {
+    TempInput delta(context, node, kDelta), ymax(context, node, kYmax), params(context, node, kParams),
+        mode(context, node, kMode);
+    TempOutput ymax_out(context, node, kYmaxOut), k(context, node, kK), kept(context, node, kKept);
+    TF_LITE_ENSURE_OK(context, CheckPresent(context, {delta.get(), ymax.get(), params.get(), ymax_out.get(), k.get(),
+                                                      kept.get()}));
+    TF_LITE_ENSURE_TYPES_EQ(context, delta->type, kTfLiteFloat32);
+    TF_LITE_ENSURE(context, kChannels ? Rank(delta.get()) >= 3 : Rank(delta.get()) == 2);
+    int64_t positions = 1;
+    for (int i = 1; i + 1 < Rank(delta.get()); ++i) positions *= Dim(delta.get(), i);
+    TF_LITE_ENSURE(context, positions <= kMaxElements);
+    data.batch = Dim(delta.get(), 0);
+    data.n = Dim(delta.get(), Rank(delta.get()) - 1);
+    data.positions = static_cast<int32_t>(positions);
+    for (const TfLiteTensor* y : {ymax.get(), ymax_out.get()}) {
+      TF_LITE_ENSURE_TYPES_EQ(context, y->type, kTfLiteFloat32);
+      TF_LITE_ENSURE_EQ(context, Dim(y, 0), 1);
+    }
+    TF_LITE_ENSURE_OK(context, CheckConstant(context, params.get(), "params", kTfLiteFloat32, kSelectParamCount));
+    data.params = ReadRatioParams(params->data.f);
+    TF_LITE_ENSURE_OK(context, ToTfLite(CheckRatioParams(data.params), op));
+    if (mode) TF_LITE_ENSURE_OK(context, CheckMode(context, mode.get()));
+    TF_LITE_ENSURE_TYPES_EQ(context, k->type, kTfLiteInt32);
+    TF_LITE_ENSURE_TYPES_EQ(context, kept->type, kTfLiteInt32);
+    TF_LITE_ENSURE_EQ(context, Dim(k.get(), 0), data.batch);
+    TF_LITE_ENSURE_EQ(context, Dim(kept.get(), 0), data.batch);
+    TF_LITE_ENSURE_EQ(context, Dim(kept.get(), 1), data.n);
   }
-  if (node->inputs->size == 4 && !Training(GetEvalInput(context, node, 3))) {
+  return context->RequestScratchBufferInArena(
+      context, static_cast<size_t>(ScratchFloats<kChannels>(data)) * sizeof(float), &data.scratch_index);
+}
+
+template <bool kChannels>
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  const TfLiteEvalTensor* delta = GetEvalInput(context, node, kDelta);
+  const TfLiteEvalTensor* ymax = GetEvalInput(context, node, kYmax);
+  TfLiteEvalTensor* ymax_out = GetEvalOutput(context, node, kYmaxOut);
+  int32_t* k = GetTensorData<int32_t>(GetEvalOutput(context, node, kK));
+  int32_t* kept = GetTensorData<int32_t>(GetEvalOutput(context, node, kKept));
+  const TfLiteEvalTensor* mode = GetEvalInput(context, node, kMode);  // null when the node has none
+  if (mode != nullptr && !Training(mode)) {
     // Not a training invoke: nothing kept (the backward ops then do no work) and the running max unchanged.
-    for (int32_t b = 0; b < batch; ++b) k->data.i32[b] = 0;
-    for (int64_t e = 0; e < static_cast<int64_t>(batch) * n; ++e) kept->data.i32[e] = -1;
+    for (int32_t b = 0; b < data.batch; ++b) k[b] = 0;
+    for (int64_t e = 0; e < static_cast<int64_t>(data.batch) * data.n; ++e) kept[e] = -1;
     ymax_out->data.f[0] = ymax->data.f[0];
     return kTfLiteOk;
   }
-  const float* p = params->data.f;
-  const RatioParams rp{p[kSMin],
-                       p[kSMax],
-                       p[kZetaPow],
-                       p[kRounding] == 1.0f ? Rounding::kHalfEven : Rounding::kFloor,
-                       p[kReference] == 1.0f ? Reference::kMean : Reference::kMax,
-                       p[kDecay],
-                       p[kPerSampleMax] == 1.0f,
-                       static_cast<int32_t>(p[kMinKept])};
   float m = ymax->data.f[0];
-  const int scratch_index = static_cast<int>(reinterpret_cast<intptr_t>(node->user_data));
-  float* scratch = static_cast<float*>(context->GetScratchBuffer(context, scratch_index));
-  const int64_t scratch_len = SelectScratchFloats<kChannels>(delta);
-  const Status s = kChannels ? SelectChannels(delta->data.f, batch, static_cast<int32_t>(positions), n, rp, &m,
-                                              k->data.i32, kept->data.i32, scratch, scratch_len)
-                             : SelectUnits(delta->data.f, batch, n, rp, &m, k->data.i32, kept->data.i32, scratch,
-                                           scratch_len);
+  float* scratch = static_cast<float*>(context->GetScratchBuffer(context, data.scratch_index));
+  const int64_t scratch_len = ScratchFloats<kChannels>(data);
+  const Status s = kChannels ? SelectChannels(GetTensorData<float>(delta), data.batch, data.positions, data.n,
+                                              data.params, &m, k, kept, scratch, scratch_len)
+                             : SelectUnits(GetTensorData<float>(delta), data.batch, data.n, data.params, &m, k, kept,
+                                           scratch, scratch_len);
   ymax_out->data.f[0] = m;  // ymax_out may be ymax itself (the in-place training state)
-  return ToTfLite(s, op);
+  return ToTfLite(s, kChannels ? kSelectChannelsOp : kSelectUnitsOp);
 }
 
-// Optional last input "wanted" [3] int32 of the backward ops: 0 skips dW, dx or db (that output is left
-// unwritten), e.g. dx of the first layer, which nothing consumes.
-TfLiteStatus ReadWanted(TfLiteContext* context, TfLiteNode* node, int index, bool want[3]) {
-  want[0] = want[1] = want[2] = true;
-  if (node->inputs->size <= index) return kTfLiteOk;
-  const TfLiteEvalTensor* wanted = GetEvalInput(context, node, index);
-  if (Dim(wanted, 0) != 3) return kTfLiteError;
-  for (int i = 0; i < 3; ++i) want[i] = wanted->data.i32[i] != 0;
+}  // namespace selection
+
+// ---- TINYPROP_DENSE_BACKWARD, TINYPROP_DENSE_BACKWARD_SGD ----------------------------------------------------
+// Outputs dW-or-w_new [I, O], dx [B, I], db-or-b_new [O]. An output that is not wanted is never written, so the
+// graph may give it any shape (one element: no arena).
+// DENSE_BACKWARD_SGD: inputs as DENSE_BACKWARD with wanted given, then lr, mode and the optional bias; outputs w
+// (input kW itself), dx, bias (input kBias itself, or one unused element). Scratch: DenseSgdScratchBytes.
+namespace dense_backward {
+
+enum Input : int { kX, kW, kDelta, kK, kKept, kWanted, kLearningRate, kMode, kBias };  // DENSE_BACKWARD: to kWanted
+// SGD: kDw is the updated w, kDb the updated bias. Wanted's slots are the outputs, in order.
+enum Output : int { kDw = kWantDw, kDx = kWantDx, kDb = kWantDb };
+
+struct OpData {
+  DenseShape shape;
+  bool want[kWantedCount];
+  float learning_rate;  // SGD
+  int scratch_index;    // SGD
+  int64_t scratch_bytes;
+};
+
+// The inputs and outputs both ops share (kX .. kWanted, the outputs): types, shapes and wanted into `data`.
+TfLiteStatus PrepareShared(TfLiteContext* context, TfLiteNode* node, OpData* data) {
+  TempInput x(context, node, kX), w(context, node, kW), delta(context, node, kDelta), k(context, node, kK),
+      kept(context, node, kKept), wanted(context, node, kWanted);
+  TempOutput dw(context, node, kDw), dx(context, node, kDx), db(context, node, kDb);
+  TF_LITE_ENSURE_OK(context, CheckPresent(context, {x.get(), w.get(), delta.get(), k.get(), kept.get(), dw.get(),
+                                                    dx.get(), db.get()}));
+  for (const TfLiteTensor* t : {x.get(), w.get(), delta.get(), dw.get(), dx.get(), db.get()}) {
+    TF_LITE_ENSURE_TYPES_EQ(context, t->type, kTfLiteFloat32);
+  }
+  TF_LITE_ENSURE_TYPES_EQ(context, k->type, kTfLiteInt32);
+  TF_LITE_ENSURE_TYPES_EQ(context, kept->type, kTfLiteInt32);
+  TF_LITE_ENSURE_OK(context, ReadWanted(context, wanted, data->want));
+  const DenseShape s{Dim(x.get(), 0), Dim(x.get(), 1), Dim(w.get(), 1)};
+  TF_LITE_ENSURE(context, Rank(x.get()) == 2 && Rank(w.get()) == 2 && Rank(delta.get()) == 2);
+  TF_LITE_ENSURE_EQ(context, Dim(w.get(), 0), s.in);
+  TF_LITE_ENSURE(context, Dim(delta.get(), 0) == s.batch && Dim(delta.get(), 1) == s.out);
+  TF_LITE_ENSURE_EQ(context, Dim(k.get(), 0), s.batch);
+  TF_LITE_ENSURE(context, Dim(kept.get(), 0) == s.batch && Dim(kept.get(), 1) == s.out);
+  if (data->want[kWantDw]) TF_LITE_ENSURE(context, Dim(dw.get(), 0) == s.in && Dim(dw.get(), 1) == s.out);
+  if (data->want[kWantDx]) TF_LITE_ENSURE(context, Dim(dx.get(), 0) == s.batch && Dim(dx.get(), 1) == s.in);
+  if (data->want[kWantDb]) TF_LITE_ENSURE_EQ(context, Dim(db.get(), 0), s.out);
+  data->shape = s;
   return kTfLiteOk;
 }
 
-// ---- TINYPROP_DENSE_BACKWARD -----------------------------------------------------------------------------
-constexpr TfLiteType kDenseIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32, kTfLiteInt32,
-                                   kTfLiteInt32};
-constexpr TfLiteType kGradOut[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32};
-
-TfLiteStatus DensePrepare(TfLiteContext* context, TfLiteNode* node) {
-  const int n_in = node->inputs->size == 6 ? 6 : 5;
-  return CheckTypes(context, node, kDenseIn, n_in, kGradOut, 3);
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE(context, node->inputs->size == kWanted || node->inputs->size == kWanted + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kDb + 1);
+  return PrepareShared(context, node, &DataOf<OpData>(node));
 }
 
-// Inputs 0-5 and outputs 0-2 of the Dense backward ops, read and checked once: outputs dW-or-w_new [I, O],
-// dx [B, I], db-or-b_new [O]. An output that is not wanted is never written, so the graph may give it any shape
-// (one element: no arena).
-struct DenseBackwardIo {
-  const TfLiteEvalTensor* x;
-  const TfLiteEvalTensor* w;
-  const TfLiteEvalTensor* delta;
-  const TfLiteEvalTensor* k;
-  const TfLiteEvalTensor* kept;
-  TfLiteEvalTensor* out[3];
-  DenseShape shape;
-  bool want[3];
-};
-
-bool ReadDenseBackwardIo(TfLiteContext* context, TfLiteNode* node, DenseBackwardIo* io) {
-  io->x = GetEvalInput(context, node, 0);
-  io->w = GetEvalInput(context, node, 1);
-  io->delta = GetEvalInput(context, node, 2);
-  io->k = GetEvalInput(context, node, 3);
-  io->kept = GetEvalInput(context, node, 4);
-  for (int i = 0; i < 3; ++i) io->out[i] = GetEvalOutput(context, node, i);
-  io->shape = DenseShape{Dim(io->x, 0), Dim(io->x, 1), Dim(io->w, 1)};
-  if (ReadWanted(context, node, 5, io->want) != kTfLiteOk) return false;
-  const DenseShape& s = io->shape;
-  return Dim(io->w, 0) == s.in && Dim(io->delta, 0) == s.batch && Dim(io->delta, 1) == s.out &&
-         Dim(io->k, 0) == s.batch && Dim(io->kept, 0) == s.batch && Dim(io->kept, 1) == s.out &&
-         (!io->want[0] || (Dim(io->out[0], 0) == s.in && Dim(io->out[0], 1) == s.out)) &&
-         (!io->want[1] || (Dim(io->out[1], 0) == s.batch && Dim(io->out[1], 1) == s.in)) &&
-         (!io->want[2] || Dim(io->out[2], 0) == s.out);
-}
-
-float* Wanted(const DenseBackwardIo& io, int i) { return io.want[i] ? io.out[i]->data.f : nullptr; }
-
-TfLiteStatus DenseEval(TfLiteContext* context, TfLiteNode* node) {
-  DenseBackwardIo io;
-  if (!ReadDenseBackwardIo(context, node, &io)) return ToTfLite(Status::kBadShape, kDenseBackwardOp);
-  return ToTfLite(DenseBackwardSparse(io.shape, io.x->data.f, io.w->data.f, io.delta->data.f,
-                                      KeptSet{io.k->data.i32, io.kept->data.i32, io.shape.out}, BiasGrad::kDense,
-                                      Accumulate::kOverwrite, Wanted(io, 0), Wanted(io, 1), Wanted(io, 2)),
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  const TfLiteEvalTensor* x = GetEvalInput(context, node, kX);
+  const TfLiteEvalTensor* w = GetEvalInput(context, node, kW);
+  const TfLiteEvalTensor* delta = GetEvalInput(context, node, kDelta);
+  const KeptSet kept{GetTensorData<int32_t>(GetEvalInput(context, node, kK)),
+                     GetTensorData<int32_t>(GetEvalInput(context, node, kKept)), data.shape.out};
+  return ToTfLite(DenseBackwardSparse(data.shape, GetTensorData<float>(x), GetTensorData<float>(w),
+                                      GetTensorData<float>(delta), kept, BiasGrad::kDense, Accumulate::kOverwrite,
+                                      OutputIfWanted(context, node, data.want, kDw),
+                                      OutputIfWanted(context, node, data.want, kDx),
+                                      OutputIfWanted(context, node, data.want, kDb)),
                   kDenseBackwardOp);
 }
 
-// ---- TINYPROP_DENSE_BACKWARD_SGD --------------------------------------------------------------------------
-// Inputs as DENSE_BACKWARD, then lr [1], mode and the optional bias [O]; outputs w (input 1 itself), dx, bias
-// (input 8 itself, or one unused element). Scratch: DenseSgdScratchBytes(batch, in).
-constexpr TfLiteType kDenseSgdIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32, kTfLiteInt32,
-                                      kTfLiteInt32,   kTfLiteFloat32, kTfLiteInt32,   kTfLiteFloat32};
-
-TfLiteStatus DenseSgdPrepare(TfLiteContext* context, TfLiteNode* node) {
-  const int n_in = node->inputs->size == 9 ? 9 : 8;
-  TF_LITE_ENSURE_OK(context, CheckTypes(context, node, kDenseSgdIn, n_in, kGradOut, 3));
-  const TfLiteEvalTensor* x = GetEvalInput(context, node, 0);
-  TF_LITE_ENSURE(context, Rank(x) == 2 && Dim(x, 0) >= 1 && Dim(x, 1) >= 1);
-  int scratch_index = -1;
-  TF_LITE_ENSURE_OK(context, context->RequestScratchBufferInArena(
-                                 context, static_cast<size_t>(DenseSgdScratchBytes(Dim(x, 0), Dim(x, 1))),
-                                 &scratch_index));
-  node->user_data = reinterpret_cast<void*>(static_cast<intptr_t>(scratch_index));
-  return kTfLiteOk;
+TfLiteStatus SgdPrepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE(context, node->inputs->size == kBias || node->inputs->size == kBias + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kDb + 1);
+  OpData& data = DataOf<OpData>(node);
+  TF_LITE_ENSURE_OK(context, PrepareShared(context, node, &data));
+  {
+    TempInput wanted(context, node, kWanted), lr(context, node, kLearningRate), mode(context, node, kMode),
+        bias(context, node, kBias);
+    TF_LITE_ENSURE_MSG(context, wanted, "TINYPROP_DENSE_BACKWARD_SGD: the wanted input is required");
+    TF_LITE_ENSURE_OK(context, CheckPresent(context, {lr.get(), mode.get()}));
+    TF_LITE_ENSURE_MSG(context, data.want[kWantDw], "TINYPROP_DENSE_BACKWARD_SGD: wanted[0] (the update) must be 1");
+    TF_LITE_ENSURE_MSG(context, data.want[kWantDb] == static_cast<bool>(bias),
+                       "TINYPROP_DENSE_BACKWARD_SGD: wanted[2] must say whether the bias input is given");
+    TF_LITE_ENSURE_OK(context, CheckConstant(context, lr.get(), "lr", kTfLiteFloat32, 1));
+    data.learning_rate = lr->data.f[0];
+    TF_LITE_ENSURE_OK(context, CheckMode(context, mode.get()));
+    if (bias) {
+      TF_LITE_ENSURE_TYPES_EQ(context, bias->type, kTfLiteFloat32);
+      TF_LITE_ENSURE_EQ(context, Dim(bias.get(), 0), data.shape.out);
+    }
+  }
+  TF_LITE_ENSURE_MSG(context, InPlace(node, kDw, kW) && (!data.want[kWantDb] || InPlace(node, kDb, kBias)),
+                     "TINYPROP_DENSE_BACKWARD_SGD: outputs 0 and 2 must be inputs 1 and 8 (updated in place)");
+  TF_LITE_ENSURE(context, data.shape.batch >= 1 && data.shape.in >= 1);
+  data.scratch_bytes = DenseSgdScratchBytes(data.shape.batch, data.shape.in);
+  return context->RequestScratchBufferInArena(context, static_cast<size_t>(data.scratch_bytes), &data.scratch_index);
 }
 
-TfLiteStatus DenseSgdEval(TfLiteContext* context, TfLiteNode* node) {
-  DenseBackwardIo io;
-  const TfLiteEvalTensor* lr = GetEvalInput(context, node, 6);
-  const TfLiteEvalTensor* mode = GetEvalInput(context, node, 7);
-  const bool has_bias = node->inputs->size == 9;
-  const bool ok = ReadDenseBackwardIo(context, node, &io);
-  if (!ok || !io.want[0] || io.want[2] != has_bias || Dim(lr, 0) != 1 ||
-      (has_bias && Dim(GetEvalInput(context, node, 8), 0) != io.shape.out)) {
-    return ToTfLite(Status::kBadShape, kDenseBackwardSgdOp);
-  }
-  if (!InPlace(context, node, 0, 1) || (has_bias && !InPlace(context, node, 2, 8))) {
-    MicroPrintf("%s: outputs 0 and 2 must be inputs 1 and 8 (weights updated in place)", kDenseBackwardSgdOp);
-    return kTfLiteError;
-  }
-  if (!Training(mode)) return kTfLiteOk;
-  const int scratch_index = static_cast<int>(reinterpret_cast<intptr_t>(node->user_data));
-  void* scratch = context->GetScratchBuffer(context, scratch_index);
-  return ToTfLite(DenseBackwardSparseSgd(io.shape, io.x->data.f, io.out[0]->data.f,
-                                         has_bias ? io.out[2]->data.f : nullptr, io.delta->data.f,
-                                         KeptSet{io.k->data.i32, io.kept->data.i32, io.shape.out}, lr->data.f[0],
-                                         Wanted(io, 1), scratch, DenseSgdScratchBytes(io.shape.batch, io.shape.in)),
+TfLiteStatus SgdEval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  if (!Training(GetEvalInput(context, node, kMode))) return kTfLiteOk;
+  const TfLiteEvalTensor* x = GetEvalInput(context, node, kX);
+  const TfLiteEvalTensor* delta = GetEvalInput(context, node, kDelta);
+  const KeptSet kept{GetTensorData<int32_t>(GetEvalInput(context, node, kK)),
+                     GetTensorData<int32_t>(GetEvalInput(context, node, kKept)), data.shape.out};
+  void* scratch = context->GetScratchBuffer(context, data.scratch_index);
+  return ToTfLite(DenseBackwardSparseSgd(data.shape, GetTensorData<float>(x),
+                                         OutputIfWanted(context, node, data.want, kDw),
+                                         OutputIfWanted(context, node, data.want, kDb), GetTensorData<float>(delta),
+                                         kept, data.learning_rate, OutputIfWanted(context, node, data.want, kDx),
+                                         scratch, data.scratch_bytes),
                   kDenseBackwardSgdOp);
 }
 
+}  // namespace dense_backward
+
 // ---- TINYPROP_CONV2D_BACKWARD, TINYPROP_DEPTHWISE_BACKWARD --------------------------------------------------
-constexpr TfLiteType kConvIn[] = {kTfLiteFloat32, kTfLiteFloat32, kTfLiteFloat32, kTfLiteInt32,
-                                  kTfLiteInt32,   kTfLiteInt32,   kTfLiteInt32};
-
-TfLiteStatus ConvPrepare(TfLiteContext* context, TfLiteNode* node) {
-  return CheckTypes(context, node, kConvIn, node->inputs->size == 7 ? 7 : 6, kGradOut, 3);
-}
-
-ConvWindow WindowOf(const TfLiteEvalTensor* w, const int32_t* v) {
-  return ConvWindow{Dim(w, 0), Dim(w, 1), v[0], v[1], v[2], v[3], v[4] == 1 ? Padding::kSame : Padding::kValid};
-}
-
 // Conv2D and DepthwiseConv2D share inputs, checks and outputs; only the output channel count and the kernel differ.
+namespace conv_backward {
+
+enum Input : int { kX, kW, kDelta, kK, kKept, kWindow, kWanted };  // wanted optional
+enum Output : int { kDw = kWantDw, kDx = kWantDx, kDb = kWantDb };
+
 template <bool kDepthwise>
-TfLiteStatus ConvBackwardEval(TfLiteContext* context, TfLiteNode* node) {
-  const char* op = kDepthwise ? kDepthwiseBackwardOp : kConv2DBackwardOp;
-  const TfLiteEvalTensor* x = GetEvalInput(context, node, 0);
-  const TfLiteEvalTensor* w = GetEvalInput(context, node, 1);
-  const TfLiteEvalTensor* delta = GetEvalInput(context, node, 2);
-  const TfLiteEvalTensor* k = GetEvalInput(context, node, 3);
-  const TfLiteEvalTensor* kept = GetEvalInput(context, node, 4);
-  const TfLiteEvalTensor* window = GetEvalInput(context, node, 5);
-  TfLiteEvalTensor* dw = GetEvalOutput(context, node, 0);
-  TfLiteEvalTensor* dx = GetEvalOutput(context, node, 1);
-  TfLiteEvalTensor* db = GetEvalOutput(context, node, 2);
-  bool want[3];
-  if (ReadWanted(context, node, 6, want) != kTfLiteOk) return ToTfLite(Status::kBadShape, op);
-  if (Rank(x) != 4 || Rank(w) != 4 || Rank(delta) != 4 || Dim(window, 0) != 7) {
-    return ToTfLite(Status::kBadShape, op);
+struct OpData {
+  // DepthwiseShape's last field is the depth multiplier, Conv2DShape's the output channels.
+  typename std::conditional<kDepthwise, DepthwiseShape, Conv2DShape>::type shape;
+  ConvWindow window;
+  int32_t out_c;
+  bool want[kWantedCount];
+};
+
+template <bool kDepthwise>
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE(context, node->inputs->size == kWanted || node->inputs->size == kWanted + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kDb + 1);
+  OpData<kDepthwise>& data = DataOf<OpData<kDepthwise>>(node);
+  TempInput x(context, node, kX), w(context, node, kW), delta(context, node, kDelta), k(context, node, kK),
+      kept(context, node, kKept), window(context, node, kWindow), wanted(context, node, kWanted);
+  TempOutput dw(context, node, kDw), dx(context, node, kDx), db(context, node, kDb);
+  TF_LITE_ENSURE_OK(context, CheckPresent(context, {x.get(), w.get(), delta.get(), k.get(), kept.get(), window.get(),
+                                                    dw.get(), dx.get(), db.get()}));
+  for (const TfLiteTensor* t : {x.get(), w.get(), delta.get(), dw.get(), dx.get(), db.get()}) {
+    TF_LITE_ENSURE_TYPES_EQ(context, t->type, kTfLiteFloat32);
   }
-  const ConvWindow win = WindowOf(w, window->data.i32);
+  TF_LITE_ENSURE_TYPES_EQ(context, k->type, kTfLiteInt32);
+  TF_LITE_ENSURE_TYPES_EQ(context, kept->type, kTfLiteInt32);
+  TF_LITE_ENSURE_OK(context, ReadWanted(context, wanted, data.want));
+  TF_LITE_ENSURE(context, Rank(x.get()) == 4 && Rank(w.get()) == 4 && Rank(delta.get()) == 4);
+  TF_LITE_ENSURE_OK(context, CheckConstant(context, window.get(), "window", kTfLiteInt32, kWindowParamCount));
+  const int32_t* v = window->data.i32;
+  data.window = ConvWindow{Dim(w.get(), 0),
+                           Dim(w.get(), 1),
+                           v[kStrideH],
+                           v[kStrideW],
+                           v[kDilationH],
+                           v[kDilationW],
+                           v[kPadding] == 1 ? Padding::kSame : Padding::kValid};
   ConvGeometry g{};
-  const Status gs = ComputeConvGeometry(Dim(x, 1), Dim(x, 2), win, &g);
-  if (gs != Status::kOk) return ToTfLite(gs, op);
-  const int32_t batch = Dim(x, 0), out_c = kDepthwise ? Dim(x, 3) * Dim(w, 3) : Dim(w, 3);
-  if (Dim(w, 2) != Dim(x, 3) || Dim(delta, 0) != batch || Dim(delta, 1) != g.out_h || Dim(delta, 2) != g.out_w ||
-      Dim(delta, 3) != out_c || Dim(k, 0) != batch || Dim(kept, 0) != batch || Dim(kept, 1) != out_c ||
-      (want[0] && Rank(dw) != 4) || (want[1] && Rank(dx) != 4) || (want[2] && Dim(db, 0) != out_c)) {
-    return ToTfLite(Status::kBadShape, op);  // unwanted outputs are never written: any shape will do
-  }
-  for (int i = 0; i < 4; ++i) {
-    if ((want[0] && Dim(dw, i) != Dim(w, i)) || (want[1] && Dim(dx, i) != Dim(x, i))) {
-      return ToTfLite(Status::kBadShape, op);
-    }
-  }
-  const KeptSet kept_set{k->data.i32, kept->data.i32, out_c};
-  float* dw_out = want[0] ? dw->data.f : nullptr;
-  float* dx_out = want[1] ? dx->data.f : nullptr;
-  float* db_out = want[2] ? db->data.f : nullptr;
-  if (kDepthwise) {
-    const DepthwiseShape shape{batch, Dim(x, 1), Dim(x, 2), Dim(x, 3), Dim(w, 3)};
-    return ToTfLite(DepthwiseConv2DBackwardSparse(shape, win, x->data.f, w->data.f, delta->data.f, kept_set,
-                                                  BiasGrad::kDense, Accumulate::kOverwrite, dw_out, dx_out, db_out),
-                    op);
-  }
-  const Conv2DShape shape{batch, Dim(x, 1), Dim(x, 2), Dim(x, 3), Dim(w, 3)};
-  return ToTfLite(Conv2DBackwardSparse(shape, win, x->data.f, w->data.f, delta->data.f, kept_set, BiasGrad::kDense,
-                                       Accumulate::kOverwrite, dw_out, dx_out, db_out),
-                  op);
+  TF_LITE_ENSURE_OK(context, ToTfLite(ComputeConvGeometry(Dim(x.get(), 1), Dim(x.get(), 2), data.window, &g),
+                                      kDepthwise ? kDepthwiseBackwardOp : kConv2DBackwardOp));
+  const int32_t batch = Dim(x.get(), 0);
+  data.out_c = kDepthwise ? Dim(x.get(), 3) * Dim(w.get(), 3) : Dim(w.get(), 3);
+  data.shape = {batch, Dim(x.get(), 1), Dim(x.get(), 2), Dim(x.get(), 3), Dim(w.get(), 3)};
+  TF_LITE_ENSURE_EQ(context, Dim(w.get(), 2), Dim(x.get(), 3));
+  TF_LITE_ENSURE(context, Dim(delta.get(), 0) == batch && Dim(delta.get(), 1) == g.out_h &&
+                              Dim(delta.get(), 2) == g.out_w && Dim(delta.get(), 3) == data.out_c);
+  TF_LITE_ENSURE_EQ(context, Dim(k.get(), 0), batch);
+  TF_LITE_ENSURE(context, Dim(kept.get(), 0) == batch && Dim(kept.get(), 1) == data.out_c);
+  if (data.want[kWantDw]) TF_LITE_ENSURE(context, tflite::HaveSameShapes(dw.get(), w.get()));
+  if (data.want[kWantDx]) TF_LITE_ENSURE(context, tflite::HaveSameShapes(dx.get(), x.get()));
+  if (data.want[kWantDb]) TF_LITE_ENSURE_EQ(context, Dim(db.get(), 0), data.out_c);
+  return kTfLiteOk;
 }
+
+template <bool kDepthwise>
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData<kDepthwise>& data = DataOf<OpData<kDepthwise>>(node);
+  const float* x = GetTensorData<float>(GetEvalInput(context, node, kX));
+  const float* w = GetTensorData<float>(GetEvalInput(context, node, kW));
+  const float* delta = GetTensorData<float>(GetEvalInput(context, node, kDelta));
+  const KeptSet kept{GetTensorData<int32_t>(GetEvalInput(context, node, kK)),
+                     GetTensorData<int32_t>(GetEvalInput(context, node, kKept)), data.out_c};
+  float* dw = OutputIfWanted(context, node, data.want, kDw);
+  float* dx = OutputIfWanted(context, node, data.want, kDx);
+  float* db = OutputIfWanted(context, node, data.want, kDb);
+  if constexpr (kDepthwise) {
+    return ToTfLite(DepthwiseConv2DBackwardSparse(data.shape, data.window, x, w, delta, kept, BiasGrad::kDense,
+                                                  Accumulate::kOverwrite, dw, dx, db),
+                    kDepthwiseBackwardOp);
+  } else {
+    return ToTfLite(Conv2DBackwardSparse(data.shape, data.window, x, w, delta, kept, BiasGrad::kDense,
+                                         Accumulate::kOverwrite, dw, dx, db),
+                    kConv2DBackwardOp);
+  }
+}
+
+}  // namespace conv_backward
 
 // ---- TINYPROP_APPLY_GRADIENT --------------------------------------------------------------------------------
-// in: w, g, mode, hyper [7] = (rule, lr, momentum or beta_1, beta_2, epsilon, 1 - beta_1, 1 - beta_2), then the
-// rule's state: momentum SGD velocity; Adam m, v and powers [2] = (beta_1^t, beta_2^t). out: w, then the state
-// tensors, each its input itself (updated in place).
+// in: w, g, mode, hyper (HyperParam), then the rule's state: momentum SGD velocity; Adam m, v and powers [2] =
+// (beta_1^t, beta_2^t). out: w, then the state tensors, each its input itself (updated in place).
+namespace apply_gradient {
+
+enum Input : int { kW, kGradient, kMode, kHyper, kFirstState };
+// The rule's state inputs from kFirstState: velocity; or m, v, powers.
+enum StateInput : int { kVelocity = kFirstState, kAdamM = kFirstState, kAdamV, kAdamPowers };
+enum Output : int { kWOut, kVelocityOut, kAdamMOut = kVelocityOut, kAdamVOut };
+
 enum class Rule : int32_t { kSgd = 0, kMomentum = 1, kNesterov = 2, kAdam = 3 };
 
-int StateInputs(Rule rule) { return rule == Rule::kAdam ? 3 : (rule == Rule::kSgd ? 0 : 1); }
+struct OpData {
+  Rule rule;
+  int32_t count;
+  union {
+    SgdParams sgd;    // kSgd, kMomentum, kNesterov
+    AdamParams adam;  // kAdam
+  };
+};
 
-TfLiteStatus ApplyPrepare(TfLiteContext* context, TfLiteNode* node) {
-  TF_LITE_ENSURE(context, node->inputs->size >= 4);
-  const TfLiteEvalTensor* hyper = GetEvalInput(context, node, 3);
-  TF_LITE_ENSURE(context, hyper->type == kTfLiteFloat32 && Dim(hyper, 0) == 7);
+int StateInputs(Rule rule) { return rule == Rule::kAdam ? 3 : (rule == Rule::kSgd ? 0 : 1); }
+int StateOutputs(Rule rule) { return rule == Rule::kAdam ? 2 : StateInputs(rule); }
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE(context, node->inputs->size >= kFirstState);
+  OpData& data = DataOf<OpData>(node);
+  {
+    TempInput hyper(context, node, kHyper), mode(context, node, kMode);
+    TF_LITE_ENSURE_OK(context, CheckPresent(context, {hyper.get(), mode.get()}));
+    TF_LITE_ENSURE_OK(context, CheckConstant(context, hyper.get(), "hyper", kTfLiteFloat32, kHyperParamCount));
+    const float* h = hyper->data.f;
+    TF_LITE_ENSURE_MSG(context, h[kRule] >= 0.0f && h[kRule] <= 3.0f,
+                       "TINYPROP_APPLY_GRADIENT: hyper[0] (the rule) must be 0 to 3");
+    data.rule = static_cast<Rule>(static_cast<int32_t>(h[kRule]));
+    if (data.rule == Rule::kAdam) {
+      data.adam = AdamParams{h[kLearningRate], h[kMomentumOrBeta1], h[kBeta2],
+                             h[kEpsilon],      h[kOneMinusBeta1],   h[kOneMinusBeta2]};
+    } else {
+      data.sgd = SgdParams{h[kLearningRate], data.rule == Rule::kSgd ? 0.0f : h[kMomentumOrBeta1],
+                           data.rule == Rule::kNesterov};
+    }
+    TF_LITE_ENSURE_OK(context, CheckMode(context, mode.get()));
+  }
+  TF_LITE_ENSURE_EQ(context, node->inputs->size, kFirstState + StateInputs(data.rule));
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, 1 + StateOutputs(data.rule));
+  {
+    TempInput g(context, node, kGradient);
+    TempOutput w(context, node, kWOut);
+    TF_LITE_ENSURE_OK(context, CheckPresent(context, {g.get(), w.get()}));
+    TF_LITE_ENSURE_TYPES_EQ(context, g->type, kTfLiteFloat32);
+    TF_LITE_ENSURE_TYPES_EQ(context, w->type, kTfLiteFloat32);
+    TF_LITE_ENSURE(context, Elements(w.get()) <= kMaxElements && Elements(g.get()) == Elements(w.get()));
+    data.count = static_cast<int32_t>(Elements(w.get()));
+  }
+  TF_LITE_ENSURE_MSG(context, InPlace(node, kWOut, kW), "TINYPROP_APPLY_GRADIENT: output 0 must be input 0");
+  for (int i = kVelocityOut; i < node->outputs->size; ++i) {
+    const int state_input = kFirstState + (i - kVelocityOut);
+    TF_LITE_ENSURE_MSG(context, InPlace(node, i, state_input),
+                       "TINYPROP_APPLY_GRADIENT: the state outputs must be the state inputs (in place)");
+    TempOutput state(context, node, i);
+    TF_LITE_ENSURE_OK(context, CheckPresent(context, {state.get()}));
+    TF_LITE_ENSURE_TYPES_EQ(context, state->type, kTfLiteFloat32);
+    TF_LITE_ENSURE(context, Elements(state.get()) == data.count);
+  }
+  if (data.rule == Rule::kAdam) {
+    TempInput powers(context, node, kAdamPowers);
+    TF_LITE_ENSURE_OK(context, CheckPresent(context, {powers.get()}));
+    TF_LITE_ENSURE_TYPES_EQ(context, powers->type, kTfLiteFloat32);
+    TF_LITE_ENSURE(context, Elements(powers.get()) == 2);
+  }
   return kTfLiteOk;
 }
 
-TfLiteStatus ApplyEval(TfLiteContext* context, TfLiteNode* node) {
-  const TfLiteEvalTensor* g = GetEvalInput(context, node, 1);
-  const TfLiteEvalTensor* mode = GetEvalInput(context, node, 2);
-  const float* h = GetEvalInput(context, node, 3)->data.f;
-  const Rule rule = static_cast<Rule>(static_cast<int32_t>(h[0]));
-  if (h[0] < 0.0f || h[0] > 3.0f || node->inputs->size != 4 + StateInputs(rule) ||
-      node->outputs->size != 1 + (rule == Rule::kAdam ? 2 : StateInputs(rule))) {
-    return ToTfLite(Status::kBadArgument, kApplyGradientOp);
-  }
-  TfLiteEvalTensor* w = GetEvalOutput(context, node, 0);
-  const int64_t n = Elements(w);
-  bool ok = n <= INT32_MAX && Elements(g) == n && InPlace(context, node, 0, 0);
-  for (int i = 1; i < node->outputs->size; ++i) {
-    ok = ok && InPlace(context, node, i, 3 + i) && Elements(GetEvalOutput(context, node, i)) == n;
-  }
-  if (!ok) {
-    MicroPrintf("%s: outputs must be the weight and state inputs (in place), all of the gradient's size",
-                kApplyGradientOp);
-    return kTfLiteError;
-  }
-  if (!Training(mode)) return kTfLiteOk;
-  const int32_t count = static_cast<int32_t>(n);
-  if (rule == Rule::kAdam) {
-    const float* powers = GetEvalInput(context, node, 6)->data.f;
-    const AdamParams p{h[1], h[2], h[3], h[4], h[5], h[6]};
-    return ToTfLite(AdamUpdate(p, powers[0], powers[1], w->data.f, g->data.f, GetEvalOutput(context, node, 1)->data.f,
-                               GetEvalOutput(context, node, 2)->data.f, count),
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  if (!Training(GetEvalInput(context, node, kMode))) return kTfLiteOk;
+  float* w = GetTensorData<float>(GetEvalOutput(context, node, kWOut));
+  const float* g = GetTensorData<float>(GetEvalInput(context, node, kGradient));
+  if (data.rule == Rule::kAdam) {
+    const float* powers = GetTensorData<float>(GetEvalInput(context, node, kAdamPowers));
+    return ToTfLite(AdamUpdate(data.adam, powers[0], powers[1], w, g,
+                               GetTensorData<float>(GetEvalOutput(context, node, kAdamMOut)),
+                               GetTensorData<float>(GetEvalOutput(context, node, kAdamVOut)), data.count),
                     kApplyGradientOp);
   }
-  const SgdParams p{h[1], rule == Rule::kSgd ? 0.0f : h[2], rule == Rule::kNesterov};
-  float* velocity = rule == Rule::kSgd ? nullptr : GetEvalOutput(context, node, 1)->data.f;
-  return ToTfLite(SgdUpdate(p, w->data.f, g->data.f, velocity, count), kApplyGradientOp);
+  float* velocity =
+      data.rule == Rule::kSgd ? nullptr : GetTensorData<float>(GetEvalOutput(context, node, kVelocityOut));
+  return ToTfLite(SgdUpdate(data.sgd, w, g, velocity, data.count), kApplyGradientOp);
 }
 
-// ---- TINYPROP_COUNT_STEP, TINYPROP_ASSIGN ---------------------------------------------------------------------
-// COUNT_STEP in: counter int32 [] or [1], mode; out: counter (itself) + 1 on a training invoke.
-// ASSIGN in: state, value (same type and size), mode; out: state (itself) = value on a training invoke.
-TfLiteStatus CountStepEval(TfLiteContext* context, TfLiteNode* node) {
-  TfLiteEvalTensor* counter = GetEvalOutput(context, node, 0);
-  if (node->inputs->size != 2 || counter->type != kTfLiteInt32 || Elements(counter) != 1 ||
-      !InPlace(context, node, 0, 0)) {
-    return ToTfLite(Status::kBadArgument, kCountStepOp);
+}  // namespace apply_gradient
+
+// ---- TINYPROP_COUNT_STEP ----------------------------------------------------------------------------------
+// in: counter int32 [] or [1], mode; out: counter (itself) + 1 on a training invoke.
+namespace count_step {
+
+enum Input : int { kCounter, kMode };
+enum Output : int { kCounterOut };
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE_EQ(context, node->inputs->size, kMode + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kCounterOut + 1);
+  TempInput mode(context, node, kMode);
+  TempOutput counter(context, node, kCounterOut);
+  TF_LITE_ENSURE_OK(context, CheckPresent(context, {mode.get(), counter.get()}));
+  TF_LITE_ENSURE_TYPES_EQ(context, counter->type, kTfLiteInt32);
+  TF_LITE_ENSURE(context, Elements(counter.get()) == 1);
+  TF_LITE_ENSURE_MSG(context, InPlace(node, kCounterOut, kCounter), "TINYPROP_COUNT_STEP: output 0 must be input 0");
+  return CheckMode(context, mode.get());
+}
+
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  if (Training(GetEvalInput(context, node, kMode))) {
+    GetTensorData<int32_t>(GetEvalOutput(context, node, kCounterOut))[0] += 1;
   }
-  if (Training(GetEvalInput(context, node, 1))) counter->data.i32[0] += 1;
   return kTfLiteOk;
 }
 
-TfLiteStatus AssignEval(TfLiteContext* context, TfLiteNode* node) {
-  TfLiteEvalTensor* state = GetEvalOutput(context, node, 0);
-  const TfLiteEvalTensor* value = GetEvalInput(context, node, 1);
-  if (node->inputs->size != 3 || value->type != state->type || Elements(value) != Elements(state) ||
-      !InPlace(context, node, 0, 0)) {
-    return ToTfLite(Status::kBadArgument, kAssignOp);
-  }
-  if (!Training(GetEvalInput(context, node, 2))) return kTfLiteOk;
-  size_t bytes = 0;
-  TF_LITE_ENSURE_OK(context, tflite::TfLiteEvalTensorByteLength(state, &bytes));
-  const char* src = value->data.raw;
-  char* dst = state->data.raw;
+}  // namespace count_step
+
+// ---- TINYPROP_ASSIGN --------------------------------------------------------------------------------------
+// in: state, value (same type and size), mode; out: state (itself) = value on a training invoke.
+namespace assign {
+
+enum Input : int { kState, kValue, kMode };
+enum Output : int { kStateOut };
+
+struct OpData {
+  size_t bytes;
+};
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE_EQ(context, node->inputs->size, kMode + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kStateOut + 1);
+  TempInput value(context, node, kValue), mode(context, node, kMode);
+  TempOutput state(context, node, kStateOut);
+  TF_LITE_ENSURE_OK(context, CheckPresent(context, {value.get(), mode.get(), state.get()}));
+  TF_LITE_ENSURE_TYPES_EQ(context, value->type, state->type);
+  TF_LITE_ENSURE(context, Elements(value.get()) == Elements(state.get()));
+  TF_LITE_ENSURE_MSG(context, InPlace(node, kStateOut, kState), "TINYPROP_ASSIGN: output 0 must be input 0");
+  DataOf<OpData>(node).bytes = state->bytes;
+  return CheckMode(context, mode.get());
+}
+
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  if (!Training(GetEvalInput(context, node, kMode))) return kTfLiteOk;
+  const char* src = GetTensorData<char>(GetEvalInput(context, node, kValue));
+  char* dst = GetTensorData<char>(GetEvalOutput(context, node, kStateOut));
+  const size_t bytes = DataOf<OpData>(node).bytes;
   for (size_t i = 0; i < bytes; ++i) dst[i] = src[i];
   return kTfLiteOk;
 }
 
+}  // namespace assign
+
 }  // namespace
 
-TFLMRegistration Register_TINYPROP_APPLY_GRADIENT() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, ApplyPrepare, ApplyEval);
-}
-
-TFLMRegistration Register_TINYPROP_COUNT_STEP() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, /*prepare=*/nullptr, CountStepEval);
-}
-
-TFLMRegistration Register_TINYPROP_ASSIGN() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, /*prepare=*/nullptr, AssignEval);
-}
-
 TFLMRegistration Register_TINYPROP_DENSE_FORWARD() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, DenseForwardPrepare, DenseForwardEval);
+  return tflite::micro::RegisterOp(InitOpData<dense_forward::OpData>, dense_forward::Prepare, dense_forward::Eval);
 }
 
 TFLMRegistration Register_TINYPROP_RELU_BACKWARD() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, ReluBackwardPrepare, ReluBackwardEval);
+  return tflite::micro::RegisterOp(InitOpData<relu_backward::OpData>, relu_backward::Prepare, relu_backward::Eval);
 }
 
 TFLMRegistration Register_TINYPROP_SELECT_UNITS() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, SelectPrepare<false>, SelectEval<false>);
-}
-
-TFLMRegistration Register_TINYPROP_DENSE_BACKWARD() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, DensePrepare, DenseEval);
-}
-
-TFLMRegistration Register_TINYPROP_DENSE_BACKWARD_SGD() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, DenseSgdPrepare, DenseSgdEval);
-}
-
-TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, ConvPrepare, ConvBackwardEval<false>);
+  return tflite::micro::RegisterOp(InitOpData<selection::OpData>, selection::Prepare<false>, selection::Eval<false>);
 }
 
 TFLMRegistration Register_TINYPROP_SELECT_CHANNELS() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, SelectPrepare<true>, SelectEval<true>);
+  return tflite::micro::RegisterOp(InitOpData<selection::OpData>, selection::Prepare<true>, selection::Eval<true>);
+}
+
+TFLMRegistration Register_TINYPROP_DENSE_BACKWARD() {
+  return tflite::micro::RegisterOp(InitOpData<dense_backward::OpData>, dense_backward::Prepare,
+                                   dense_backward::Eval);
+}
+
+TFLMRegistration Register_TINYPROP_DENSE_BACKWARD_SGD() {
+  return tflite::micro::RegisterOp(InitOpData<dense_backward::OpData>, dense_backward::SgdPrepare,
+                                   dense_backward::SgdEval);
+}
+
+TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD() {
+  return tflite::micro::RegisterOp(InitOpData<conv_backward::OpData<false>>, conv_backward::Prepare<false>,
+                                   conv_backward::Eval<false>);
 }
 
 TFLMRegistration Register_TINYPROP_DEPTHWISE_BACKWARD() {
-  return tflite::micro::RegisterOp(/*init=*/nullptr, ConvPrepare, ConvBackwardEval<true>);  // same inputs
+  return tflite::micro::RegisterOp(InitOpData<conv_backward::OpData<true>>, conv_backward::Prepare<true>,
+                                   conv_backward::Eval<true>);
+}
+
+TFLMRegistration Register_TINYPROP_APPLY_GRADIENT() {
+  return tflite::micro::RegisterOp(InitOpData<apply_gradient::OpData>, apply_gradient::Prepare,
+                                   apply_gradient::Eval);
+}
+
+TFLMRegistration Register_TINYPROP_COUNT_STEP() {
+  return tflite::micro::RegisterOp(/*init=*/nullptr, count_step::Prepare, count_step::Eval);
+}
+
+TFLMRegistration Register_TINYPROP_ASSIGN() {
+  return tflite::micro::RegisterOp(InitOpData<assign::OpData>, assign::Prepare, assign::Eval);
 }
 
 }  // namespace tflm

@@ -2,7 +2,14 @@
 //
 // Builds only when CMake is given a TFLM tree (-DTINYPROP_TFLM_DIR=/path/to/tflite-micro, plus
 // -DTINYPROP_TFLM_INCLUDE_DIRS for flatbuffers etc.); TFLM is not part of this repository. The TFLM API moves:
-// this file only uses TFLMRegistration, tflite::micro::RegisterOp, GetEvalInput/GetEvalOutput.
+// the operators use only what TFLM's own reference kernels use (TFLMRegistration, tflite::micro::RegisterOp,
+// AllocatePersistentBuffer, MicroContext's temp tensors, RequestScratchBufferInArena, GetEvalInput/GetEvalOutput).
+//
+// Each operator is shaped like TFLM's reference kernels (fully_connected.cc): Init allocates its OpData in the
+// arena's persistent memory, Prepare checks every tensor's type and shape and the parameter tensors (params,
+// wanted, window, hyper, lr: constant tensors of the exported graph, read once) and fills OpData, so a malformed
+// graph fails AllocateTensors with TFLM's "Node TINYPROP_... failed to prepare" and the failed check; Eval only
+// fetches the tensors and runs the kernel of micro/src (the kernels validate the index data k, kept per invoke).
 //
 //   tflite::MicroMutableOpResolver<8> resolver;
 //   TFLMRegistration select = tinyprop::tflm::Register_TINYPROP_SELECT_UNITS();
@@ -15,7 +22,7 @@
 //   TINYPROP_RELU_BACKWARD     in: g, out (ReLU's output), same shape   out: g where out > 0, else +0 (TF's
 //                              ReluGrad, a select: +0 and no NaN where the unit is off, unlike g * mask; one op: no
 //                              mask tensor that a converter could compute early and keep alive)
-//   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [4] = (s_min, s_max, zeta_pow, rounding 0|1),
+//   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [8] (SelectParam below, constant),
 //                                  optional mode int32 (1 = training invoke)
 //                              out: ymax_out [1] (in the in-place graph: the ymax state tensor itself), k [B] int32,
 //                                   kept [B, N] int32 (ascending rows, -1 padded). When mode is given and not 1:
@@ -29,7 +36,7 @@
 //                              out: w, dx [B, I], bias: outputs 0 and 2 are inputs 1 and 8 themselves (the
 //                                   weights, updated in place on a training invoke: w -= dW * lr, bias -= db * lr;
 //                                   dx from the weights before the update; no dW or second weight copy exists)
-//   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [4], optional mode as SELECT_UNITS
+//   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [8], optional mode as SELECT_UNITS
 //                              out: ymax_out [1], k [B] int32, kept [B, C] int32 (score = sum of |delta| over
 //                                   the positions per channel)
 //   TINYPROP_CONV2D_BACKWARD   in: x [B, H, W, C], w [KH, KW, C, O], delta [B, OH, OW, O], k [B], kept [B, O],
@@ -46,7 +53,7 @@
 //   TINYPROP_COUNT_STEP        in: counter int32 [1], mode   out: counter itself, + 1 on a training invoke
 //   TINYPROP_ASSIGN            in: state, value (same type and size), mode   out: state itself = value on a
 //                                  training invoke
-// In-place outputs are checked on every Eval (same tensor, same buffer): the exporter makes them TFLM variable
+// Prepare checks that each in-place output is its input tensor itself: the exporter makes them TFLM variable
 // tensors (persistent, never planned) that are also model outputs, so the application reads and writes the
 // training state through interpreter.output(i) (converters/device_ops.py, `in_place_state`; the training app's
 // micro/app/tflm/output_tensor_state.h).
@@ -68,9 +75,12 @@ constexpr const char kConv2DBackwardOp[] = "TINYPROP_CONV2D_BACKWARD";
 constexpr const char kSelectChannelsOp[] = "TINYPROP_SELECT_CHANNELS";
 constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
 constexpr const char kApplyGradientOp[] = "TINYPROP_APPLY_GRADIENT";
+constexpr const char kCountStepOp[] = "TINYPROP_COUNT_STEP";
+constexpr const char kAssignOp[] = "TINYPROP_ASSIGN";
 
-// The selection ops' params tensor (float32), index by index: converters/device_ops.py SELECT_PARAMS, the fields
-// of tinyprop::RatioParams (rounding and min_kept as exact small integers).
+// The layouts of the operators' parameter tensors, slot by slot (the exporter writes them: converters/step.py).
+// The selection ops' params tensor (float32): converters/device_ops.py SELECT_PARAMS, the fields of
+// tinyprop::RatioParams (rounding and min_kept as exact small integers).
 enum SelectParam : int {
   kSMin,
   kSMax,
@@ -82,8 +92,31 @@ enum SelectParam : int {
   kMinKept,
   kSelectParamCount
 };
-constexpr const char kCountStepOp[] = "TINYPROP_COUNT_STEP";
-constexpr const char kAssignOp[] = "TINYPROP_ASSIGN";
+
+// The backward ops' wanted tensor (int32): 0 skips that output (left unwritten, any shape).
+enum WantedOutput : int { kWantDw, kWantDx, kWantDb, kWantedCount };
+
+// The conv backward ops' window tensor (int32); the last two slots are unused.
+enum WindowParam : int {
+  kStrideH,
+  kStrideW,
+  kDilationH,
+  kDilationW,
+  kPadding,  // 0 VALID, 1 SAME
+  kWindowParamCount = 7
+};
+
+// TINYPROP_APPLY_GRADIENT's hyper tensor (float32).
+enum HyperParam : int {
+  kRule,  // 0 SGD, 1 momentum, 2 Nesterov, 3 Adam (converters/device_ops.py APPLY_RULES)
+  kLearningRate,
+  kMomentumOrBeta1,
+  kBeta2,
+  kEpsilon,
+  kOneMinusBeta1,  // float32(1 - beta_1), 1 - beta_1 taken in double as Keras does
+  kOneMinusBeta2,
+  kHyperParamCount
+};
 
 TFLMRegistration Register_TINYPROP_DENSE_FORWARD();
 TFLMRegistration Register_TINYPROP_RELU_BACKWARD();

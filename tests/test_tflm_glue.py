@@ -1,0 +1,197 @@
+"""The TFLM glue of the TinyProp operators (``micro/tflm/tinyprop_tflm.cc``): every check is in Prepare.
+
+Each case edits one TinyProp operator of a real exported ``train_fast.tflite`` (a wrong input count, tensor type
+or shape, a parameter tensor that is not a constant or holds a bad value, an in-place output that is not its
+input) and runs it in ``tinyprop_tflm_runner``: AllocateTensors must fail, before any invoke, with TFLM's
+"Node TINYPROP_... failed to prepare" and the check that failed. The unedited models run.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import tinyprop_tf as tp
+from tinyprop_tf import models
+from tinyprop_tf.converters import artifacts, device_ops, export_training_model, flatbuffer, tflm_runner, verification
+from tinyprop_tf.converters.flatbuffer import fb
+
+EXPORTS = {  # name: (model, optimizer): fused SGD, Adam's separate backward and update, conv selection
+    "mlp_sgd": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16, 12)), "sgd"),
+    "mlp_adam": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16,)), "adam"),
+    "cnn_sgd": (lambda: models.small_cnn(input_shape=(12, 12, 1), num_classes=4, filters=(6, 8)), "sgd"),
+}
+
+
+@pytest.fixture(scope="module")
+def runner():
+    found = tflm_runner.find_runner()
+    if found is None:
+        pytest.skip(f"no TFLM tree to build tinyprop_tflm_runner from: {tflm_runner.HOW_TO}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """name -> (train_fast.tflite bytes, one train invoke's inputs, the initial state)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            build, optimizer = EXPORTS[name]
+            keras.utils.set_random_seed(0)
+            out = str(tmp_path_factory.mktemp(name))
+            manifest = export_training_model(build(), tp.TinyProp(0.1, 0.9, 0.5), optimizer, 0.05, batch_size=4,
+                                             out_dir=out, measure_arena=False, fast=True)
+            with open(f"{out}/train_fast.tflite", "rb") as f:
+                data = f.read()
+            feeds = verification.runner_feeds(manifest, *verification.make_batches(manifest, 1))
+            state = device_ops.initial_state(manifest["tflm_fast"]["state"], artifacts.exported_weights(out, manifest))
+            cache[name] = (data, feeds, state)
+        return cache[name]
+
+    return get
+
+
+# ---- edits: each takes (model, subgraph, the first operator of the op it is listed with) ------------------------
+def _constant(model, sg, index, values, dtype):
+    """Input tensor `index` becomes a new constant holding `values` (its own buffer: constants may be shared)."""
+    t = sg.tensors[index]
+    buffer = fb.BufferT()
+    buffer.data = np.frombuffer(np.asarray(values, dtype).tobytes(), np.uint8)
+    model.buffers.append(buffer)
+    t.buffer = len(model.buffers) - 1
+    t.shape = np.array([len(values)], np.int32)
+
+
+def _values(model, sg, index, dtype):
+    return np.frombuffer(np.asarray(model.buffers[sg.tensors[index].buffer].data, np.uint8).tobytes(), dtype)
+
+
+def _new_tensor_like(model, sg, index):
+    """A copy of tensor `index` with no data (not a constant, not a variable); returns its index."""
+    like = sg.tensors[index]
+    t = fb.TensorT()
+    t.shape, t.type, t.name = np.array(like.shape, np.int32), like.type, flatbuffer.tensor_name(like).encode() + b"_c"
+    model.buffers.append(fb.BufferT())
+    t.buffer = len(model.buffers) - 1
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
+def _with(array, index, value):
+    """A copy of a (read-only, parsed) flatbuffer array with array[index] = value."""
+    array = np.array(array)
+    array[index] = value
+    return array
+
+
+def params_with_seven_slots(model, sg, op):
+    _constant(model, sg, op.inputs[2], _values(model, sg, op.inputs[2], np.float32)[:7], np.float32)
+
+
+def params_not_constant(model, sg, op):
+    op.inputs = _with(op.inputs, 2, _new_tensor_like(model, sg, op.inputs[2]))
+
+
+def k_as_float32(model, sg, op):
+    sg.tensors[op.outputs[1]].type = fb.TensorType.FLOAT32
+
+
+def kept_one_column_too_many(model, sg, op):
+    kept = sg.tensors[op.outputs[2]]
+    kept.shape = _with(kept.shape, 1, kept.shape[1] + 1)
+
+
+def output_one_column_too_many(model, sg, op):
+    z = sg.tensors[op.outputs[0]]
+    z.shape = _with(z.shape, 1, z.shape[1] + 1)
+
+
+def relu_shapes_differ(model, sg, op):
+    d = sg.tensors[op.outputs[0]]
+    d.shape = _with(d.shape, -1, d.shape[-1] + 1)
+
+
+def last_two_inputs_dropped(model, sg, op):
+    op.inputs = op.inputs[:-2]  # x, w, delta, k, kept, wanted, lr (no mode, no bias)
+
+
+def weights_not_in_place(model, sg, op):
+    op.outputs = _with(op.outputs, 0, _new_tensor_like(model, sg, op.inputs[1]))
+
+
+def wanted_not_constant(model, sg, op):
+    op.inputs = _with(op.inputs, 5, _new_tensor_like(model, sg, op.inputs[5]))
+
+
+def rule_seven(model, sg, op):
+    _constant(model, sg, op.inputs[3], _with(_values(model, sg, op.inputs[3], np.float32), 0, 7), np.float32)
+
+
+def adam_state_missing(model, sg, op):
+    op.inputs = op.inputs[:-1]  # w, g, mode, hyper, m, v (no powers)
+
+
+def window_stride_zero(model, sg, op):
+    _constant(model, sg, op.inputs[5], _with(_values(model, sg, op.inputs[5], np.int32), 0, 0), np.int32)
+
+
+def counter_as_float32(model, sg, op):
+    sg.tensors[op.inputs[0]].type = fb.TensorType.FLOAT32
+
+
+CASES = {  # id: (export, op, edit, what the error says besides "Node <op> ... failed to prepare")
+    "select params with 7 slots": ("mlp_sgd", device_ops.SELECT_UNITS, params_with_seven_slots, "(7 != 8)"),
+    "select params not constant": ("mlp_sgd", device_ops.SELECT_UNITS, params_not_constant,
+                                   "the params input is not a constant tensor"),
+    "select k float32": ("mlp_sgd", device_ops.SELECT_UNITS, k_as_float32, "(FLOAT32 != INT32)"),
+    "select kept too wide": ("mlp_sgd", device_ops.SELECT_UNITS, kept_one_column_too_many, "(6 != 5)"),
+    "channels params not constant": ("cnn_sgd", device_ops.SELECT_CHANNELS, params_not_constant,
+                                     "the params input is not a constant tensor"),
+    "forward output too wide": ("mlp_sgd", device_ops.DENSE_FORWARD, output_one_column_too_many, "(17 != 16)"),
+    "relu shapes differ": ("mlp_sgd", device_ops.RELU_BACKWARD, relu_shapes_differ, "HaveSameShapes"),
+    "fused SGD with 7 inputs": ("mlp_sgd", device_ops.DENSE_BACKWARD_SGD, last_two_inputs_dropped, "inputs->size"),
+    "fused SGD not in place": ("mlp_sgd", device_ops.DENSE_BACKWARD_SGD, weights_not_in_place,
+                               "outputs 0 and 2 must be inputs 1 and 8"),
+    "backward wanted not constant": ("mlp_adam", device_ops.DENSE_BACKWARD, wanted_not_constant,
+                                     "the wanted input is not a constant tensor"),
+    "apply rule 7": ("mlp_adam", device_ops.APPLY_GRADIENT, rule_seven, "the rule"),
+    "adam without powers": ("mlp_adam", device_ops.APPLY_GRADIENT, adam_state_missing, "(6 != 7)"),
+    "conv stride 0": ("cnn_sgd", device_ops.CONV2D_BACKWARD, window_stride_zero,
+                      "TINYPROP_CONV2D_BACKWARD: kBadArgument"),
+    "counter float32": ("mlp_sgd", device_ops.COUNT_STEP, counter_as_float32, "(FLOAT32 != INT32)"),
+}
+
+
+def _edited(data, op_name, edit):
+    model = flatbuffer.load(data)
+    sg = model.subgraphs[0]
+    ops = [op for op in sg.operators if flatbuffer.op_name(model.operatorCodes[op.opcodeIndex]) == "CUSTOM:" + op_name]
+    assert ops, f"the export has no {op_name}"
+    edit(model, sg, ops[0])
+    return flatbuffer.serialize(model)
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+@pytest.mark.parametrize("name", sorted(EXPORTS))
+def test_the_unedited_exports_run(runner, exported, name):
+    data, feeds, state = exported(name)
+    outputs, arena = tflm_runner.run(runner, data, feeds, state=state)
+    assert arena > 0 and np.isfinite(outputs[0][0]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_prepare_refuses_a_malformed_operator_before_any_invoke(runner, exported, case):
+    export, op_name, edit, says = CASES[case]
+    data, feeds, state = exported(export)
+    with pytest.raises(tflm_runner.RunnerError) as error:
+        tflm_runner.run(runner, _edited(data, op_name, edit), feeds, state=state)
+    message = str(error.value)
+    assert f"Node {op_name} (number" in message and "failed to prepare" in message, message
+    assert "AllocateTensors failed" in message and "Invoke failed" not in message, message
+    assert says in message, message
