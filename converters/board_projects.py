@@ -70,7 +70,7 @@ from string import Template
 
 import numpy as np
 
-from tinyprop_tf import boards as board_profiles
+from tinyprop_tf import mcu_profiles
 from tinyprop_tf import outdir
 from tinyprop_tf.converters import artifacts, device_ops, flatbuffer
 
@@ -89,7 +89,7 @@ class BoardProjectError(ValueError):
 class BoardTarget:
     key: str
     platform: str          # "esp-idf" or "zephyr"
-    profile: str           # key in tinyprop_tf.boards.PROFILES
+    profile: str           # key in tinyprop_tf.mcu_profiles.PROFILES
     description: str
     idf_target: str = ""   # ESP-IDF
     cpu_mhz: int = 0       # ESP-IDF default CPU frequency
@@ -367,7 +367,7 @@ def _samples(manifest, samples, labels, seed):
 # ----------------------------------------------------------------------------------------------------------------
 def _budget(target: BoardTarget, manifest, model_len, samples_bytes, state_bytes, partition_bytes, in_place=False,
             max_variable=0):
-    profile = board_profiles.get_board(target.profile)
+    profile = mcu_profiles.get_board(target.profile)
     arena = int(manifest["tflm"]["arena_bytes_recommended"])
     weights = int(manifest.get("weights_bin", {}).get("bytes", 0))
     held = "the training state in place" if in_place else "the resource variables"

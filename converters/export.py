@@ -43,7 +43,7 @@ import tensorflow as tf
 
 import tinyprop_tf
 from tinyprop_tf import outdir, selection
-from tinyprop_tf.converters import artifacts, device_ops, flatbuffer, graph, step, tflm
+from tinyprop_tf.converters import artifacts, device_ops, flatbuffer, graph, step, tflm_pip
 from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
 
 FORMAT = artifacts.FORMAT
@@ -281,9 +281,9 @@ def export_training_model(
         probe_inputs = _probe_inputs(module, tflm_inputs)
         if measure_arena:
             try:
-                arena, arena_detail = tflm.measure_arena(model_path, probe_inputs,
+                arena, arena_detail = tflm_pip.measure_arena(model_path, probe_inputs,
                                                          len(tflm_inputs), len(tflm_outputs), detail=True)
-            except tflm.TFLMError as e:
+            except tflm_pip.TFLMError as e:
                 raise ExportError(f"the tflite-micro interpreter cannot run the exported step: {e}") from None
 
         # Everything checked: assemble the files.
@@ -387,19 +387,19 @@ def _fast_arena(fast_data: bytes, fast_inputs: list, probe_inputs: dict, tflm_in
     ``_probe_inputs`` made for train.tflite, matched by name; the exported initial state); None without a runner.
     A first build takes minutes, so export never starts one; an earlier build of the tree is brought up to date
     (seconds: only the TinyProp sources change)."""
-    from tinyprop_tf.converters import tflm_runner
+    from tinyprop_tf.converters import tflm_host_runner
 
     try:
-        runner = tflm_runner.find_runner(build="update")
-    except tflm_runner.RunnerError:
+        runner = tflm_host_runner.find_runner(build="update")
+    except tflm_host_runner.RunnerError:
         return None
     if runner is None:
         return None
     index = {d["name"]: d["index"] for d in tflm_inputs}
     feeds = [[probe_inputs[f"in{index[d['name']]}_{step}"] for d in fast_inputs] for step in ("s0", "infer")]
     try:
-        _, used = tflm_runner.run(runner, fast_data, feeds, state=device_ops.initial_state(state, weights))
-    except tflm_runner.RunnerError as e:
+        _, used = tflm_host_runner.run(runner, fast_data, feeds, state=device_ops.initial_state(state, weights))
+    except tflm_host_runner.RunnerError as e:
         raise ExportError(f"train_fast.tflite does not run in {runner}: {e}") from None
     return used if used > 0 else None
 

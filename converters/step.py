@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf import selection
-from tinyprop_tf.converters import device_ops, kernels
+from tinyprop_tf.converters import builtin_backward, device_ops
 from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
 
 LOSSES = ("sparse_categorical_crossentropy", "mse")
@@ -281,32 +281,33 @@ class TrainStep(tf.Module):
                     if self.fast:
                         z = self._device_dense_forward(node, h, kernel, bias)
                     else:
-                        z = kernels.dense_forward(h, kernel, bias)
+                        z = builtin_backward.dense_forward(h, kernel, bias)
                     extra = {}
                 elif node.kind == "conv1d":
-                    geo = kernels.ConvGeometry((1, node.in_shapes[0][0]), (1, layer.kernel_size[0]),
-                                               (1, layer.strides[0]), layer.padding)
+                    geo = builtin_backward.ConvGeometry((1, node.in_shapes[0][0]), (1, layer.kernel_size[0]),
+                                                        (1, layer.strides[0]), layer.padding)
                     h4 = tf.reshape(h, [b, 1, *node.in_shapes[0]])
                     k4 = tf.reshape(kernel, [1, *kernel.shape])
                     bias4 = None if bias is None else tf.reshape(bias, [1, 1, 1, -1])
-                    z = tf.reshape(kernels.conv2d_forward(h4, k4, bias4, geo), [b, *node.out_shape])
+                    z = tf.reshape(builtin_backward.conv2d_forward(h4, k4, bias4, geo), [b, *node.out_shape])
                     extra = {"geo": geo, "x4": h4, "k4": k4}
                 else:
-                    geo = kernels.ConvGeometry(node.in_shapes[0][:2], tuple(layer.kernel_size), tuple(layer.strides),
-                                               layer.padding)
+                    geo = builtin_backward.ConvGeometry(node.in_shapes[0][:2], tuple(layer.kernel_size),
+                                                        tuple(layer.strides), layer.padding)
                     bias4 = None if bias is None else tf.reshape(bias, [1, 1, 1, -1])
-                    fwd = kernels.conv2d_forward if node.kind == "conv2d" else kernels.depthwise_forward
+                    fwd = (builtin_backward.conv2d_forward if node.kind == "conv2d"
+                           else builtin_backward.depthwise_forward)
                     z = fwd(h, kernel, bias4, geo)
                     extra = {"geo": geo}
-                out = kernels.activation_forward(node.activation, z)
+                out = builtin_backward.activation_forward(node.activation, z)
                 saved[node.name] = {"x": h, "out": out, "kernel": kernel, "bias": bias, **extra}
             elif node.kind == "act":
-                out = kernels.activation_forward(node.activation, h)
+                out = builtin_backward.activation_forward(node.activation, h)
                 saved[node.name] = {"out": out}
             elif node.kind == "reshape":
                 out = tf.reshape(h, [b, *node.out_shape])
             elif node.kind == "gap":
-                out = kernels.gap_forward(h, keepdims=len(node.out_shape) == len(node.in_shapes[0]))
+                out = builtin_backward.gap_forward(h, keepdims=len(node.out_shape) == len(node.in_shapes[0]))
             elif node.kind == "identity":
                 out = h
             elif node.kind == "add":
@@ -477,7 +478,7 @@ class TrainStep(tf.Module):
             (d,) = device_ops.call(device_ops.RELU_BACKWARD, node.name, [g, saved["out"]],
                                    [(tf.float32, g.shape)], self.device_op_shapes)
             return d
-        return kernels.activation_backward(node.activation, g, saved["out"])
+        return builtin_backward.activation_backward(node.activation, g, saved["out"])
 
     def _backward(self, values, saved, g_out):
         b = self.batch_size
@@ -511,16 +512,16 @@ class TrainStep(tf.Module):
                 if k_eff is not None:
                     ks[node.name] = k_eff
                 if node.kind == "dense":
-                    d_kernel, d_x = kernels.dense_backward(s["x"], s["kernel"], masked, need_dx)
+                    d_kernel, d_x = builtin_backward.dense_backward(s["x"], s["kernel"], masked, need_dx)
                 elif node.kind == "conv1d":
                     m4 = tf.reshape(masked, [b, 1, *node.out_shape])
-                    d_k4, d_x4 = kernels.conv2d_backward(s["x4"], s["k4"], m4, s["geo"], need_dx)
+                    d_k4, d_x4 = builtin_backward.conv2d_backward(s["x4"], s["k4"], m4, s["geo"], need_dx)
                     d_kernel = tf.reshape(d_k4, s["kernel"].shape)
                     d_x = None if d_x4 is None else tf.reshape(d_x4, [b, *node.in_shapes[0]])
                 elif node.kind == "conv2d":
-                    d_kernel, d_x = kernels.conv2d_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
+                    d_kernel, d_x = builtin_backward.conv2d_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
                 else:
-                    d_kernel, d_x = kernels.depthwise_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
+                    d_kernel, d_x = builtin_backward.depthwise_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
                 if node.trainable:
                     weight_grads[(node.name, "kernel")] = d_kernel
                     weight_grads[(node.name, "bias")] = d_bias
@@ -534,7 +535,7 @@ class TrainStep(tf.Module):
             elif node.kind == "reshape":
                 give(node.inputs[0], tf.reshape(g, [b, *node.in_shapes[0]]))
             elif node.kind == "gap":
-                give(node.inputs[0], kernels.gap_backward(g, [b, *node.in_shapes[0]]))
+                give(node.inputs[0], builtin_backward.gap_backward(g, [b, *node.in_shapes[0]]))
             elif node.kind == "identity":
                 give(node.inputs[0], g)
             elif node.kind == "add":

@@ -79,9 +79,9 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
     # CI: ../shared's TFLM tree, the Arm compiler and QEMU).
     measured = export["measured_step"]
     if measured is None:
-        from tinyprop_tf.converters import tflm_runner
+        from tinyprop_tf.converters import tflm_host_runner
 
-        assert not os.environ.get("TINYPROP_TFLM_DIR") or tflm_runner.m4_missing_tools(), "no measured step"
+        assert not os.environ.get("TINYPROP_TFLM_DIR") or tflm_host_runner.m4_missing_tools(), "no measured step"
     else:
         assert measured["board"] == "nrf52840" and measured["ram"]["ram_bytes"] == 256 * 1024
         assert 1e5 < measured["instructions_per_step"] < 1e8

@@ -22,7 +22,7 @@ import pytest
 
 import tinyprop_tf as tp
 from tinyprop_tf import models
-from tinyprop_tf.converters import device_ops, export_training_model, flatbuffer, tflm_runner
+from tinyprop_tf.converters import device_ops, export_training_model, flatbuffer, tflm_host_runner
 from tinyprop_tf.converters.graph import ExportError
 from tinyprop_tf.converters.verification import verify
 
@@ -267,14 +267,14 @@ def _runner_or_skip():
     """The runner, else a skip that says why; in CI with ../shared's TFLM tree a failure, so a runner that did not
     build (or a make test that stopped passing the tree) cannot pass CI as skipped tests."""
     try:
-        runner = tflm_runner.find_runner()
-    except tflm_runner.RunnerError as e:
+        runner = tflm_host_runner.find_runner()
+    except tflm_host_runner.RunnerError as e:
         pytest.fail(str(e))
     if runner is None:
         if os.environ.get("CI", "").lower() in ("true", "1") and os.path.isdir(SHARED_TFLM):
             pytest.fail(f"CI: {SHARED_TFLM} is beside the checkout, but no tinyprop_tflm_runner "
                         "(make test builds it from there; TINYPROP_TFLM_DIR and TINYPROP_TFLM_RUNNER unset)")
-        pytest.skip(f"no TFLM tree to build tinyprop_tflm_runner from: {tflm_runner.HOW_TO} "
+        pytest.skip(f"no TFLM tree to build tinyprop_tflm_runner from: {tflm_host_runner.HOW_TO} "
                     "(make test uses ../shared/tflm/esp-tflite-micro when it is beside the checkout)")
     return runner
 

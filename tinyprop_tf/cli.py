@@ -506,8 +506,8 @@ def _run(args) -> int:
     import_tensorflow()
     import tensorflow as tf
 
-    from tinyprop_tf.converters.tflm import TFLMError
-    from tinyprop_tf.converters.tflm_runner import RunnerError
+    from tinyprop_tf.converters.tflm_pip import TFLMError
+    from tinyprop_tf.converters.tflm_host_runner import RunnerError
 
     try:
         return args.run(args) or 0

@@ -264,16 +264,16 @@ def _file_safe(name: str) -> str:
 
 def board_estimates(results: list[RunResult], boards=None) -> dict:
     """Per run and board: estimated (seconds, joules) of one fine-tuning epoch's training work."""
-    from tinyprop_tf import boards as boards_lib
+    from tinyprop_tf import mcu_profiles
 
-    names = boards or list(boards_lib.PROFILES)
+    names = boards or list(mcu_profiles.PROFILES)
     estimates = {}
     for r in results:
         epochs = len(r.epochs)
         macs = (np.sum(r.fwd_macs) + np.sum(r.bwd_macs_sparse)) / epochs
         ops = np.sum(r.select_ops) / epochs
         estimates[r.name] = {
-            name: tuple(float(v) for v in boards_lib.estimate_time_energy(boards_lib.get_board(name), macs, ops))
+            name: tuple(float(v) for v in mcu_profiles.estimate_time_energy(mcu_profiles.get_board(name), macs, ops))
             for name in names
         }
     return estimates
@@ -298,17 +298,17 @@ def memory_fit(model: keras.Model, batch_size: int, optimizer: str = "adam", boa
     for ``batch_size`` samples) fit its usable RAM and flash? ``{board: {"fits", "margin_bytes", "message",
     "ram_bytes"}}``. ``trained``: the names of the layers that train (default: its trainable weights). The TFLM
     arena and stack are not included (``--board`` planning measures them: ``converters/planning.py``)."""
-    from tinyprop_tf import boards as boards_lib
+    from tinyprop_tf import mcu_profiles
 
     weights = (model.trainable_weights if trained is None else
                [w for layer in model.layers if layer.name in trained for w in layer.trainable_weights])
-    breakdown = boards_lib.training_memory(
+    breakdown = mcu_profiles.training_memory(
         params=int(model.count_params()),
         trainable_params=int(sum(np.prod(w.shape) for w in weights)),
         activation_elements=kept_activation_elements(model), batch_size=batch_size, optimizer=optimizer)
     report = {}
-    for name in boards or list(boards_lib.PROFILES):
-        ok, margin, message = boards_lib.fits(name, breakdown)
+    for name in boards or list(mcu_profiles.PROFILES):
+        ok, margin, message = mcu_profiles.fits(name, breakdown)
         report[name] = {"fits": bool(ok), "margin_bytes": int(margin), "message": message,
                         "ram_bytes": int(breakdown.ram_bytes)}
     return report

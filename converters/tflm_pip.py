@@ -11,7 +11,7 @@ import tempfile
 
 import numpy as np
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_tflm_worker.py")
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_tflm_pip_worker.py")
 MAX_ARENA = 256 << 20
 
 

@@ -98,7 +98,7 @@ INSTRUCTIONS_PER_TICK = 0.625  # AN386 SysTick at 25 MHz, QEMU -icount shift=6 (
 QEMU_COMMAND = ("qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native",
                 "-icount", "shift=6", "-monitor", "none", "-serial", "none")
 M4_TOOLS = ("cmake", "arm-none-eabi-g++", "qemu-system-arm")
-M4_BOARDS = ("nrf52840", "nrf5340")  # boards.py names whose usable RAM the images are built with
+M4_BOARDS = ("nrf52840", "nrf5340")  # mcu_profiles names whose usable RAM the images are built with
 M4_HOW_TO = ("the emulated Cortex-M4F run needs a TFLM tree (TINYPROP_TFLM_DIR), cmake, arm-none-eabi-g++ and "
              "qemu-system-arm (micro/install_toolchains.sh)")
 
@@ -463,9 +463,9 @@ def _type_code(name: str) -> int:
 
 def m4_ram_sizes() -> dict[str, int]:
     """{board: usable RAM} of the project's Cortex-M boards the emulated image is limited to, and AN386's all."""
-    from tinyprop_tf import boards
+    from tinyprop_tf import mcu_profiles
 
-    sizes = {name: boards.get_board(name).usable_ram_bytes for name in M4_BOARDS}
+    sizes = {name: mcu_profiles.get_board(name).usable_ram_bytes for name in M4_BOARDS}
     return {**sizes, "mps2-an386": M4_MAX_RAM}
 
 
