@@ -11,17 +11,14 @@ written from those records, and ``verify`` trains that same reference model in K
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import warnings
 
 import keras
 import numpy as np
 
+from tinyprop_tf import cloning
 from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import policies as policies_lib
-
-# The module defining sparsify() is tinyprop_tf.cloning (renamed so it no longer shadows the function).
-sparsify_lib = importlib.import_module("tinyprop_tf.cloning")
 
 
 class ExportError(ValueError):
@@ -334,7 +331,7 @@ def reference_model(model, policy, selection="channel"):
         selections = {layer.selection for layer in sparse}
         if len(selections) == 1:
             selection = selections.pop()
-        model = sparsify_lib.strip(model)
+        model = cloning.strip(model)
     if policy is None:
         raise ExportError("policy is required (e.g. tinyprop_tf.TinyProp())")
     policy = check_policy(policy)
@@ -349,7 +346,7 @@ def reference_model(model, policy, selection="channel"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ref = sparsify_lib.sparsify(folded, policy, selection=selection, verbose=False)
+            ref = cloning.sparsify(folded, policy, selection=selection, verbose=False)
         except ValueError as e:
             raise ExportError(f"sparsify failed: {e}") from e
     return ref, policy, folded_names

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 
 import keras
 import numpy as np
@@ -22,6 +21,7 @@ import tensorflow as tf
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf import selection
 from tinyprop_tf.converters import builtin_backward, device_ops
+from tinyprop_tf.converters.c_sources import safe_name
 from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
 
 LOSSES = ("sparse_categorical_crossentropy", "mse")
@@ -133,11 +133,6 @@ class Updated:
     """A weight's new value computed by a device op (fused SGD), standing where its gradient would be."""
 
     value: object
-
-
-def safe_name(path: str) -> str:
-    """A weight path as an identifier: 'fc1/kernel' -> 'fc1_kernel'."""
-    return re.sub(r"[^0-9A-Za-z_]", "_", path)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ import tinyprop_tf  # noqa: F401  (registers the sparse layers for loading refer
 from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf._quiet import native_stderr_filtered
-from tinyprop_tf.converters import artifacts, device_ops, flatbuffer, graph, step, tflm_host_runner, tflm_pip
-from tinyprop_tf.converters.export import MODE_INFER, MODE_TRAIN
+from tinyprop_tf.converters import (artifacts, c_sources, device_ops, flatbuffer, graph, step, tflm_host_runner,
+                                    tflm_pip)
 
 # A float32 runtime's error may exceed TensorFlow's own float32 error by a factor: two float32 evaluations that
 # round in other orders land apart, while a runtime that computes another step is off by orders of magnitude.
@@ -283,8 +283,8 @@ def _tflm_inputs(manifest, xs, ys):
     arrays = {}
     for d in manifest["tflm"]["inputs"]:
         for s in range(len(xs)):
-            arrays[f"in{d['index']}_s{s}"] = {"x": xs[s], "y": ys[s], "mode": np.array(MODE_TRAIN, np.int32)}[d["name"]]
-        arrays[f"in{d['index']}_infer"] = {"x": xs[0], "y": ys[0], "mode": np.array(MODE_INFER, np.int32)}[d["name"]]
+            arrays[f"in{d['index']}_s{s}"] = {"x": xs[s], "y": ys[s], "mode": np.array(artifacts.MODE_TRAIN, np.int32)}[d["name"]]
+        arrays[f"in{d['index']}_infer"] = {"x": xs[0], "y": ys[0], "mode": np.array(artifacts.MODE_INFER, np.int32)}[d["name"]]
     return arrays
 
 
@@ -293,7 +293,7 @@ def run_tflm(data, manifest, xs, ys, probe: bool):
     (probe=True; see ``flatbuffer.with_variable_outputs``), arena measured for it."""
     outputs = {d["name"]: d["index"] for d in manifest["tflm"]["outputs"]}
     n_in, n_out = len(manifest["tflm"]["inputs"]), len(manifest["tflm"]["outputs"])
-    var_names = [step.safe_name(e["path"]) for e in manifest["weights"]]
+    var_names = [c_sources.safe_name(e["path"]) for e in manifest["weights"]]
     if probe:
         data = flatbuffer.with_variable_outputs(data, var_names)
     inputs = _tflm_inputs(manifest, xs, ys)

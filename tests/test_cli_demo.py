@@ -19,12 +19,12 @@ def test_shift_images_translates_without_wrapping():
 
 
 def test_memory_fit_counts_weights_gradients_adam_state_and_kept_activations():
-    from tinyprop_tf import experiment, models
+    from tinyprop_tf import estimates, models
 
     model = models.mlp()  # 784-32-16-10
-    assert experiment.kept_activation_elements(model) == 784 + 32 + 16 + 10
+    assert estimates.kept_activation_elements(model) == 784 + 32 + 16 + 10
     params = 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
-    fit = experiment.memory_fit(model, batch_size=4, optimizer="adam")
+    fit = estimates.memory_fit(model, batch_size=4, optimizer="adam")
     # weights + gradients + 2 Adam moments (+ 4 B step counter) + activations of 4 samples, all float32
     assert fit["nrf52840"]["ram_bytes"] == 4 * params * 4 + 4 + 4 * (784 + 32 + 16 + 10) * 4
     # 426,564 B against usable RAM: nRF52840 256 KiB, nRF5340 448 KiB, ESP32 320 KiB, S3 512 KiB, C3 384 KiB.
