@@ -68,21 +68,15 @@ def _convert(module, functions, what: str, device_op_placeholders: bool = False)
             f"TFLite conversion of {what} with TFLITE_BUILTINS only failed:\n{detail or msg[:20]}") from None
 
 
-def _probe_inputs(module, details, steps_suffixes=("s0", "infer"), seed=0):
-    """Inputs by index for the worker, for a train step ("s*") and an infer step ("infer")."""
+def _probe_inputs(module, details, seed=0):
+    """Inputs by index for the worker (``tflm_pip.step_inputs``): one train step and an infer step of random data."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(module.batch_size, *module.input_shape)).astype(np.float32)
     if module._loss == "sparse_categorical_crossentropy":
         y = (np.arange(module.batch_size) % module.output_shape[-1]).astype(np.int32)
     else:
         y = rng.normal(size=(module.batch_size, *module.output_shape)).astype(np.float32)
-    arrays = {}
-    for d in details:
-        for suffix in steps_suffixes:
-            value = {"x": x, "y": y, "mode": np.array(artifacts.MODE_INFER if suffix == "infer" else artifacts.MODE_TRAIN,
-                                                           np.int32)}
-            arrays[f"in{d['index']}_{suffix}"] = value[d["name"]]
-    return arrays
+    return tflm_pip.step_inputs(details, [x], [y])
 
 
 def export_training_model(

@@ -16,7 +16,7 @@ import warnings
 import keras
 import numpy as np
 
-from tinyprop_tf import cloning
+from tinyprop_tf import cloning, model_graph
 from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import policies as policies_lib
 
@@ -72,18 +72,15 @@ def _static(shape, what) -> tuple:
 
 def functional_of(model):
     """The Functional graph behind a Sequential or Functional model."""
-    if not isinstance(model, keras.Model):
-        raise ExportError(f"expected a keras.Model, got {type(model).__name__}")
-    if not model.built:
-        raise ExportError(f"model '{model.name}' is not built; give it an Input or call it once")
+    try:
+        model_graph.check_model(model, "the exporter")
+    except (TypeError, ValueError) as error:
+        raise ExportError(str(error)) from None
     if isinstance(model, keras.Sequential):
         fn = getattr(model, "_functional", None)
         if fn is None:
             raise ExportError(f"Sequential model '{model.name}' has no Input; build it with keras.Input(shape)")
         return fn
-    if not hasattr(model, "_nodes_by_depth"):
-        raise ExportError(f"subclassed model '{model.name}' ({type(model).__name__}) cannot be exported; "
-                          "build it as a Sequential or Functional model")
     return model
 
 
@@ -114,10 +111,9 @@ def layer_calls(model):
 # Supported layers
 # --------------------------------------------------------------------------------------------------------------
 def _common_weight_checks(layer):
-    if getattr(layer, "lora_enabled", False):
-        return "LoRA is enabled"
-    if getattr(layer, "quantization_mode", None):
-        return f"quantized layer ({layer.quantization_mode})"
+    reason = model_graph.unsupported_form(layer)
+    if reason:
+        return reason
     for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "depthwise_regularizer"):
         if getattr(layer, attr, None) is not None:
             return f"{attr} is set (regularisation losses are not part of the exported step)"
@@ -130,8 +126,6 @@ def _common_weight_checks(layer):
 
 
 def _conv_checks(layer):
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        return "data_format='channels_first' (only channels_last is supported)"
     if any(int(d) != 1 for d in layer.dilation_rate):
         return f"dilation_rate={tuple(layer.dilation_rate)} (only 1 is supported)"
     if getattr(layer, "groups", 1) != 1:
@@ -356,7 +350,7 @@ def plan(ref):
     """Topologically ordered ``Node`` list of the reference model, plus input/output tensor ids."""
     calls, model_input, model_output = layer_calls(ref)
     nodes = []
-    needs_grad = {id(model_input): False}
+    input_grads = model_graph.input_needs_gradient(ref)
     for layer, ins, out in calls:
         in_shapes = [_static(t.shape, f"input of layer '{layer.name}'") for t in ins]
         out_shape = _static(out.shape, f"output of layer '{layer.name}'")
@@ -369,9 +363,7 @@ def plan(ref):
             name=layer.name, kind=kind, layer=layer, inputs=[id(t) for t in ins], output=id(out),
             in_shapes=in_shapes, out_shape=out_shape, activation=act, sparse=sparse,
             depth=layer.depth if sparse else None,
-            needs_input_grad=any(needs_grad.get(id(t), False) for t in ins),
-            trainable=trainable,
+            needs_input_grad=input_grads[layer.name], trainable=trainable,
         )
-        needs_grad[id(out)] = node.needs_input_grad or trainable
         nodes.append(node)
     return nodes, id(model_input), id(model_output)

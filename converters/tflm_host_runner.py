@@ -50,6 +50,7 @@ import time
 
 import numpy as np
 
+from tinyprop_tf import outdir
 from tinyprop_tf.converters import flatbuffer
 
 MICRO_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "micro"))
@@ -283,9 +284,9 @@ def _build(tree: str, tree_digest: str, sources: dict[str, bytes], cache: str, e
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise RunnerError(f"building {flavor.label} from {tree} in {build} failed:\n{tail}")
-        # Published whole (rename): a process that finds the path runs a complete binary.
-        shutil.copy2(os.path.join(build, flavor.built), exe + ".tmp")
-        os.replace(exe + ".tmp", exe)
+        # Published whole (outdir.atomic_write): a process that finds the path runs a complete binary.
+        with open(os.path.join(build, flavor.built), "rb") as built:
+            outdir.atomic_write(exe, lambda handle: shutil.copyfileobj(built, handle), mode="wb", permissions=0o777)
         with open(os.path.join(build, BUILT_TREE), "w") as f:
             f.write(tree_digest)
 

@@ -279,15 +279,6 @@ def run_litert(data, manifest, xs, ys):
             "interpreter": interp}
 
 
-def _tflm_inputs(manifest, xs, ys):
-    arrays = {}
-    for d in manifest["tflm"]["inputs"]:
-        for s in range(len(xs)):
-            arrays[f"in{d['index']}_s{s}"] = {"x": xs[s], "y": ys[s], "mode": np.array(artifacts.MODE_TRAIN, np.int32)}[d["name"]]
-        arrays[f"in{d['index']}_infer"] = {"x": xs[0], "y": ys[0], "mode": np.array(artifacts.MODE_INFER, np.int32)}[d["name"]]
-    return arrays
-
-
 def run_tflm(data, manifest, xs, ys, probe: bool):
     """The shipped model with the measured arena (probe=False), or its probe copy that also outputs the weights
     (probe=True; see ``flatbuffer.with_variable_outputs``), arena measured for it."""
@@ -296,7 +287,7 @@ def run_tflm(data, manifest, xs, ys, probe: bool):
     var_names = [c_sources.safe_name(e["path"]) for e in manifest["weights"]]
     if probe:
         data = flatbuffer.with_variable_outputs(data, var_names)
-    inputs = _tflm_inputs(manifest, xs, ys)
+    inputs = tflm_pip.step_inputs(manifest["tflm"]["inputs"], xs, ys)
     with tempfile.TemporaryDirectory(prefix="tinyprop-verify-") as tmp:
         path = os.path.join(tmp, "train.tflite")
         with open(path, "wb") as f:
@@ -334,7 +325,7 @@ def run_tflm_m4(data, manifest, xs, ys, elf, weights):
 def runner_feeds(manifest, xs, ys, fast: bool = True) -> list[list[np.ndarray]]:
     """The inputs of each invoke for ``tflm_host_runner.run``/``run_m4``: one train invoke per batch, then an infer
     invoke on the first, in the input order of train_fast.tflite (``fast``) or train.tflite."""
-    inputs = _tflm_inputs(manifest, xs, ys)  # by train.tflite input index
+    inputs = tflm_pip.step_inputs(manifest["tflm"]["inputs"], xs, ys)  # by train.tflite input index
     train_index = {d["name"]: d["index"] for d in manifest["tflm"]["inputs"]}
     order = manifest["tflm_fast" if fast else "tflm"]["inputs"]
     return [[inputs[f"in{train_index[d['name']]}_{step}"] for d in order]

@@ -14,6 +14,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from _build import run
 
 from tinyprop_tf import mcu_profiles
 from tinyprop_tf.converters import BoardProjectError, board_projects, device_ops, write_board_project
@@ -365,8 +366,7 @@ def test_budget_says_when_it_does_not_fit(exports, tmp_path):
 # Compilation
 # --------------------------------------------------------------------------------------------------------------
 def _compile(cmd, cwd):
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stderr[-4000:]}"
+    run(cmd, cwd=cwd, timeout=180)
 
 
 def _sdk_free_sources(project):

@@ -19,6 +19,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from _build import fail_in_ci_else_skip
 
 import tinyprop_tf as tp
 from tinyprop_tf import models
@@ -56,8 +57,6 @@ def _last(model, n):
     tp.train_last(model, n)
     return model
 SELECT_OPS = (device_ops.SELECT_UNITS, device_ops.SELECT_CHANNELS)
-SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
-                                           "esp-tflite-micro"))
 BACKWARD_OPS = {"dense": device_ops.DENSE_BACKWARD, "conv2d": device_ops.CONV2D_BACKWARD,
                 "conv1d": device_ops.CONV2D_BACKWARD, "depthwise": device_ops.DEPTHWISE_BACKWARD}
 
@@ -271,11 +270,10 @@ def _runner_or_skip():
     except tflm_host_runner.RunnerError as e:
         pytest.fail(str(e))
     if runner is None:
-        if os.environ.get("CI", "").lower() in ("true", "1") and os.path.isdir(SHARED_TFLM):
-            pytest.fail(f"CI: {SHARED_TFLM} is beside the checkout, but no tinyprop_tflm_runner "
-                        "(make test builds it from there; TINYPROP_TFLM_DIR and TINYPROP_TFLM_RUNNER unset)")
-        pytest.skip(f"no TFLM tree to build tinyprop_tflm_runner from: {tflm_host_runner.HOW_TO} "
-                    "(make test uses ../shared/tflm/esp-tflite-micro when it is beside the checkout)")
+        fail_in_ci_else_skip("no tinyprop_tflm_runner (make test builds it from there; TINYPROP_TFLM_DIR and "
+                             "TINYPROP_TFLM_RUNNER unset)",
+                             f"no TFLM tree to build tinyprop_tflm_runner from: {tflm_host_runner.HOW_TO} "
+                             "(make test uses ../shared/tflm/esp-tflite-micro when it is beside the checkout)")
     return runner
 
 

@@ -8,9 +8,9 @@ build and runs are the runner tests of test_fast_export.py.
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
+from _build import fake_runner_cache
 
 from tinyprop_tf.converters import tflm_host_runner
 
@@ -19,30 +19,7 @@ from tinyprop_tf.converters import tflm_host_runner
 def fake(tmp_path, monkeypatch):
     """A copy of micro/'s runner sources, a minimal "TFLM tree", an empty cache, and a stand-in build that
     publishes a dummy executable and records each call."""
-    micro = tmp_path / "micro"
-    micro.mkdir()
-    for entry in tflm_host_runner.RUNNER_SOURCES:
-        src = os.path.join(tflm_host_runner.MICRO_DIR, entry)
-        (shutil.copy if os.path.isfile(src) else shutil.copytree)(src, micro / entry)
-    tree = tmp_path / "tflm"
-    (tree / "tensorflow" / "lite" / "micro").mkdir(parents=True)
-    (tree / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").write_text("// interpreter\n")
-    cache = tmp_path / "cache"
-    builds = []
-
-    def build(tree_, digest, sources, cache_, exe, flavor=tflm_host_runner.HOST):
-        builds.append((tree_, exe))
-        os.makedirs(cache_, exist_ok=True)
-        with open(exe, "w") as f:
-            f.write("#!/bin/sh\n")
-        os.chmod(exe, 0o755)
-
-    monkeypatch.setattr(tflm_host_runner, "MICRO_DIR", str(micro))
-    monkeypatch.setattr(tflm_host_runner, "_build", build)
-    monkeypatch.delenv("TINYPROP_TFLM_RUNNER", raising=False)
-    monkeypatch.setenv("TINYPROP_TFLM_DIR", str(tree))
-    monkeypatch.setenv("TINYPROP_TFLM_CACHE", str(cache))
-    return micro, tree, cache, builds
+    return fake_runner_cache(tmp_path, monkeypatch, tflm_host_runner.RUNNER_SOURCES)
 
 
 def test_a_runner_is_built_once_per_tree_and_sources_and_found_in_the_cache(fake):

@@ -19,6 +19,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from _build import fail_in_ci_else_skip, fake_runner_cache
 
 import tinyprop_tf as tp
 from tinyprop_tf import models
@@ -27,8 +28,6 @@ from tinyprop_tf.converters import artifacts, device_ops, export_training_model,
 from tinyprop_tf.converters.board_projects import write_board_project
 from tinyprop_tf.converters.verification import verify
 
-SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
-                                           "esp-tflite-micro"))
 NRF52840_RAM, NRF5340_RAM = 256 * KIB, 448 * KIB
 CASES = {
     "mlp_tinyprop_sgd": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16, 12)),
@@ -46,30 +45,8 @@ CASES = {
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
     """micro/'s sources copied, a minimal "TFLM tree", an empty cache, a stand-in build that records each call."""
-    import shutil
-
-    micro = tmp_path / "micro"
-    micro.mkdir()
-    for entry in tflm_host_runner.M4_SOURCES:
-        src = os.path.join(tflm_host_runner.MICRO_DIR, entry)
-        (shutil.copy if os.path.isfile(src) else shutil.copytree)(src, micro / entry)
-    tree = tmp_path / "tflm"
-    (tree / "tensorflow" / "lite" / "micro").mkdir(parents=True)
-    (tree / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").write_text("// interpreter\n")
-    builds = []
-
-    def build(tree_, digest, sources, cache_, exe, flavor=tflm_host_runner.HOST):
-        builds.append((flavor.label, exe, sorted(sources)))
-        os.makedirs(cache_, exist_ok=True)
-        with open(exe, "w") as f:
-            f.write("#!/bin/sh\n")
-
-    monkeypatch.setattr(tflm_host_runner, "MICRO_DIR", str(micro))
-    monkeypatch.setattr(tflm_host_runner, "_build", build)
+    micro, _, _, builds = fake_runner_cache(tmp_path, monkeypatch, tflm_host_runner.M4_SOURCES)
     monkeypatch.setattr(tflm_host_runner, "m4_missing_tools", lambda: [])
-    monkeypatch.delenv("TINYPROP_TFLM_RUNNER", raising=False)
-    monkeypatch.setenv("TINYPROP_TFLM_DIR", str(tree))
-    monkeypatch.setenv("TINYPROP_TFLM_CACHE", str(tmp_path / "cache"))
     return micro, builds
 
 
@@ -147,10 +124,8 @@ def _image_or_skip(ram_bytes, find=None):
     if elf is None:
         missing = tflm_host_runner.m4_missing_tools()
         why = f"{', '.join(missing)} not found; " if missing else ""
-        if os.environ.get("CI", "").lower() in ("true", "1") and os.path.isdir(SHARED_TFLM):
-            pytest.fail(f"CI: {SHARED_TFLM} is beside the checkout, but no emulated Cortex-M4F runner "
-                        f"({why}make test builds it with make tflm-runner-m4)")
-        pytest.skip(f"no emulated Cortex-M4F runner: {why}{tflm_host_runner.M4_HOW_TO}")
+        fail_in_ci_else_skip(f"no emulated Cortex-M4F runner ({why}make test builds it with make tflm-runner-m4)",
+                             f"no emulated Cortex-M4F runner: {why}{tflm_host_runner.M4_HOW_TO}")
     return elf
 
 
