@@ -19,6 +19,7 @@ import numpy as np
 from tinyprop_tf import cloning, model_graph
 from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import policies as policies_lib
+from tinyprop_tf.sparsity_state import sparse_layers
 
 
 class ExportError(ValueError):
@@ -315,7 +316,7 @@ def check_policy(policy):
 
 def reference_model(model, policy, selection="channel"):
     """(reference, folded_bn): the sparsified, BatchNorm-folded clone the exported step reproduces."""
-    sparse = layers_lib.sparse_layers(model)
+    sparse = sparse_layers(model)
     if sparse:
         policies = {repr(layer.policy.model_policy()) for layer in sparse}
         if policy is None:

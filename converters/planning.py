@@ -91,7 +91,7 @@ def plan_board(model, board, policy=None, *, optimizer="sgd", learning_rate=None
     (policy default: TinyProp's defaults). ``requested``: ``(n, batch)`` to measure and report as well (what the
     caller exports). ``model``'s trainable flags are left as they were."""
     from tinyprop_tf.converters import board_projects, tflm_host_runner
-    from tinyprop_tf.layers import sparse_layers
+    from tinyprop_tf.sparsity_state import sparse_layers
 
     target = board_projects.check_board(board)
     profile = mcu_profiles.get_board(target.profile)

@@ -343,10 +343,11 @@ class TrainStep(tf.Module):
 
     # -- sparse selection -----------------------------------------------------------------------------------
     def _select(self, node, delta):
-        """(masked delta, bias gradient, k_eff [B]) exactly as layers.SparseBackpropMixin._backward."""
+        """(masked delta, bias gradient, k_eff [B]) as layers.SparseBackpropMixin._backward: the same selection
+        functions, the builtins-only k-th value."""
         b = self.batch_size
         if not node.sparse:
-            return delta, tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1))), None
+            return delta, selection.bias_gradient(delta), None
         layer = node.layer
         policy = layer.policy  # the layer's own: BudgetProp's carries its share of the budget
         per_sample = delta.shape[1:]
@@ -358,18 +359,13 @@ class TrainStep(tf.Module):
         if rule is None:  # dense (graph.check_policy admits no other rule-less policy)
             ymax = selection.update_running_max(tf.reshape(state.read_value(), []), y)
             self._assign(state, tf.reshape(ymax, state.shape))
-            return delta, tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1))), tf.fill([b], num_entries)
+            return delta, selection.bias_gradient(delta), tf.fill([b], num_entries)
         chosen = selection.select(scores, y, tf.reshape(state.read_value(), []), rule,
                                   kth_largest=selection.kth_largest_pairwise)
         self._assign(state, tf.reshape(chosen.ymax, state.shape))
-        gate = tf.cast(chosen.kept, delta.dtype)
-        if per_channel:
-            gate = tf.reshape(gate, [b] + [1] * (delta.shape.rank - 2) + [num_entries])
-        else:
-            gate = tf.reshape(gate, [b, *per_sample])
-        masked = delta * gate
+        masked = selection.keep_entries(delta, tf.cast(chosen.kept, delta.dtype), per_channel, b)
         k_eff = chosen.k * tf.cast(chosen.active, tf.int32)  # samples with zero error cost nothing
-        d_bias = tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1)))  # dense bias gradient
+        d_bias = selection.bias_gradient(delta)  # dense bias gradient
         return masked, d_bias, k_eff
 
     def _forced_select(self, node, delta):
@@ -379,18 +375,9 @@ class TrainStep(tf.Module):
             # The replay has the rules of the exported policies (graph.check_policy): dense bias, no skipping.
             raise ExportError(f"internal: no replay of {self._policy!r}'s kept sets")
         gate, k_eff = self.forced_selection[node.name]
-        if gate is not None:
-            per_sample = delta.shape[1:]
-            gate = tf.constant(np.asarray(gate, self._np))
-            if node.layer.selection == "element":
-                gate = tf.reshape(gate, [self.batch_size, *per_sample])
-            else:
-                gate = tf.reshape(gate, [self.batch_size] + [1] * (delta.shape.rank - 2) + [per_sample[-1]])
-            delta_kept = delta * gate
-        else:
-            delta_kept = delta
-        d_bias = tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1)))
-        return delta_kept, d_bias, tf.constant(np.asarray(k_eff, np.int32))
+        delta_kept = delta if gate is None else selection.keep_entries(
+            delta, tf.constant(np.asarray(gate, self._np)), node.layer.selection == "channel", self.batch_size)
+        return delta_kept, selection.bias_gradient(delta), tf.constant(np.asarray(k_eff, np.int32))
 
     # -- device ops (fast variant) ----------------------------------------------------------------------------
     def _uses_device_ops(self, node) -> bool:

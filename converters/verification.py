@@ -42,9 +42,9 @@ import numpy as np
 import tensorflow as tf
 
 import tinyprop_tf  # noqa: F401  (registers the sparse layers for loading reference.keras)
-from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf._quiet import native_stderr_filtered
+from tinyprop_tf.sparsity_state import sparse_layers
 from tinyprop_tf.converters import (artifacts, c_sources, device_ops, flatbuffer, graph, step, tflm_host_runner,
                                     tflm_pip)
 
@@ -217,7 +217,7 @@ def run_keras(out_dir, manifest, xs, ys):
     def observe(layer, kept, k):
         kept_now[layer.name] = (None if kept is None else np.asarray(kept), np.asarray(k, np.int32))
 
-    for layer in layers_lib.sparse_layers(ref):
+    for layer in sparse_layers(ref):
         layer.kept_observer = observe
     losses, kept_steps = [], []
     for xb, yb in zip(xs, ys):

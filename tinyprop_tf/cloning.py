@@ -22,6 +22,7 @@ import keras
 from tinyprop_tf import accounting, model_graph
 from tinyprop_tf import layers as sparse_layers_lib
 from tinyprop_tf import policies as policies_lib
+from tinyprop_tf.sparsity_state import sparse_layers
 
 # ssProp's authors replace only the 2-D convolutions; Dense, Conv1D and BatchNorm stay dense.
 SSPROP_DEFAULT_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
@@ -165,7 +166,7 @@ def sparsify(model, policy, layers=None, selection: str = "channel", verbose: bo
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     _copy_weights(model, clone)
-    set_layer_policies(sparse_layers_lib.sparse_layers(clone))
+    set_layer_policies(sparse_layers(clone))
     clone.sparsify_report = {"sparse": sorted(chosen_names), "left_dense": left_dense, "depths": depths}
     return clone
 
