@@ -79,7 +79,6 @@ def longest_sum(manifest) -> int:
 def float32_spread(manifest) -> float:
     return max(FLOAT32_SPREAD_MIN, math.sqrt(longest_sum(manifest)))
 RUNTIMES = ("keras", "litert", "tflm", "tflm_probe", "tflm_fast", "tflm_m4")
-QUANTITIES = ("loss", "weights", "output")
 
 
 class VerificationError(AssertionError):

@@ -96,10 +96,6 @@ class CycleCost:
         _check_text("source", self.source)
 
 
-# The brief's name for the per-MAC cost; the same type also prices a selection comparison.
-CyclesPerMac = CycleCost
-
-
 class TimeEnergy(NamedTuple):
     """Estimated wall time (s) and energy (J) of some work on one board."""
 
