@@ -3,9 +3,9 @@
 The Keras model is *not* wrapped: its weights are mirrored into plain ``tf.Variable`` objects (named by
 ``<layer name>/<weight name>``, which is ``weight.path`` in a Functional model; a Sequential model's paths
 carry the model's name scope after reloading, layer names do not) and the forward/backward of each layer is
-written out in ``kernels`` with builtin-lowering ops. The selection rule is not re-implemented here: each
-sparse layer calls its policy's ``sample_ratio`` (``selection.adaptive_ratio``), ``selection.ratio_to_k`` and
-``selection.topk_mask`` with ``selection.kth_largest_pairwise`` (the builtins-only k-th value), exactly as
+written out in ``builtin_backward`` with builtin-lowering ops. The selection rule is not re-implemented here:
+each sparse layer calls ``selection.select`` with its policy's rule and ``selection.kth_largest_pairwise`` (the
+builtins-only k-th value), and applies it with ``selection.keep_entries`` and ``selection.bias_gradient``, as
 ``layers.SparseBackpropMixin`` does with the host's sort.
 """
 
