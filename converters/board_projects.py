@@ -263,7 +263,7 @@ def _state_layout(model_bytes: bytes, manifest: dict, fast: bool = False) -> lis
         return layout
     found = {}
     for sg in model.subgraphs:
-        handles = flatbuffer._var_handles(model, sg)
+        handles = flatbuffer.var_handles(model, sg)
         for op in sg.operators or []:
             if flatbuffer.op_name(model.operatorCodes[op.opcodeIndex]) != "ASSIGN_VARIABLE":
                 continue
