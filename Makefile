@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Keep the suite inside CI's budget on 2 cores; TF's own threads would oversubscribe two workers.
 PYTEST_WORKERS ?= 2
 # The tests that run the exported fast step in real TFLM need tinyprop_tflm_runner, built from a TFLM tree
-# (converters/tflm_runner.py): the user's TINYPROP_TFLM_DIR or TINYPROP_TFLM_RUNNER, else ../shared's
+# (converters/tflm_host_runner.py): the user's TINYPROP_TFLM_DIR or TINYPROP_TFLM_RUNNER, else ../shared's
 # esp-tflite-micro when it is beside the checkout (as in CI); with none they skip and say why.
 SHARED_TFLM := $(abspath ../shared/tflm/esp-tflite-micro)
 ifeq ($(strip $(TINYPROP_TFLM_DIR)$(TINYPROP_TFLM_RUNNER)),)
@@ -45,12 +45,12 @@ demo: $(STAMP) tflm-runner
 
 # Builds the runner once, before the test workers start (a no-op when the cache has it, or without a tree).
 tflm-runner: $(STAMP) toolchains
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c 'from tinyprop_tf.converters import tflm_runner; raise SystemExit(tflm_runner.main())'
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c 'from tinyprop_tf.converters import tflm_host_runner; raise SystemExit(tflm_host_runner.main())'
 
 # The same runner as Cortex-M4F images for QEMU's mps2-an386, one per board RAM size (nRF52840 256 KiB, nRF5340
 # 448 KiB, all 4 MiB): the TFLM build once (minutes), each RAM size a relink. Needs the Arm cross compiler and QEMU.
 tflm-runner-m4: $(STAMP) toolchains tflm-runner
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c 'from tinyprop_tf.converters import tflm_runner; raise SystemExit(tflm_runner.main("m4"))'
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -c 'from tinyprop_tf.converters import tflm_host_runner; raise SystemExit(tflm_host_runner.main("m4"))'
 
 # Runs every test, slow end-to-end ones included (they are the proof).
 test: $(STAMP) toolchains tflm-runner tflm-runner-m4

@@ -8,7 +8,7 @@ relative errors and the TFLM
 arenas: ``train.tflite``'s from the tflite-micro wheel's RecordingMicroAllocator, ``train_fast.tflite``'s from
 the runner (``MicroInterpreter::arena_used_bytes``; a different TFLM build, the user's tree). Both on a 64-bit
 host: pointer-sized allocations shrink on a 32-bit MCU. Needs a TFLM tree or runner (see
-``converters/tflm_runner.py``); without one it says so and writes nothing.
+``converters/tflm_host_runner.py``); without one it says so and writes nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import keras  # noqa: E402
 
 import tinyprop_tf as tp  # noqa: E402
 from tinyprop_tf import models  # noqa: E402
-from tinyprop_tf.converters import export_training_model, tflm_runner  # noqa: E402
+from tinyprop_tf.converters import export_training_model, tflm_host_runner  # noqa: E402
 from tinyprop_tf.converters.verification import verify  # noqa: E402
 
 TINYPROP = (0.1, 0.9, 0.5)
@@ -48,9 +48,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-write", action="store_true", help="print only, don't update RESULTS.md")
     args = parser.parse_args(argv)
-    runner = tflm_runner.find_runner()
+    runner = tflm_host_runner.find_runner()
     if runner is None:
-        print(f"no TFLM runner: {tflm_runner.HOW_TO}")
+        print(f"no TFLM runner: {tflm_host_runner.HOW_TO}")
         return 1
     rows = ["| model | fast ops | verify (10 steps) | max rel. error (loss, weights, output) vs float64: LiteRT / TFLM / fast "
             "| arena train.tflite | arena train_fast.tflite |", "|---|---|---|---|---:|---:|"]

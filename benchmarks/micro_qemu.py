@@ -15,7 +15,7 @@ What it does:
 3. Fine-tunes ``models.mlp(hidden=(256, 128))`` with TinyProp on the demo's shifted-MNIST data (short run) and
    counts the instructions of the three layers' backward passes at each epoch's mean kept k.
 4. Writes its section of ``benchmarks/RESULTS.md`` and ``tinyprop_tf/measured_cycles.json`` (the format of
-   ``tinyprop_tf.boards.load_cycle_overrides``; shipped in the package and applied to ``boards.PROFILES`` at
+   ``tinyprop_tf.mcu_profiles.load_cycle_overrides``; shipped in the package and applied to ``mcu_profiles.PROFILES`` at
    import, the one copy of the measured figures).
 
 These are instruction counts, not cycles: QEMU has no pipeline, cache, flash wait-state or FPU-latency model

@@ -3,7 +3,7 @@
     TINYPROP_TFLM_DIR=/path/to/esp-tflite-micro .venv/bin/python benchmarks/step_qemu.py [--steps 5] [--no-write]
 
 The demo's model and device settings (MLP 784-32-16-10, SGD 0.01, batch 8) exported four ways and run in
-``tinyprop_tflm_runner`` built for the Cortex-M4F (``converters/tflm_runner.py``: ``find_m4_runner``, ``run_m4``):
+``tinyprop_tflm_runner`` built for the Cortex-M4F (``converters/tflm_host_runner.py``: ``find_m4_runner``, ``run_m4``):
 
 - TinyProp(0.1, 0.9, 0.5) on the fast path (``train_fast.tflite``: the TinyProp TFLM operators), the demo's export;
 - the same with fc1 frozen (``trainable=False``: fine-tune the last two layers);
@@ -35,7 +35,8 @@ import numpy as np  # noqa: E402
 
 import tinyprop_tf as tp  # noqa: E402
 from tinyprop_tf import models  # noqa: E402
-from tinyprop_tf.converters import artifacts, device_ops, export_training_model, tflm_runner, verification  # noqa: E402
+from tinyprop_tf.converters import (  # noqa: E402
+    artifacts, device_ops, export_training_model, tflm_host_runner, verification)
 
 SECTION = "Whole training step on the emulated Cortex-M4F (QEMU mps2-an386)"
 COMMAND = "TINYPROP_TFLM_DIR=<tree> python benchmarks/step_qemu.py"
@@ -75,10 +76,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print only, don't update RESULTS.md")
     args = parser.parse_args(argv)
-    rams = tflm_runner.m4_ram_sizes()  # {board: bytes}, "mps2-an386": all 4 MiB
-    images = {board: tflm_runner.find_m4_runner(ram) for board, ram in rams.items()}
+    rams = tflm_host_runner.m4_ram_sizes()  # {board: bytes}, "mps2-an386": all 4 MiB
+    images = {board: tflm_host_runner.find_m4_runner(ram) for board, ram in rams.items()}
     if None in images.values():
-        print(f"no emulated Cortex-M4F runner: {tflm_runner.M4_HOW_TO}")
+        print(f"no emulated Cortex-M4F runner: {tflm_host_runner.M4_HOW_TO}")
         return 1
     count_rows = ["| export | train step (instructions, mean) | infer (instructions) | train - infer | dense / this: "
                   "train step | dense / this: train - infer | mean k per sample | arena (bytes) |",
@@ -90,7 +91,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory(prefix="tinyprop-step-qemu-") as out:
             manifest, data, state = export(name, out)
         runs = feeds(manifest, args.steps, state is not None)
-        outputs, m = tflm_runner.run_m4(images["mps2-an386"], data, runs, state=state)
+        outputs, m = tflm_host_runner.run_m4(images["mps2-an386"], data, runs, state=state)
         k_index = {d["name"]: d["index"] for d in manifest["tflm_fast" if state is not None else "tflm"]["outputs"]}["k"]
         k = np.array([o[k_index] for o in outputs[:-1]])  # [steps, layers, batch]
         train = float(np.mean(m.invoke_instructions[:-1]))
@@ -102,8 +103,8 @@ def main(argv=None):
             if board == "mps2-an386":
                 continue
             try:
-                _, mb = tflm_runner.run_m4(images[board], data, runs[:1] + runs[-1:], state=state)
-            except tflm_runner.RamError as e:
+                _, mb = tflm_host_runner.run_m4(images[board], data, runs[:1] + runs[-1:], state=state)
+            except tflm_host_runner.RamError as e:
                 ram_rows.append(f"| {name} | {board} {ram // 1024} KiB | no: needs {e.needed:,}, {e.available:,} "
                                 f"available | - | - | - | - | - |")
                 continue

@@ -8,7 +8,6 @@ is an intact Keras archive. A missing or altered file is named in one ``Artifact
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,7 +15,11 @@ import zipfile
 
 import numpy as np
 
+from tinyprop_tf import outdir
+
 FORMAT = "tinyprop-train/1"
+# The exported step's mode input: 1 trains a step, anything else (0) runs inference.
+MODE_TRAIN, MODE_INFER = 1, 0
 MANIFEST = "manifest.json"
 # Written by every export (train_fast.tflite by --fast): a manifest that does not list one of these is not ours.
 REQUIRED_FILES = ("train.tflite", "train_litert.tflite", "weights.bin", "weights.h", "model_data.h", "model_data.cc",
@@ -31,14 +34,6 @@ VERIFY_BATCH_BYTES = 2 << 30
 
 class ArtifactError(ValueError):
     """An export folder whose files are missing, altered or malformed."""
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_keras_archive(path: str, label: str = "") -> None:
@@ -130,7 +125,7 @@ def check_export(out_dir: str) -> dict:
         expected = entry.get("sha256")
         if not expected:
             raise ArtifactError(f"{path}: manifest.json has no SHA-256 for it (export again)")
-        if sha256_file(path) != expected:
+        if outdir.sha256_file(path) != expected:
             raise ArtifactError(f"{path}: contents do not match manifest.json (modified or damaged after export)")
     return manifest
 

@@ -64,15 +64,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
 from string import Template
 
 import numpy as np
 
-from tinyprop_tf import boards as board_profiles
-from tinyprop_tf import outdir
-from tinyprop_tf.converters import artifacts, device_ops, flatbuffer
+from tinyprop_tf import estimates, outdir
+from tinyprop_tf.converters import artifacts, c_sources, device_ops, flatbuffer
 
 __all__ = ["BOARDS", "BoardProject", "BoardProjectError", "BoardTarget", "TFLM_RESOLVER_METHODS",
            "check_board", "resolver_methods", "write_board_project"]
@@ -89,7 +87,7 @@ class BoardProjectError(ValueError):
 class BoardTarget:
     key: str
     platform: str          # "esp-idf" or "zephyr"
-    profile: str           # key in tinyprop_tf.boards.PROFILES
+    profile: str           # key in tinyprop_tf.mcu_profiles.PROFILES
     description: str
     idf_target: str = ""   # ESP-IDF
     cpu_mhz: int = 0       # ESP-IDF default CPU frequency
@@ -213,13 +211,7 @@ def _load_export(export_dir):
     found = manifest.get("format") if isinstance(manifest, dict) else None
     if found != "tinyprop-train/1":
         raise BoardProjectError(f"{export_dir}/manifest.json: format {found!r}, expected 'tinyprop-train/1'")
-    with open(os.path.join(export_dir, "train.tflite"), "rb") as f:
-        model_bytes = f.read()
-    expected = manifest.get("files", {}).get("train.tflite", {}).get("sha256")
-    sha = hashlib.sha256(model_bytes).hexdigest()
-    if expected and expected != sha:
-        raise BoardProjectError(f"{export_dir}/train.tflite does not match manifest.json (SHA-256 {sha[:12]}... "
-                                f"vs {expected[:12]}...): re-export")
+    model_bytes, sha = _read_model(export_dir, manifest, "train.tflite")
     tflm = manifest.get("tflm") or {}
     names = sorted(d.get("name") for d in tflm.get("inputs", []))
     if names != ["mode", "x", "y"] or sorted(d.get("name") for d in tflm.get("outputs", [])) != ["k", "loss", "output"]:
@@ -227,6 +219,18 @@ def _load_export(export_dir):
     if not tflm.get("ops"):
         raise BoardProjectError(f"{export_dir}/manifest.json has no tflm.ops list")
     return export_dir, manifest, model_bytes, sha
+
+
+def _read_model(export_dir, manifest, name) -> tuple[bytes, str]:
+    """(bytes, SHA-256) of the export's model ``name``, refused when the manifest records another SHA-256."""
+    with open(os.path.join(export_dir, name), "rb") as f:
+        model_bytes = f.read()
+    expected = manifest.get("files", {}).get(name, {}).get("sha256")
+    sha = hashlib.sha256(model_bytes).hexdigest()
+    if expected and expected != sha:
+        raise BoardProjectError(f"{export_dir}/{name} does not match manifest.json (SHA-256 {sha[:12]}... "
+                                f"vs {expected[:12]}...): re-export")
+    return model_bytes, sha
 
 
 def _state_layout(model_bytes: bytes, manifest: dict, fast: bool = False) -> list[dict]:
@@ -259,7 +263,7 @@ def _state_layout(model_bytes: bytes, manifest: dict, fast: bool = False) -> lis
         return layout
     found = {}
     for sg in model.subgraphs:
-        handles = flatbuffer._var_handles(model, sg)
+        handles = flatbuffer.var_handles(model, sg)
         for op in sg.operators or []:
             if flatbuffer.op_name(model.operatorCodes[op.opcodeIndex]) != "ASSIGN_VARIABLE":
                 continue
@@ -367,7 +371,6 @@ def _samples(manifest, samples, labels, seed):
 # ----------------------------------------------------------------------------------------------------------------
 def _budget(target: BoardTarget, manifest, model_len, samples_bytes, state_bytes, partition_bytes, in_place=False,
             max_variable=0):
-    profile = board_profiles.get_board(target.profile)
     arena = int(manifest["tflm"]["arena_bytes_recommended"])
     weights = int(manifest.get("weights_bin", {}).get("bytes", 0))
     held = "the training state in place" if in_place else "the resource variables"
@@ -384,32 +387,7 @@ def _budget(target: BoardTarget, manifest, model_len, samples_bytes, state_bytes
         ("sample data (samples.cc)", samples_bytes),
         ("state partition (two slots)", partition_bytes),
     ]
-    ram_need = sum(v for _, v in ram)
-    flash_need = sum(v for _, v in flash)
-    checks = [("RAM", profile.usable_ram_bytes, ram_need), ("flash", profile.flash_bytes, flash_need)]
-    short = [f"{what} short by {need - have:,} B (needs {need:,} B of {have:,} B)"
-             for what, have, need in checks if need > have]
-    fits = not short
-    verdict = (f"FITS {profile.name}: RAM {ram_need:,} of {profile.usable_ram_bytes:,} B usable "
-               f"({profile.usable_ram_bytes - ram_need:,} B left), flash {flash_need:,} of {profile.flash_bytes:,} B "
-               f"({profile.flash_bytes - flash_need:,} B left before code)"
-               if fits else f"DOES NOT FIT {profile.name}: " + "; ".join(short))
-    lines = ["| RAM | bytes |", "|---|---:|"]
-    lines += [f"| {what} | {v:,} |" for what, v in ram]
-    lines += [f"| **total** | **{ram_need:,}** |",
-              f"| board usable RAM ({profile.key}) | {profile.usable_ram_bytes:,} |",
-              "", "| flash | bytes |", "|---|---:|"]
-    lines += [f"| {what} | {v:,} |" for what, v in flash]
-    lines += [f"| **total** (code not included) | **{flash_need:,}** |",
-              f"| board flash ({profile.key}) | {profile.flash_bytes:,} |"]
-    return {
-        "board_profile": profile.key, "ram": dict(ram), "flash": dict(flash), "ram_bytes": ram_need,
-        "flash_bytes": flash_need, "usable_ram_bytes": profile.usable_ram_bytes,
-        "board_flash_bytes": profile.flash_bytes,
-        "ram_margin": profile.usable_ram_bytes - ram_need, "flash_margin": profile.flash_bytes - flash_need,
-        "fits": fits, "verdict": verdict, "table": "\n".join(lines),
-        "usable_ram_source": profile.source_of("usable_ram_bytes").source,
-    }
+    return estimates.project_budget(target.profile, ram, flash)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -495,11 +473,7 @@ def write_board_project(export_dir, board, out_dir, samples=None, labels=None, s
         if not has_fast:
             raise BoardProjectError(f"{export_dir} has no {_FAST_MODEL}: export with fast=True (tinyprop export "
                                     "--fast), or write the project without fast")
-        with open(fast_path, "rb") as f:
-            model_bytes = f.read()
-        sha = hashlib.sha256(model_bytes).hexdigest()
-        if sha != manifest.get("files", {}).get(_FAST_MODEL, {}).get("sha256", sha):
-            raise BoardProjectError(f"{fast_path} does not match manifest.json: re-export")
+        model_bytes, sha = _read_model(export_dir, manifest, _FAST_MODEL)
         op_counts = manifest["tflm_fast"]["ops"]
         custom_ops = sorted(op[len("CUSTOM:"):] for op in op_counts if op.startswith("CUSTOM:"))
         unknown = [op for op in custom_ops if op not in _DEVICE_OPS]
@@ -702,12 +676,6 @@ class _Context:
 # ----------------------------------------------------------------------------------------------------------------
 # Generated data: model arrays, samples, state table, the app's config header
 # ----------------------------------------------------------------------------------------------------------------
-def _c_ints(values, per_line=16) -> str:
-    flat = np.asarray(values).ravel()
-    return "\n".join("  " + ", ".join(str(int(v)) for v in flat[i: i + per_line]) + ","
-                     for i in range(0, len(flat), per_line))
-
-
 def _describe(ctx) -> dict:
     """The values every generated text names the export by."""
     m = ctx.manifest
@@ -768,10 +736,9 @@ def _weight_bytes(layout) -> int:
 
 
 def _samples_source(ctx) -> str:
-    from tinyprop_tf.converters.export import c_float_lines
-
-    targets = _c_ints(ctx.y) if ctx.is_label else c_float_lines(ctx.y)
-    return _render("app/samples.cc", **_describe(ctx), sample_values=c_float_lines(ctx.x), target_values=targets)
+    targets = c_sources.c_int_lines(ctx.y) if ctx.is_label else c_sources.c_float_lines(ctx.y)
+    return _render("app/samples.cc", **_describe(ctx), sample_values=c_sources.c_float_lines(ctx.x),
+                   target_values=targets)
 
 
 def _state_source(ctx) -> str:
@@ -780,13 +747,11 @@ def _state_source(ctx) -> str:
     checks = []
     for e in ctx.manifest.get("weights", []):
         v = next(v for v in ctx.layout if v["name"] == e["name"])
-        macro = re.sub(r"[^0-9A-Za-z_]", "_", e["path"]).upper()
-        checks.append(f"static_assert(TINYPROP_W_{macro}_OFFSET * 4 == {v['offset']} && TINYPROP_W_{macro}_SIZE == "
+        macro = c_sources.weight_macro(e["path"])
+        checks.append(f"static_assert({macro}_OFFSET * 4 == {v['offset']} && {macro}_SIZE == "
                       f"{v['elements']}, \"{e['path']}: state layout != weights.h\");")
     if _state_in_outputs(ctx.layout):
-        from tinyprop_tf.converters.export import c_byte_lines
-
-        initial = _render("app/initial_state.cc", image_values=c_byte_lines(_initial_state(ctx)))
+        initial = _render("app/initial_state.cc", image_values=c_sources.c_byte_lines(_initial_state(ctx)))
     else:
         initial = "// The model's initialiser subgraph sets the initial state (its first invoke)."
     return _render("app/tinyprop_state.cc", **_describe(ctx), rows="\n".join(rows), weight_checks="\n".join(checks),
@@ -799,14 +764,12 @@ def _data_files(ctx) -> dict:
     files = {f"{src}/{name}": _Copy(os.path.join(ctx.export_dir, name))
              for name in ("model_data.h", "model_data.cc", "weights.h")}
     if ctx.model_bytes is not None:  # train_fast.tflite: same inputs/outputs/variables, its own bytes and arena
-        from tinyprop_tf.converters.export import model_data_files
-
         m = json.loads(json.dumps(ctx.manifest))
         fast_arena = m["tflm_fast"].get("arena_bytes")
         m["tflm"]["arena_bytes"] = fast_arena if fast_arena else m["tflm"]["arena_bytes"]
         m["tflm"]["inputs"], m["tflm"]["outputs"] = m["tflm_fast"]["inputs"], m["tflm_fast"]["outputs"]
         m["tflm"]["resource_variables"] = 0  # its state is in place (variable tensors that are outputs)
-        header, source = model_data_files(ctx.model_bytes, m)
+        header, source = c_sources.model_data_files(ctx.model_bytes, m)
         note = f"// {_FAST_MODEL} (TinyProp custom operators). Arena: {ctx.arena_note or 'given by the caller'}.\n"
         files[f"{src}/model_data.h"], files[f"{src}/model_data.cc"] = note + header, note + source
     files[f"{src}/tinyprop_app_config.h"] = _config_header(ctx)

@@ -219,7 +219,7 @@ def in_place_state(data: bytes, first: list[str]) -> tuple[bytes, list[dict]]:
     codes = model.operatorCodes
     sg = model.subgraphs[0]
     name_of = lambda op: flatbuffer.op_name(codes[op.opcodeIndex])  # noqa: E731
-    handles = flatbuffer._var_handles(model, sg)
+    handles = flatbuffer.var_handles(model, sg)
     for op in sg.operators:
         if name_of(op) in ("IF", "WHILE"):
             raise flatbuffer.InvalidModelError(f"in-place state: the entry subgraph has a {name_of(op)}")

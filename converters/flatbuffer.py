@@ -370,7 +370,7 @@ def legalize_for_tflm(data: bytes, max_count: int):
 # --------------------------------------------------------------------------------------------------------------
 # Resource variables
 # --------------------------------------------------------------------------------------------------------------
-def _var_handles(model, sg):
+def var_handles(model, sg):
     """tensor index -> shared name of the VAR_HANDLE producing it, in one subgraph."""
     out = {}
     for op in sg.operators or []:
@@ -384,14 +384,14 @@ def variable_names(model) -> list[str]:
     """Shared names of all resource variables."""
     names = set()
     for sg in model.subgraphs:
-        names.update(_var_handles(model, sg).values())
+        names.update(var_handles(model, sg).values())
     return sorted(names)
 
 
 def _branch_read_map(model, branch_index, sg0_handles, if_inputs):
     """variable shared name -> first READ_VARIABLE output tensor in a branch subgraph."""
     bsg = model.subgraphs[branch_index]
-    handles_b = _var_handles(model, bsg)
+    handles_b = var_handles(model, bsg)
     branch_inputs = [int(t) for t in bsg.inputs]
     reads = {}
     for rop in bsg.operators or []:
@@ -417,7 +417,7 @@ def with_variable_outputs(data: bytes, names: list[str]) -> bytes:
     """
     model = load(data, "train.tflite")
     sg0 = model.subgraphs[0]
-    handles0 = _var_handles(model, sg0)
+    handles0 = var_handles(model, sg0)
     ifs = [op for op in sg0.operators or []
            if builtin_code(model.operatorCodes[op.opcodeIndex]) == fb.BuiltinOperator.IF]
     if len(ifs) != 1:

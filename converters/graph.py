@@ -11,17 +11,15 @@ written from those records, and ``verify`` trains that same reference model in K
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import warnings
 
 import keras
 import numpy as np
 
+from tinyprop_tf import cloning, model_graph
 from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import policies as policies_lib
-
-# The module defining sparsify() is tinyprop_tf.cloning (renamed so it no longer shadows the function).
-sparsify_lib = importlib.import_module("tinyprop_tf.cloning")
+from tinyprop_tf.sparsity_state import sparse_layers
 
 
 class ExportError(ValueError):
@@ -75,18 +73,15 @@ def _static(shape, what) -> tuple:
 
 def functional_of(model):
     """The Functional graph behind a Sequential or Functional model."""
-    if not isinstance(model, keras.Model):
-        raise ExportError(f"expected a keras.Model, got {type(model).__name__}")
-    if not model.built:
-        raise ExportError(f"model '{model.name}' is not built; give it an Input or call it once")
+    try:
+        model_graph.check_model(model, "the exporter")
+    except (TypeError, ValueError) as error:
+        raise ExportError(str(error)) from None
     if isinstance(model, keras.Sequential):
         fn = getattr(model, "_functional", None)
         if fn is None:
             raise ExportError(f"Sequential model '{model.name}' has no Input; build it with keras.Input(shape)")
         return fn
-    if not hasattr(model, "_nodes_by_depth"):
-        raise ExportError(f"subclassed model '{model.name}' ({type(model).__name__}) cannot be exported; "
-                          "build it as a Sequential or Functional model")
     return model
 
 
@@ -117,10 +112,9 @@ def layer_calls(model):
 # Supported layers
 # --------------------------------------------------------------------------------------------------------------
 def _common_weight_checks(layer):
-    if getattr(layer, "lora_enabled", False):
-        return "LoRA is enabled"
-    if getattr(layer, "quantization_mode", None):
-        return f"quantized layer ({layer.quantization_mode})"
+    reason = model_graph.unsupported_form(layer)
+    if reason:
+        return reason
     for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "depthwise_regularizer"):
         if getattr(layer, attr, None) is not None:
             return f"{attr} is set (regularisation losses are not part of the exported step)"
@@ -133,8 +127,6 @@ def _common_weight_checks(layer):
 
 
 def _conv_checks(layer):
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        return "data_format='channels_first' (only channels_last is supported)"
     if any(int(d) != 1 for d in layer.dilation_rate):
         return f"dilation_rate={tuple(layer.dilation_rate)} (only 1 is supported)"
     if getattr(layer, "groups", 1) != 1:
@@ -324,7 +316,7 @@ def check_policy(policy):
 
 def reference_model(model, policy, selection="channel"):
     """(reference, folded_bn): the sparsified, BatchNorm-folded clone the exported step reproduces."""
-    sparse = layers_lib.sparse_layers(model)
+    sparse = sparse_layers(model)
     if sparse:
         policies = {repr(layer.policy.model_policy()) for layer in sparse}
         if policy is None:
@@ -334,7 +326,7 @@ def reference_model(model, policy, selection="channel"):
         selections = {layer.selection for layer in sparse}
         if len(selections) == 1:
             selection = selections.pop()
-        model = sparsify_lib.strip(model)
+        model = cloning.strip(model)
     if policy is None:
         raise ExportError("policy is required (e.g. tinyprop_tf.TinyProp())")
     policy = check_policy(policy)
@@ -349,7 +341,7 @@ def reference_model(model, policy, selection="channel"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ref = sparsify_lib.sparsify(folded, policy, selection=selection, verbose=False)
+            ref = cloning.sparsify(folded, policy, selection=selection, verbose=False)
         except ValueError as e:
             raise ExportError(f"sparsify failed: {e}") from e
     return ref, policy, folded_names
@@ -359,7 +351,7 @@ def plan(ref):
     """Topologically ordered ``Node`` list of the reference model, plus input/output tensor ids."""
     calls, model_input, model_output = layer_calls(ref)
     nodes = []
-    needs_grad = {id(model_input): False}
+    input_grads = model_graph.input_needs_gradient(ref)
     for layer, ins, out in calls:
         in_shapes = [_static(t.shape, f"input of layer '{layer.name}'") for t in ins]
         out_shape = _static(out.shape, f"output of layer '{layer.name}'")
@@ -372,9 +364,7 @@ def plan(ref):
             name=layer.name, kind=kind, layer=layer, inputs=[id(t) for t in ins], output=id(out),
             in_shapes=in_shapes, out_shape=out_shape, activation=act, sparse=sparse,
             depth=layer.depth if sparse else None,
-            needs_input_grad=any(needs_grad.get(id(t), False) for t in ins),
-            trainable=trainable,
+            needs_input_grad=input_grads[layer.name], trainable=trainable,
         )
-        needs_grad[id(out)] = node.needs_input_grad or trainable
         nodes.append(node)
     return nodes, id(model_input), id(model_output)

@@ -2,7 +2,7 @@
 
 The ESP-IDF and Zephyr projects of ``board_projects`` build the app's sources with their generated data; here the
 same sources and the same data files are cross-compiled (``micro/app/mps2``) against the TFLM library, kernels and
-glue of the runner images (``tflm_runner.find_m4_app``: same CMake tree, same cache), with the linker script's RAM
+glue of the runner images (``tflm_host_runner.find_m4_app``: same CMake tree, same cache), with the linker script's RAM
 set to a board's usable RAM. The app's arena is its static array, so a model that does not fit does not link.
 
     project = write_board_project(export_dir, "nrf52840dk", project_dir, samples=x, labels=y, steps=3)
@@ -31,14 +31,14 @@ import zlib
 
 import numpy as np
 
-from tinyprop_tf.converters import tflm_runner
+from tinyprop_tf.converters import tflm_host_runner
 
 PERSIST_HEADER = struct.Struct("<IHHIIIIII")  # micro/persist: magic, version, header size, generation, payload size,
 PERSIST_MAGIC = 0x57505054                   # payload CRC, model id, step, header CRC ("TPPW")
 PERSIST_HEADER_AREA = 32  # max(kHeaderSize, the write block): SemihostedFileFlash writes 4-byte words
 
 
-class AppError(tflm_runner.RunnerError):
+class AppError(tflm_host_runner.RunnerError):
     """The app failed on the emulated board, or printed something this module cannot read."""
 
 
@@ -61,14 +61,14 @@ class AppBoot:
     @property
     def step_instructions(self) -> np.ndarray:
         """Instructions per step (ticks x 0.625 on AN386 under -icount shift=6): not cycles."""
-        return self.step_ticks * tflm_runner.INSTRUCTIONS_PER_TICK
+        return self.step_ticks * tflm_host_runner.INSTRUCTIONS_PER_TICK
 
 
 def build(project, ram_bytes: int | None = None, build_missing: bool = True) -> str | None:
     """The app's image for ``project`` (a ``BoardProject``) with the RAM of its board's profile (``ram_bytes``
-    overrides), or None without a TFLM tree or the tools (``tflm_runner.M4_HOW_TO``)."""
+    overrides), or None without a TFLM tree or the tools (``tflm_host_runner.M4_HOW_TO``)."""
     ram = project.budget["usable_ram_bytes"] if ram_bytes is None else ram_bytes
-    return tflm_runner.find_m4_app(project.data_dir, ram, build_missing)
+    return tflm_host_runner.find_m4_app(project.data_dir, ram, build_missing)
 
 
 def boot(elf: str, flash_path: str, timeout: float = 600) -> AppBoot:
@@ -77,7 +77,7 @@ def boot(elf: str, flash_path: str, timeout: float = 600) -> AppBoot:
     flash_path = os.path.abspath(flash_path)
     if " " in flash_path:
         raise ValueError(f"the flash file's path must have no spaces (the semihosting command line): {flash_path}")
-    cmd = [*tflm_runner.QEMU_COMMAND, "-kernel", elf, "-append", flash_path]
+    cmd = [*tflm_host_runner.QEMU_COMMAND, "-kernel", elf, "-append", flash_path]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -156,13 +156,13 @@ def saved_weights(record: dict, project, manifest: dict) -> dict:
 
 def measured_step(project, timeout: float = 600) -> dict | None:
     """The project's training step measured whole on the emulated Cortex-M4F and priced on its board: one boot of
-    the app (a fresh flash file), the mean instructions of its steps, and ``boards.step_time_energy`` of that (one
+    the app (a fresh flash file), the mean instructions of its steps, and ``mcu_profiles.step_time_energy`` of that (one
     cycle per instruction: a lower bound). None when there is nothing to measure: a board that is not one of
-    ``tflm_runner.M4_BOARDS`` (Cortex-M), a project that does not fit it, or no TFLM tree / Arm compiler / QEMU."""
-    from tinyprop_tf import boards
+    ``tflm_host_runner.M4_BOARDS`` (Cortex-M), a project that does not fit it, or no TFLM tree / Arm compiler / QEMU."""
+    from tinyprop_tf import mcu_profiles
 
     profile = project.budget["board_profile"]
-    if profile not in tflm_runner.M4_BOARDS or not project.fits:
+    if profile not in tflm_host_runner.M4_BOARDS or not project.fits:
         return None
     elf = build(project)
     if elf is None:
@@ -170,7 +170,7 @@ def measured_step(project, timeout: float = 600) -> dict | None:
     with tempfile.TemporaryDirectory(prefix="tinyprop-m4-app-") as tmp:
         run = boot(elf, os.path.join(tmp, "flash.bin"), timeout)
     instructions = float(np.mean(run.step_instructions))
-    seconds, joules = boards.step_time_energy(profile, instructions)
+    seconds, joules = mcu_profiles.step_time_energy(profile, instructions)
     return {
         "board": profile, "instructions_per_step": instructions, "steps": len(run.steps),
         "seconds_per_step": seconds, "joules_per_step": joules, "ram": run.ram,
@@ -178,6 +178,6 @@ def measured_step(project, timeout: float = 600) -> dict | None:
         "source": f"micro/app with this project's data on QEMU mps2-an386 (Cortex-M4F, {run.ram['ram_bytes']:,} B of "
                   "RAM), -icount shift=6: instructions (SysTick ticks x 0.625) per step, batch copy and invoke, "
                   "on the project's compiled-in samples (its k, not a fine-tuning run's); "
-                  f"cycles = instructions x {boards.STEP_CYCLES_PER_INSTRUCTION:g} (QEMU counts instructions, not "
-                  "cycles: flash wait states and FPU latencies make a real step slower)",
+                  f"cycles = instructions x {mcu_profiles.STEP_CYCLES_PER_INSTRUCTION:g} (QEMU counts instructions, "
+                  "not cycles: flash wait states and FPU latencies make a real step slower)",
     }

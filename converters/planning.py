@@ -5,13 +5,13 @@ Like MIT tiny-training's per-budget update configurations, but measured rather t
 planner, and written as the board's project (``write_board_project``), whose memory budget is the verdict:
 
 - **arena**: ``train_fast.tflite`` in ``tinyprop_tflm_runner`` (TFLM with the TinyProp operators) when a runner is
-  available (``converters/tflm_runner.py``) and the policy selects; ``train.tflite`` in the pip tflite-micro
+  available (``converters/tflm_host_runner.py``) and the policy selects; ``train.tflite`` in the pip tflite-micro
   interpreter otherwise. The plan says which.
 - **static RAM** the application adds, as the generated project has it (``board_projects._budget``): the main
   task stack the project configures and, for ``train.tflite`` (resource variables), a save/load scratch of its
   largest variable (the training state itself is in the arena; the app streams it to flash). Training samples are ``const`` (flash); a batch is
   copied into the model's input tensors, which are in the arena.
-- **usable RAM**: the board profile's (``tinyprop_tf.boards``, with its source).
+- **usable RAM**: the board profile's (``tinyprop_tf.mcu_profiles``, with its source).
 
 What is measured is only what the answer needs. For each N (from 1) the largest fitting batch of ``BATCHES`` is
 found by bisection, starting from the previous N's (a larger trainable set never needs less: more weights in RAM,
@@ -29,7 +29,7 @@ import tempfile
 
 import numpy as np
 
-from tinyprop_tf import boards as boards_lib
+from tinyprop_tf import mcu_profiles
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf import trainable
 
@@ -78,7 +78,7 @@ def _state_lower_bound(model, n: int, slots: int) -> int:
     candidate's RAM (biases, running maxima, the arena's tensors and the stack come on top)."""
     names = set(trainable.trained_layers(model, n))
     kernels = sum(int(np.prod(layer.kernel.shape)) for layer in trainable.affine_layers(model) if layer.name in names)
-    return kernels * boards_lib.BYTES_PER_FLOAT32 * (1 + slots)
+    return kernels * mcu_profiles.BYTES_PER_FLOAT32 * (1 + slots)
 
 
 def plan_board(model, board, policy=None, *, optimizer="sgd", learning_rate=None,
@@ -90,11 +90,11 @@ def plan_board(model, board, policy=None, *, optimizer="sgd", learning_rate=None
     ``policy``, ``optimizer``, ``learning_rate``, ``loss`` and ``optimizer_kwargs`` as for ``export_training_model``
     (policy default: TinyProp's defaults). ``requested``: ``(n, batch)`` to measure and report as well (what the
     caller exports). ``model``'s trainable flags are left as they were."""
-    from tinyprop_tf.converters import board_projects, tflm_runner
-    from tinyprop_tf.layers import sparse_layers
+    from tinyprop_tf.converters import board_projects, tflm_host_runner
+    from tinyprop_tf.sparsity_state import sparse_layers
 
     target = board_projects.check_board(board)
-    profile = boards_lib.get_board(target.profile)
+    profile = mcu_profiles.get_board(target.profile)
     usable = profile.usable_ram_bytes
     policy = policies_lib.get(policy) if policy is not None else (
         None if sparse_layers(model) else policies_lib.TinyProp())
@@ -105,8 +105,8 @@ def plan_board(model, board, policy=None, *, optimizer="sgd", learning_rate=None
     if requested is not None:
         trainable.check_train_last(requested[0], len(affine), f"model '{model.name}'")
     try:
-        runner = tflm_runner.find_runner(build="update")
-    except tflm_runner.RunnerError:
+        runner = tflm_host_runner.find_runner(build="update")
+    except tflm_host_runner.RunnerError:
         runner = None
     selects = policy.selects if policy is not None else sparse_layers(model)[0].policy.selects
     fast = runner is not None and selects
@@ -116,9 +116,9 @@ def plan_board(model, board, policy=None, *, optimizer="sgd", learning_rate=None
                     ("the policy does not select: no TinyProp operators)" if runner is not None else
                      "no tinyprop_tflm_runner built for this TFLM tree and micro/ sources to measure "
                      "train_fast.tflite: make tflm-runner builds it)" if os.environ.get("TINYPROP_TFLM_DIR") else
-                     f"no tinyprop_tflm_runner to measure train_fast.tflite: {tflm_runner.HOW_TO})"))
+                     f"no tinyprop_tflm_runner to measure train_fast.tflite: {tflm_host_runner.HOW_TO})"))
     name = (optimizer if isinstance(optimizer, str) else type(optimizer).__name__).lower()
-    slots = boards_lib.OPTIMIZER_STATE_SLOTS[
+    slots = mcu_profiles.OPTIMIZER_STATE_SLOTS[
         "momentum" if name == "sgd" and optimizer_kwargs.get("momentum") else name]
 
     flags = {layer.name: layer.trainable for layer in model.layers}

@@ -3,9 +3,9 @@
 The Keras model is *not* wrapped: its weights are mirrored into plain ``tf.Variable`` objects (named by
 ``<layer name>/<weight name>``, which is ``weight.path`` in a Functional model; a Sequential model's paths
 carry the model's name scope after reloading, layer names do not) and the forward/backward of each layer is
-written out in ``kernels`` with builtin-lowering ops. The selection rule is not re-implemented here: each
-sparse layer calls its policy's ``sample_ratio`` (``selection.adaptive_ratio``), ``selection.ratio_to_k`` and
-``selection.topk_mask`` with ``selection.kth_largest_pairwise`` (the builtins-only k-th value), exactly as
+written out in ``builtin_backward`` with builtin-lowering ops. The selection rule is not re-implemented here:
+each sparse layer calls ``selection.select`` with its policy's rule and ``selection.kth_largest_pairwise`` (the
+builtins-only k-th value), and applies it with ``selection.keep_entries`` and ``selection.bias_gradient``, as
 ``layers.SparseBackpropMixin`` does with the host's sort.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 
 import keras
 import numpy as np
@@ -21,7 +20,8 @@ import tensorflow as tf
 
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf import selection
-from tinyprop_tf.converters import device_ops, kernels
+from tinyprop_tf.converters import builtin_backward, device_ops
+from tinyprop_tf.converters.c_sources import safe_name
 from tinyprop_tf.converters.graph import AFFINE_KINDS, ExportError
 
 LOSSES = ("sparse_categorical_crossentropy", "mse")
@@ -133,11 +133,6 @@ class Updated:
     """A weight's new value computed by a device op (fused SGD), standing where its gradient would be."""
 
     value: object
-
-
-def safe_name(path: str) -> str:
-    """A weight path as an identifier: 'fc1/kernel' -> 'fc1_kernel'."""
-    return re.sub(r"[^0-9A-Za-z_]", "_", path)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -281,32 +276,33 @@ class TrainStep(tf.Module):
                     if self.fast:
                         z = self._device_dense_forward(node, h, kernel, bias)
                     else:
-                        z = kernels.dense_forward(h, kernel, bias)
+                        z = builtin_backward.dense_forward(h, kernel, bias)
                     extra = {}
                 elif node.kind == "conv1d":
-                    geo = kernels.ConvGeometry((1, node.in_shapes[0][0]), (1, layer.kernel_size[0]),
-                                               (1, layer.strides[0]), layer.padding)
+                    geo = builtin_backward.ConvGeometry((1, node.in_shapes[0][0]), (1, layer.kernel_size[0]),
+                                                        (1, layer.strides[0]), layer.padding)
                     h4 = tf.reshape(h, [b, 1, *node.in_shapes[0]])
                     k4 = tf.reshape(kernel, [1, *kernel.shape])
                     bias4 = None if bias is None else tf.reshape(bias, [1, 1, 1, -1])
-                    z = tf.reshape(kernels.conv2d_forward(h4, k4, bias4, geo), [b, *node.out_shape])
+                    z = tf.reshape(builtin_backward.conv2d_forward(h4, k4, bias4, geo), [b, *node.out_shape])
                     extra = {"geo": geo, "x4": h4, "k4": k4}
                 else:
-                    geo = kernels.ConvGeometry(node.in_shapes[0][:2], tuple(layer.kernel_size), tuple(layer.strides),
-                                               layer.padding)
+                    geo = builtin_backward.ConvGeometry(node.in_shapes[0][:2], tuple(layer.kernel_size),
+                                                        tuple(layer.strides), layer.padding)
                     bias4 = None if bias is None else tf.reshape(bias, [1, 1, 1, -1])
-                    fwd = kernels.conv2d_forward if node.kind == "conv2d" else kernels.depthwise_forward
+                    fwd = (builtin_backward.conv2d_forward if node.kind == "conv2d"
+                           else builtin_backward.depthwise_forward)
                     z = fwd(h, kernel, bias4, geo)
                     extra = {"geo": geo}
-                out = kernels.activation_forward(node.activation, z)
+                out = builtin_backward.activation_forward(node.activation, z)
                 saved[node.name] = {"x": h, "out": out, "kernel": kernel, "bias": bias, **extra}
             elif node.kind == "act":
-                out = kernels.activation_forward(node.activation, h)
+                out = builtin_backward.activation_forward(node.activation, h)
                 saved[node.name] = {"out": out}
             elif node.kind == "reshape":
                 out = tf.reshape(h, [b, *node.out_shape])
             elif node.kind == "gap":
-                out = kernels.gap_forward(h, keepdims=len(node.out_shape) == len(node.in_shapes[0]))
+                out = builtin_backward.gap_forward(h, keepdims=len(node.out_shape) == len(node.in_shapes[0]))
             elif node.kind == "identity":
                 out = h
             elif node.kind == "add":
@@ -347,10 +343,11 @@ class TrainStep(tf.Module):
 
     # -- sparse selection -----------------------------------------------------------------------------------
     def _select(self, node, delta):
-        """(masked delta, bias gradient, k_eff [B]) exactly as layers.SparseBackpropMixin._backward."""
+        """(masked delta, bias gradient, k_eff [B]) as layers.SparseBackpropMixin._backward: the same selection
+        functions, the builtins-only k-th value."""
         b = self.batch_size
         if not node.sparse:
-            return delta, tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1))), None
+            return delta, selection.bias_gradient(delta), None
         layer = node.layer
         policy = layer.policy  # the layer's own: BudgetProp's carries its share of the budget
         per_sample = delta.shape[1:]
@@ -362,18 +359,13 @@ class TrainStep(tf.Module):
         if rule is None:  # dense (graph.check_policy admits no other rule-less policy)
             ymax = selection.update_running_max(tf.reshape(state.read_value(), []), y)
             self._assign(state, tf.reshape(ymax, state.shape))
-            return delta, tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1))), tf.fill([b], num_entries)
+            return delta, selection.bias_gradient(delta), tf.fill([b], num_entries)
         chosen = selection.select(scores, y, tf.reshape(state.read_value(), []), rule,
                                   kth_largest=selection.kth_largest_pairwise)
         self._assign(state, tf.reshape(chosen.ymax, state.shape))
-        gate = tf.cast(chosen.kept, delta.dtype)
-        if per_channel:
-            gate = tf.reshape(gate, [b] + [1] * (delta.shape.rank - 2) + [num_entries])
-        else:
-            gate = tf.reshape(gate, [b, *per_sample])
-        masked = delta * gate
+        masked = selection.keep_entries(delta, tf.cast(chosen.kept, delta.dtype), per_channel, b)
         k_eff = chosen.k * tf.cast(chosen.active, tf.int32)  # samples with zero error cost nothing
-        d_bias = tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1)))  # dense bias gradient
+        d_bias = selection.bias_gradient(delta)  # dense bias gradient
         return masked, d_bias, k_eff
 
     def _forced_select(self, node, delta):
@@ -383,18 +375,9 @@ class TrainStep(tf.Module):
             # The replay has the rules of the exported policies (graph.check_policy): dense bias, no skipping.
             raise ExportError(f"internal: no replay of {self._policy!r}'s kept sets")
         gate, k_eff = self.forced_selection[node.name]
-        if gate is not None:
-            per_sample = delta.shape[1:]
-            gate = tf.constant(np.asarray(gate, self._np))
-            if node.layer.selection == "element":
-                gate = tf.reshape(gate, [self.batch_size, *per_sample])
-            else:
-                gate = tf.reshape(gate, [self.batch_size] + [1] * (delta.shape.rank - 2) + [per_sample[-1]])
-            delta_kept = delta * gate
-        else:
-            delta_kept = delta
-        d_bias = tf.reduce_sum(delta, axis=list(range(delta.shape.rank - 1)))
-        return delta_kept, d_bias, tf.constant(np.asarray(k_eff, np.int32))
+        delta_kept = delta if gate is None else selection.keep_entries(
+            delta, tf.constant(np.asarray(gate, self._np)), node.layer.selection == "channel", self.batch_size)
+        return delta_kept, selection.bias_gradient(delta), tf.constant(np.asarray(k_eff, np.int32))
 
     # -- device ops (fast variant) ----------------------------------------------------------------------------
     def _uses_device_ops(self, node) -> bool:
@@ -477,7 +460,7 @@ class TrainStep(tf.Module):
             (d,) = device_ops.call(device_ops.RELU_BACKWARD, node.name, [g, saved["out"]],
                                    [(tf.float32, g.shape)], self.device_op_shapes)
             return d
-        return kernels.activation_backward(node.activation, g, saved["out"])
+        return builtin_backward.activation_backward(node.activation, g, saved["out"])
 
     def _backward(self, values, saved, g_out):
         b = self.batch_size
@@ -511,16 +494,16 @@ class TrainStep(tf.Module):
                 if k_eff is not None:
                     ks[node.name] = k_eff
                 if node.kind == "dense":
-                    d_kernel, d_x = kernels.dense_backward(s["x"], s["kernel"], masked, need_dx)
+                    d_kernel, d_x = builtin_backward.dense_backward(s["x"], s["kernel"], masked, need_dx)
                 elif node.kind == "conv1d":
                     m4 = tf.reshape(masked, [b, 1, *node.out_shape])
-                    d_k4, d_x4 = kernels.conv2d_backward(s["x4"], s["k4"], m4, s["geo"], need_dx)
+                    d_k4, d_x4 = builtin_backward.conv2d_backward(s["x4"], s["k4"], m4, s["geo"], need_dx)
                     d_kernel = tf.reshape(d_k4, s["kernel"].shape)
                     d_x = None if d_x4 is None else tf.reshape(d_x4, [b, *node.in_shapes[0]])
                 elif node.kind == "conv2d":
-                    d_kernel, d_x = kernels.conv2d_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
+                    d_kernel, d_x = builtin_backward.conv2d_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
                 else:
-                    d_kernel, d_x = kernels.depthwise_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
+                    d_kernel, d_x = builtin_backward.depthwise_backward(s["x"], s["kernel"], masked, s["geo"], need_dx)
                 if node.trainable:
                     weight_grads[(node.name, "kernel")] = d_kernel
                     weight_grads[(node.name, "bias")] = d_bias
@@ -534,7 +517,7 @@ class TrainStep(tf.Module):
             elif node.kind == "reshape":
                 give(node.inputs[0], tf.reshape(g, [b, *node.in_shapes[0]]))
             elif node.kind == "gap":
-                give(node.inputs[0], kernels.gap_backward(g, [b, *node.in_shapes[0]]))
+                give(node.inputs[0], builtin_backward.gap_backward(g, [b, *node.in_shapes[0]]))
             elif node.kind == "identity":
                 give(node.inputs[0], g)
             elif node.kind == "add":

@@ -42,11 +42,11 @@ import numpy as np
 import tensorflow as tf
 
 import tinyprop_tf  # noqa: F401  (registers the sparse layers for loading reference.keras)
-from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf._quiet import native_stderr_filtered
-from tinyprop_tf.converters import artifacts, device_ops, flatbuffer, graph, step, tflm, tflm_runner
-from tinyprop_tf.converters.export import MODE_INFER, MODE_TRAIN
+from tinyprop_tf.sparsity_state import sparse_layers
+from tinyprop_tf.converters import (artifacts, c_sources, device_ops, flatbuffer, graph, step, tflm_host_runner,
+                                    tflm_pip)
 
 # A float32 runtime's error may exceed TensorFlow's own float32 error by a factor: two float32 evaluations that
 # round in other orders land apart, while a runtime that computes another step is off by orders of magnitude.
@@ -79,7 +79,6 @@ def longest_sum(manifest) -> int:
 def float32_spread(manifest) -> float:
     return max(FLOAT32_SPREAD_MIN, math.sqrt(longest_sum(manifest)))
 RUNTIMES = ("keras", "litert", "tflm", "tflm_probe", "tflm_fast", "tflm_m4")
-QUANTITIES = ("loss", "weights", "output")
 
 
 class VerificationError(AssertionError):
@@ -217,7 +216,7 @@ def run_keras(out_dir, manifest, xs, ys):
     def observe(layer, kept, k):
         kept_now[layer.name] = (None if kept is None else np.asarray(kept), np.asarray(k, np.int32))
 
-    for layer in layers_lib.sparse_layers(ref):
+    for layer in sparse_layers(ref):
         layer.kept_observer = observe
     losses, kept_steps = [], []
     for xb, yb in zip(xs, ys):
@@ -279,24 +278,15 @@ def run_litert(data, manifest, xs, ys):
             "interpreter": interp}
 
 
-def _tflm_inputs(manifest, xs, ys):
-    arrays = {}
-    for d in manifest["tflm"]["inputs"]:
-        for s in range(len(xs)):
-            arrays[f"in{d['index']}_s{s}"] = {"x": xs[s], "y": ys[s], "mode": np.array(MODE_TRAIN, np.int32)}[d["name"]]
-        arrays[f"in{d['index']}_infer"] = {"x": xs[0], "y": ys[0], "mode": np.array(MODE_INFER, np.int32)}[d["name"]]
-    return arrays
-
-
 def run_tflm(data, manifest, xs, ys, probe: bool):
     """The shipped model with the measured arena (probe=False), or its probe copy that also outputs the weights
     (probe=True; see ``flatbuffer.with_variable_outputs``), arena measured for it."""
     outputs = {d["name"]: d["index"] for d in manifest["tflm"]["outputs"]}
     n_in, n_out = len(manifest["tflm"]["inputs"]), len(manifest["tflm"]["outputs"])
-    var_names = [step.safe_name(e["path"]) for e in manifest["weights"]]
+    var_names = [c_sources.safe_name(e["path"]) for e in manifest["weights"]]
     if probe:
         data = flatbuffer.with_variable_outputs(data, var_names)
-    inputs = _tflm_inputs(manifest, xs, ys)
+    inputs = tflm_pip.step_inputs(manifest["tflm"]["inputs"], xs, ys)
     with tempfile.TemporaryDirectory(prefix="tinyprop-verify-") as tmp:
         path = os.path.join(tmp, "train.tflite")
         with open(path, "wb") as f:
@@ -304,8 +294,8 @@ def run_tflm(data, manifest, xs, ys, probe: bool):
         n_out_run = n_out + (len(var_names) if probe else 0)
         arena = manifest["tflm"]["arena_bytes"]
         if probe or not arena:
-            arena = tflm.measure_arena(path, inputs, n_in, n_out_run)
-        res = tflm.run(path, arena, inputs, n_in, n_out_run, len(xs))
+            arena = tflm_pip.measure_arena(path, inputs, n_in, n_out_run)
+        res = tflm_pip.run(path, arena, inputs, n_in, n_out_run, len(xs))
     steps = len(xs)
     result = {
         "losses": np.array([float(res[f"out{outputs['loss']}_s{s}"]) for s in range(steps)]),
@@ -322,19 +312,19 @@ def run_tflm_fast(data, manifest, xs, ys, runner, weights):
     through the state outputs, ``steps`` train invokes then one infer invoke; the weights are read from the same
     outputs."""
     return _run_fast(data, manifest, xs, ys, weights,
-                     lambda model, feeds, state: tflm_runner.run(runner, model, feeds, state=state))
+                     lambda model, feeds, state: tflm_host_runner.run(runner, model, feeds, state=state))
 
 
 def run_tflm_m4(data, manifest, xs, ys, elf, weights):
-    """``run_tflm_fast`` on the emulated Cortex-M4F (``tflm_runner.run_m4``); "measures" holds what it printed."""
+    """``run_tflm_fast`` on the emulated Cortex-M4F (``tflm_host_runner.run_m4``); "measures" holds what it printed."""
     return _run_fast(data, manifest, xs, ys, weights,
-                     lambda model, feeds, state: tflm_runner.run_m4(elf, model, feeds, state=state))
+                     lambda model, feeds, state: tflm_host_runner.run_m4(elf, model, feeds, state=state))
 
 
 def runner_feeds(manifest, xs, ys, fast: bool = True) -> list[list[np.ndarray]]:
-    """The inputs of each invoke for ``tflm_runner.run``/``run_m4``: one train invoke per batch, then an infer
+    """The inputs of each invoke for ``tflm_host_runner.run``/``run_m4``: one train invoke per batch, then an infer
     invoke on the first, in the input order of train_fast.tflite (``fast``) or train.tflite."""
-    inputs = _tflm_inputs(manifest, xs, ys)  # by train.tflite input index
+    inputs = tflm_pip.step_inputs(manifest["tflm"]["inputs"], xs, ys)  # by train.tflite input index
     train_index = {d["name"]: d["index"] for d in manifest["tflm"]["inputs"]}
     order = manifest["tflm_fast" if fast else "tflm"]["inputs"]
     return [[inputs[f"in{train_index[d['name']]}_{step}"] for d in order]
@@ -360,16 +350,16 @@ def _run_fast(data, manifest, xs, ys, weights, execute):
 
 def _run_m4_row(runs, out_dir, manifest, xs, ys, ram_bytes):
     """Adds runs["tflm_m4"] when it can run; returns (note, whether the note is a failure)."""
-    ram = tflm_runner.M4_MAX_RAM if ram_bytes is None else ram_bytes
-    elf = tflm_runner.find_m4_runner(ram)
+    ram = tflm_host_runner.M4_MAX_RAM if ram_bytes is None else ram_bytes
+    elf = tflm_host_runner.find_m4_runner(ram)
     if elf is None:
-        missing = tflm_runner.m4_missing_tools()
+        missing = tflm_host_runner.m4_missing_tools()
         why = f"{', '.join(missing)} not found; " if missing else ""
-        return f"tflm_m4 not run: {why}{tflm_runner.M4_HOW_TO}", False
+        return f"tflm_m4 not run: {why}{tflm_host_runner.M4_HOW_TO}", False
     try:
         runs["tflm_m4"] = run = run_tflm_m4(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, elf,
                                             artifacts.exported_weights(out_dir, manifest))
-    except tflm_runner.RamError as e:
+    except tflm_host_runner.RamError as e:
         return f"tflm_m4: {e}", ram_bytes is not None
     m = run["measures"]
     train = np.mean(m.invoke_instructions[:-1])
@@ -450,9 +440,9 @@ def verify(out_dir, steps: int = 10, rtol: float = 1e-5, seed: int = 0, x=None, 
         runs["tflm_probe"] = run_tflm(tflm_data, manifest, xs, ys, probe=True)
     fast_note = None
     if "tflm_fast" in manifest:
-        runner = tflm_runner.find_runner() if "tflm_fast" in backends else None
+        runner = tflm_host_runner.find_runner() if "tflm_fast" in backends else None
         if runner is None:
-            fast_note = f"train_fast.tflite not run: {tflm_runner.HOW_TO}"
+            fast_note = f"train_fast.tflite not run: {tflm_host_runner.HOW_TO}"
         else:
             runs["tflm_fast"] = run_tflm_fast(_read(out_dir, "train_fast.tflite"), manifest, xs, ys, runner,
                                               artifacts.exported_weights(out_dir, manifest))

@@ -24,7 +24,6 @@ from ._common import DatasetLayoutError, LabeledData, check_choice, describe_fol
 CIFAR10_DIR_NAME = "cifar-10-batches-py"
 CIFAR10_SPLITS = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 CIFAR10_META = "batches.meta"
-IMAGE_SHAPE = (32, 32, 3)
 _EXPECTED = "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta (or its parent folder)"
 # What a batch pickle may reference: NumPy's array reconstruction, under both module names NumPy has used
 # (numpy.core before 2.0, numpy._core since); _frombuffer is what pickle protocol 5 uses for arrays, and

@@ -14,8 +14,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from _build import run
 
-from tinyprop_tf import boards as board_profiles
+from tinyprop_tf import mcu_profiles
 from tinyprop_tf.converters import BoardProjectError, board_projects, device_ops, write_board_project
 
 BOARDS = ["esp32s3", "esp32c3", "nrf52840dk", "nrf5340dk"]
@@ -244,8 +245,8 @@ def test_project_files_match_the_manifest(projects, exports, export_name, board)
     assert project.partition_bytes == 2 * int(_define(state_h, "TINYPROP_STATE_SLOT_BYTES"))
     assert project.partition_bytes >= 2 * (32 + state_bytes) and project.partition_bytes % 4096 == 0
 
-    # memory budget against tinyprop_tf.boards
-    profile = board_profiles.get_board(board_projects.BOARDS[board].profile)
+    # memory budget against tinyprop_tf.mcu_profiles
+    profile = mcu_profiles.get_board(board_projects.BOARDS[board].profile)
     readme = _read(project, "README.md")
     assert project.budget["usable_ram_bytes"] == profile.usable_ram_bytes
     assert project.budget["ram_bytes"] >= manifest["tflm"]["arena_bytes_recommended"] + state_bytes
@@ -365,8 +366,7 @@ def test_budget_says_when_it_does_not_fit(exports, tmp_path):
 # Compilation
 # --------------------------------------------------------------------------------------------------------------
 def _compile(cmd, cwd):
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stderr[-4000:]}"
+    run(cmd, cwd=cwd, timeout=180)
 
 
 def _sdk_free_sources(project):

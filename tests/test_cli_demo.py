@@ -19,12 +19,12 @@ def test_shift_images_translates_without_wrapping():
 
 
 def test_memory_fit_counts_weights_gradients_adam_state_and_kept_activations():
-    from tinyprop_tf import experiment, models
+    from tinyprop_tf import estimates, models
 
     model = models.mlp()  # 784-32-16-10
-    assert experiment.kept_activation_elements(model) == 784 + 32 + 16 + 10
+    assert estimates.kept_activation_elements(model) == 784 + 32 + 16 + 10
     params = 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
-    fit = experiment.memory_fit(model, batch_size=4, optimizer="adam")
+    fit = estimates.memory_fit(model, batch_size=4, optimizer="adam")
     # weights + gradients + 2 Adam moments (+ 4 B step counter) + activations of 4 samples, all float32
     assert fit["nrf52840"]["ram_bytes"] == 4 * params * 4 + 4 + 4 * (784 + 32 + 16 + 10) * 4
     # 426,564 B against usable RAM: nRF52840 256 KiB, nRF5340 448 KiB, ESP32 320 KiB, S3 512 KiB, C3 384 KiB.
@@ -79,9 +79,9 @@ def test_demo_end_to_end_writes_report_plots_and_models(tmp_path):
     # CI: ../shared's TFLM tree, the Arm compiler and QEMU).
     measured = export["measured_step"]
     if measured is None:
-        from tinyprop_tf.converters import tflm_runner
+        from tinyprop_tf.converters import tflm_host_runner
 
-        assert not os.environ.get("TINYPROP_TFLM_DIR") or tflm_runner.m4_missing_tools(), "no measured step"
+        assert not os.environ.get("TINYPROP_TFLM_DIR") or tflm_host_runner.m4_missing_tools(), "no measured step"
     else:
         assert measured["board"] == "nrf52840" and measured["ram"]["ram_bytes"] == 256 * 1024
         assert 1e5 < measured["instructions_per_step"] < 1e8

@@ -18,11 +18,11 @@ from tinyprop_tf.converters import (
     InvalidModelError,
     TFLM_BUILTINS,
     VerificationError,
+    builtin_backward,
     export_training_model,
     flatbuffer,
     graph,
-    kernels,
-    tflm,
+    tflm_pip,
     verify,
 )
 from tinyprop_tf.converters.artifacts import ArtifactError
@@ -51,10 +51,10 @@ def test_conv2d_gradients_match_autodiff(hw, k, s, padding):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(3, *hw, 2)).astype("float32"))
     w = tf.constant(rng.normal(size=(*k, 2, 5)).astype("float32"))
-    geo = kernels.ConvGeometry(hw, k, s, padding)
+    geo = builtin_backward.ConvGeometry(hw, k, s, padding)
     z, dz, gx, gw = _autodiff(lambda x, w: tf.nn.conv2d(x, w, [1, *s, 1], padding.upper()), x, w, 1)
-    np.testing.assert_allclose(kernels.conv2d_forward(x, w, None, geo), z, atol=1e-5)
-    d_w, d_x = kernels.conv2d_backward(x, w, dz, geo, need_dx=True)
+    np.testing.assert_allclose(builtin_backward.conv2d_forward(x, w, None, geo), z, atol=1e-5)
+    d_w, d_x = builtin_backward.conv2d_backward(x, w, dz, geo, need_dx=True)
     np.testing.assert_allclose(d_w, gw, atol=1e-4)
     np.testing.assert_allclose(d_x, gx, atol=1e-4)
 
@@ -67,10 +67,10 @@ def test_depthwise_gradients_match_autodiff(hw, k, s, padding, dm):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(3, *hw, 4)).astype("float32"))
     w = tf.constant(rng.normal(size=(*k, 4, dm)).astype("float32"))
-    geo = kernels.ConvGeometry(hw, k, s, padding)
+    geo = builtin_backward.ConvGeometry(hw, k, s, padding)
     z, dz, gx, gw = _autodiff(lambda x, w: tf.nn.depthwise_conv2d(x, w, [1, *s, 1], padding.upper()), x, w, 2)
-    np.testing.assert_allclose(kernels.depthwise_forward(x, w, None, geo), z, atol=1e-5)
-    d_w, d_x = kernels.depthwise_backward(x, w, dz, geo, need_dx=True)
+    np.testing.assert_allclose(builtin_backward.depthwise_forward(x, w, None, geo), z, atol=1e-5)
+    d_w, d_x = builtin_backward.depthwise_backward(x, w, dz, geo, need_dx=True)
     np.testing.assert_allclose(d_w, gw, atol=1e-4)
     np.testing.assert_allclose(d_x, gx, atol=1e-4)
 
@@ -87,10 +87,10 @@ def test_conv1d_as_conv2d_gradients_match_keras_autodiff(padding, s):
         z = layer(x)
     dz = tf.constant(rng.normal(size=z.shape).astype("float32"))
     gx, gw = tape.gradient(z, [x, w], output_gradients=dz)
-    geo = kernels.ConvGeometry((1, 11), (1, 3), (1, s), padding)
+    geo = builtin_backward.ConvGeometry((1, 11), (1, 3), (1, s), padding)
     x4, w4 = tf.reshape(x, [2, 1, 11, 3]), tf.reshape(w, [1, 3, 3, 5])
-    np.testing.assert_allclose(tf.reshape(kernels.conv2d_forward(x4, w4, None, geo), z.shape), z, atol=1e-5)
-    d_w, d_x = kernels.conv2d_backward(x4, w4, tf.reshape(dz, [2, 1, *z.shape[1:]]), geo, need_dx=True)
+    np.testing.assert_allclose(tf.reshape(builtin_backward.conv2d_forward(x4, w4, None, geo), z.shape), z, atol=1e-5)
+    d_w, d_x = builtin_backward.conv2d_backward(x4, w4, tf.reshape(dz, [2, 1, *z.shape[1:]]), geo, need_dx=True)
     np.testing.assert_allclose(tf.reshape(d_w, w.shape), gw, atol=1e-4)
     np.testing.assert_allclose(tf.reshape(d_x, x.shape), gx, atol=1e-4)
 
@@ -104,12 +104,12 @@ def test_activation_and_pooling_gradients_match_autodiff():
             tape.watch(z)
             out = fn(z)
         expected = tape.gradient(out, z, output_gradients=g)
-        np.testing.assert_allclose(kernels.activation_backward(name, g, out), expected, atol=1e-6)
+        np.testing.assert_allclose(builtin_backward.activation_backward(name, g, out), expected, atol=1e-6)
     with tf.GradientTape() as tape:
         tape.watch(z)
-        out = kernels.gap_forward(z, keepdims=False)
+        out = builtin_backward.gap_forward(z, keepdims=False)
     gp = tf.constant(rng.normal(size=out.shape).astype("float32"))
-    np.testing.assert_allclose(kernels.gap_backward(gp, z.shape), tape.gradient(out, z, output_gradients=gp),
+    np.testing.assert_allclose(builtin_backward.gap_backward(gp, z.shape), tape.gradient(out, z, output_gradients=gp),
                                atol=1e-7)
 
 
@@ -614,11 +614,11 @@ def test_tflm_failure_in_child_process_is_a_clear_error(mlp_export, tmp_path):
         value = {"x": np.zeros((8, 20), "float32"), "y": np.zeros(8, "int32"), "mode": np.array(1, "int32")}
         inputs[f"in{d['index']}_s0"] = value[d["name"]]
         inputs[f"in{d['index']}_infer"] = value[d["name"]]
-    with pytest.raises(tflm.TFLMError, match="tflite-micro interpreter"):
-        tflm.run(path, 4096, inputs, 3, 3, steps=1)  # far too small an arena
+    with pytest.raises(tflm_pip.TFLMError, match="tflite-micro interpreter"):
+        tflm_pip.run(path, 4096, inputs, 3, 3, steps=1)  # far too small an arena
     # The measured arena is enough, and measuring again gives the same number.
-    tflm.run(path, manifest["tflm"]["arena_bytes"], inputs, 3, 3, steps=1)
-    assert tflm.measure_arena(path, inputs, 3, 3) == manifest["tflm"]["arena_bytes"]
+    tflm_pip.run(path, manifest["tflm"]["arena_bytes"], inputs, 3, 3, steps=1)
+    assert tflm_pip.measure_arena(path, inputs, 3, 3) == manifest["tflm"]["arena_bytes"]
 
 
 @pytest.mark.slow

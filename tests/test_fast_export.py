@@ -19,10 +19,11 @@ import sys
 import keras
 import numpy as np
 import pytest
+from _build import runner_or_skip
 
 import tinyprop_tf as tp
 from tinyprop_tf import models
-from tinyprop_tf.converters import device_ops, export_training_model, flatbuffer, tflm_runner
+from tinyprop_tf.converters import device_ops, export_training_model, flatbuffer
 from tinyprop_tf.converters.graph import ExportError
 from tinyprop_tf.converters.verification import verify
 
@@ -56,8 +57,6 @@ def _last(model, n):
     tp.train_last(model, n)
     return model
 SELECT_OPS = (device_ops.SELECT_UNITS, device_ops.SELECT_CHANNELS)
-SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
-                                           "esp-tflite-micro"))
 BACKWARD_OPS = {"dense": device_ops.DENSE_BACKWARD, "conv2d": device_ops.CONV2D_BACKWARD,
                 "conv1d": device_ops.CONV2D_BACKWARD, "depthwise": device_ops.DEPTHWISE_BACKWARD}
 
@@ -263,27 +262,13 @@ def test_verify_cli_names_a_bad_runner_setting_in_one_line(exported, variable, v
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
-def _runner_or_skip():
-    """The runner, else a skip that says why; in CI with ../shared's TFLM tree a failure, so a runner that did not
-    build (or a make test that stopped passing the tree) cannot pass CI as skipped tests."""
-    try:
-        runner = tflm_runner.find_runner()
-    except tflm_runner.RunnerError as e:
-        pytest.fail(str(e))
-    if runner is None:
-        if os.environ.get("CI", "").lower() in ("true", "1") and os.path.isdir(SHARED_TFLM):
-            pytest.fail(f"CI: {SHARED_TFLM} is beside the checkout, but no tinyprop_tflm_runner "
-                        "(make test builds it from there; TINYPROP_TFLM_DIR and TINYPROP_TFLM_RUNNER unset)")
-        pytest.skip(f"no TFLM tree to build tinyprop_tflm_runner from: {tflm_runner.HOW_TO} "
-                    "(make test uses ../shared/tflm/esp-tflite-micro when it is beside the checkout)")
-    return runner
 
 
 @pytest.mark.slow
 @pytest.mark.tflm_runner
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fast_step_runs_in_tflm_with_the_tinyprop_ops_and_matches_keras(exported, name):
-    _runner_or_skip()
+    runner_or_skip()
     out, manifest = exported(name)
     result = verify(out, steps=10, check=False)
     assert "tflm_fast" in result.losses, result.notes
@@ -330,7 +315,7 @@ def test_a_frozen_prefix_runs_sample_by_sample_where_that_saves_memory(exported,
 def test_a_streamed_prefix_of_a_large_batch_stays_within_tflm_concatenation(tmp_path):
     """TFLM's CONCATENATION takes at most 10 inputs: the batch of 18 per-sample results is gathered in groups
     (8 + 8 + 2, then the 3 groups), and the step runs in TFLM."""
-    _runner_or_skip()
+    runner_or_skip()
     keras.utils.set_random_seed(0)
     model = _last(models.mlp(input_shape=(12,), num_classes=3, hidden=(400,)), 1)  # 1.6 KB of fc1 output per sample
     manifest = export_training_model(model, tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.05, batch_size=18,

@@ -7,21 +7,16 @@ compiler is missing.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from _build import FORBIDDEN_SYMBOL, MICRO, cmake_build, require, run
 
-ROOT = Path(__file__).resolve().parents[1]
-MICRO = ROOT / "micro"
-JOBS = str(max(1, min(2, os.cpu_count() or 1)))
 FUZZ_SECONDS = 20  # bounded fuzzing time (the whole file stays well under 4 minutes on 2 cores)
 
 CROSS_TARGETS = {
@@ -33,66 +28,26 @@ CROSS_TARGETS = {
     "rv32imc": ("riscv32-imc.cmake", "riscv64-unknown-elf-g++", ("ELF32", "RVC, soft-float ABI", "rv32i2p1_m2p0_c2p0")),
 }
 
-# Symbols a kernel library for MCUs must not pull in: heap, exceptions, RTTI, C++ runtime, I/O.
-FORBIDDEN_SYMBOL = re.compile(
-    r"^(malloc|calloc|realloc|free|_Znwj|_Znwm|_Znaj|_Znam|_ZdlPv\w*|_ZdaPv\w*|__cxa_\w+|_Unwind_\w+|"
-    r"__gxx_personality\w*|_ZTI\w+|_ZTS\w+|printf|puts|fwrite|abort)$"
-)
-
-
-def _run(cmd, cwd=None, env=None, timeout=600):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n--- stdout\n{proc.stdout[-6000:]}"
-            f"\n--- stderr\n{proc.stderr[-6000:]}"
-        )
-    return proc
-
-
-def _require(tool: str, what: str):
-    candidates = ("c++", "g++", "clang++") if tool == "c++" else (tool,)
-    if not any(shutil.which(c) for c in candidates):
-        pytest.skip(f"{tool} not found ({what}); run micro/install_toolchains.sh")
-
-
-@contextlib.contextmanager
-def _locked(build_dir: Path):
-    """Serialises builds of one directory across pytest-xdist workers."""
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(build_dir / ".pytest-build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
 
 def _build(name: str, *options: str, env_extra: dict | None = None) -> Path:
     """Configures (once) and builds micro/ in micro/build-pytest-<name>; returns the build directory."""
-    _require("cmake", "CMake >= 3.20 builds the kernels")
-    build_dir = MICRO / f"build-pytest-{name}"
-    env = dict(os.environ, **(env_extra or {}))
-    with _locked(build_dir):
-        _run(["cmake", "-S", str(MICRO), "-B", str(build_dir), *options], env=env)
-        _run(["cmake", "--build", str(build_dir), "-j", JOBS], env=env)
-    return build_dir
+    return cmake_build(MICRO, MICRO / f"build-pytest-{name}", *options, env=dict(os.environ, **(env_extra or {})))
 
 
 def _undefined_symbols(nm: str, archive: Path) -> set[str]:
-    out = _run([nm, "-u", str(archive)]).stdout
+    out = run([nm, "-u", str(archive)]).stdout
     return {line.split()[-1] for line in out.splitlines() if line.strip() and not line.endswith(":")}
 
 
 def _assert_no_static_data(size_tool: str, archive: Path):
     """No global or static variables in the kernels: every object has empty .data and .bss."""
-    totals = _run([size_tool, "-t", str(archive)]).stdout.strip().splitlines()[-1].split()
+    totals = run([size_tool, "-t", str(archive)]).stdout.strip().splitlines()[-1].split()
     text, data, bss = (int(v) for v in totals[:3])
     assert text > 0 and data == 0 and bss == 0, f"{archive}: text={text} data={data} bss={bss}"
 
 
 def _host_build() -> Path:
-    _require("c++", "a host C++17 compiler")
+    require("c++", "a host C++17 compiler")
     return _build("host", "-DCMAKE_BUILD_TYPE=Release")
 
 
@@ -100,11 +55,11 @@ def test_host_build_and_unit_tests():
     """Library + self-written test harness; every kernel vs independent reference loops, error returns; the
     training app's TFLM-independent part (micro/app) on a fake model and the simulated flash."""
     build_dir = _host_build()
-    proc = _run(["ctest", "--test-dir", str(build_dir), "--output-on-failure"], timeout=300)
+    proc = run(["ctest", "--test-dir", str(build_dir), "--output-on-failure"], timeout=300)
     assert "100% tests passed" in proc.stdout, proc.stdout
-    out = _run([str(build_dir / "app" / "tinyprop_app_tests")]).stdout
+    out = run([str(build_dir / "app" / "tinyprop_app_tests")]).stdout
     assert re.search(r"(\d+)/\1 tests passed", out) and "AppTwoBootsSaveRestoreAndContinue" in out, out
-    out = _run([str(build_dir / "tinyprop_tests")]).stdout
+    out = run([str(build_dir / "tinyprop_tests")]).stdout
     assert re.search(r"(\d+)/\1 tests passed", out), out
     bad = {s for s in _undefined_symbols("nm", build_dir / "libtinyprop.a") if FORBIDDEN_SYMBOL.match(s)}
     assert not bad, f"the kernel library references heap/exception/RTTI/IO symbols: {sorted(bad)}"
@@ -128,16 +83,16 @@ def test_golden_vectors_from_python_and_keras():
         kernels = {kernel for _, kernel, _ in cases}
         assert {"adaptive_k", "topk", "dense_backward", "conv2d_backward", "depthwise_conv2d_backward",
                 "softmax_cross_entropy", "mse", "sgd", "adam"} <= kernels
-        out = _run([str(build_dir / "tinyprop_tests"), "--golden", tmp, "--filter", "Golden"]).stdout
+        out = run([str(build_dir / "tinyprop_tests"), "--golden", tmp, "--filter", "Golden"]).stdout
         assert f"{len(cases)} golden cases from 1 file(s)" in out, out
 
 
 @pytest.mark.slow
 def test_sanitizer_build_runs_the_same_tests():
     """-fsanitize=address,undefined -fno-sanitize-recover=all: unit tests + a deterministic fuzz smoke."""
-    _require("c++", "a host C++17 compiler")
+    require("c++", "a host C++17 compiler")
     build_dir = _build("asan", "-DTINYPROP_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug")
-    proc = _run(["ctest", "--test-dir", str(build_dir), "--output-on-failure"], timeout=300)
+    proc = run(["ctest", "--test-dir", str(build_dir), "--output-on-failure"], timeout=300)
     assert "100% tests passed" in proc.stdout, proc.stdout
 
 
@@ -158,7 +113,7 @@ def test_fuzz_every_entry_point_without_crash():
     build_dir, why = _libfuzzer_build()
     if build_dir is not None:
         with tempfile.TemporaryDirectory() as corpus:
-            proc = _run([str(build_dir / "tinyprop_fuzz"), f"-max_total_time={FUZZ_SECONDS}", "-seed=1",
+            proc = run([str(build_dir / "tinyprop_fuzz"), f"-max_total_time={FUZZ_SECONDS}", "-seed=1",
                          "-rss_limit_mb=2048", "-print_final_stats=1", corpus], timeout=FUZZ_SECONDS + 120)
         runs = int(re.search(r"stat::number_of_executed_units:\s+(\d+)", proc.stderr).group(1))
         assert runs > 1000, proc.stderr[-2000:]
@@ -166,7 +121,7 @@ def test_fuzz_every_entry_point_without_crash():
         # No libFuzzer: the deterministic random-input driver, same target, same sanitizers.
         print(f"libFuzzer unavailable ({why}); using the random-input driver")
         asan = _build("asan", "-DTINYPROP_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug")
-        proc = _run([str(asan / "tinyprop_fuzz_driver"), "--seconds", str(FUZZ_SECONDS), "--iterations",
+        proc = run([str(asan / "tinyprop_fuzz_driver"), "--seconds", str(FUZZ_SECONDS), "--iterations",
                      "100000000", "--seed", "1"], timeout=FUZZ_SECONDS + 120)
         assert "no crash" in proc.stdout, proc.stdout
 
@@ -185,8 +140,8 @@ def test_cross_compile(target):
     bad = {s for s in _undefined_symbols(prefix + "nm", archive) if FORBIDDEN_SYMBOL.match(s)}
     assert not bad, f"{target}: the kernel library references heap/exception/RTTI/IO symbols: {sorted(bad)}"
     _assert_no_static_data(prefix + "size", archive)
-    readelf = _run([prefix + "readelf", "-h", "-A", str(build_dir / "tinyprop_link_check")]).stdout
+    readelf = run([prefix + "readelf", "-h", "-A", str(build_dir / "tinyprop_link_check")]).stdout
     for attribute in attributes:
         assert attribute in readelf, f"{target}: '{attribute}' missing in readelf output:\n{readelf}"
-    size = _run([prefix + "size", str(build_dir / "tinyprop_link_check")]).stdout
+    size = run([prefix + "size", str(build_dir / "tinyprop_link_check")]).stdout
     print(f"{target} link check:\n{size}")

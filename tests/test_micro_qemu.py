@@ -106,14 +106,14 @@ def test_bench_reports_failures_through_the_exit_status():
 
 
 def test_measured_cycles_json_loads_as_board_overrides():
-    path = ROOT / "tinyprop_tf" / "measured_cycles.json"  # the one copy: shipped in the package, read by boards
+    path = ROOT / "tinyprop_tf" / "measured_cycles.json"  # the one copy: shipped in the package, read by mcu_profiles
     assert mq.MEASURED_JSON == path
     assert not (ROOT / "benchmarks" / "measured_cycles.json").exists(), "stale second copy of the measurements"
     if not path.exists():
         pytest.skip("tinyprop_tf/measured_cycles.json not written yet (python benchmarks/micro_qemu.py)")
-    from tinyprop_tf import boards
+    from tinyprop_tf import mcu_profiles
 
-    profiles = boards.load_cycle_overrides(str(path))
+    profiles = mcu_profiles.load_cycle_overrides(str(path))
     data = json.loads(path.read_text())
     assert set(data) == {"nrf52840", "nrf5340"}
     for key, entry in data.items():

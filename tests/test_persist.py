@@ -9,27 +9,17 @@ by the C++ code parsed here, images built here loaded by the C++ code), and comp
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import re
 import shutil
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
+from _build import FORBIDDEN_SYMBOL, JOBS, MICRO, cmake_build, require, run
 
-ROOT = Path(__file__).resolve().parents[1]
-PERSIST = ROOT / "micro" / "persist"
-JOBS = str(max(1, min(2, os.cpu_count() or 1)))
+PERSIST = MICRO / "persist"
 
-# Symbols a component for MCUs must not pull in: heap, exceptions, RTTI, C++ runtime, I/O.
-FORBIDDEN_SYMBOL = re.compile(
-    r"^(malloc|calloc|realloc|free|_Znwj|_Znwm|_Znaj|_Znam|_ZdlPv\w*|_ZdaPv\w*|__cxa_\w+|_Unwind_\w+|"
-    r"__gxx_personality\w*|_ZTI\w+|_ZTS\w+|printf|puts|fwrite|abort)$"
-)
 CROSS = {
     # target: (compiler, flags, nm, size)
     "cortex-m4": ("arm-none-eabi-g++",
@@ -42,36 +32,9 @@ STRICT = ["-std=c++17", "-Os", "-fno-exceptions", "-fno-rtti", "-Wall", "-Wextra
           "-Wshadow", "-Wconversion", "-Wsign-conversion"]
 
 
-def _run(cmd, cwd=None, timeout=300):
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n--- stdout\n{proc.stdout[-6000:]}"
-            f"\n--- stderr\n{proc.stderr[-6000:]}"
-        )
-    return proc
-
-
-@contextlib.contextmanager
-def _locked(build_dir: Path):
-    """Serialises builds of one directory across pytest-xdist workers."""
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(build_dir / ".pytest-build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _build(name: str, *options: str) -> Path:
-    if not shutil.which("cmake") or not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        pytest.skip("cmake and a host C++17 compiler are needed (micro/install_toolchains.sh)")
-    build_dir = PERSIST / f"build-pytest{name}"
-    with _locked(build_dir):
-        _run(["cmake", "-S", PERSIST, "-B", build_dir, *options])
-        _run(["cmake", "--build", build_dir, "-j", JOBS])
-    return build_dir
+    require("c++", "a host C++17 compiler")
+    return cmake_build(PERSIST, PERSIST / f"build-pytest{name}", *options)
 
 
 def _host_build() -> Path:
@@ -79,7 +42,7 @@ def _host_build() -> Path:
 
 
 def _ctest(build_dir: Path) -> str:
-    out = _run(["ctest", "--test-dir", build_dir, "--output-on-failure", "-j", JOBS], timeout=240).stdout
+    out = run(["ctest", "--test-dir", build_dir, "--output-on-failure", "-j", JOBS], timeout=240).stdout
     assert "100% tests passed" in out, out
     for group in ("crc", "api", "power_cut", "bit_flip", "image", "stream"):
         assert f"persist_{group}" in out, out
@@ -90,14 +53,14 @@ def test_host_build_and_ctest():
     """All C++ tests pass; the power-cut sweep really visits >20k cut points; the library is MCU-clean."""
     build_dir = _host_build()
     _ctest(build_dir)
-    out = _run([build_dir / "persist_tests"]).stdout
+    out = run([build_dir / "persist_tests"]).stdout
     m = re.search(r"(\d+)/(\d+) tests passed", out)
     assert m and m.group(1) == m.group(2) and int(m.group(2)) >= 25, out
     cut_points = int(re.search(r"(\d+) cut points", out).group(1))
     assert cut_points > 20000, out
     assert int(re.search(r"tests passed, (\d+) checks", out).group(1)) > 100000, out
     if shutil.which("nm"):
-        undefined = _run(["nm", "-u", build_dir / "libtinyprop_persist.a"]).stdout.split()
+        undefined = run(["nm", "-u", build_dir / "libtinyprop_persist.a"]).stdout.split()
         assert not [s for s in undefined if FORBIDDEN_SYMBOL.match(s)], undefined
 
 
@@ -146,7 +109,7 @@ def _record(generation: int, payload: bytes, model_id=0, step=0, write_block=4) 
 def test_flash_image_written_by_cpp_matches_the_documented_format():
     build_dir = _host_build()
     image_path = build_dir / "written.img"
-    out = _run([build_dir / "persist_tests", "--group", "image", "--write-image", image_path]).stdout
+    out = run([build_dir / "persist_tests", "--group", "image", "--write-image", image_path]).stdout
     geo = _geometry(out)
     image = image_path.read_bytes()
     assert len(image) == geo["size"]
@@ -165,7 +128,7 @@ def test_flash_image_written_by_cpp_matches_the_documented_format():
 def _load(build_dir: Path, image: bytes, name: str) -> dict:
     path = build_dir / f"{name}.img"
     path.write_bytes(image)
-    out = _run([build_dir / "persist_tests", "--group", "image", "--load-image", path]).stdout
+    out = run([build_dir / "persist_tests", "--group", "image", "--load-image", path]).stdout
     line = re.search(r"loaded (.*)", out).group(1)
     return {k: v for k, v in (kv.split("=") for kv in line.split())}
 
@@ -173,7 +136,7 @@ def _load(build_dir: Path, image: bytes, name: str) -> dict:
 def test_cpp_loads_images_built_by_python():
     """Records encoded here from the README (zlib CRC); wrap-around, torn header, corrupt payload, both bad."""
     build_dir = _host_build()
-    out = _run([build_dir / "persist_tests", "--group", "image", "--write-image", build_dir / "geometry.img"]).stdout
+    out = run([build_dir / "persist_tests", "--group", "image", "--write-image", build_dir / "geometry.img"]).stdout
     geo = _geometry(out)
     empty = bytearray(b"\xff" * geo["size"])
     a = struct.pack("<25f", *[0.125 * i for i in range(25)])
@@ -225,9 +188,9 @@ def test_cross_compile(target, tmp_path):
         pytest.skip(f"{compiler} not found: run micro/install_toolchains.sh")
     for src in ("persist.cc", "sim_flash.cc"):
         obj = tmp_path / (src + ".o")
-        _run([compiler, *flags, *STRICT, "-I", PERSIST / "include", "-c", PERSIST / "src" / src, "-o", obj])
-        undefined = _run([nm, "-u", obj]).stdout.split()
+        run([compiler, *flags, *STRICT, "-I", PERSIST / "include", "-c", PERSIST / "src" / src, "-o", obj])
+        undefined = run([nm, "-u", obj]).stdout.split()
         bad = [s for s in undefined if FORBIDDEN_SYMBOL.match(s)]
         assert not bad, f"{src} for {target} references {bad}"
-        text, data, bss = (int(v) for v in _run([size, obj]).stdout.splitlines()[-1].split()[:3])
+        text, data, bss = (int(v) for v in run([size, obj]).stdout.splitlines()[-1].split()[:3])
         assert text > 0 and data == 0 and bss == 0, f"{src}: text={text} data={data} bss={bss}"

@@ -22,8 +22,8 @@ import tensorflow as tf
 
 import _numpy_reference as ref
 import tinyprop_tf as tp
-from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import selection as selection_lib
+from tinyprop_tf.sparsity_state import STAT_EXTREMES, STAT_SUMS
 
 RTOL = ATOL = 1e-5
 
@@ -180,7 +180,7 @@ def assert_close(actual, expected, what):
     np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, err_msg=what)
 
 
-K_SUM = layers_lib.STAT_SUMS.index("k_sum")
+K_SUM = STAT_SUMS.index("k_sum")
 
 
 def recorded_k_sum(layer):
@@ -670,7 +670,7 @@ def test_all_zero_first_step_is_finite_and_uses_s_min(spec_id, depth):
     k_by_hand = min(max(int(np.floor(np.float32(m) * np.float32(np.float32(s_min) * np.float32(zeta**depth)))), 1), m)
     np.testing.assert_array_equal(expected["k"], np.full(3, k_by_hand))
     # the ratio the layer used (bpr = s_min * zeta**p: 0 / 1e-30 = 0, no NaN), read from its step record
-    bpr_index = layers_lib.STAT_EXTREMES.index("bpr")
+    bpr_index = STAT_EXTREMES.index("bpr")
     for extreme in (layer.sparsity_state.minima, layer.sparsity_state.maxima):
         assert np.float32(extreme.numpy()[bpr_index]) == expected["bpr"][0]
     # a following nonzero step behaves per the reference with the untouched initial running max

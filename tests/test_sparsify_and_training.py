@@ -10,7 +10,6 @@ import pytest
 import tensorflow as tf
 
 import tinyprop_tf as tp
-from tinyprop_tf import layers as layers_lib
 from tinyprop_tf import models
 
 
@@ -343,4 +342,4 @@ def test_summary_prints_a_row_per_sparse_layer():
     text = tp.summary(model, print_fn=lines.append)
     assert lines == [text]
     assert "fc1" in text and "logits" in text and "TinyProp(" in text
-    assert len(layers_lib.sparse_layers(model)) == 2
+    assert len(tp.sparse_layers(model)) == 2

@@ -11,10 +11,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from _build import runner_or_skip
 
 import tinyprop_tf as tp
 from tinyprop_tf import models
-from tinyprop_tf.converters import artifacts, device_ops, export_training_model, flatbuffer, tflm_runner, verification
+from tinyprop_tf.converters import (artifacts, device_ops, export_training_model, flatbuffer, tflm_host_runner,
+                                    verification)
 from tinyprop_tf.converters.flatbuffer import fb
 
 EXPORTS = {  # name: (model, optimizer): fused SGD, Adam's separate backward and update, conv selection
@@ -26,10 +28,7 @@ EXPORTS = {  # name: (model, optimizer): fused SGD, Adam's separate backward and
 
 @pytest.fixture(scope="module")
 def runner():
-    found = tflm_runner.find_runner()
-    if found is None:
-        pytest.skip(f"no TFLM tree to build tinyprop_tflm_runner from: {tflm_runner.HOW_TO}")
-    return found
+    return runner_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +178,7 @@ def _edited(data, op_name, edit):
 @pytest.mark.parametrize("name", sorted(EXPORTS))
 def test_the_unedited_exports_run(runner, exported, name):
     data, feeds, state = exported(name)
-    outputs, arena = tflm_runner.run(runner, data, feeds, state=state)
+    outputs, arena = tflm_host_runner.run(runner, data, feeds, state=state)
     assert arena > 0 and np.isfinite(outputs[0][0]).all()
 
 
@@ -189,8 +188,8 @@ def test_the_unedited_exports_run(runner, exported, name):
 def test_prepare_refuses_a_malformed_operator_before_any_invoke(runner, exported, case):
     export, op_name, edit, says = CASES[case]
     data, feeds, state = exported(export)
-    with pytest.raises(tflm_runner.RunnerError) as error:
-        tflm_runner.run(runner, _edited(data, op_name, edit), feeds, state=state)
+    with pytest.raises(tflm_host_runner.RunnerError) as error:
+        tflm_host_runner.run(runner, _edited(data, op_name, edit), feeds, state=state)
     message = str(error.value)
     assert f"Node {op_name} (number" in message and "failed to prepare" in message, message
     assert "AllocateTensors failed" in message and "Invoke failed" not in message, message

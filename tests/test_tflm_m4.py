@@ -1,5 +1,5 @@
 """train_fast.tflite on an emulated Cortex-M4F: the runner program cross-compiled for QEMU's mps2-an386 with the
-RAM limited to a board's usable RAM (converters/tflm_runner.py ``find_m4_runner`` / ``run_m4``).
+RAM limited to a board's usable RAM (converters/tflm_host_runner.py ``find_m4_runner`` / ``run_m4``).
 
 Always: the image cache's key covers the RAM size and the image's own sources, and the host runner's key does not
 depend on them. With a TFLM tree, the Arm cross compiler and QEMU (``make test`` builds the images from
@@ -19,16 +19,15 @@ import re
 import keras
 import numpy as np
 import pytest
+from _build import fail_in_ci_else_skip, fake_runner_cache
 
 import tinyprop_tf as tp
 from tinyprop_tf import models
-from tinyprop_tf.boards import KIB
-from tinyprop_tf.converters import artifacts, device_ops, export_training_model, m4_app, tflm_runner, verification
+from tinyprop_tf.mcu_profiles import KIB
+from tinyprop_tf.converters import artifacts, device_ops, export_training_model, m4_app, tflm_host_runner, verification
 from tinyprop_tf.converters.board_projects import write_board_project
 from tinyprop_tf.converters.verification import verify
 
-SHARED_TFLM = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tflm",
-                                           "esp-tflite-micro"))
 NRF52840_RAM, NRF5340_RAM = 256 * KIB, 448 * KIB
 CASES = {
     "mlp_tinyprop_sgd": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16, 12)),
@@ -46,47 +45,25 @@ CASES = {
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
     """micro/'s sources copied, a minimal "TFLM tree", an empty cache, a stand-in build that records each call."""
-    import shutil
-
-    micro = tmp_path / "micro"
-    micro.mkdir()
-    for entry in tflm_runner.M4_SOURCES:
-        src = os.path.join(tflm_runner.MICRO_DIR, entry)
-        (shutil.copy if os.path.isfile(src) else shutil.copytree)(src, micro / entry)
-    tree = tmp_path / "tflm"
-    (tree / "tensorflow" / "lite" / "micro").mkdir(parents=True)
-    (tree / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").write_text("// interpreter\n")
-    builds = []
-
-    def build(tree_, digest, sources, cache_, exe, flavor=tflm_runner.HOST):
-        builds.append((flavor.label, exe, sorted(sources)))
-        os.makedirs(cache_, exist_ok=True)
-        with open(exe, "w") as f:
-            f.write("#!/bin/sh\n")
-
-    monkeypatch.setattr(tflm_runner, "MICRO_DIR", str(micro))
-    monkeypatch.setattr(tflm_runner, "_build", build)
-    monkeypatch.setattr(tflm_runner, "m4_missing_tools", lambda: [])
-    monkeypatch.delenv("TINYPROP_TFLM_RUNNER", raising=False)
-    monkeypatch.setenv("TINYPROP_TFLM_DIR", str(tree))
-    monkeypatch.setenv("TINYPROP_TFLM_CACHE", str(tmp_path / "cache"))
+    micro, _, _, builds = fake_runner_cache(tmp_path, monkeypatch, tflm_host_runner.M4_SOURCES)
+    monkeypatch.setattr(tflm_host_runner, "m4_missing_tools", lambda: [])
     return micro, builds
 
 
 def test_one_image_per_ram_size_and_sources_and_the_host_runner_ignores_the_image_files(fake):
     micro, builds = fake
-    host = tflm_runner.find_runner()
-    small, large = tflm_runner.find_m4_runner(NRF52840_RAM), tflm_runner.find_m4_runner(NRF5340_RAM)
+    host = tflm_host_runner.find_runner()
+    small, large = tflm_host_runner.find_m4_runner(NRF52840_RAM), tflm_host_runner.find_m4_runner(NRF5340_RAM)
     assert len({host, small, large}) == 3 and small.endswith(".elf") and len(builds) == 3
-    assert tflm_runner.find_m4_runner(NRF52840_RAM) == small and len(builds) == 3  # cached
+    assert tflm_host_runner.find_m4_runner(NRF52840_RAM) == small and len(builds) == 3  # cached
     m4_sources = builds[1][2]
     assert "mps2/startup.c" in m4_sources and "mps2/sections.ld" in m4_sources
     assert "tflm/mps2/runner_platform_mps2.cc" in m4_sources and "cmake/arm-cortex-m4f.cmake" in m4_sources
     assert not [p for p in builds[0][2] if "mps2" in p]  # the host runner is not built from the image's files
 
     (micro / "mps2" / "sections.ld").write_text((micro / "mps2" / "sections.ld").read_text() + "/* changed */\n")
-    assert tflm_runner.find_m4_runner(NRF52840_RAM, build=False) is None  # never the image of the old script
-    assert tflm_runner.find_runner(build=False) == host
+    assert tflm_host_runner.find_m4_runner(NRF52840_RAM, build=False) is None  # never the image of the old script
+    assert tflm_host_runner.find_runner(build=False) == host
 
 
 def test_the_app_image_is_built_in_the_runner_images_tree_and_keyed_by_the_project_data(fake, tmp_path):
@@ -95,44 +72,45 @@ def test_the_app_image_is_built_in_the_runner_images_tree_and_keyed_by_the_proje
     micro, builds = fake
     data = tmp_path / "src"
     data.mkdir()
-    for name in tflm_runner.M4_APP_DATA_FILES:
+    for name in tflm_host_runner.M4_APP_DATA_FILES:
         (data / name).write_text(f"// {name}\n")
-    runner = tflm_runner.find_m4_runner(NRF52840_RAM)
-    app = tflm_runner.find_m4_app(str(data), NRF52840_RAM)
+    runner = tflm_host_runner.find_m4_runner(NRF52840_RAM)
+    app = tflm_host_runner.find_m4_app(str(data), NRF52840_RAM)
     assert app != runner and os.path.basename(app).startswith("tinyprop_app_m4-") and len(builds) == 2
-    assert tflm_runner.find_m4_app(str(data), NRF52840_RAM) == app and len(builds) == 2  # cached
-    runner_flavor, app_flavor = tflm_runner._m4_flavor(NRF52840_RAM), tflm_runner._m4_app_flavor(NRF52840_RAM)
+    assert tflm_host_runner.find_m4_app(str(data), NRF52840_RAM) == app and len(builds) == 2  # cached
+    runner_flavor, app_flavor = tflm_host_runner._m4_flavor(NRF52840_RAM), tflm_host_runner._m4_app_flavor(NRF52840_RAM)
     assert (runner_flavor.src, runner_flavor.build) == (app_flavor.src, app_flavor.build)
-    assert set(builds[1][2]) - set(builds[0][2]) == {f"app-data/{n}" for n in tflm_runner.M4_APP_DATA_FILES}
+    assert set(builds[1][2]) - set(builds[0][2]) == {f"app-data/{n}" for n in tflm_host_runner.M4_APP_DATA_FILES}
     assert "app/mps2/main.cc" in builds[0][2] and "app/src/training_loop.cc" in builds[0][2]
 
     (data / "samples.cc").write_text("// other samples\n")
-    assert tflm_runner.find_m4_app(str(data), NRF52840_RAM, build=False) is None
-    assert tflm_runner.find_m4_runner(NRF52840_RAM, build=False) == runner  # the runner does not take the data
+    assert tflm_host_runner.find_m4_app(str(data), NRF52840_RAM, build=False) is None
+    assert tflm_host_runner.find_m4_runner(NRF52840_RAM, build=False) == runner  # the runner does not take the data
     (data / "samples.cc").unlink()
-    with pytest.raises(tflm_runner.RunnerError, match="has no samples.cc"):
-        tflm_runner.find_m4_app(str(data), NRF52840_RAM)
+    with pytest.raises(tflm_host_runner.RunnerError, match="has no samples.cc"):
+        tflm_host_runner.find_m4_app(str(data), NRF52840_RAM)
 
 
 def test_ram_size_is_checked():
     for bad in (0, -1, 32 * KIB, 5 << 20, 256.0, True):
         with pytest.raises(ValueError, match="ram_bytes"):
-            tflm_runner.find_m4_runner(bad)
+            tflm_host_runner.find_m4_runner(bad)
 
 
 def test_a_stack_with_no_paint_left_is_an_error():
     lines = {"ram_bytes": [262144], "stack_bytes": [16384], "data_bytes": [1], "bss_bytes": [1], "heap_bytes": [8192],
              "arena_available_bytes": [1000], "arena_used_bytes": [10], "heap_used_bytes": [5],
              "invoke_ticks": [0, 80, 1, 40]}
-    assert tflm_runner._measures({**lines, "stack_high_water_bytes": [7000]}, 2).invoke_instructions == [50.0, 25.0]
-    with pytest.raises(tflm_runner.RunnerError, match="used all of its 16,384-byte stack"):
-        tflm_runner._measures({**lines, "stack_high_water_bytes": [16384]}, 2)
+    measures = tflm_host_runner._measures({**lines, "stack_high_water_bytes": [7000]}, 2)
+    assert measures.invoke_instructions == [50.0, 25.0]
+    with pytest.raises(tflm_host_runner.RunnerError, match="used all of its 16,384-byte stack"):
+        tflm_host_runner._measures({**lines, "stack_high_water_bytes": [16384]}, 2)
 
 
 def test_measure_lines_are_parsed_and_other_output_ignored():
     out = ("arena_used_bytes 1234\nFailed to allocate tail memory. Requested: 10\n\n"
            "invoke_ticks 0 80\ninvoke_ticks 1 96\n")
-    assert tflm_runner._values(out) == {"arena_used_bytes": [1234], "invoke_ticks": [0, 80, 1, 96]}
+    assert tflm_host_runner._values(out) == {"arena_used_bytes": [1234], "invoke_ticks": [0, 80, 1, 96]}
 
 
 # ---- on the emulated board -----------------------------------------------------------------------------------
@@ -140,16 +118,14 @@ def _image_or_skip(ram_bytes, find=None):
     """The runner's image (or what ``find()`` builds: the app's), else a skip that says why; in CI with ../shared's
     TFLM tree a failure."""
     try:
-        elf = find() if find is not None else tflm_runner.find_m4_runner(ram_bytes)
-    except tflm_runner.RunnerError as e:
+        elf = find() if find is not None else tflm_host_runner.find_m4_runner(ram_bytes)
+    except tflm_host_runner.RunnerError as e:
         pytest.fail(str(e))
     if elf is None:
-        missing = tflm_runner.m4_missing_tools()
+        missing = tflm_host_runner.m4_missing_tools()
         why = f"{', '.join(missing)} not found; " if missing else ""
-        if os.environ.get("CI", "").lower() in ("true", "1") and os.path.isdir(SHARED_TFLM):
-            pytest.fail(f"CI: {SHARED_TFLM} is beside the checkout, but no emulated Cortex-M4F runner "
-                        f"({why}make test builds it with make tflm-runner-m4)")
-        pytest.skip(f"no emulated Cortex-M4F runner: {why}{tflm_runner.M4_HOW_TO}")
+        fail_in_ci_else_skip(f"no emulated Cortex-M4F runner ({why}make test builds it with make tflm-runner-m4)",
+                             f"no emulated Cortex-M4F runner: {why}{tflm_host_runner.M4_HOW_TO}")
     return elf
 
 
@@ -216,9 +192,10 @@ def test_measures_are_the_runs_own_and_instruction_counts_repeat(exported):
     second = verification.run_tflm_m4(data, manifest, xs, ys, elf, weights)["measures"]
     assert first == second  # -icount: the same instructions every run
     m = first
-    assert m.ram_bytes == NRF52840_RAM and m.stack_bytes == tflm_runner.M4_STACK_BYTES
+    assert m.ram_bytes == NRF52840_RAM and m.stack_bytes == tflm_host_runner.M4_STACK_BYTES
     assert 0 < m.stack_high_water_bytes < m.stack_bytes
-    assert m.data_bytes > 0 and m.bss_bytes > 0 and 0 < m.heap_used_bytes <= m.heap_bytes == tflm_runner.M4_HEAP_BYTES
+    assert m.data_bytes > 0 and m.bss_bytes > 0
+    assert 0 < m.heap_used_bytes <= m.heap_bytes == tflm_host_runner.M4_HEAP_BYTES
     assert 0 < m.arena_used_bytes <= m.arena_available_bytes
     # Everything in RAM is inside the limit: stack, .data, .bss, heap, arena region (up to alignment padding).
     static = m.stack_bytes + m.data_bytes + m.bss_bytes + m.heap_bytes
@@ -251,7 +228,7 @@ def _mlp_arena(width, elf, tmp_path):
         data = f.read()
     feeds = verification.runner_feeds(manifest, *verification.make_batches(manifest, 1))  # a train, an infer
     state = device_ops.initial_state(manifest["tflm_fast"]["state"], artifacts.exported_weights(out, manifest))
-    return data, feeds, tflm_runner.run_m4(elf, data, feeds, state=state)[1], state
+    return data, feeds, tflm_host_runner.run_m4(elf, data, feeds, state=state)[1], state
 
 
 @pytest.mark.slow
@@ -260,10 +237,10 @@ def test_the_ram_limit_limits(tmp_path):
     """A model whose arena exceeds what 256 KiB leaves fails there with one line naming needed vs available, and
     runs with 448 KiB. The model is sized from measurements (arena ~ affine in the hidden width), not from
     today's arena figures."""
-    small, large, big = (_image_or_skip(r) for r in (NRF52840_RAM, NRF5340_RAM, tflm_runner.M4_MAX_RAM))
+    small, large, big = (_image_or_skip(r) for r in (NRF52840_RAM, NRF5340_RAM, tflm_host_runner.M4_MAX_RAM))
     tiny_data, tiny_feeds, _, tiny_state = _mlp_arena(4, big, tmp_path)
-    fits_small = tflm_runner.run_m4(small, tiny_data, tiny_feeds, state=tiny_state)[1].arena_available_bytes
-    fits_large = tflm_runner.run_m4(large, tiny_data, tiny_feeds, state=tiny_state)[1].arena_available_bytes
+    fits_small = tflm_host_runner.run_m4(small, tiny_data, tiny_feeds, state=tiny_state)[1].arena_available_bytes
+    fits_large = tflm_host_runner.run_m4(large, tiny_data, tiny_feeds, state=tiny_state)[1].arena_available_bytes
     assert fits_small < fits_large
     target = (fits_small + fits_large) / 2
     points = [(w, _mlp_arena(w, big, tmp_path)[2].arena_used_bytes) for w in (8, 24)]
@@ -277,15 +254,15 @@ def test_the_ram_limit_limits(tmp_path):
         points.append((width, needed))
     assert fits_small < needed <= fits_large, (points, width, needed, fits_small, fits_large)
 
-    with pytest.raises(tflm_runner.RamError) as info:
-        tflm_runner.run_m4(small, data, feeds, state=state)
+    with pytest.raises(tflm_host_runner.RamError) as info:
+        tflm_host_runner.run_m4(small, data, feeds, state=state)
     message = str(info.value)
     assert "\n" not in message and info.value.needed == needed and info.value.available == fits_small
     assert re.search(rf"does not fit 262,144 bytes .* arena needs {needed:,} bytes, {fits_small:,} bytes are "
                      "available", message), message
-    outputs, m = tflm_runner.run_m4(large, data, feeds, state=state)
+    outputs, m = tflm_host_runner.run_m4(large, data, feeds, state=state)
     assert m.arena_used_bytes == needed and m.ram_bytes == NRF5340_RAM
-    reference, _ = tflm_runner.run_m4(big, data, feeds, state=state)
+    reference, _ = tflm_host_runner.run_m4(big, data, feeds, state=state)
     for got, want in zip(outputs, reference):  # the same program: the RAM size changes nothing else
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)

@@ -21,7 +21,7 @@ import importlib
 _EXPORTS = {
     "read_stats": "accounting", "reset_stats": "accounting", "summary": "accounting", "totals": "accounting",
     "SparseConv1D": "layers", "SparseConv2D": "layers", "SparseDense": "layers",
-    "SparseDepthwiseConv2D": "layers", "sparse_layers": "layers",
+    "SparseDepthwiseConv2D": "layers", "sparse_layers": "sparsity_state",
     "DenseBackprop": "policies", "SsProp": "policies", "StaticTopK": "policies", "TinyProp": "policies",
     "TinyPropSkip": "policies", "BudgetProp": "policies",
     "LazyAdam": "optimizers",

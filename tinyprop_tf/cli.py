@@ -336,7 +336,7 @@ def _export(args):
     if args.policy:
         policy = policies.from_spec(args.policy)
     else:  # a sparsified model keeps its own policy; a plain one gets TinyProp's defaults, as --help says
-        from tinyprop_tf.layers import sparse_layers
+        from tinyprop_tf.sparsity_state import sparse_layers
 
         policy = None if sparse_layers(model) else policies.TinyProp()
     options = {"momentum": args.momentum} if args.optimizer == "sgd" else {}
@@ -513,8 +513,8 @@ def _run(args) -> int:
     import_tensorflow()
     import tensorflow as tf
 
-    from tinyprop_tf.converters.tflm import TFLMError
-    from tinyprop_tf.converters.tflm_runner import RunnerError
+    from tinyprop_tf.converters.tflm_pip import TFLMError
+    from tinyprop_tf.converters.tflm_host_runner import RunnerError
 
     try:
         return args.run(args) or 0

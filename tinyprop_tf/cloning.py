@@ -19,37 +19,20 @@ import warnings
 
 import keras
 
-from tinyprop_tf import accounting
+from tinyprop_tf import accounting, model_graph
 from tinyprop_tf import layers as sparse_layers_lib
 from tinyprop_tf import policies as policies_lib
+from tinyprop_tf.sparsity_state import sparse_layers
 
 # ssProp's authors replace only the 2-D convolutions; Dense, Conv1D and BatchNorm stay dense.
 SSPROP_DEFAULT_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-
-
-def _check_model(model, what: str):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"{what} expects a keras.Model (Sequential or Functional), got {type(model).__name__}")
-    if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes"):
-        raise TypeError(
-            f"{what} cannot clone the subclassed model '{model.name}' ({type(model).__name__}); "
-            "build it as a Sequential or Functional model"
-        )
-    if not model.built:
-        raise ValueError(f"{what}: model '{model.name}' is not built; call it on data or give it an Input first")
 
 
 def _unsupported_reason(layer) -> str | None:
     """Why a supported-class layer can't be converted, or None."""
     if type(layer) not in sparse_layers_lib.SPARSE_COUNTERPART:
         return f"{type(layer).__name__} has no sparse counterpart"
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        return "data_format='channels_first' (only channels_last is supported)"
-    if getattr(layer, "lora_enabled", False):
-        return "LoRA is enabled"
-    if getattr(layer, "quantization_mode", None):
-        return f"quantized ({layer.quantization_mode})"
-    return None
+    return model_graph.unsupported_form(layer)
 
 
 def _has_kernel(layer) -> bool:
@@ -57,39 +40,19 @@ def _has_kernel(layer) -> bool:
     return any("kernel" in w.path.rsplit("/", 1)[-1] for w in layer.weights)
 
 
-def _graph(model):
-    """(layers, parents: layer -> list of parent layers) for the model's top level."""
-    layers = list(model.layers)
-    if isinstance(model, keras.Sequential):
-        return layers, {layer: ([layers[i - 1]] if i else []) for i, layer in enumerate(layers)}
-    parents = {layer: [] for layer in layers}
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            if node.operation in parents:
-                parents[node.operation].extend(p.operation for p in node.parent_nodes if p.operation in parents)
-    return layers, parents
-
-
-def _depths_and_input_grads(model, chosen: set):
-    """Depth p for each chosen layer, and whether its input needs a gradient."""
-    layers, parents = _graph(model)
-    children = {layer: [] for layer in layers}
-    for layer, ps in parents.items():
+def _depths(model, chosen: set) -> dict[str, int]:
+    """Depth p of each chosen layer: the most chosen layers on any path from it (exclusive) to an output."""
+    feeding = model_graph.parents(model)
+    children = {layer: [] for layer in feeding}
+    for layer, ps in feeding.items():
         for p in ps:
             children[p].append(layer)
 
     @functools.cache
-    def downstream(layer):  # most chosen layers on any path from `layer` (exclusive) to an output
+    def downstream(layer):
         return max(((c in chosen) + downstream(c) for c in children[layer]), default=0)
 
-    @functools.cache
-    def upstream_trainable(layer):  # does any layer feeding `layer` have trainable weights?
-        return any(bool(p.trainable_weights) or upstream_trainable(p) for p in parents[layer])
-
-    return (
-        {layer.name: downstream(layer) for layer in chosen},
-        {layer.name: upstream_trainable(layer) for layer in chosen},
-    )
+    return {layer.name: downstream(layer) for layer in chosen}
 
 
 def refresh_input_grads(model) -> None:
@@ -97,7 +60,7 @@ def refresh_input_grads(model) -> None:
     it when cloning; ``trainable.train_last`` after changing the flags). A layer whose input needs no gradient stops
     it there (``layers.SparseBackpropMixin.call``)."""
     sparse = [layer for layer in model.layers if isinstance(layer, sparse_layers_lib.SPARSE_LAYERS)]
-    _, input_grads = _depths_and_input_grads(model, set(sparse))
+    input_grads = model_graph.input_needs_gradient(model)
     for layer in sparse:
         layer.needs_input_grad = input_grads[layer.name]
     set_layer_policies(sparse)
@@ -148,7 +111,7 @@ def sparsify(model, policy, layers=None, selection: str = "channel", verbose: bo
     Returns:
       A new, uncompiled model. Compile it and train with ``fit`` or a ``GradientTape`` loop.
     """
-    _check_model(model, "sparsify")
+    model_graph.check_model(model, "sparsify")
     policy = policies_lib.get(policy)
     if selection not in sparse_layers_lib.SELECTIONS:
         raise ValueError(f"selection must be one of {sparse_layers_lib.SELECTIONS}, got {selection!r}")
@@ -185,7 +148,7 @@ def sparsify(model, policy, layers=None, selection: str = "channel", verbose: bo
     if not chosen:
         raise ValueError(f"sparsify: model '{model.name}' has no layer that can be made sparse ({left_dense})")
 
-    depths, input_grads = _depths_and_input_grads(model, chosen)
+    depths, input_grads = _depths(model, chosen), model_graph.input_needs_gradient(model)
     chosen_names = {layer.name for layer in chosen}
     policy_config = keras.saving.serialize_keras_object(policy)
 
@@ -203,14 +166,14 @@ def sparsify(model, policy, layers=None, selection: str = "channel", verbose: bo
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
     _copy_weights(model, clone)
-    set_layer_policies(sparse_layers_lib.sparse_layers(clone))
+    set_layer_policies(sparse_layers(clone))
     clone.sparsify_report = {"sparse": sorted(chosen_names), "left_dense": left_dense, "depths": depths}
     return clone
 
 
 def strip(model):
     """A plain Keras model with the trained weights: every sparse layer back to its Keras parent class."""
-    _check_model(model, "strip")
+    model_graph.check_model(model, "strip")
 
     def clone_layer(layer):
         dense_cls = sparse_layers_lib.DENSE_COUNTERPART.get(type(layer))

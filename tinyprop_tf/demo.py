@@ -119,11 +119,11 @@ def _measured_step(project, steps_per_epoch: int, print_fn) -> dict | None:
     """The exported step's time on the project's board from its whole-step instruction count on the emulated
     Cortex-M4F (``m4_app.measured_step``), per step and per fine-tuning epoch of ``steps_per_epoch`` device steps;
     None (and a line saying why) when it cannot be measured."""
-    from tinyprop_tf.converters import m4_app, tflm_runner
+    from tinyprop_tf.converters import m4_app, tflm_host_runner
 
     try:
         measured = m4_app.measured_step(project)
-    except tflm_runner.RunnerError as e:
+    except tflm_host_runner.RunnerError as e:
         print_fn(f"  whole step on the emulated Cortex-M4F not measured: {str(e).splitlines()[0]}")
         return None
     if measured is None:

@@ -5,7 +5,6 @@ Used by ``tinyprop demo``, ``tinyprop finetune`` and ``benchmarks/paper_comparis
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -13,42 +12,11 @@ import keras
 import numpy as np
 
 from tinyprop_tf import batchnorm as batchnorm_lib
-from tinyprop_tf import outdir, trainable
+from tinyprop_tf import estimates, outdir, report, trainable
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf.cloning import sparsify
+from tinyprop_tf.run_result import RunResult
 from tinyprop_tf.training import BackpropStats, UpdateSparsity
-
-
-@dataclasses.dataclass
-class RunResult:
-    """One fine-tuning run: per-epoch metrics and accounting, and the final per-layer statistics."""
-
-    name: str
-    policy: str
-    epochs: list[int]
-    metric_name: str
-    metric: list[float]  # per epoch, on the test set
-    loss: list[float]  # per epoch, training loss
-    bwd_macs_sparse: list[float]
-    bwd_macs_dense: list[float]
-    fwd_macs: list[float]
-    select_ops: list[float]
-    layers: dict[str, dict]  # layer -> {"kept_ratio": [...per epoch], "k_mean": [...], "entries": M, "depth": p}
-    initial_metric: float
-    model_path: str | None = None
-    frozen_layers: list[str] = dataclasses.field(default_factory=list)  # sparse layers run forward only
-
-    @property
-    def final_metric(self) -> float:
-        return self.metric[-1]
-
-    @property
-    def bwd_ratio(self) -> float:
-        """Sparse / dense backward MACs over the whole run."""
-        return float(np.sum(self.bwd_macs_sparse) / np.sum(self.bwd_macs_dense))
-
-    def to_dict(self):
-        return {**dataclasses.asdict(self), "final_metric": self.final_metric, "bwd_ratio": self.bwd_ratio}
 
 
 class _EvaluateEachEpoch(keras.callbacks.Callback):
@@ -207,8 +175,6 @@ def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict,
     only the last N affine layers (``trainable.train_last``; checked before any run). ``optimizer``: one of
     ``OPTIMIZERS``, for every run. ``batchnorm``: ``finetune``'s, applied once to ``pretrained`` for every run
     (and to the ``pretrained.keras`` saved)."""
-    from tinyprop_tf import report
-
     make_optimizer(optimizer, learning_rate)  # a bad name fails here, before any work
     started = time.time()
     about = {**(about or {}), "batchnorm": batchnorm}
@@ -237,16 +203,16 @@ def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict,
             bar.close()  # also when the run stops: the messages after it start on a clean line
         write_report(folder, {**about, "runs": [r.to_dict() for r in results]}, complete=False)
 
-    estimates = board_estimates(results, boards)
-    fit = memory_fit(pretrained, batch_size, optimizer, boards, trained=trained)
+    per_board = estimates.board_estimates(results, boards)
+    fit = estimates.memory_fit(pretrained, batch_size, optimizer, boards, trained=trained)
     print_fn("")
-    print_fn(report.comparison_table(results, estimates))
+    print_fn(report.comparison_table(results, per_board))
     print_fn(f"\nTraining state in RAM (float32 weights, gradients, {optimizer} state, activations of a batch of "
              f"{batch_size}; TFLM arena and stack not included):")
     for name, row in fit.items():
         print_fn(f"  {name:<9} {row['message']}")
     plots = report.plot_comparison(results, folder.path)
-    payload = {**about, "runs": [r.to_dict() for r in results], "board_estimates": estimates,
+    payload = {**about, "runs": [r.to_dict() for r in results], "board_estimates": per_board,
                "memory_fit": fit,
                "plots": plots, "seconds": time.time() - started}
     payload = write_report(folder, payload, complete=finish)
@@ -261,73 +227,9 @@ def write_report(folder: outdir.Folder, payload: dict, complete: bool) -> dict:
     payload = {"complete": complete, **{k: v for k, v in payload.items() if k != "complete"}}
     if complete:
         payload = folder.final_paths(payload)
-    write_json(os.path.join(folder.path, "report.json"), payload)
+    outdir.write_json(os.path.join(folder.path, "report.json"), payload)
     return payload
 
 
 def _file_safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def board_estimates(results: list[RunResult], boards=None) -> dict:
-    """Per run and board: estimated (seconds, joules) of one fine-tuning epoch's training work."""
-    from tinyprop_tf import boards as boards_lib
-
-    names = boards or list(boards_lib.PROFILES)
-    estimates = {}
-    for r in results:
-        epochs = len(r.epochs)
-        macs = (np.sum(r.fwd_macs) + np.sum(r.bwd_macs_sparse)) / epochs
-        ops = np.sum(r.select_ops) / epochs
-        estimates[r.name] = {
-            name: tuple(float(v) for v in boards_lib.estimate_time_energy(boards_lib.get_board(name), macs, ops))
-            for name in names
-        }
-    return estimates
-
-
-def kept_activation_elements(model: keras.Model) -> int:
-    """Per sample, the tensors the backward pass keeps: the model input and every layer's output (each is
-    the next layer's input or an activation derivative's argument). A deliberately simple upper-side count."""
-    elements = int(np.prod(model.input_shape[1:]))
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        shape = layer.output.shape if hasattr(layer, "output") else None
-        if shape is not None and all(d is not None for d in shape[1:]):
-            elements += int(np.prod(shape[1:]))
-    return elements
-
-
-def memory_fit(model: keras.Model, batch_size: int, optimizer: str = "adam", boards=None,
-               trained: list[str] | None = None) -> dict:
-    """Per board: does fine-tuning ``model`` (float32 weights, gradients, optimizer state, kept activations
-    for ``batch_size`` samples) fit its usable RAM and flash? ``{board: {"fits", "margin_bytes", "message",
-    "ram_bytes"}}``. ``trained``: the names of the layers that train (default: its trainable weights). The TFLM
-    arena and stack are not included (``--board`` planning measures them: ``converters/planning.py``)."""
-    from tinyprop_tf import boards as boards_lib
-
-    weights = (model.trainable_weights if trained is None else
-               [w for layer in model.layers if layer.name in trained for w in layer.trainable_weights])
-    breakdown = boards_lib.training_memory(
-        params=int(model.count_params()),
-        trainable_params=int(sum(np.prod(w.shape) for w in weights)),
-        activation_elements=kept_activation_elements(model), batch_size=batch_size, optimizer=optimizer)
-    report = {}
-    for name in boards or list(boards_lib.PROFILES):
-        ok, margin, message = boards_lib.fits(name, breakdown)
-        report[name] = {"fits": bool(ok), "margin_bytes": int(margin), "message": message,
-                        "ram_bytes": int(breakdown.ram_bytes)}
-    return report
-
-
-def write_json(path: str, payload) -> None:
-    """Write JSON atomically (``outdir.write_json``): an interrupted run never leaves a truncated report."""
-    outdir.write_json(path, payload)
-
-
-def selection_overhead_share(result: RunResult) -> float:
-    """Selection ops relative to the sparse backward MACs (a rough overhead indicator)."""
-    sparse = float(np.sum(result.bwd_macs_sparse))
-    return float(np.sum(result.select_ops)) / sparse if sparse else float("nan")
-

@@ -34,71 +34,20 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tinyprop_tf import accounting, selection
 from tinyprop_tf import policies as policies_lib
-from tinyprop_tf import selection
 from tinyprop_tf._registry import register_with_keras
+from tinyprop_tf.sparsity_state import SparsityState
 
 # Policies and schedules travel inside the layers' configs: Keras must know them before any layer is saved/loaded.
 register_with_keras()
 
 SELECTIONS = ("channel", "element")
 
-# Names of the per-layer step accumulators (sums over steps since the last reset), in storage order.
-STAT_SUMS = (
-    "steps",
-    "samples",
-    "skipped",  # samples that needed no backward work here (zero error, or skipped by TinyPropSkip)
-    "k_sum",
-    "bpr_sum",
-    "fwd_macs",
-    "bwd_macs_dense",
-    "bwd_macs_sparse",
-    "select_ops",
-)
-STAT_EXTREMES = ("k", "bpr")  # min and max kept over steps
-
-
-@keras.saving.register_keras_serializable(package="tinyprop_tf")
-class SparsityState(keras.layers.Layer):
-    """Per-layer state of sparse back-propagation (never called; holds variables only)."""
-
-    def __init__(self, keep: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.initial_keep = float(keep)
-        self.ymax = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(selection.YMAX_INIT), trainable=False, name="ymax"
-        )
-        self.keep = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(keep), trainable=False, name="keep"
-        )
-        # float64: MAC totals over an epoch pass float32's exact-integer range (2**24) quickly.
-        self.sums = self.add_weight(
-            shape=(len(STAT_SUMS),), dtype="float64", initializer="zeros", trainable=False, name="sums"
-        )
-        self.minima = self.add_weight(
-            shape=(len(STAT_EXTREMES),), dtype="float64", initializer=keras.initializers.Constant(np.inf),
-            trainable=False, name="minima",
-        )
-        self.maxima = self.add_weight(
-            shape=(len(STAT_EXTREMES),), dtype="float64", initializer=keras.initializers.Constant(-np.inf),
-            trainable=False, name="maxima",
-        )
-        self.built = True
-
-    def reset_running_max(self):
-        self.ymax.assign(selection.YMAX_INIT)
-
-    def reset_stats(self):
-        self.sums.assign(np.zeros(len(STAT_SUMS)))
-        self.minima.assign(np.full(len(STAT_EXTREMES), np.inf))
-        self.maxima.assign(np.full(len(STAT_EXTREMES), -np.inf))
-
-    def get_config(self):
-        return {**super().get_config(), "keep": self.initial_keep}
-
 
 class SparseBackpropMixin:
-    """What every sparse layer shares: config, state, the custom gradient and the step accounting.
+    """What every sparse layer shares: config, state and the custom gradient. Its backward pass is the selection rule
+    (``selection.select_for_policy``) applied to the error signal, and the step counted (``accounting.record_step``).
 
     A subclass provides ``_affine(inputs)`` (the parent's output before bias), ``_bias_for_add()`` (the bias
     shaped as the parent adds it) and ``_fan_in()`` (MACs per output element).
@@ -176,8 +125,32 @@ class SparseBackpropMixin:
         return affine_output_with_bias(z, tf.convert_to_tensor(bias))
 
     # -- backward ---------------------------------------------------------------------------------------------
-    def _selectable_shape(self, delta_shape):
-        """(M, positions per entry): M entries compete per sample; each covers ``positions`` output elements."""
+    def _backward(self, delta):
+        """Masked error for the affine part and the bias gradient; updates the layer's state and accumulators."""
+        cost = self._cost(delta.shape)
+        flat, scores, y = selection.scores_and_error(delta, cost.entries, self.selection == "channel")
+        # [B]: L1 of the layer's error per sample. A NaN or Inf anywhere in delta makes its sample's y non-finite,
+        # so checking these B numbers is as strict as checking delta (checking all of delta cost ~20 % of a
+        # DS-CNN step); the only extra trigger is an L1 beyond float32's range, where training is lost anyway.
+        y = tf.debugging.check_numerics(
+            y, f"tinyprop_tf: non-finite error signal (NaN/Inf) in the backward pass of layer '{self.name}'"
+        )
+        state = self.sparsity_state
+        chosen = selection.select_for_policy(self.policy, self.depth, flat, scores, y, state.ymax.value,
+                                             state.keep.value, cost.entries)
+        state.ymax.assign(chosen.ymax)
+        kept_error = self._kept_error(delta, chosen)
+        d_bias = self._bias_gradient(delta, kept_error, chosen)
+        if self.kept_observer is not None:
+            self.kept_observer(self, chosen.kept, tf.where(chosen.active, chosen.k, 0))
+        accounting.record_step(state, cost, chosen, tf.shape(delta)[0], self.policy)
+        # The check on y must run before anything downstream (the optimizer) can use these gradients, also where
+        # they don't depend on y (DenseBackprop).
+        with tf.control_dependencies([y]):
+            return tf.identity(kept_error), tf.identity(d_bias)
+
+    def _cost(self, delta_shape) -> accounting.LayerCost:
+        """What a sample costs here: M entries compete, each covering ``positions`` output elements."""
         per_sample = delta_shape[1:]
         if any(d is None for d in per_sample):
             raise ValueError(
@@ -185,120 +158,28 @@ class SparseBackpropMixin:
                 f"and count entries; got {tuple(delta_shape)}"
             )
         out_elements = int(np.prod(per_sample))
-        if self.selection == "element":
-            return out_elements, 1
-        channels = int(per_sample[-1])
-        return channels, out_elements // channels
+        entries = out_elements if self.selection == "element" else int(per_sample[-1])
+        return accounting.LayerCost(entries, out_elements // entries, out_elements, self._fan_in(),
+                                    bool(self.trainable), self.needs_input_grad)
 
-    def _backward(self, delta):
-        """Masked error for the affine part and the bias gradient; updates state and accumulators."""
-        policy, state = self.policy, self.sparsity_state
-        num_entries, positions = self._selectable_shape(delta.shape)
-        batch = tf.shape(delta)[0]
-        flat, scores, y = selection.scores_and_error(delta, num_entries, self.selection == "channel")
-        # [B]: L1 of the layer's error per sample. A NaN or Inf anywhere in delta makes its sample's y non-finite,
-        # so checking these B numbers is as strict as checking delta (checking all of delta cost ~20 % of a
-        # DS-CNN step); the only extra trigger is an L1 beyond float32's range, where training is lost anyway.
-        y = tf.debugging.check_numerics(
-            y, f"tinyprop_tf: non-finite error signal (NaN/Inf) in the backward pass of layer '{self.name}'"
-        )
+    def _kept_error(self, delta, chosen):
+        """The error the affine part back-propagates: the kept entries of the samples the policy does not skip."""
+        sample_gate = None if chosen.skipped is None else tf.cast(chosen.active, delta.dtype)
+        if chosen.kept is None:
+            return delta if sample_gate is None else selection.keep_samples(delta, sample_gate)
+        gate = tf.cast(chosen.kept, delta.dtype)
+        if sample_gate is not None:
+            gate = gate * sample_gate[:, None]
+        return selection.keep_entries(delta, gate, self.selection == "channel", tf.shape(gate)[0])
 
-        rule = policy.rule(self.depth)
-        if rule is not None:
-            chosen = selection.select(scores, y, state.ymax.value, rule)
-            ymax, bpr, k, keep_entries = chosen.ymax, chosen.bpr, chosen.k, chosen.kept
-        else:  # dense, or ssProp's batch-shared keep fraction
-            ymax = selection.update_running_max(state.ymax.value, y)  # updated before it is used in this step
-            bpr = policy.sample_ratio(y, ymax, self.depth, state.keep.value)
-            if not policy.selects:
-                k = tf.fill([batch], num_entries)
-                keep_entries = None
-            else:
-                shared_scores = tf.reduce_mean(flat, axis=[0, 1])[None, :]
-                k_shared = selection.ratio_to_k(bpr[:1], num_entries, policy.rounding)
-                keep_entries = selection.topk_mask(shared_scores, k_shared)
-                k = tf.fill([batch], k_shared[0])
-        state.ymax.assign(ymax)
-        skipped = policy.skipped_samples(y, ymax, self.depth)
-
-        # Samples that need no backward work: skipped by the policy, or (sparse policies) zero error.
-        active = tf.ones([batch], tf.bool) if not policy.selects else selection.active_samples(y)
-        if skipped is not None:
-            active = active & tf.logical_not(skipped)
-        sample_gate = tf.cast(active, delta.dtype)
-
-        if keep_entries is None:
-            masked = delta if skipped is None else delta * self._broadcast_samples(sample_gate, delta)
-        else:
-            gate = tf.cast(keep_entries, delta.dtype)
-            if skipped is not None:
-                gate = gate * sample_gate[:, None]
-            masked = delta * self._broadcast_entries(gate, delta)
-
-        bias_axes = list(range(delta.shape.rank - 1))
-        if policy.sparse_bias:
-            d_bias = tf.reduce_sum(masked, axis=bias_axes)
-        elif skipped is not None:
-            d_bias = tf.reduce_sum(delta * self._broadcast_samples(sample_gate, delta), axis=bias_axes)
-        else:
-            d_bias = tf.reduce_sum(delta, axis=bias_axes)
-
-        if self.kept_observer is not None:
-            self.kept_observer(self, keep_entries, tf.where(active, k, 0))
-        self._record_step(batch, k, bpr, active, num_entries, positions, int(np.prod(delta.shape[1:])))
-        # The check on y must run before anything downstream (the optimizer) can use these gradients, also where
-        # they don't depend on y (DenseBackprop).
-        with tf.control_dependencies([y]):
-            return tf.identity(masked), tf.identity(d_bias)
-
-    def _broadcast_entries(self, gate, delta):
-        if self.selection == "element":
-            return tf.reshape(gate, tf.shape(delta))
-        return tf.reshape(gate, [tf.shape(gate)[0]] + [1] * (delta.shape.rank - 2) + [delta.shape[-1]])
-
-    @staticmethod
-    def _broadcast_samples(sample_gate, delta):
-        return tf.reshape(sample_gate, [-1] + [1] * (delta.shape.rank - 1))
-
-    # -- accounting -------------------------------------------------------------------------------------------
-    def backward_macs_per_entry(self, positions: int) -> int:
-        """Backward MACs one kept entry costs per sample: dW if the layer trains, dx if its input needs a gradient."""
-        return positions * self._fan_in() * (int(bool(self.trainable)) + int(self.needs_input_grad))
-
-    def _record_step(self, batch, k, bpr, active, num_entries, positions, out_elements):
-        state, policy = self.sparsity_state, self.policy
-        f64 = tf.float64
-        batch_f = tf.cast(batch, f64)
-        k_eff = tf.cast(tf.where(active, k, 0), f64)
-        fwd_per_sample = float(out_elements * self._fan_in())
-        per_entry = float(self.backward_macs_per_entry(positions))
-        dense_bwd = batch_f * float(num_entries) * per_entry
-        if not policy.selects:
-            sparse_bwd, select_ops = dense_bwd, tf.constant(0.0, f64)
-        else:
-            sparse_bwd = tf.reduce_sum(k_eff) * per_entry
-            # Scoring reads every delta element once; then a size-k heap over the M scores.
-            heap = tf.cast(selection.heap_selection_ops(num_entries, k), f64)
-            if policy.batch_shared:
-                select_ops = batch_f * out_elements + heap[0]
-            else:
-                select_ops = tf.reduce_sum(tf.cast(active, f64) * (out_elements + heap))
-        bpr64 = tf.cast(bpr, f64)
-        state.sums.assign_add(
-            tf.stack([
-                tf.constant(1.0, f64),
-                batch_f,
-                batch_f - tf.reduce_sum(tf.cast(active, f64)),
-                tf.reduce_sum(k_eff),
-                tf.reduce_sum(bpr64),
-                batch_f * fwd_per_sample,
-                dense_bwd,
-                sparse_bwd,
-                select_ops,
-            ])
-        )
-        state.minima.assign(tf.minimum(state.minima.value, tf.stack([tf.reduce_min(k_eff), tf.reduce_min(bpr64)])))
-        state.maxima.assign(tf.maximum(state.maxima.value, tf.stack([tf.reduce_max(k_eff), tf.reduce_max(bpr64)])))
+    def _bias_gradient(self, delta, kept_error, chosen):
+        """ssProp: of the kept error; otherwise of the whole error (the TinyProp authors' choice) of every sample
+        the policy does not skip."""
+        if self.policy.sparse_bias:
+            return selection.bias_gradient(kept_error)
+        if chosen.skipped is not None:
+            return selection.bias_gradient(selection.keep_samples(delta, tf.cast(chosen.active, delta.dtype)))
+        return selection.bias_gradient(delta)
 
     def forward_macs_per_sample(self) -> int | None:
         """Forward MACs of the affine part for one sample (None before the layer is built on a shape)."""
@@ -425,8 +306,3 @@ SPARSE_COUNTERPART = {
 }
 DENSE_COUNTERPART = {sparse: dense for dense, sparse in SPARSE_COUNTERPART.items()}
 SPARSE_CONFIG_KEYS = ("policy", "depth", "selection", "needs_input_grad")
-
-
-def sparse_layers(model) -> list:
-    """The sparse layers of a model (recursing into nested models), in model order."""
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, SPARSE_LAYERS)]

@@ -58,15 +58,16 @@ _UMASK = _umask()  # read once: os.umask can only be read by setting it
 # ---------------------------------------------------------------------------------------------------------------
 # Atomic files
 # ---------------------------------------------------------------------------------------------------------------
-def atomic_write(path, write, mode: str = "w") -> None:
+def atomic_write(path, write, mode: str = "w", permissions: int = 0o666) -> None:
     """Write ``path`` through a temporary file in its folder, fsync it, then ``os.replace`` it into place: a crash
-    leaves the previous file or the new one, never a truncated one. ``write(handle)`` fills the file."""
+    leaves the previous file or the new one, never a truncated one. ``write(handle)`` fills the file;
+    ``permissions`` (less the umask) are its mode bits (0o777 for an executable)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes the file private; a report is an ordinary file
+        os.fchmod(fd, permissions & ~_UMASK)  # mkstemp makes the file private
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": "", "encoding": "utf-8"})) as handle:
             write(handle)
             handle.flush()

@@ -1,4 +1,4 @@
-"""Tables and plots of fine-tuning comparisons (``experiment.RunResult``s)."""
+"""Tables and plots of fine-tuning comparisons (``RunResult``s)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from tinyprop_tf.experiment import RunResult
+from tinyprop_tf.run_result import RunResult
 
 
 def _reference(results: list[RunResult]) -> RunResult:

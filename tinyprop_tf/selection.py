@@ -24,6 +24,11 @@ elements):
    of floor, as ``tf.round`` and C's ``nearbyintf`` do; TinyProp's ``min_kept`` is 1);
 3. keep the ``k`` entries with the largest score; among equal scores the lower index wins.
 
+A layer's step (``select_for_policy``) is ``select`` for the policies with a rule; dense back-propagation
+(``keep_all``) and ssProp (``select_shared``: one kept set for the batch) have none. ``keep_entries``,
+``keep_samples`` and ``bias_gradient`` apply a step's selection to the error signal, in the layers and in the
+exported step alike.
+
 Step 3 is expressed as "everything strictly above the k-th largest value, plus the first few (by index)
 of the entries equal to it". That needs only the k-th largest value, so the same mask code serves both the
 host (k-th value from a sort, fast) and the TFLM-exportable graph (k-th value from pairwise counting, which
@@ -33,7 +38,6 @@ lowers to builtins only: TFLM has no TOPK_V2/SORT).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import tensorflow as tf
 
@@ -174,14 +178,17 @@ def scores_and_error(delta, num_entries: int, per_channel: bool):
 
 @dataclasses.dataclass(frozen=True)
 class Selected:
-    """One step's selection for a layer: the updated running reference, ratio and k per sample, kept mask [B, M],
-    and ``active`` [B] (a sample whose error is all zero needs no backward work: it costs nothing)."""
+    """One step's selection for a layer: the updated running reference, ratio and k per sample, kept mask [B, M]
+    (None: everything; [1, M]: one set for the whole batch), ``active`` [B] (a sample whose error is all zero, or
+    that the policy skips, needs no backward work: it costs nothing) and ``skipped`` [B] (None: the policy skips
+    none)."""
 
     ymax: object
     bpr: object
     k: object
     kept: object
     active: object
+    skipped: object = None
 
 
 def select(scores, y, reference, rule: SelectionRule, kth_largest=None) -> Selected:
@@ -192,6 +199,39 @@ def select(scores, y, reference, rule: SelectionRule, kth_largest=None) -> Selec
     k = rule.k(bpr, int(scores.shape[-1]))
     kept = topk_mask(scores, k, kth_largest=kth_largest or kth_largest_sorted)
     return Selected(ymax, bpr, k, kept, active_samples(y))
+
+
+def select_for_policy(policy, depth: int, flat, scores, y, reference, keep, num_entries: int) -> Selected:
+    """A sparse layer's step under ``policy`` (``scores_and_error``'s ``flat``, ``scores`` and ``y``; ``reference``
+    and ``keep``, the layer's state before the step): ``select`` with the policy's rule; without one, everything
+    (``keep_all``) or ssProp's one set for the batch (``select_shared``); then the samples the policy skips."""
+    rule = policy.rule(depth)
+    if rule is not None:
+        chosen = select(scores, y, reference, rule)
+    else:
+        ymax = update_running_max(reference, y)  # updated before it is used in this step
+        bpr = policy.sample_ratio(y, ymax, depth, keep)
+        chosen = (select_shared(flat, y, ymax, bpr, num_entries, policy.rounding) if policy.selects
+                  else keep_all(y, ymax, bpr, num_entries))
+    skipped = policy.skipped_samples(y, chosen.ymax, depth)
+    if skipped is None:
+        return chosen
+    return dataclasses.replace(chosen, active=chosen.active & tf.logical_not(skipped), skipped=skipped)
+
+
+def keep_all(y, ymax, bpr, num_entries: int) -> Selected:
+    """Dense back-propagation: every entry of every sample (all of them active, zero error or not)."""
+    batch = tf.shape(y)[0]
+    return Selected(ymax, bpr, tf.fill([batch], num_entries), None, tf.ones([batch], tf.bool))
+
+
+def select_shared(flat, y, ymax, bpr, num_entries: int, rounding: str) -> Selected:
+    """ssProp: one kept set for the whole batch, the top ``k`` of the mean |delta| over batch and positions, ``k``
+    from the (batch-shared) ratio of the first sample."""
+    shared_scores = tf.reduce_mean(flat, axis=[0, 1])[None, :]
+    k_shared = ratio_to_k(bpr[:1], num_entries, rounding)
+    kept = topk_mask(shared_scores, k_shared)
+    return Selected(ymax, bpr, tf.fill([tf.shape(y)[0]], k_shared[0]), kept, active_samples(y))
 
 
 def active_samples(y):
@@ -239,11 +279,21 @@ def topk_mask(scores, k, kth_largest=kth_largest_sorted):
     return above | (tied & (tie_rank <= room_for_ties[:, None]))
 
 
-def heap_selection_ops(num_entries: int, k):
-    """Comparisons a size-k min-heap needs to pick k of M entries: about ``M * ceil(log2(k + 1))``.
+def keep_entries(delta, gate, per_channel: bool, batch):
+    """``delta`` with each entry scaled by ``gate`` [batch, M] (1 keeps it, 0 drops it): a channel's gate covers all
+    its positions (``per_channel``), else each element has its own. ``batch``: the gate's first dimension."""
+    if per_channel:
+        shape = [batch] + [1] * (delta.shape.rank - 2) + [delta.shape[-1]]
+    else:
+        shape = [batch, *delta.shape[1:]]
+    return delta * tf.reshape(gate, shape)
 
-    This is the device kernel's algorithm (O(M log k)); the host's sort is an implementation detail.
-    """
-    k = tf.cast(k, tf.float32)
-    log_k = tf.math.ceil(tf.math.log(k + 1.0) / math.log(2.0))
-    return float(num_entries) * tf.maximum(log_k, 1.0)
+
+def keep_samples(delta, sample_gate):
+    """``delta`` with each sample scaled by ``sample_gate`` [B] (1 keeps it, 0 drops it)."""
+    return delta * tf.reshape(sample_gate, [-1] + [1] * (delta.shape.rank - 1))
+
+
+def bias_gradient(error):
+    """The bias gradient of an affine layer whose output error is ``error``: its sum over all but the last axis."""
+    return tf.reduce_sum(error, axis=list(range(error.shape.rank - 1)))

@@ -108,7 +108,7 @@ def run_trial(task, model_bytes: bytes, settings: dict) -> dict:
     _one_thread()
     import keras
 
-    from tinyprop_tf import experiment, policies
+    from tinyprop_tf import estimates, experiment, policies
 
     started, cpu_started = time.time(), time.process_time()
     with tempfile.TemporaryDirectory() as scratch:
@@ -123,7 +123,7 @@ def run_trial(task, model_bytes: bytes, settings: dict) -> dict:
         learning_rate=settings["learning_rate"], epochs=settings["epochs"], batch_size=settings["batch_size"],
         seed=settings["seed"], train_last=trial.train_last, batchnorm=settings["batchnorm"])
     return {"trial": trial.key, "settings": settings, "run": result.to_dict(),
-            "board_estimates": experiment.board_estimates([result])[result.name],
+            "board_estimates": estimates.board_estimates([result])[result.name],
             "seconds": time.time() - started, "cpu_seconds": time.process_time() - cpu_started,  # ~seconds: 1 thread
             "ran_on": where_am_i()}
 

@@ -45,15 +45,15 @@ def trained_layers(model, n) -> list[str]:
     BatchNormalization directly after each. Raises ValueError for an ``n`` outside ``1..len(affine_layers)``."""
     import keras
 
-    from tinyprop_tf.cloning import _graph
+    from tinyprop_tf import model_graph
 
     affine = affine_layers(model)
     n = check_train_last(n, len(affine), f"model '{model.name}'")
     chosen = {layer.name for layer in affine[-n:]}
-    _, parents = _graph(model)
+    feeding = model_graph.parents(model)
     names = []
     for layer in model.layers:
-        follows = [p.name for p in parents[layer]]
+        follows = [p.name for p in feeding[layer]]
         if layer.name in chosen or (isinstance(layer, keras.layers.BatchNormalization) and len(follows) == 1
                                     and follows[0] in chosen):
             names.append(layer.name)

@@ -18,12 +18,12 @@ import json
 import keras
 
 from tinyprop_tf import accounting, outdir
-from tinyprop_tf import layers as layers_lib
+from tinyprop_tf.sparsity_state import sparse_layers
 
 
 def reset_sparsity_state(model) -> None:
     """Start of a training run: running maxima back to their initial value, keep fractions and stats reset."""
-    for layer in layers_lib.sparse_layers(model):
+    for layer in sparse_layers(model):
         state = layer.sparsity_state
         state.reset_running_max()
         state.keep.assign(layer.policy.initial_keep())
@@ -32,7 +32,7 @@ def reset_sparsity_state(model) -> None:
 
 def update_keep(model, epoch: int, epochs: int, iteration: int = 0) -> None:
     """Set every scheduled (ssProp) layer's keep fraction for this epoch/iteration."""
-    for layer in layers_lib.sparse_layers(model):
+    for layer in sparse_layers(model):
         schedule = getattr(layer.policy, "schedule", None)
         if schedule is not None:
             layer.sparsity_state.keep.assign(schedule.keep(epoch, epochs, iteration))
@@ -41,7 +41,7 @@ def update_keep(model, epoch: int, epochs: int, iteration: int = 0) -> None:
 def _has_per_iteration_schedule(model) -> bool:
     return any(
         getattr(getattr(layer.policy, "schedule", None), "per_iteration", False)
-        for layer in layers_lib.sparse_layers(model)
+        for layer in sparse_layers(model)
     )
 
 

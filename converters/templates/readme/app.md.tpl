@@ -30,7 +30,7 @@ $state_rows
 Payload $state_bytes B; the first $weight_bytes B are exactly `weights.bin`. A flash record stores
 `RecordMeta{model_id, step}` (the total steps trained).
 
-## Memory budget ($description, profile `$board_profile` of `tinyprop_tf.boards`)
+## Memory budget ($description, profile `$board_profile` of `tinyprop_tf.mcu_profiles`)
 
 $budget_table
 

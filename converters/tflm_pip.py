@@ -11,8 +11,25 @@ import tempfile
 
 import numpy as np
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_tflm_worker.py")
+from tinyprop_tf.converters import artifacts
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_tflm_pip_worker.py")
 MAX_ARENA = 256 << 20
+
+
+def step_inputs(details, xs, ys) -> dict:
+    """The inputs of ``run``: per input (``details``: name x, y or mode, and index) and train step s the array
+    "in<index>_s<s>" (``xs[s]``, ``ys[s]``, mode train), and "in<index>_infer" (``xs[0]``, ``ys[0]``, mode infer)."""
+
+    def value(detail, x, y, mode):
+        return {"x": x, "y": y, "mode": np.array(mode, np.int32)}[detail["name"]]
+
+    arrays = {}
+    for d in details:
+        for s in range(len(xs)):
+            arrays[f"in{d['index']}_s{s}"] = value(d, xs[s], ys[s], artifacts.MODE_TRAIN)
+        arrays[f"in{d['index']}_infer"] = value(d, xs[0], ys[0], artifacts.MODE_INFER)
+    return arrays
 
 
 class TFLMError(RuntimeError):

@@ -50,6 +50,7 @@ import time
 
 import numpy as np
 
+from tinyprop_tf import outdir
 from tinyprop_tf.converters import flatbuffer
 
 MICRO_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "micro"))
@@ -98,7 +99,7 @@ INSTRUCTIONS_PER_TICK = 0.625  # AN386 SysTick at 25 MHz, QEMU -icount shift=6 (
 QEMU_COMMAND = ("qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native",
                 "-icount", "shift=6", "-monitor", "none", "-serial", "none")
 M4_TOOLS = ("cmake", "arm-none-eabi-g++", "qemu-system-arm")
-M4_BOARDS = ("nrf52840", "nrf5340")  # boards.py names whose usable RAM the images are built with
+M4_BOARDS = ("nrf52840", "nrf5340")  # mcu_profiles names whose usable RAM the images are built with
 M4_HOW_TO = ("the emulated Cortex-M4F run needs a TFLM tree (TINYPROP_TFLM_DIR), cmake, arm-none-eabi-g++ and "
              "qemu-system-arm (micro/install_toolchains.sh)")
 
@@ -283,9 +284,9 @@ def _build(tree: str, tree_digest: str, sources: dict[str, bytes], cache: str, e
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise RunnerError(f"building {flavor.label} from {tree} in {build} failed:\n{tail}")
-        # Published whole (rename): a process that finds the path runs a complete binary.
-        shutil.copy2(os.path.join(build, flavor.built), exe + ".tmp")
-        os.replace(exe + ".tmp", exe)
+        # Published whole (outdir.atomic_write): a process that finds the path runs a complete binary.
+        with open(os.path.join(build, flavor.built), "rb") as built:
+            outdir.atomic_write(exe, lambda handle: shutil.copyfileobj(built, handle), mode="wb", permissions=0o777)
         with open(os.path.join(build, BUILT_TREE), "w") as f:
             f.write(tree_digest)
 
@@ -463,9 +464,9 @@ def _type_code(name: str) -> int:
 
 def m4_ram_sizes() -> dict[str, int]:
     """{board: usable RAM} of the project's Cortex-M boards the emulated image is limited to, and AN386's all."""
-    from tinyprop_tf import boards
+    from tinyprop_tf import mcu_profiles
 
-    sizes = {name: boards.get_board(name).usable_ram_bytes for name in M4_BOARDS}
+    sizes = {name: mcu_profiles.get_board(name).usable_ram_bytes for name in M4_BOARDS}
     return {**sizes, "mps2-an386": M4_MAX_RAM}
 
 

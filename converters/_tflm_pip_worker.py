@@ -2,7 +2,7 @@
 
 Standalone on purpose: imports only numpy and tflite_micro (no TensorFlow), so it starts fast.
 
-    python _tflm_worker.py request.json
+    python _tflm_pip_worker.py request.json
 
 Request (JSON): {"task": "arena" | "run", "model": path, "out": path, ...}
 - arena: {"start": int, "max": int, "inputs": npz path} -> the arena the model needs to allocate and run one

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import numbers
 import os
 from typing import Iterable, NamedTuple
 
-from tinyprop_tf._validate import check_int
+from tinyprop_tf._validate import check_finite, check_int
 
 BYTES_PER_FLOAT32 = 4
 # On the device the Adam step counter is one 32-bit integer (Keras keeps an int64, but a device needs no more).
@@ -43,24 +42,15 @@ MIB = 1024 * KIB
 # --------------------------------------------------------------------------------------------------------
 # Parameter checks: each error names the parameter and what is allowed.
 
-def _as_finite(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value}")
-    return value
-
-
 def _check_non_negative(name: str, value) -> float:
-    value = _as_finite(name, value)
+    value = check_finite(name, value)
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return value
 
 
 def _check_positive(name: str, value) -> float:
-    value = _as_finite(name, value)
+    value = check_finite(name, value)
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return value
@@ -104,10 +94,6 @@ class CycleCost:
     def __post_init__(self):
         _check_positive("value", self.value)
         _check_text("source", self.source)
-
-
-# The brief's name for the per-MAC cost; the same type also prices a selection comparison.
-CyclesPerMac = CycleCost
 
 
 class TimeEnergy(NamedTuple):
