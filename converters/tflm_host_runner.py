@@ -367,7 +367,11 @@ def run_m4(elf: str, model: bytes, inputs_per_invoke: list[list[np.ndarray]], ar
                                      state)
     except _Failed as e:
         values = _values(e.stdout)
-        if "AllocateTensors failed" not in e.stderr or "arena_available_bytes" not in values:
+        log = e.stdout + e.stderr
+        # A malformed graph also fails AllocateTensors (an operator's Prepare refuses it): only a failed
+        # allocation means the arena is too small.
+        malformed = "failed to prepare" in log and "Failed to allocate" not in log
+        if "AllocateTensors failed" not in e.stderr or "arena_available_bytes" not in values or malformed:
             raise RunnerError(str(e)) from None
         raise _ram_error(elf, model, inputs_per_invoke, values, timeout, state) from None
     return outputs, _measures(_values(stdout), len(inputs_per_invoke))

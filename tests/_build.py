@@ -122,3 +122,20 @@ def runner_or_skip():
                              f"no TFLM tree to build tinyprop_tflm_runner from: {tflm_host_runner.HOW_TO} "
                              "(make test uses ../shared/tflm/esp-tflite-micro when it is beside the checkout)")
     return runner
+
+
+def m4_image_or_skip(ram_bytes, find=None):
+    """The runner's image (or what ``find()`` builds: the app's), else a skip that says why; in CI with ../shared's
+    TFLM tree a failure."""
+    from tinyprop_tf.converters import tflm_host_runner
+
+    try:
+        elf = find() if find is not None else tflm_host_runner.find_m4_runner(ram_bytes)
+    except tflm_host_runner.RunnerError as e:
+        pytest.fail(str(e))
+    if elf is None:
+        missing = tflm_host_runner.m4_missing_tools()
+        why = f"{', '.join(missing)} not found; " if missing else ""
+        fail_in_ci_else_skip(f"no emulated Cortex-M4F runner ({why}make test builds it with make tflm-runner-m4)",
+                             f"no emulated Cortex-M4F runner: {why}{tflm_host_runner.M4_HOW_TO}")
+    return elf

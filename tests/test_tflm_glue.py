@@ -194,3 +194,18 @@ def test_prepare_refuses_a_malformed_operator_before_any_invoke(runner, exported
     assert f"Node {op_name} (number" in message and "failed to prepare" in message, message
     assert "AllocateTensors failed" in message and "Invoke failed" not in message, message
     assert says in message, message
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_on_the_emulated_board_a_malformed_operator_is_not_reported_as_out_of_ram(exported):
+    from _build import m4_image_or_skip
+
+    elf = m4_image_or_skip(256 * 1024)
+    export, op_name, edit, says = CASES["fused SGD not in place"]
+    data, feeds, state = exported(export)
+    tflm_host_runner.run_m4(elf, data, feeds, state=state)  # the unedited step fits the nRF52840's RAM
+    with pytest.raises(tflm_host_runner.RunnerError) as error:
+        tflm_host_runner.run_m4(elf, _edited(data, op_name, edit), feeds, state=state)
+    assert not isinstance(error.value, tflm_host_runner.RamError), str(error.value)
+    assert "failed to prepare" in str(error.value) and says in str(error.value), str(error.value)

@@ -19,7 +19,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from _build import fail_in_ci_else_skip, fake_runner_cache
+from _build import fake_runner_cache, m4_image_or_skip
 
 import tinyprop_tf as tp
 from tinyprop_tf import models
@@ -114,19 +114,6 @@ def test_measure_lines_are_parsed_and_other_output_ignored():
 
 
 # ---- on the emulated board -----------------------------------------------------------------------------------
-def _image_or_skip(ram_bytes, find=None):
-    """The runner's image (or what ``find()`` builds: the app's), else a skip that says why; in CI with ../shared's
-    TFLM tree a failure."""
-    try:
-        elf = find() if find is not None else tflm_host_runner.find_m4_runner(ram_bytes)
-    except tflm_host_runner.RunnerError as e:
-        pytest.fail(str(e))
-    if elf is None:
-        missing = tflm_host_runner.m4_missing_tools()
-        why = f"{', '.join(missing)} not found; " if missing else ""
-        fail_in_ci_else_skip(f"no emulated Cortex-M4F runner ({why}make test builds it with make tflm-runner-m4)",
-                             f"no emulated Cortex-M4F runner: {why}{tflm_host_runner.M4_HOW_TO}")
-    return elf
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +137,7 @@ def exported(tmp_path_factory):
 @pytest.mark.tflm_runner
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_exported_step_runs_on_the_emulated_m4_within_verify_bounds_and_with_keras_k(exported, name):
-    _image_or_skip(NRF52840_RAM)
+    m4_image_or_skip(NRF52840_RAM)
     out, manifest = exported(name)
     result = verify(out, steps=6, check=False, backends=("tflm_m4",), m4_ram_bytes=NRF52840_RAM)
     assert "tflm_m4" in result.losses, result.notes
@@ -165,7 +152,7 @@ def test_exported_step_runs_on_the_emulated_m4_within_verify_bounds_and_with_ker
 @pytest.mark.tflm_runner
 def test_verify_fails_an_m4_run_that_computes_something_else(exported, monkeypatch):
     """The row is judged: the emulated run's weights nudged by 1e-3 relative fail the bound."""
-    _image_or_skip(NRF52840_RAM)
+    m4_image_or_skip(NRF52840_RAM)
     out, _ = exported("mlp_tinyprop_sgd")
     real = verification.run_tflm_m4
 
@@ -182,7 +169,7 @@ def test_verify_fails_an_m4_run_that_computes_something_else(exported, monkeypat
 @pytest.mark.slow
 @pytest.mark.tflm_runner
 def test_measures_are_the_runs_own_and_instruction_counts_repeat(exported):
-    elf = _image_or_skip(NRF52840_RAM)
+    elf = m4_image_or_skip(NRF52840_RAM)
     out, manifest = exported("cnn_tinyprop_sgd")
     with open(os.path.join(out, "train_fast.tflite"), "rb") as f:
         data = f.read()
@@ -237,7 +224,7 @@ def test_the_ram_limit_limits(tmp_path):
     """A model whose arena exceeds what 256 KiB leaves fails there with one line naming needed vs available, and
     runs with 448 KiB. The model is sized from measurements (arena ~ affine in the hidden width), not from
     today's arena figures."""
-    small, large, big = (_image_or_skip(r) for r in (NRF52840_RAM, NRF5340_RAM, tflm_host_runner.M4_MAX_RAM))
+    small, large, big = (m4_image_or_skip(r) for r in (NRF52840_RAM, NRF5340_RAM, tflm_host_runner.M4_MAX_RAM))
     tiny_data, tiny_feeds, _, tiny_state = _mlp_arena(4, big, tmp_path)
     fits_small = tflm_host_runner.run_m4(small, tiny_data, tiny_feeds, state=tiny_state)[1].arena_available_bytes
     fits_large = tflm_host_runner.run_m4(large, tiny_data, tiny_feeds, state=tiny_state)[1].arena_available_bytes
@@ -275,7 +262,7 @@ def test_verify_cli_fails_a_model_that_does_not_fit_the_given_ram_in_one_line(tm
     import subprocess
     import sys
 
-    _image_or_skip(64 * KIB)
+    m4_image_or_skip(64 * KIB)
     keras.utils.set_random_seed(0)
     out = str(tmp_path / "wide")
     export_training_model(models.mlp(input_shape=(20,), num_classes=5, hidden=(512,)), tp.TinyProp(0.1, 0.9, 0.5),
@@ -294,7 +281,7 @@ def test_the_demo_step_with_every_layer_trained_runs_in_256_kib(tmp_path):
     """The demo's export (MLP 784-32-16-10, TinyProp, SGD, batch 8, all three layers trained) links and trains on
     the emulated Cortex-M4F with 256 KiB of RAM for everything (stack, .data, .bss, heap, arena), its arena at most
     160 KB (the training state in place), and matches float64 within verify's bounds with Keras' k."""
-    _image_or_skip(NRF52840_RAM)
+    m4_image_or_skip(NRF52840_RAM)
     keras.utils.set_random_seed(0)
     out = str(tmp_path / "demo")
     export_training_model(models.mlp(), tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.01, batch_size=8, out_dir=out,
@@ -328,7 +315,7 @@ def test_the_app_trains_saves_restores_and_matches_float64_on_the_emulated_m4(tm
     y = (np.arange(n) % manifest["output_shape"][-1]).astype(np.int32)
     project = write_board_project(out, "nrf52840dk", str(tmp_path / "nrf52840dk"), samples=x, labels=y,
                                   steps=APP_STEPS)
-    elf = _image_or_skip(NRF52840_RAM, lambda: m4_app.build(project))
+    elf = m4_image_or_skip(NRF52840_RAM, lambda: m4_app.build(project))
     flash = str(tmp_path / "flash.bin")
     boots = []
 
