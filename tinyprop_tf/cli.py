@@ -525,7 +525,10 @@ def _run(args) -> int:
 
 
 def main(argv=None) -> int:
+    from tinyprop_tf import interrupt
+
     args = build_parser().parse_args(argv)
+    interrupt.install()
     try:
         return _run(args)
     except OSError as error:  # a file or folder the command could not read or write

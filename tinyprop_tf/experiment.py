@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from tinyprop_tf import batchnorm as batchnorm_lib
-from tinyprop_tf import estimates, outdir, report, trainable
+from tinyprop_tf import estimates, interrupt, outdir, report, trainable
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf.cloning import sparsify
 from tinyprop_tf.run_result import RunResult
@@ -78,7 +78,9 @@ def finetune(
     initial = float(evaluate(model))
     stats = BackpropStats()
     evaluator = _EvaluateEachEpoch(evaluate)
-    callbacks = [UpdateSparsity(), stats, evaluator]
+    # A Ctrl-C that a callback run from C swallowed is raised again at the next batch (``interrupt``).
+    callbacks = [UpdateSparsity(), stats, evaluator,
+                 keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: interrupt.check())]
     if progress is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=progress))
     history = model.fit(*train, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks, shuffle=True)
