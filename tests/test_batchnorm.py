@@ -96,3 +96,18 @@ def test_finetune_trains_the_folded_network_by_default(tmp_path):
     kinds = {mode: {type(layer).__name__ for layer in m.layers} for mode, m in saved.items()}
     assert "BatchNormalization" not in kinds["fold"] and "BatchNormalization" in kinds["train"]
     assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)  # caller's untouched
+
+
+@pytest.mark.parametrize("mode, has_batchnorm", [("train", True), ("fold", False), ("adapt", False)])
+def test_a_comparison_runs_every_policy_in_its_batchnorm_mode(tmp_path, mode, has_batchnorm):
+    model = models.ds_cnn(input_shape=(12, 8, 1), num_classes=3, filters=4, blocks=1)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 12, 8, 1)).astype("float32"), rng.integers(0, 3, 16)
+    report = experiment.compare(model, {"dense": tp.DenseBackprop()}, (x, y), experiment.accuracy_evaluator(x, y),
+                                str(tmp_path / mode), epochs=1, batch_size=8, batchnorm=mode, boards=[],
+                                save_pretrained=True, print_fn=lambda *a: None)
+    assert report["batchnorm"] == mode
+    for name in ("finetuned-dense.keras", "pretrained.keras"):
+        saved = keras.models.load_model(str(tmp_path / mode / name))
+        found = any(isinstance(layer, keras.layers.BatchNormalization) for layer in saved.layers)
+        assert found == has_batchnorm, name

@@ -199,6 +199,7 @@ def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict,
                 pretrained, policy, finetune_data, evaluate, name=name, metric_name=metric_name, loss=loss,
                 epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate,
                 progress=lambda e, logs: bar.update(1), train_last=train_last, optimizer=optimizer,
+                batchnorm=batchnorm,
                 save_path=os.path.join(folder.path, f"finetuned-{_file_safe(name)}.keras"),
             ))
         finally:
