@@ -73,6 +73,8 @@ def no_tensorflow_no_ray(no_tensorflow):
     (lambda s: s.replace('source = "mlp"', 'source = "missing.keras"'), "model.source"),
     (lambda s: s.replace("\nepochs = 2\n", "\nepochs = 0\n"), "grid.epochs"),
     (lambda s: s.replace("\nepochs = 2\n", "\nepochs = 2\nbatchnorm = \"freeze\"\n"), "grid.batchnorm"),
+    (lambda s: s.replace("\nepochs = 2\n", "\nepochs = 2\noptimizer = \"rmsprop\"\n"), "grid.optimizer"),
+    (lambda s: s.replace("pretrain_epochs = 2", "pretrain_epochs = 2\nseed = \"each\""), "model.seed"),
 ])
 def test_a_bad_spec_is_one_line_naming_the_key_exit_2_before_ray_starts(tmp_path, no_tensorflow_no_ray, edit, key):
     spec = _write_spec(str(tmp_path), edit(SMALL_SPEC))
@@ -140,16 +142,19 @@ ONE_BY_ONE = textwrap.dedent("""
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
     from tinyprop_tf import experiment, policies, tasks
-    pretrained_path, samples, settings_list = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-    task = tasks.mnist_demo_task(0)
-    x, y = task.finetune
+    # argv: {trial seed: [pretrained .keras file, the demo split's seed]}, samples, the trials' settings
+    pretrained, samples, settings_list = json.loads(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
     out = []
     for settings in settings_list:
-        result = experiment.finetune(keras.models.load_model(pretrained_path), policies.from_spec(settings["policy"]),
+        path, split_seed = pretrained[str(settings["seed"])]
+        task = tasks.mnist_demo_task(split_seed)
+        x, y = task.finetune
+        result = experiment.finetune(keras.models.load_model(path), policies.from_spec(settings["policy"]),
                                      (x[:samples], y[:samples]), task.evaluate, epochs=settings["epochs"],
                                      seed=settings["seed"], learning_rate=settings["learning_rate"],
                                      batch_size=settings["batch_size"], optimizer=settings["optimizer"])
-        out.append({"metric": result.metric, "bwd_macs_sparse": result.bwd_macs_sparse})
+        out.append({"metric": result.metric, "bwd_macs_sparse": result.bwd_macs_sparse,
+                    "initial_metric": result.initial_metric})
     print(json.dumps(out))
 """)
 
@@ -182,7 +187,8 @@ def test_an_interrupted_sweep_resumes_without_rerunning_and_equals_the_runs_one_
 
     # The same runs one by one, beside the resumed sweep (the pretrained model is there since the first run).
     settings = [trial.settings for trial in sweep_spec.parse(spec).trials()]
-    reference = subprocess.Popen([sys.executable, "-c", ONE_BY_ONE, os.path.join(out, "pretrained.keras"), "200",
+    pretrained = {seed: [os.path.join(out, "pretrained.keras"), 0] for seed in (0, 1)}  # model.seed 0
+    reference = subprocess.Popen([sys.executable, "-c", ONE_BY_ONE, json.dumps(pretrained), "200",
                                   json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     second = subprocess.run(_sweep_command(spec, out, "--resume", "--num-cpus", "2"), env=env, cwd=REPO,
@@ -209,6 +215,52 @@ def test_an_interrupted_sweep_resumes_without_rerunning_and_equals_the_runs_one_
         assert record["run"]["bwd_macs_sparse"] == expected["bwd_macs_sparse"], record["settings"]
     dense, sparse = (next(r for r in records if r["settings"]["policy"] == p) for p in ("dense", TINYPROP_POLICY))
     assert sparse["run"]["bwd_ratio"] < 0.5 < dense["run"]["bwd_ratio"]  # the two policies really differ
+
+
+def _run_one_by_one(pretrained: dict, samples: int, settings: list) -> list:
+    proc = subprocess.run([sys.executable, "-c", ONE_BY_ONE, json.dumps(pretrained), str(samples),
+                           json.dumps(settings)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_model_seed_trial_pretrains_one_model_per_seed_side_by_side_and_reuses_them(tmp_path):
+    """A paper's seeds re-draw the pretrained model: with model.seed = "trial" each grid seed pretrains its own
+    model and draws its own demo split; every trial equals finetune on its seed's model and split, and a rerun
+    pretrains nothing again."""
+    text = SMALL_SPEC.replace("pretrain_epochs = 2", 'pretrain_epochs = 2\nseed = "trial"').replace(
+        f'policy = ["dense", "{TINYPROP_POLICY}"]', f'policy = "{TINYPROP_POLICY}"\noptimizer = "momentum"\n'
+        "learning_rate = 0.01")
+    spec, out = _write_spec(str(tmp_path), text), str(tmp_path / "out")
+    proc = subprocess.run(_sweep_command(spec, out, "--num-cpus", "2"), env=ray_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "once per seed (2)" in proc.stdout
+    files = {seed: os.path.join(out, f"pretrained-seed{seed}.keras") for seed in (0, 1)}
+    assert not os.path.exists(os.path.join(out, "pretrained.keras"))
+    assert open(files[0], "rb").read() != open(files[1], "rb").read()
+    summary = json.load(open(os.path.join(out, "sweep.json")))
+    assert summary["complete"] and summary["finished"] == 2 and not summary["failed"]
+    records = summary["records"]
+    expected = _run_one_by_one({seed: [path, seed] for seed, path in files.items()}, 200,
+                               [record["settings"] for record in records])
+    for record, reference in zip(records, expected):
+        assert record["settings"]["optimizer"] == "momentum"
+        for key in ("metric", "bwd_macs_sparse", "initial_metric"):
+            assert record["run"][key] == reference[key], (key, record["settings"])
+    assert records[0]["run"]["initial_metric"] != records[1]["run"]["initial_metric"]  # other model, other split
+
+    stamps = {seed: os.stat(path).st_mtime_ns for seed, path in files.items()}
+    for name in os.listdir(os.path.join(out, "trials")):
+        os.remove(os.path.join(out, "trials", name))  # every trial runs again, on the models already made
+    again = subprocess.run(_sweep_command(spec, out, "--num-cpus", "2"), env=ray_env(), cwd=REPO,
+                           capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert again.returncode == 0, again.stderr
+    assert "Pretraining" not in again.stdout and {s: os.stat(p).st_mtime_ns for s, p in files.items()} == stamps
+    rerun = json.load(open(os.path.join(out, "sweep.json")))["records"]
+    assert [r["run"]["metric"] for r in rerun] == [r["run"]["metric"] for r in records]
 
 
 @pytest.mark.slow

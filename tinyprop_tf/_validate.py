@@ -7,6 +7,9 @@ import numbers
 
 # How M * ratio becomes k (tinyprop_tf.selection.ratio_to_k): "floor" (the TinyProp authors' C code) or "round".
 ROUNDING_MODES = ("floor", "round")
+# Fine-tuning optimizers by name (experiment.make_optimizer builds them; the CLI and sweep specs check names here,
+# before TensorFlow is imported).
+OPTIMIZERS = ("adam", "lazy_adam", "sgd", "momentum")
 
 
 def _as_real(name: str, value) -> float:

@@ -389,6 +389,7 @@ def _verify(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tinyprop_tf._validate import OPTIMIZERS  # no TensorFlow
     from tinyprop_tf.batchnorm import BATCHNORM_MODES  # NumPy only
 
     parser = _Parser(prog="tinyprop", description="Sparse on-device fine-tuning, simulated in Keras.")
@@ -423,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--pretrain-epochs", type=epochs, default=15)
     ft.add_argument("--batch-size", type=_int_at_least(1), default=32)
     ft.add_argument("--learning-rate", type=_positive_rate, default=1e-3)
-    ft.add_argument("--optimizer", choices=["adam", "lazy_adam", "sgd", "momentum"], default="adam",
+    ft.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                     help="lazy_adam: Adam that leaves weights with a zero gradient and their moments alone; "
                          "momentum: SGD with momentum 0.9 (default adam)")
     ft.add_argument("--seed", type=seed, default=0)

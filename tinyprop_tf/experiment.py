@@ -14,6 +14,7 @@ import numpy as np
 from tinyprop_tf import batchnorm as batchnorm_lib
 from tinyprop_tf import estimates, interrupt, outdir, report, trainable
 from tinyprop_tf import policies as policies_lib
+from tinyprop_tf._validate import OPTIMIZERS
 from tinyprop_tf.cloning import sparsify
 from tinyprop_tf.run_result import RunResult
 from tinyprop_tf.training import BackpropStats, UpdateSparsity
@@ -116,9 +117,6 @@ def finetune(
         model_path=save_path,
         frozen_layers=[name for name, row in rows.items() if row["frozen"]],
     )
-
-
-OPTIMIZERS = ("adam", "lazy_adam", "sgd", "momentum")
 
 
 def make_optimizer(name: str, learning_rate: float):

@@ -1,7 +1,9 @@
 """``tinyprop sweep``: the trials of a spec (``sweep_spec``) as Ray tasks, on a local instance or a cluster.
 
-- The task's data is loaded and the pretrained model made (or read) once, by the driver; both go into Ray's object
-  store, so every worker, on any node, fine-tunes the same model on the same arrays without a shared file system.
+- The task's data is loaded once by the driver and the pretrained model made once, in a Ray task (or read from
+  the spec's .keras file); both go into Ray's object store, so every worker, on any node, fine-tunes the same model
+  on the same arrays without a shared file system. With ``model.seed = "trial"`` every grid seed has its own
+  pretrained model (and demo split), pretrained side by side, as a paper's seeds re-draw the pretrained model.
 - Each trial is one Ray task with one CPU, TensorFlow limited to one thread to match; it runs
   ``experiment.finetune`` (what ``tinyprop finetune`` runs per policy) and returns the record ``finetune`` writes
   per run (``RunResult.to_dict``) with its board estimates and where it ran (node id, host, pid).
@@ -52,13 +54,14 @@ def read_records(out_dir: str) -> dict[str, dict]:
     return records
 
 
-# -- the driver's share: data and model, once -----------------------------------------------------------------------
-def load_task(spec: sweep_spec.Spec):
+# -- the driver's share: data and models, once ----------------------------------------------------------------------
+def load_task(spec: sweep_spec.Spec, pretrain_seed: int | None = None):
+    """The spec's task; the demo task's split is drawn by ``pretrain_seed`` (default: ``model.seed``)."""
     from tinyprop_tf import tasks
 
     options = spec.task
     if options["name"] == sweep_spec.DEMO_TASK:
-        task = tasks.mnist_demo_task(spec.model["seed"])
+        task = tasks.mnist_demo_task(spec.model["seed"] if pretrain_seed is None else pretrain_seed)
     else:
         task = tasks.load_task(options["name"], options["data"], new_speaker=options.get("speaker"),
                                machine=options.get("machine"), machine_id=options.get("machine_id"))
@@ -68,28 +71,75 @@ def load_task(spec: sweep_spec.Spec):
     return task
 
 
-def pretrained_model_bytes(spec: sweep_spec.Spec, task, out_dir: str, print_fn=print) -> bytes:
-    """The pretrained model as a .keras file's bytes: ``OUT/pretrained.keras`` when a previous run of this sweep
-    made it, else the spec's .keras file, else the spec's architecture pretrained (dense) and saved there."""
-    path = os.path.join(out_dir, PRETRAINED)
-    if not os.path.exists(path) and spec.model_file is None:
-        import keras
+def pretrained_file(out_dir: str, spec: sweep_spec.Spec, pretrain_seed: int) -> str:
+    """Where the sweep keeps its pretrained model (one per seed with ``model.seed = "trial"``)."""
+    name = f"pretrained-seed{pretrain_seed}.keras" if spec.pretrain_per_seed else PRETRAINED
+    return os.path.join(out_dir, name)
 
-        from tinyprop_tf import experiment, tasks
 
-        keras.utils.set_random_seed(spec.model["seed"])  # the initial weights follow the seed too
-        model = tasks.build_model(spec.model["source"], task)
-        print_fn(f"Pretraining {spec.model['source']} ({spec.model['pretrain_epochs']} epochs, dense) once for "
-                 "every trial ...")
-        experiment.pretrain(model, task.pretrain, loss=task.loss, epochs=spec.model["pretrain_epochs"],
-                            seed=spec.model["seed"])
-        with tempfile.TemporaryDirectory() as scratch:
-            model.save(os.path.join(scratch, PRETRAINED))
-            with open(os.path.join(scratch, PRETRAINED), "rb") as handle:
-                data = handle.read()
-        outdir.atomic_write(path, lambda handle: handle.write(data), mode="wb")
-    with open(path if os.path.exists(path) else spec.model_file, "rb") as handle:
+def pretrain_model(model_options: dict, task, pretrain_seed: int) -> bytes:
+    """The spec's architecture pretrained densely under ``pretrain_seed`` (initial weights and data order), as a
+    .keras file's bytes. Runs in a Ray worker (one CPU, like a trial)."""
+    _one_thread()
+    import keras
+
+    from tinyprop_tf import experiment, tasks
+
+    keras.utils.set_random_seed(pretrain_seed)  # the initial weights follow the seed too
+    model = tasks.build_model(model_options["source"], task)
+    experiment.pretrain(model, task.pretrain, loss=task.loss, epochs=model_options["pretrain_epochs"],
+                        seed=pretrain_seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        model.save(os.path.join(scratch, PRETRAINED))
+        with open(os.path.join(scratch, PRETRAINED), "rb") as handle:
+            return handle.read()
+
+
+_remote_pretrain = ray.remote(num_cpus=1, max_retries=TRIAL_RETRIES)(pretrain_model)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
         return handle.read()
+
+
+def submit_models(spec: sweep_spec.Spec, out_dir: str, trials, print_fn=print):
+    """Per pretraining seed the trials need: (task ref, model ref), and {ref: file} of the pretrainings submitted.
+
+    A model pretrained by an earlier run of this sweep is read from its file; a spec's .keras file is read as is;
+    else the architecture is pretrained in a Ray task (per seed in parallel), its file written when it is done."""
+    seeds = sorted({spec.pretrain_seed(t.settings["seed"]) for t in trials})
+    shared_task = None if spec.task["name"] == sweep_spec.DEMO_TASK else ray.put(load_task(spec))
+    refs, pretraining = {}, {}
+    for seed in seeds:
+        task_ref = shared_task if shared_task is not None else ray.put(load_task(spec, seed))
+        path = pretrained_file(out_dir, spec, seed)
+        if os.path.exists(path) or spec.model_file is not None:
+            model_ref = ray.put(_read(path if os.path.exists(path) else spec.model_file))
+        else:
+            model_ref = _remote_pretrain.remote(spec.model, task_ref, seed)
+            pretraining[model_ref] = path
+        refs[seed] = (task_ref, model_ref)
+    if pretraining:
+        print_fn(f"Pretraining {spec.model['source']} ({spec.model['pretrain_epochs']} epochs, dense) "
+                 + (f"once per seed ({len(pretraining)})" if spec.pretrain_per_seed else "once for every trial")
+                 + " ...")
+    return refs, pretraining
+
+
+def save_pretrained(pretraining: dict, wait: bool = False) -> None:
+    """Write the file of every finished pretraining (every one with ``wait``), so a rerun reuses it. A failed
+    pretraining writes nothing: its trials get its error as their own record."""
+    if not pretraining:
+        return
+    ready, _ = ray.wait(list(pretraining), num_returns=len(pretraining), timeout=None if wait else 0)
+    for ref in ready:
+        path = pretraining.pop(ref)
+        try:
+            data = ray.get(ref)
+        except ray.exceptions.RayError:
+            continue
+        outdir.atomic_write(path, lambda handle: handle.write(data), mode="wb")
 
 
 # -- one trial, in a Ray worker --------------------------------------------------------------------------------------
@@ -260,11 +310,11 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
     ray_started = time.time()
     finished, bar = None, None
     try:
-        task = load_task(spec)
-        model_bytes = pretrained_model_bytes(spec, task, out_dir, print_fn)
+        models, pretraining = submit_models(spec, out_dir, todo, print_fn)
+        save_pretrained(pretraining, wait=True)  # the seeds' pretrainings side by side, then the trials
         trials_started = time.time()
-        task_ref, model_ref = ray.put(task), ray.put(model_bytes)
-        pending = {_remote_trial.remote(task_ref, model_ref, t.settings): t for t in todo}
+        pending = {_remote_trial.remote(*models[spec.pretrain_seed(t.settings["seed"])], t.settings): t
+                   for t in todo}
         failed = 0
         bar = tqdm(total=len(trials), initial=len(trials) - len(todo), unit="trial", desc="sweep",
                    dynamic_ncols=True)
@@ -291,7 +341,8 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
         ray.shutdown()
         if finished is None:  # stopped early (an interrupt, an error): sweep.json lists every record there is
             write_summary(spec, out_dir, complete=False)
-    timing = {"ray_start_seconds": ray_started - started, "sweep_seconds": finished - trials_started}
+    timing = {"ray_start_seconds": ray_started - started, "prepare_seconds": trials_started - ray_started,  # data and pretraining
+              "sweep_seconds": finished - trials_started}
     summary = write_summary(spec, out_dir, complete=True, timing=timing)
     print_fn(markdown_table(summary["configurations"]))
     print_fn(f"{summary['finished']} of {len(trials)} trials finished, {len(summary['failed'])} failed; wrote "

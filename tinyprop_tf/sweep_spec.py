@@ -9,7 +9,8 @@ Standard library only (no TensorFlow, no Ray), so the CLI checks a spec at once,
     [model]
     source = "mlp"             # an architecture to pretrain once (dense), or a .keras file
     pretrain_epochs = 3
-    seed = 0                   # pretraining's seed (the demo task's data split too)
+    seed = 0                   # pretraining's seed (the demo task's data split too); "trial": one pretrained
+                               # model (and demo split) per grid seed, as papers' seeds re-draw the model
 
     [grid]                     # every combination of these lists is one trial
     policy = ["dense", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
@@ -33,6 +34,7 @@ import tomllib
 
 from tinyprop_tf import policies as policies_lib  # no TensorFlow
 from tinyprop_tf import trainable
+from tinyprop_tf._validate import OPTIMIZERS
 from tinyprop_tf.batchnorm import BATCHNORM_MODES  # NumPy only
 
 DEMO_TASK = "mnist_demo"
@@ -45,6 +47,9 @@ GRID_DEFAULTS = {"policy": ["dense"], "optimizer": ["adam"], "learning_rate": [1
                  "epochs": [10], "train_last": ["all"], "batchnorm": ["fold"], "seed": [0]}
 SECTIONS = {"task": TASK_KEYS, "model": MODEL_KEYS, "grid": set(GRID_DEFAULTS)}
 
+
+# ``model.seed = "trial"``: the pretraining seed is each trial's own seed.
+PER_TRIAL_SEED = "trial"
 
 # The file in a sweep's output folder naming the task and model every record there belongs to (``Spec.base``).
 BASE_FILE = "base.json"
@@ -98,6 +103,14 @@ class Spec:
         return ", ".join(f"{key}={trial.settings[key]}" for key in varied)
 
     @property
+    def pretrain_per_seed(self) -> bool:
+        """``model.seed = "trial"``: every grid seed pretrains its own model (and draws its own demo split)."""
+        return self.model["seed"] == PER_TRIAL_SEED
+
+    def pretrain_seed(self, trial_seed: int) -> int:
+        return trial_seed if self.pretrain_per_seed else self.model["seed"]
+
+    @property
     def model_file(self) -> str | None:
         source = self.model["source"]
         return source if source.endswith(".keras") else None
@@ -122,8 +135,8 @@ def _check_grid_value(key: str, value):
         except ValueError as error:
             raise SpecError(f"{where}: {error}") from None
     elif key == "optimizer":
-        if value not in ("adam", "sgd"):
-            raise SpecError(f"{where}: expected adam or sgd, got {value!r}")
+        if value not in OPTIMIZERS:
+            raise SpecError(f"{where}: expected one of {', '.join(OPTIMIZERS)}, got {value!r}")
     elif key == "learning_rate":
         _number(where, value, positive=True)
     elif key in ("batch_size", "epochs"):
@@ -211,5 +224,11 @@ def parse(path: str) -> Spec:
     elif source not in ARCHITECTURES:
         raise SpecError(f"model.source: expected a .keras file or one of {', '.join(ARCHITECTURES)}, got {source!r}")
     _number("model.pretrain_epochs", model["pretrain_epochs"], integer=True, minimum=1)
-    _number("model.seed", model["seed"], integer=True, minimum=0)
+    if model["seed"] != PER_TRIAL_SEED:
+        try:
+            _number("model.seed", model["seed"], integer=True, minimum=0)
+        except SpecError as error:
+            raise SpecError(f'{error} or "{PER_TRIAL_SEED}" (one pretrained model per grid seed)') from None
+    if model["seed"] == PER_TRIAL_SEED and source.endswith(".keras"):
+        raise SpecError(f'model.seed: "{PER_TRIAL_SEED}" pretrains per seed; a .keras file is pretrained already')
     return Spec(os.path.abspath(path), task, model, grid, raw.decode("utf-8"))
