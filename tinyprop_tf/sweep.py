@@ -127,14 +127,10 @@ def submit_models(spec: sweep_spec.Spec, out_dir: str, trials, print_fn=print):
     return refs, pretraining
 
 
-def save_pretrained(pretraining: dict, wait: bool = False) -> None:
-    """Write the file of every finished pretraining (every one with ``wait``), so a rerun reuses it. A failed
-    pretraining writes nothing: its trials get its error as their own record."""
-    if not pretraining:
-        return
-    ready, _ = ray.wait(list(pretraining), num_returns=len(pretraining), timeout=None if wait else 0)
-    for ref in ready:
-        path = pretraining.pop(ref)
+def save_pretrained(pretraining: dict) -> None:
+    """Wait for every pretraining and write its file, so a rerun reuses it. A failed pretraining writes nothing:
+    its trials get its error as their own record."""
+    for ref, path in pretraining.items():
         try:
             data = ray.get(ref)
         except ray.exceptions.RayError:
@@ -311,7 +307,7 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
     finished, bar = None, None
     try:
         models, pretraining = submit_models(spec, out_dir, todo, print_fn)
-        save_pretrained(pretraining, wait=True)  # the seeds' pretrainings side by side, then the trials
+        save_pretrained(pretraining)  # the seeds' pretrainings side by side, then the trials
         trials_started = time.time()
         pending = {_remote_trial.remote(*models[spec.pretrain_seed(t.settings["seed"])], t.settings): t
                    for t in todo}
