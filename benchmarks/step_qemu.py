@@ -2,13 +2,16 @@
 
     TINYPROP_TFLM_DIR=/path/to/esp-tflite-micro .venv/bin/python benchmarks/step_qemu.py [--steps 5] [--no-write]
 
-The demo's model and device settings (MLP 784-32-16-10, SGD 0.01, batch 8) exported four ways and run in
-``tinyprop_tflm_runner`` built for the Cortex-M4F (``converters/tflm_host_runner.py``: ``find_m4_runner``, ``run_m4``):
+Two models, each exported several ways and run in ``tinyprop_tflm_runner`` built for the Cortex-M4F
+(``converters/tflm_host_runner.py``: ``find_m4_runner``, ``run_m4``):
 
-- TinyProp(0.1, 0.9, 0.5) on the fast path (``train_fast.tflite``: the TinyProp TFLM operators), the demo's export;
-- the same with fc1 frozen (``trainable=False``: fine-tune the last two layers);
-- dense on the fast path: StaticTopK(1.0) (every unit kept, the same operators);
-- dense with TFLM builtins only: DenseBackprop, ``train.tflite``.
+- the demo's MLP 784-32-16-10 with its device settings (SGD 0.01, batch 8): TinyProp(0.1, 0.9, 0.5) on the fast path
+  (``train_fast.tflite``: the TinyProp TFLM operators), the demo's export; the same with fc1 frozen; dense on the
+  fast path (StaticTopK(1.0): every unit kept, the same operators); dense with TFLM builtins only (DenseBackprop,
+  ``train.tflite``);
+- DS-CNN KWS (49x10 MFCC, 64 channels, 4 depthwise-separable blocks, 12 classes), SGD 0.01, batch 4, only the last
+  layer or the last 2 affine layers trained (``tp.train_last``: the frozen prefix forward only, streamed sample by
+  sample): TinyProp and dense (StaticTopK(1.0)) on the fast path.
 
 Each runs ``--steps`` train invokes and one infer invoke on the image with all of AN386's 4 MiB of RAM (so that every
 variant runs), per-invoke instructions from SysTick under ``-icount shift=6`` (instructions = ticks x 0.625; an
@@ -16,15 +19,18 @@ instruction count, not cycles: QEMU models no pipeline, cache, flash wait states
 on the images limited to the nRF52840's (256 KiB) and nRF5340's (448 KiB) usable RAM: the RAM map (stack
 high-water mark, .data, .bss, heap, arena used / available) or the one-line "does not fit" error.
 Inputs: random normal batches and uniform labels (``verification.make_batches``, seed 0) on the exported initial
-weights (Keras' seed 0), so TinyProp's kept counts are those of an untrained model, not of the demo's fine-tuning.
+weights (Keras' seed 0), so TinyProp's kept counts are those of an untrained model, not of a fine-tuning.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,32 +42,77 @@ import numpy as np  # noqa: E402
 import tinyprop_tf as tp  # noqa: E402
 from tinyprop_tf import models  # noqa: E402
 from tinyprop_tf.converters import (  # noqa: E402
-    artifacts, device_ops, export_training_model, tflm_host_runner, verification)
+    artifacts, device_ops, export_training_model, step, tflm_host_runner, verification)
 
 SECTION = "Whole training step on the emulated Cortex-M4F (QEMU mps2-an386)"
 COMMAND = "TINYPROP_TFLM_DIR=<tree> python benchmarks/step_qemu.py"
-BATCH, LR = 8, 0.01
-VARIANTS = {  # name: (policy, frozen layers, file)
-    "TinyProp, fast ops (demo export)": (lambda: tp.TinyProp(0.1, 0.9, 0.5), (), "train_fast.tflite"),
-    "TinyProp, fast ops, fc1 frozen": (lambda: tp.TinyProp(0.1, 0.9, 0.5), ("fc1",), "train_fast.tflite"),
-    "dense: StaticTopK(1.0), fast ops": (lambda: tp.StaticTopK(1.0), (), "train_fast.tflite"),
-    "dense: DenseBackprop, builtins (train.tflite)": (lambda: tp.DenseBackprop(), (), "train.tflite"),
+LR = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    model: object  # () -> keras.Model
+    policy: object  # () -> policy
+    batch: int
+    frozen: tuple = ()  # layer names set trainable=False
+    train_last: int | None = None  # tp.train_last(model, n)
+    file: str = "train_fast.tflite"
+    dense: str = "dense: StaticTopK(1.0), fast ops"  # the row of its group it is compared with
+    # The fast graph's conv forwards on TFLM's CONV_2D / DEPTHWISE_CONV_2D (+ RELU) instead of the TinyProp forward
+    # ops: what those ops save, measured (the exporter itself has no such switch).
+    builtin_conv_forward: bool = False
+
+
+def _tinyprop():
+    return tp.TinyProp(0.1, 0.9, 0.5)
+
+
+def _dense_fast():
+    return tp.StaticTopK(1.0)
+
+
+def _partial_ds_cnn() -> dict:
+    """TinyProp and dense, each with the last layer and the last 2 layers trained, compared within a trainable set."""
+    rows = {}
+    for n, trained in ((1, "last layer trained"), (2, "last 2 layers trained")):
+        for label, policy in (("TinyProp", _tinyprop), ("dense: StaticTopK(1.0)", _dense_fast)):
+            rows[f"{label}, fast ops, {trained}"] = Variant(models.ds_cnn, policy, 4, train_last=n,
+                                                            dense=f"dense: StaticTopK(1.0), fast ops, {trained}")
+    rows["TinyProp, fast ops but TFLM's builtin conv forward, last layer trained"] = Variant(
+        models.ds_cnn, _tinyprop, 4, train_last=1, dense="dense: StaticTopK(1.0), fast ops, last layer trained",
+        builtin_conv_forward=True)
+    return rows
+
+
+GROUPS = {  # model: {row: Variant}
+    "Demo MLP 784-32-16-10, batch 8": {
+        "TinyProp, fast ops (demo export)": Variant(models.mlp, _tinyprop, 8),
+        "TinyProp, fast ops, fc1 frozen": Variant(models.mlp, _tinyprop, 8, frozen=("fc1",)),
+        "dense: StaticTopK(1.0), fast ops": Variant(models.mlp, _dense_fast, 8),
+        "dense: DenseBackprop, builtins (train.tflite)": Variant(models.mlp, tp.DenseBackprop, 8,
+                                                                 file="train.tflite"),
+    },
+    "DS-CNN KWS 49x10, 64 channels, batch 4": _partial_ds_cnn(),
 }
 
 
-def export(name, out):
-    policy, frozen, file = VARIANTS[name]
+def export(variant: Variant, out):
     keras.utils.set_random_seed(0)
-    model = models.mlp()
+    model = variant.model()
     for layer in model.layers:
-        if layer.name in frozen:
+        if layer.name in variant.frozen:
             layer.trainable = False
-    manifest = export_training_model(model, policy(), "sgd", LR, batch_size=BATCH, out_dir=out, measure_arena=False,
-                                     fast=file == "train_fast.tflite")
-    with open(os.path.join(out, file), "rb") as f:
+    if variant.train_last is not None:
+        tp.train_last(model, variant.train_last)
+    fast = variant.file == "train_fast.tflite"
+    with mock.patch.object(step.TrainStep, "_device_conv_forward_applies", lambda *_: False) \
+            if variant.builtin_conv_forward else contextlib.nullcontext():
+        manifest = export_training_model(model, variant.policy(), "sgd", LR, batch_size=variant.batch, out_dir=out,
+                                         measure_arena=False, fast=fast)
+    with open(os.path.join(out, variant.file), "rb") as f:
         data = f.read()
     state = None  # train_fast.tflite's training state is in place: its initial value goes in through its outputs
-    if file == "train_fast.tflite":
+    if fast:
         state = device_ops.initial_state(manifest["tflm_fast"]["state"], artifacts.exported_weights(out, manifest))
     return manifest, data, state
 
@@ -69,6 +120,51 @@ def export(name, out):
 def feeds(manifest, steps, fast):
     """The batches in the input order of the file run (train_fast.tflite has its own)."""
     return verification.runner_feeds(manifest, *verification.make_batches(manifest, steps), fast=fast)
+
+
+def measure(name, variant, steps, images, rams, ram_rows):
+    """Run one export on the 4 MiB image (instructions, k, arena) and on each board's image (a RAM map row each)."""
+    with tempfile.TemporaryDirectory(prefix="tinyprop-step-qemu-") as out:
+        manifest, data, state = export(variant, out)
+    runs = feeds(manifest, steps, state is not None)
+    outputs, m = tflm_host_runner.run_m4(images["mps2-an386"], data, runs, state=state)
+    k_index = {d["name"]: d["index"] for d in manifest["tflm_fast" if state is not None else "tflm"]["outputs"]}["k"]
+    k = np.array([o[k_index] for o in outputs[:-1]])  # [steps, layers, batch]
+    train = float(np.mean(m.invoke_instructions[:-1]))
+    names = manifest["sparse_layers"]
+    k_text = ", ".join(f"{layer} {k[:, i].mean():.1f}" for i, layer in enumerate(names)) if k.size else "-"
+    for board, ram in rams.items():
+        if board == "mps2-an386":
+            continue
+        try:
+            _, mb = tflm_host_runner.run_m4(images[board], data, runs[:1] + runs[-1:], state=state)
+        except tflm_host_runner.RamError as e:
+            ram_rows.append(f"| {name} | {board} {ram // 1024} KiB | no: needs {e.needed:,}, {e.available:,} "
+                            f"available | - | - | - | - | - |")
+            continue
+        ram_rows.append(f"| {name} | {board} {ram // 1024} KiB | yes | {mb.arena_used_bytes:,} / "
+                        f"{mb.arena_available_bytes:,} | {mb.stack_high_water_bytes:,} / {mb.stack_bytes:,} | "
+                        f"{mb.data_bytes:,} | {mb.bss_bytes:,} | {mb.heap_used_bytes:,} / {mb.heap_bytes:,} |")
+    print(name, f"train {train:,.0f} infer {m.invoke_instructions[-1]:,.0f} arena {m.arena_used_bytes:,}", flush=True)
+    return train, m.invoke_instructions[-1], k_text, m.arena_used_bytes, m
+
+
+def _train_op_instructions(m) -> dict[str, float]:
+    """Instructions per operator name, mean over the train invokes (every invoke but the last)."""
+    train = [m.op_instructions(i) for i in range(len(m.invoke_ticks) - 1)]
+    return {name: float(np.mean([t.get(name, 0.0) for t in train])) for name in train[0]}
+
+
+def per_op_table(profiles, sparse: str, dense: str) -> str:
+    """Where a train invoke's instructions go, per operator (TFLM's per-operator profiler on the emulated M4)."""
+    a, b = _train_op_instructions(profiles[sparse]), _train_op_instructions(profiles[dense])
+    rows = [f"| operator | {sparse} | {dense} | dense / sparse |", "|---|---:|---:|---:|"]
+    for name in sorted(set(a) | set(b), key=lambda n: -max(a.get(n, 0.0), b.get(n, 0.0))):
+        x, y = a.get(name, 0.0), b.get(name, 0.0)
+        rows.append(f"| {name} | {x:,.0f} | {y:,.0f} | {y / x:.2f} |" if x > 0 else f"| {name} | 0 | {y:,.0f} | - |")
+    return (f"Per operator, mean of the train invokes (instructions; TFLM's per-operator profiler events, every use of "
+            f"an operator summed; \"(between ops)\" is the interpreter between them and the profiler's own tick "
+            f"reads):\n\n" + "\n".join(rows) + "\n\n")
 
 
 def main(argv=None):
@@ -81,61 +177,53 @@ def main(argv=None):
     if None in images.values():
         print(f"no emulated Cortex-M4F runner: {tflm_host_runner.M4_HOW_TO}")
         return 1
-    count_rows = ["| export | train step (instructions, mean) | infer (instructions) | train - infer | dense / this: "
-                  "train step | dense / this: train - infer | mean k per sample | arena (bytes) |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|"]
     ram_rows = ["| export | RAM limit | fits | arena used / available | stack high-water / size | .data | .bss "
                 "| heap used / size |", "|---|---|---|---:|---:|---:|---:|---:|"]
-    results = {}
-    for name in VARIANTS:
-        with tempfile.TemporaryDirectory(prefix="tinyprop-step-qemu-") as out:
-            manifest, data, state = export(name, out)
-        runs = feeds(manifest, args.steps, state is not None)
-        outputs, m = tflm_host_runner.run_m4(images["mps2-an386"], data, runs, state=state)
-        k_index = {d["name"]: d["index"] for d in manifest["tflm_fast" if state is not None else "tflm"]["outputs"]}["k"]
-        k = np.array([o[k_index] for o in outputs[:-1]])  # [steps, layers, batch]
-        train = float(np.mean(m.invoke_instructions[:-1]))
-        results[name] = (train, m)
-        names = manifest["sparse_layers"]
-        k_text = ", ".join(f"{layer} {k[:, i].mean():.1f}" for i, layer in enumerate(names)) if k.size else "-"
-        count_rows.append([name, train, m.invoke_instructions[-1], k_text, m.arena_used_bytes])
-        for board, ram in rams.items():
-            if board == "mps2-an386":
-                continue
-            try:
-                _, mb = tflm_host_runner.run_m4(images[board], data, runs[:1] + runs[-1:], state=state)
-            except tflm_host_runner.RamError as e:
-                ram_rows.append(f"| {name} | {board} {ram // 1024} KiB | no: needs {e.needed:,}, {e.available:,} "
-                                f"available | - | - | - | - | - |")
-                continue
-            ram_rows.append(f"| {name} | {board} {ram // 1024} KiB | yes | {mb.arena_used_bytes:,} / "
-                            f"{mb.arena_available_bytes:,} | {mb.stack_high_water_bytes:,} / {mb.stack_bytes:,} | "
-                            f"{mb.data_bytes:,} | {mb.bss_bytes:,} | {mb.heap_used_bytes:,} / {mb.heap_bytes:,} |")
-        print(name, f"train {train:,.0f} infer {m.invoke_instructions[-1]:,.0f} arena {m.arena_used_bytes:,}",
-              flush=True)
-    dense, dense_m = results["dense: StaticTopK(1.0), fast ops"]
-    dense_back = dense - dense_m.invoke_instructions[-1]
-    rows = count_rows[:2]
-    for name, train, infer, k_text, arena in count_rows[2:]:
-        rows.append(f"| {name} | {train:,.0f} | {infer:,.0f} | {train - infer:,.0f} | {dense / train:.2f} | "
-                    f"{dense_back / (train - infer):.2f} | {k_text} | {arena:,} |")
+    tables, results, profiles = [], {}, {}  # row: (train instructions, arena bytes), its Measures
+    for group, variants in GROUPS.items():
+        rows = ["| export | train step (instructions, mean) | infer (instructions) | train - infer | dense / this: "
+                "train step | dense / this: train - infer | mean k per sample | arena (bytes) |",
+                "|---|---:|---:|---:|---:|---:|---|---:|"]
+        measured = []
+        for name, variant in variants.items():
+            train, infer, k_text, arena, m = measure(name, variant, args.steps, images, rams, ram_rows)
+            results[name] = (train, arena)
+            profiles[name] = m
+            measured.append((name, train, infer, k_text, arena))
+        by_name = {m[0]: m for m in measured}
+        for name, train, infer, k_text, arena in measured:
+            reference = by_name[variants[name].dense]
+            rows.append(f"| {name} | {train:,.0f} | {infer:,.0f} | {train - infer:,.0f} | {reference[1] / train:.2f} | "
+                        f"{(reference[1] - reference[2]) / (train - infer):.2f} | {k_text} | {arena:,} |")
+        tables.append(f"**{group}**\n\n" + "\n".join(rows))
+    device, builtin = (results[f"TinyProp, fast ops{via}, last layer trained"]
+                       for via in ("", " but TFLM's builtin conv forward"))
+    conv_ratio = (builtin[0] / device[0], builtin[1] - device[1])
+    dense = results["dense: StaticTopK(1.0), fast ops"][0]
     builtins = results["dense: DenseBackprop, builtins (train.tflite)"][0]
     tinyprop = results["TinyProp, fast ops (demo export)"][0]
     body = (
-        f"Demo MLP 784-32-16-10, SGD {LR}, batch {BATCH}, {args.steps} train invokes then one infer invoke, on the "
-        "image with all 4 MiB of AN386's RAM; the images of every RAM size are the same program and TFLM build (only "
-        "the linker script's RAM differs). Instructions from SysTick under `-icount shift=6` (x 0.625): instruction "
-        "counts, not cycles (no pipeline, cache, flash wait-state or FPU-latency model). Random normal inputs and "
-        "uniform labels on the initial weights: TinyProp's k are an untrained model's. \"train - infer\" is what "
-        "the train invoke does beyond the infer invoke's forward (loss, selection, backward, update); \"dense / this\" "
-        "is StaticTopK(1.0)'s figure over this row's. TFLM tree: "
-        f"`{os.environ.get('TINYPROP_TFLM_DIR')}`.\n\n" + "\n".join(rows) + "\n\n"
-        f"TinyProp's whole train step is {dense / tinyprop:.2f}x fewer instructions than the dense step on the same "
-        f"operators and {builtins / tinyprop:.2f}x fewer than the builtins-only dense step. The whole step also runs "
-        "the forward pass and TFLM's own work (READ_VARIABLE copies, IF copying its operands into the branch), which "
-        "sparsity does not shrink: the infer invoke alone (the forward, ~200K MACs at batch 8) costs most of a "
-        "TinyProp train step. What the train invoke adds beyond it (loss, selection, backward, update) is the "
-        "\"train - infer\" column.\n\n"
+        f"SGD {LR}, {args.steps} train invokes then one infer invoke, on the image with all 4 MiB of AN386's RAM; the "
+        "images of every RAM size are the same program and TFLM build (only the linker script's RAM differs). "
+        "Instructions from SysTick under `-icount shift=6` (x 0.625): instruction counts, not cycles (no pipeline, "
+        "cache, flash wait-state or FPU-latency model). Random normal inputs and uniform labels on the initial "
+        "weights: TinyProp's k are an untrained model's. \"train - infer\" is what the train invoke does beyond the "
+        "infer invoke's forward (loss, selection, backward, update); \"dense / this\" is the StaticTopK(1.0) row's "
+        "figure (the same trainable set) over this row's. TFLM tree: "
+        f"`{os.environ.get('TINYPROP_TFLM_DIR')}`.\n\n" + "\n\n".join(tables) + "\n\n"
+        f"The demo MLP's TinyProp train step is {dense / tinyprop:.2f}x fewer instructions than the dense step on the "
+        f"same operators and {builtins / tinyprop:.2f}x fewer than the builtins-only dense step. The whole step also "
+        "runs the forward pass and TFLM's own work, which sparsity does not shrink: the infer invoke alone (the "
+        "forward) costs most of a TinyProp train step; with a frozen DS-CNN prefix nearly all of it. What the train "
+        "invoke adds beyond it (loss, selection, backward, update) is the \"train - infer\" column.\n\n"
+        f"The fast graph's conv forwards run on the TinyProp forward ops (TINYPROP_CONV2D_FORWARD / "
+        f"_DEPTHWISE_FORWARD, ReLU fused); on TFLM's builtin CONV_2D / DEPTHWISE_CONV_2D (the row saying so, the same "
+        f"export otherwise) the DS-CNN step with the last layer trained takes {conv_ratio[0]:.2f}x the instructions "
+        f"and {conv_ratio[1]:,} bytes more arena (per op and per streamed sample TFLM keeps 2 x 4 bytes per channel "
+        "of quantization arrays a float model never reads).\n\n"
+        + per_op_table(profiles, "TinyProp, fast ops (demo export)", "dense: StaticTopK(1.0), fast ops")
+        + per_op_table(profiles, "TinyProp, fast ops, last 2 layers trained",
+                       "dense: StaticTopK(1.0), fast ops, last 2 layers trained") +
         "RAM map per board (each image's RAM limited to the board's usable RAM in the linker script: stack, .data, "
         ".bss, heap and the arena all inside it; the model is read into code memory, not RAM). Stack high-water from "
         "the painted stack after a train and an infer invoke.\n\n" + "\n".join(ram_rows) + "\n"

@@ -23,9 +23,13 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
   w, dx, bias: plain SGD fused into the sparse backward and applied in place (w -= dW * lr, bias -= db * lr;
   outputs 0 and 2 are inputs 1 and 8 themselves; dx from the weights before the update; no dW tensor and no
   second weight copy exists), used when the optimizer is SGD without momentum;
-- ``TINYPROP_CONV2D_BACKWARD`` / ``TINYPROP_DEPTHWISE_BACKWARD``: x, w, delta (NHWC, Keras kernel layouts), k,
-  kept, window [7] int32 (stride_h, stride_w, dilation_h, dilation_w, padding 0 VALID / 1 SAME, 0, 0), wanted
-  -> dW, dx, db, from the kept channels only (Conv1D runs as Conv2D with H = 1);
+- ``TINYPROP_CONV2D_FORWARD`` / ``TINYPROP_DEPTHWISE_FORWARD``: x, w (NHWC, Keras kernel layouts), window [7]
+  int32 (``WINDOW_PARAMS``), bias [O] -> act(conv(x, w) + bias), the activation (linear or ReLU) fused (every
+  conv forward of the fast graph that has TF's SAME/VALID padding: TFLM's CONV_2D and DEPTHWISE_CONV_2D keep 2 x 4
+  bytes per channel of quantization arrays in persistent arena memory per op, which a frozen prefix streamed
+  sample by sample repeats per sample, and a separate RELU would hold a second activation-sized tensor);
+- ``TINYPROP_CONV2D_BACKWARD`` / ``TINYPROP_DEPTHWISE_BACKWARD``: x, w, delta, k, kept, window [7] int32
+  (activation 0), wanted -> dW, dx, db, from the kept channels only (Conv1D runs as Conv2D with H = 1);
 - ``TINYPROP_APPLY_GRADIENT``: w, g, mode, hyper [7], then velocity or Adam's m, v and (beta_1^t, beta_2^t) -> w
   and the slots, in place (Keras' SGD / momentum / Nesterov / Adam rules, micro/ ``SgdUpdate``/``AdamUpdate``);
 - ``TINYPROP_COUNT_STEP``: the step counter + 1, in place; ``TINYPROP_ASSIGN``: state = value, in place (the
@@ -65,19 +69,36 @@ def select_params(rule) -> list[float]:
     return [float(values[name]) for name in SELECT_PARAMS]
 
 
+# The conv ops' window tensor, in order (micro/tflm/tinyprop_tflm.h: WindowParam); the last slot is unused.
+WINDOW_PARAMS = ("stride_h", "stride_w", "dilation_h", "dilation_w", "padding", "activation", "unused")
+PADDING_CODES = {"valid": 0, "same": 1}
+ACTIVATION_CODES = {"linear": 0, "relu": 1}  # what the forward ops fuse (micro/ tinyprop::Activation)
+
+
+def conv_window(strides, padding: str, activation: str = "linear") -> list[int]:
+    """A conv layer's window tensor (``WINDOW_PARAMS``): strides (h, w), TF padding ("same"/"valid"), the
+    activation a forward op applies (the backward ops take "linear"); dilation 1 (what the exporter admits)."""
+    values = {"stride_h": strides[0], "stride_w": strides[1], "dilation_h": 1, "dilation_w": 1,
+              "padding": PADDING_CODES[padding], "activation": ACTIVATION_CODES[activation], "unused": 0}
+    return [int(values[name]) for name in WINDOW_PARAMS]
+
+
 DENSE_FORWARD = "TINYPROP_DENSE_FORWARD"
 RELU_BACKWARD = "TINYPROP_RELU_BACKWARD"
 SELECT_UNITS = "TINYPROP_SELECT_UNITS"
 SELECT_CHANNELS = "TINYPROP_SELECT_CHANNELS"
 DENSE_BACKWARD = "TINYPROP_DENSE_BACKWARD"
 DENSE_BACKWARD_SGD = "TINYPROP_DENSE_BACKWARD_SGD"
+CONV2D_FORWARD = "TINYPROP_CONV2D_FORWARD"
+DEPTHWISE_FORWARD = "TINYPROP_DEPTHWISE_FORWARD"
 CONV2D_BACKWARD = "TINYPROP_CONV2D_BACKWARD"
 DEPTHWISE_BACKWARD = "TINYPROP_DEPTHWISE_BACKWARD"
 APPLY_GRADIENT = "TINYPROP_APPLY_GRADIENT"
 COUNT_STEP = "TINYPROP_COUNT_STEP"
 ASSIGN = "TINYPROP_ASSIGN"
 DEVICE_OPS = frozenset({DENSE_FORWARD, RELU_BACKWARD, SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD,
-                        DENSE_BACKWARD_SGD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD, APPLY_GRADIENT, COUNT_STEP, ASSIGN})
+                        DENSE_BACKWARD_SGD, CONV2D_FORWARD, DEPTHWISE_FORWARD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD,
+                        APPLY_GRADIENT, COUNT_STEP, ASSIGN})
 
 # The ops that update training state in place: output position -> the input position it is (micro/tflm/
 # tinyprop_tflm.h). In the converted graph such an output is assigned to a variable the op read at that input;

@@ -99,9 +99,10 @@ def weight_key(layer_name: str, weight) -> str:
     return f"{layer_name}/{weight.path.rsplit('/', 1)[-1]}"
 
 
-# What streaming a frozen prefix costs in TFLM per op and extra sample (measured: the ops are repeated per sample,
-# and each keeps its node, tensors and persistent op data; DS-CNN 49x10, 64 channels: ~1 KB per conv op).
-_STREAM_COST_PER_OP = 1024
+# What streaming a frozen prefix costs in TFLM per affine op and extra sample (measured: the ops are repeated per
+# sample, each with its node, tensors and persistent op data; DS-CNN 49x10, 64 channels, on the TinyProp forward
+# ops: ~2 KB per sample for its 9 conv ops and the slicing, pooling and gathering around them).
+_STREAM_COST_PER_OP = 256
 
 
 def _streaming_saves(prefix) -> bool:
@@ -263,7 +264,11 @@ class TrainStep(tf.Module):
         """The forward of ``nodes`` (in order) at batch ``b`` from ``values``; returns (values, saved)."""
         saved = {}
         x = values[self._input_id]
+        fused_into = {}  # act node name -> the conv whose device forward applied it
         for node in nodes:
+            if node.name in fused_into:
+                saved[node.name] = {"out": values[node.output]}
+                continue
             if node.kind == "input":
                 values[node.output] = values[node.inputs[0]] if node.inputs else x
                 continue
@@ -283,18 +288,29 @@ class TrainStep(tf.Module):
                                                         (1, layer.strides[0]), layer.padding)
                     h4 = tf.reshape(h, [b, 1, *node.in_shapes[0]])
                     k4 = tf.reshape(kernel, [1, *kernel.shape])
-                    bias4 = None if bias is None else tf.reshape(bias, [1, 1, 1, -1])
-                    z = tf.reshape(builtin_backward.conv2d_forward(h4, k4, bias4, geo), [b, *node.out_shape])
                     extra = {"geo": geo, "x4": h4, "k4": k4}
                 else:
                     geo = builtin_backward.ConvGeometry(node.in_shapes[0][:2], tuple(layer.kernel_size),
                                                         tuple(layer.strides), layer.padding)
-                    bias4 = None if bias is None else tf.reshape(bias, [1, 1, 1, -1])
-                    fwd = (builtin_backward.conv2d_forward if node.kind == "conv2d"
-                           else builtin_backward.depthwise_forward)
-                    z = fwd(h, kernel, bias4, geo)
+                    h4, k4 = h, kernel
                     extra = {"geo": geo}
-                out = builtin_backward.activation_forward(node.activation, z)
+                if node.kind == "dense":
+                    out = builtin_backward.activation_forward(node.activation, z)
+                else:
+                    if self._device_conv_forward_applies(node, geo):
+                        act = self._fusable_relu(node, nodes)
+                        out = self._device_conv_forward(node, h4, k4, bias, geo, act.activation if act else None)
+                        if act is not None:  # the act node's value; the conv's own (pre-ReLU) value never exists
+                            fused_into[act.name] = node.name
+                            values[act.output] = (tf.reshape(out, [b, *node.out_shape]) if node.kind == "conv1d"
+                                                  else out)
+                    else:
+                        bias4 = None if bias is None else tf.reshape(bias, [1, 1, 1, -1])
+                        fwd = (builtin_backward.depthwise_forward if node.kind == "depthwise"
+                               else builtin_backward.conv2d_forward)
+                        out = builtin_backward.activation_forward(node.activation, fwd(h4, k4, bias4, geo))
+                    if node.kind == "conv1d":
+                        out = tf.reshape(out, [b, *node.out_shape])
                 saved[node.name] = {"x": h, "out": out, "kernel": kernel, "bias": bias, **extra}
             elif node.kind == "act":
                 out = builtin_backward.activation_forward(node.activation, h)
@@ -397,6 +413,33 @@ class TrainStep(tf.Module):
                                [(tf.float32, [x.shape[0], kernel.shape[1]])], self.device_op_shapes)
         return z
 
+    def _device_conv_forward_applies(self, node, geo) -> bool:
+        """Whether the fast graph runs this conv forward as TINYPROP_CONV2D_FORWARD / _DEPTHWISE_FORWARD (TF's
+        SAME/VALID padding, an activation the op fuses; else TFLM's builtins)."""
+        return self.fast and geo.tf_padding is not None and node.activation in device_ops.ACTIVATION_CODES
+
+    def _fusable_relu(self, node, nodes):
+        """The ReLU node that only reads this linear conv's output (a BatchNorm folded in between, as DS-CNN's
+        conv -> BN -> ReLU), which the conv's device forward can apply itself, or None. Fused, no tensor holds the
+        pre-ReLU value (TFLite's converter fuses it into CONV_2D the same way); the ReLU's backward is unchanged."""
+        if node.activation != "linear" or node.output == self._output_id:
+            return None
+        readers = [n for n in self._nodes if node.output in n.inputs]
+        if len(readers) != 1 or readers[0].kind != "act" or readers[0].activation != "relu":
+            return None
+        return readers[0] if any(n is readers[0] for n in nodes) else None
+
+    def _device_conv_forward(self, node, x4, k4, bias, geo, activation=None):
+        """act(conv(x4, k4) + bias) in NHWC by the TinyProp forward op (Conv1D lifted to H = 1); ``activation``
+        (default: the layer's own) is the one the op applies."""
+        op = device_ops.DEPTHWISE_FORWARD if node.kind == "depthwise" else device_ops.CONV2D_FORWARD
+        out_c = k4.shape[2] * k4.shape[3] if node.kind == "depthwise" else k4.shape[3]
+        window = tf.constant(device_ops.conv_window((geo.sh, geo.sw), geo.padding, activation or node.activation),
+                             tf.int32)
+        (out,) = device_ops.call(op, node.name, [x4, k4, window] + ([bias] if bias is not None else []),
+                                 [(tf.float32, [x4.shape[0], geo.Ho, geo.Wo, out_c])], self.device_op_shapes)
+        return out
+
     def _fuses_sgd(self, node) -> bool:
         """Whether the layer's plain SGD step runs inside its device backward (TINYPROP_DENSE_BACKWARD_SGD)."""
         opt = self._opt
@@ -438,7 +481,7 @@ class TrainStep(tf.Module):
                 outputs(kernel.shape, x.shape, [n]), self.device_op_shapes)
             return d_kernel, d_x, d_bias, k
         geo = saved["geo"]
-        window = tf.constant([geo.sh, geo.sw, 1, 1, 1 if geo.padding == "same" else 0, 0, 0], tf.int32)
+        window = tf.constant(device_ops.conv_window((geo.sh, geo.sw), geo.padding), tf.int32)
         if node.kind == "conv1d":  # lifted to H = 1, as the forward does
             x4, k4 = saved["x4"], saved["k4"]
             d4 = tf.reshape(delta, [b, 1, *delta.shape[1:]])

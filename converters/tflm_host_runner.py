@@ -346,12 +346,22 @@ class Measures:
     arena_available_bytes: int  # the RAM left for the arena
     arena_used_bytes: int
     invoke_ticks: tuple
+    op_ticks: tuple = ()  # per invoke: ((operator name, ticks), ...) in execution order
 
     @property
     def invoke_instructions(self) -> list[float]:
         """Instructions per invoke: ticks x 0.625 under -icount shift=6 on AN386. An instruction count, not cycles
         (QEMU models no pipeline, cache, wait states or FPU latency)."""
         return [t * INSTRUCTIONS_PER_TICK for t in self.invoke_ticks]
+
+    def op_instructions(self, invoke: int) -> dict[str, float]:
+        """Instructions of one invoke per operator name (summed over its uses), largest first; the rest of the
+        invoke (the interpreter between operators, the profiler's own tick reads) is under "(between ops)"."""
+        totals: dict[str, float] = {}
+        for name, ticks in self.op_ticks[invoke]:
+            totals[name] = totals.get(name, 0.0) + ticks * INSTRUCTIONS_PER_TICK
+        totals["(between ops)"] = self.invoke_instructions[invoke] - sum(totals.values())
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
 def run_m4(elf: str, model: bytes, inputs_per_invoke: list[list[np.ndarray]], arena: int = DEFAULT_ARENA,
@@ -374,17 +384,27 @@ def run_m4(elf: str, model: bytes, inputs_per_invoke: list[list[np.ndarray]], ar
         if "AllocateTensors failed" not in e.stderr or "arena_available_bytes" not in values or malformed:
             raise RunnerError(str(e)) from None
         raise _ram_error(elf, model, inputs_per_invoke, values, timeout, state) from None
-    return outputs, _measures(_values(stdout), len(inputs_per_invoke))
+    return outputs, _measures(_values(stdout), len(inputs_per_invoke), stdout)
 
 
-def _measures(v: dict[str, list[int]], invokes: int) -> Measures:
-    fields = {f.name: v[f.name][0] for f in dataclasses.fields(Measures) if f.name != "invoke_ticks"}
+def _measures(v: dict[str, list[int]], invokes: int, stdout: str = "") -> Measures:
+    fields = {f.name: v[f.name][0] for f in dataclasses.fields(Measures) if f.name not in ("invoke_ticks", "op_ticks")}
     ticks = dict(zip(v["invoke_ticks"][0::2], v["invoke_ticks"][1::2]))
-    m = Measures(**fields, invoke_ticks=tuple(ticks[s] for s in range(invokes)))
+    m = Measures(**fields, invoke_ticks=tuple(ticks[s] for s in range(invokes)), op_ticks=_op_ticks(stdout, invokes))
     if m.stack_high_water_bytes >= m.stack_bytes:  # no paint left: it ran past the stack's limit
         raise RunnerError(f"the emulated Cortex-M4F used all of its {m.stack_bytes:,}-byte stack (and maybe more): "
                           "its results cannot be trusted")
     return m
+
+
+def _op_ticks(stdout: str, invokes: int) -> tuple:
+    """The "op_ticks STEP INDEX TICKS NAME" lines: per invoke, ((name, ticks), ...) in execution order."""
+    per_invoke = [[] for _ in range(invokes)]
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[0] == "op_ticks" and all(p.isdigit() for p in parts[1:4]):
+            per_invoke[int(parts[1])].append((int(parts[2]), parts[4], int(parts[3])))
+    return tuple(tuple((name, ticks) for _, name, ticks in sorted(ops)) for ops in per_invoke)
 
 
 def _ram_error(elf, model, inputs_per_invoke, values, timeout, state=None) -> RamError:

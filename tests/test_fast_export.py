@@ -127,7 +127,7 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     # Every TinyProp op: fully static shapes, as its C++ Prepare/Eval expect; an in-place output is its input.
     batch = manifest["batch_size"]
     widths, params_held = [], []
-    forwards = 0
+    forwards = conv_forwards = 0
     writers = {}
     for sg in model.subgraphs:
         for position, op in enumerate(sg.operators):
@@ -185,6 +185,13 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 assert len(op.outputs) == {"sgd": 1, "adam": 3}[CASES[name][2]]
             elif name_ == device_ops.COUNT_STEP:
                 assert mode_inputs == [1] and int(op.outputs[0]) in state_tensors
+            elif name_ in (device_ops.CONV2D_FORWARD, device_ops.DEPTHWISE_FORWARD):
+                x, w, window, *bias, z = shapes
+                out_c = w[3] if name_ == device_ops.CONV2D_FORWARD else w[2] * w[3]
+                # batch 1 where a frozen prefix runs sample by sample
+                assert len(x) == len(w) == len(z) == 4 and x[0] == z[0] in (1, batch) and x[3] == w[2]
+                assert z[3] == out_c and window == [len(device_ops.WINDOW_PARAMS)] and bias in ([], [[out_c]])
+                conv_forwards += 1
             else:
                 x, w, delta, k, kept, window, wanted, dw, dx, db = shapes
                 want = wanted_flags(6)
@@ -207,6 +214,13 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     n_dense = sum(layer["kind"] == "dense" for layer in manifest["layers"])
     assert forwards == ops.get("CUSTOM:" + device_ops.DENSE_FORWARD, 0) == n_dense
     assert "BATCH_MATMUL" not in ops
+    # And every conv forward on TINYPROP_CONV2D_FORWARD / _DEPTHWISE_FORWARD, its ReLU fused (TFLM's CONV_2D would
+    # keep per-channel arrays per op; a separate RELU, an activation-sized tensor): RELU only after a Dense.
+    convs = [layer for layer in manifest["layers"] if layer["kind"] in ("conv2d", "depthwise", "conv1d")]
+    streamed = batch if ops.get("CONCATENATION") else 1
+    assert streamed * len(convs) >= conv_forwards >= len(convs) and not {"CONV_2D", "DEPTHWISE_CONV_2D"} & set(ops)
+    dense_relus = sum(layer["kind"] == "dense" and layer["activation"] == "relu" for layer in manifest["layers"])
+    assert ops.get("RELU", 0) == dense_relus
 
 
 def _input(details, name):
@@ -293,7 +307,7 @@ def test_a_frozen_prefix_runs_sample_by_sample_where_that_saves_memory(exported,
     convs = []
     for position, op in enumerate(sg.operators):
         name_ = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])
-        if name_ in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        if name_ in ("CUSTOM:" + device_ops.CONV2D_FORWARD, "CUSTOM:" + device_ops.DEPTHWISE_FORWARD):
             convs.append((position, int(sg.tensors[op.outputs[0]].shape[0])))
     frozen = [layer for layer in manifest["layers"] if layer["kind"] in ("conv2d", "depthwise")]
     assert len(convs) == batch * len(frozen) and {b for _, b in convs} == {1}
@@ -303,6 +317,7 @@ def test_a_frozen_prefix_runs_sample_by_sample_where_that_saves_memory(exported,
         for i in range(batch))
     ops = flatbuffer.ops_used(model)
     assert ops.get("CONCATENATION") == 1 and not any(op.endswith("CONV2D_BACKWARD") for op in ops)
+    assert "CONV_2D" not in ops and "DEPTHWISE_CONV_2D" not in ops  # TFLM's would hold per-channel arrays per op
     keras.utils.set_random_seed(0)
     small = export_training_model(_last(models.mlp(input_shape=(20,), num_classes=5, hidden=(16, 12)), 2),
                                   tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.05, batch_size=4, out_dir=str(tmp_path / "m"),

@@ -137,6 +137,16 @@ def window_stride_zero(model, sg, op):
     _constant(model, sg, op.inputs[5], _with(_values(model, sg, op.inputs[5], np.int32), 0, 0), np.int32)
 
 
+def forward_activation_two(model, sg, op):
+    slot = device_ops.WINDOW_PARAMS.index("activation")
+    _constant(model, sg, op.inputs[2], _with(_values(model, sg, op.inputs[2], np.int32), slot, 2), np.int32)
+
+
+def conv_output_one_row_too_many(model, sg, op):
+    z = sg.tensors[op.outputs[0]]
+    z.shape = _with(z.shape, 1, z.shape[1] + 1)
+
+
 def counter_as_float32(model, sg, op):
     sg.tensors[op.inputs[0]].type = fb.TensorType.FLOAT32
 
@@ -160,6 +170,10 @@ CASES = {  # id: (export, op, edit, what the error says besides "Node <op> ... f
     "adam without powers": ("mlp_adam", device_ops.APPLY_GRADIENT, adam_state_missing, "(6 != 7)"),
     "conv stride 0": ("cnn_sgd", device_ops.CONV2D_BACKWARD, window_stride_zero,
                       "TINYPROP_CONV2D_BACKWARD: kBadArgument"),
+    "conv forward activation 2": ("cnn_sgd", device_ops.CONV2D_FORWARD, forward_activation_two,
+                                  "activation not 0 or 1"),
+    "conv forward output too tall": ("cnn_sgd", device_ops.CONV2D_FORWARD, conv_output_one_row_too_many,
+                                     "g.out_h"),
     "counter float32": ("mlp_sgd", device_ops.COUNT_STEP, counter_as_float32, "(FLOAT32 != INT32)"),
 }
 

@@ -24,7 +24,8 @@ from _build import fake_runner_cache, m4_image_or_skip
 import tinyprop_tf as tp
 from tinyprop_tf import models
 from tinyprop_tf.mcu_profiles import KIB
-from tinyprop_tf.converters import artifacts, device_ops, export_training_model, m4_app, tflm_host_runner, verification
+from tinyprop_tf.converters import (artifacts, device_ops, export_training_model, flatbuffer, m4_app, tflm_host_runner,
+                                    verification)
 from tinyprop_tf.converters.board_projects import write_board_project
 from tinyprop_tf.converters.verification import verify
 
@@ -109,8 +110,10 @@ def test_a_stack_with_no_paint_left_is_an_error():
 
 def test_measure_lines_are_parsed_and_other_output_ignored():
     out = ("arena_used_bytes 1234\nFailed to allocate tail memory. Requested: 10\n\n"
-           "invoke_ticks 0 80\ninvoke_ticks 1 96\n")
+           "invoke_ticks 0 80\nop_ticks 0 1 30 TINYPROP_SELECT_UNITS\nop_ticks 0 0 40 MUL\ninvoke_ticks 1 96\n"
+           "op_ticks 1 0 50 MUL\n")
     assert tflm_host_runner._values(out) == {"arena_used_bytes": [1234], "invoke_ticks": [0, 80, 1, 96]}
+    assert tflm_host_runner._op_ticks(out, 2) == ((("MUL", 40), ("TINYPROP_SELECT_UNITS", 30)), (("MUL", 50),))
 
 
 # ---- on the emulated board -----------------------------------------------------------------------------------
@@ -191,6 +194,17 @@ def test_measures_are_the_runs_own_and_instruction_counts_repeat(exported):
     train, infer = m.invoke_instructions[:3], m.invoke_instructions[3]
     assert min(train) > infer > 1000  # a train step does the forward and the backward
     assert m.invoke_instructions[0] == m.invoke_ticks[0] * 0.625
+    # Per operator: every invoke lists the graph's operators in order, and they take most of the invoke.
+    model = flatbuffer.load(data)
+    graph_ops = [flatbuffer.op_name(model.operatorCodes[op.opcodeIndex]).removeprefix("CUSTOM:")
+                 for op in model.subgraphs[0].operators]
+    assert [[name for name, _ in ops] for ops in m.op_ticks] == [graph_ops] * 4
+    for i, ops in enumerate(m.op_ticks):
+        assert all(t > 0 for _, t in ops) and 0.9 * m.invoke_ticks[i] < sum(t for _, t in ops) < m.invoke_ticks[i]
+    per_op = m.op_instructions(0)
+    assert sum(per_op.values()) == pytest.approx(m.invoke_instructions[0]) and per_op["(between ops)"] > 0
+    backward = per_op["TINYPROP_CONV2D_BACKWARD"]  # a train invoke back-propagates; the infer invoke skips it
+    assert m.op_instructions(3)["TINYPROP_CONV2D_BACKWARD"] < backward / 10
     # The printed RAM map is the ELF's own (its linker symbols): the section sizes agree.
     import subprocess
 

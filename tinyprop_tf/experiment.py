@@ -131,20 +131,20 @@ def make_optimizer(name: str, learning_rate: float):
     return makers[name](learning_rate)
 
 
-def progress_bar(total: int, desc: str):
+def progress_bar(total: int, desc: str, disable: bool = False):
     """A tqdm bar counting epochs (to stderr, cleared when done)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False, dynamic_ncols=True, disable=disable)
 
 
 def pretrain(model: keras.Model, data, *, loss=None, epochs: int = 15, batch_size: int = 32,
-             learning_rate: float = 1e-3, seed: int = 0) -> keras.Model:
-    """Dense training of a fresh model (Adam), with a progress bar."""
+             learning_rate: float = 1e-3, seed: int = 0, progress: bool = True) -> keras.Model:
+    """Dense training of a fresh model (Adam), with a progress bar unless not ``progress``."""
     keras.utils.set_random_seed(seed)
     model.compile(keras.optimizers.Adam(learning_rate),
                   loss if loss is not None else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    bar = progress_bar(epochs, "pretrain (dense)")
+    bar = progress_bar(epochs, "pretrain (dense)", disable=not progress)
     model.fit(*data, epochs=epochs, batch_size=batch_size, verbose=0,
               callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: bar.update(1))])
     bar.close()

@@ -79,8 +79,8 @@ def pretrained_file(out_dir: str, spec: sweep_spec.Spec, pretrain_seed: int) -> 
 
 def pretrain_model(model_options: dict, task, pretrain_seed: int) -> bytes:
     """The spec's architecture pretrained densely under ``pretrain_seed`` (initial weights and data order), as a
-    .keras file's bytes. Runs in a Ray worker (one CPU, like a trial)."""
-    _one_thread()
+    .keras file's bytes. Runs in a Ray worker, with TensorFlow's threads set to the CPUs Ray gave it."""
+    _threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     import keras
 
     from tinyprop_tf import experiment, tasks
@@ -88,14 +88,22 @@ def pretrain_model(model_options: dict, task, pretrain_seed: int) -> bytes:
     keras.utils.set_random_seed(pretrain_seed)  # the initial weights follow the seed too
     model = tasks.build_model(model_options["source"], task)
     experiment.pretrain(model, task.pretrain, loss=task.loss, epochs=model_options["pretrain_epochs"],
-                        seed=pretrain_seed)
+                        seed=pretrain_seed, progress=False)  # a worker's bar would not reach the terminal
     with tempfile.TemporaryDirectory() as scratch:
         model.save(os.path.join(scratch, PRETRAINED))
         with open(os.path.join(scratch, PRETRAINED), "rb") as handle:
             return handle.read()
 
 
-_remote_pretrain = ray.remote(num_cpus=1, max_retries=TRIAL_RETRIES)(pretrain_model)
+# max_calls=1: the worker exits afterwards, so no trial inherits its TensorFlow thread pools (set once per process).
+_remote_pretrain = ray.remote(max_retries=TRIAL_RETRIES, max_calls=1)(pretrain_model)
+
+
+def pretraining_cpus(pretrainings: int) -> int:
+    """CPUs for each of ``pretrainings`` side by side: the cluster's share, at most one node's (a task needing more
+    than any node has would never start). They run before any trial, so a single one gets a whole node."""
+    per_node = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]]
+    return max(1, min(max(per_node, default=1), sum(per_node) // max(1, pretrainings)))
 
 
 def _read(path: str) -> bytes:
@@ -111,14 +119,17 @@ def submit_models(spec: sweep_spec.Spec, out_dir: str, trials, print_fn=print):
     seeds = sorted({spec.pretrain_seed(t.settings["seed"]) for t in trials})
     shared_task = None if spec.task["name"] == sweep_spec.DEMO_TASK else ray.put(load_task(spec))
     refs, pretraining = {}, {}
+    to_pretrain = [seed for seed in seeds if spec.model_file is None
+                   and not os.path.exists(pretrained_file(out_dir, spec, seed))]
+    remote_pretrain = _remote_pretrain.options(num_cpus=pretraining_cpus(len(to_pretrain)))
     for seed in seeds:
         task_ref = shared_task if shared_task is not None else ray.put(load_task(spec, seed))
         path = pretrained_file(out_dir, spec, seed)
-        if os.path.exists(path) or spec.model_file is not None:
-            model_ref = ray.put(_read(path if os.path.exists(path) else spec.model_file))
-        else:
-            model_ref = _remote_pretrain.remote(spec.model, task_ref, seed)
+        if seed in to_pretrain:
+            model_ref = remote_pretrain.remote(spec.model, task_ref, seed)
             pretraining[model_ref] = path
+        else:
+            model_ref = ray.put(_read(path if os.path.exists(path) else spec.model_file))
         refs[seed] = (task_ref, model_ref)
     if pretraining:
         print_fn(f"Pretraining {spec.model['source']} ({spec.model['pretrain_epochs']} epochs, dense) "
@@ -127,31 +138,37 @@ def submit_models(spec: sweep_spec.Spec, out_dir: str, trials, print_fn=print):
     return refs, pretraining
 
 
-def save_pretrained(pretraining: dict) -> None:
-    """Wait for every pretraining and write its file, so a rerun reuses it. A failed pretraining writes nothing:
-    its trials get its error as their own record."""
-    for ref, path in pretraining.items():
+def save_pretrained(pretraining: dict, print_fn=print) -> None:
+    """Wait for every pretraining and write its file, so a rerun reuses it; say when each is done. A failed
+    pretraining writes nothing: its trials get its error as their own record."""
+    started, pending = time.time(), dict(pretraining)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        path = pending.pop(ready[0])
         try:
-            data = ray.get(ref)
-        except ray.exceptions.RayError:
+            data = ray.get(ready[0])
+        except ray.exceptions.RayError as error:
+            print_fn(f"  {os.path.basename(path)}: pretraining failed ({type(error).__name__}); its trials record it")
             continue
         outdir.atomic_write(path, lambda handle: handle.write(data), mode="wb")
+        print_fn(f"  {os.path.basename(path)} after {time.time() - started:.0f} s "
+                 f"({len(pretraining) - len(pending)} of {len(pretraining)})")
 
 
 # -- one trial, in a Ray worker --------------------------------------------------------------------------------------
-def _one_thread() -> None:
-    """TensorFlow's thread pools to the trial's one CPU (settable only before TensorFlow's first op; a reused
-    worker has them already)."""
+def _threads(cpus: int) -> None:
+    """TensorFlow's thread pools to the task's CPUs (settable only before TensorFlow's first op; a reused worker
+    has them already)."""
     import tensorflow as tf
 
-    if tf.config.threading.get_intra_op_parallelism_threads() != 1:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
+    if tf.config.threading.get_intra_op_parallelism_threads() != cpus:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def run_trial(task, model_bytes: bytes, settings: dict) -> dict:
     """Fine-tune the pretrained model with one trial's settings (``experiment.finetune``); the run's record."""
-    _one_thread()
+    _threads(1)
     import keras
 
     from tinyprop_tf import estimates, experiment, policies
@@ -307,7 +324,7 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
     finished, bar = None, None
     try:
         models, pretraining = submit_models(spec, out_dir, todo, print_fn)
-        save_pretrained(pretraining)  # the seeds' pretrainings side by side, then the trials
+        save_pretrained(pretraining, print_fn)  # the seeds' pretrainings side by side, then the trials
         trials_started = time.time()
         pending = {_remote_trial.remote(*models[spec.pretrain_seed(t.settings["seed"])], t.settings): t
                    for t in todo}
@@ -337,7 +354,8 @@ def run(spec: sweep_spec.Spec, out_dir: str, *, address: str | None = None, num_
         ray.shutdown()
         if finished is None:  # stopped early (an interrupt, an error): sweep.json lists every record there is
             write_summary(spec, out_dir, complete=False)
-    timing = {"ray_start_seconds": ray_started - started, "prepare_seconds": trials_started - ray_started,  # data and pretraining
+    # prepare: loading the data and pretraining
+    timing = {"ray_start_seconds": ray_started - started, "prepare_seconds": trials_started - ray_started,
               "sweep_seconds": finished - trials_started}
     summary = write_summary(spec, out_dir, complete=True, timing=timing)
     print_fn(markdown_table(summary["configurations"]))

@@ -399,6 +399,72 @@ void DepthwiseBackwardImpl(const ConvPlan& p, const float* x, const float* w, co
   }
 }
 
+// ---- forward ----
+// Per output position, N output channels at a time are summed in registers over the taps (in order) and the
+// input channels (in order): the kernel's [.., C, O] layout puts the N channels of one input channel side by side.
+// Taps that fall into the padding add nothing. Then the bias (after the sum, as TensorFlow's BiasAdd) and the
+// activation.
+inline float Activate(float v, Activation activation) {
+  return (activation == Activation::kRelu && v < 0.0f) ? 0.0f : v;  // max(v, 0), a NaN stays NaN
+}
+
+template <bool kDepthwise, bool kDm1, int N>
+inline void ForwardChannels(const ConvPlan& p, const float* xb, const float* w, int32_t oy, int32_t ox, int32_t o0,
+                            const float* bias, Activation activation, float* z) {
+  const int32_t C = p.in_c, O = p.out_c;
+  float a[N];
+  for (int n = 0; n < N; ++n) a[n] = 0.0f;
+  for (int32_t r = 0; r < p.kh; ++r) {
+    const int32_t iy = InputCoord(oy, p.sh, p.pad_top, r, p.dh, p.in_h);
+    if (iy < 0) continue;
+    for (int32_t c = 0; c < p.kw; ++c) {
+      const int32_t ix = InputCoord(ox, p.sw, p.pad_left, c, p.dw, p.in_w);
+      if (ix < 0) continue;
+      const float* xp = xb + (static_cast<int64_t>(iy) * p.in_w + ix) * C;
+      const int32_t tap = r * p.kw + c;
+      if constexpr (kDepthwise) {  // output channel o reads input channel o / dm
+        const float* wp = w + static_cast<int64_t>(tap) * O + o0;
+        for (int n = 0; n < N; ++n) a[n] += xp[kDm1 ? o0 + n : (o0 + n) / p.dm] * wp[n];
+      } else {
+        const float* wp = w + static_cast<int64_t>(tap) * C * O + o0;
+        for (int32_t ci = 0; ci < C; ++ci, wp += O) {
+          const float xv = xp[ci];
+          for (int n = 0; n < N; ++n) a[n] += xv * wp[n];
+        }
+      }
+    }
+  }
+  for (int n = 0; n < N; ++n) {
+    z[o0 + n] = Activate(bias != nullptr ? a[n] + bias[o0 + n] : a[n], activation);
+  }
+}
+
+template <bool kDepthwise, bool kDm1>
+void ForwardImpl(const ConvPlan& p, const float* x, const float* w, const float* bias, Activation activation,
+                 float* out) {
+  constexpr int kBlock = 4;
+  const int32_t O = p.out_c;
+  const int64_t in_size = static_cast<int64_t>(p.in_h) * p.in_w * p.in_c;
+  float* z = out;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const float* xb = x + b * in_size;
+    for (int32_t oy = 0; oy < p.out_h; ++oy) {
+      for (int32_t ox = 0; ox < p.out_w; ++ox, z += O) {
+        int32_t o = 0;
+        for (; o + kBlock <= O; o += kBlock) {
+          ForwardChannels<kDepthwise, kDm1, kBlock>(p, xb, w, oy, ox, o, bias, activation, z);
+        }
+        for (; o < O; ++o) ForwardChannels<kDepthwise, kDm1, 1>(p, xb, w, oy, ox, o, bias, activation, z);
+      }
+    }
+  }
+}
+
+Status CheckActivation(Activation activation) {
+  return (activation == Activation::kLinear || activation == Activation::kRelu) ? Status::kOk
+                                                                                 : Status::kBadArgument;
+}
+
 }  // namespace
 
 Status ComputeConvGeometry(int32_t in_h, int32_t in_w, const ConvWindow& window, ConvGeometry* geometry) {
@@ -412,6 +478,39 @@ Status ComputeConvGeometry(int32_t in_h, int32_t in_w, const ConvWindow& window,
                    &g.pad_left);
   if (s != Status::kOk) return s;
   *geometry = g;
+  return Status::kOk;
+}
+
+// The forward's output has delta's shape: it takes delta's place in MakePlan's checks.
+Status Conv2DForward(const Conv2DShape& shape, const ConvWindow& window, const float* x, const float* w,
+                     const float* bias, Activation activation, float* out) {
+  if (x == nullptr || w == nullptr) return Status::kBadArgument;
+  ConvPlan p;
+  Status s = MakePlan(shape.batch, shape.in_h, shape.in_w, shape.in_c, shape.out_c, 1, shape.out_c, window, x, w,
+                      out, nullptr, nullptr, &p);
+  if (s != Status::kOk) return s;
+  s = CheckActivation(activation);
+  if (s != Status::kOk) return s;
+  ForwardImpl<false, false>(p, x, w, bias, activation, out);
+  return Status::kOk;
+}
+
+Status DepthwiseConv2DForward(const DepthwiseShape& shape, const ConvWindow& window, const float* x,
+                              const float* w, const float* bias, Activation activation, float* out) {
+  if (x == nullptr || w == nullptr) return Status::kBadArgument;
+  int32_t out_c;
+  if (!internal::Product2(shape.in_c, shape.depth_multiplier, &out_c)) return Status::kBadShape;
+  ConvPlan p;
+  Status s = MakePlan(shape.batch, shape.in_h, shape.in_w, shape.in_c, out_c, shape.depth_multiplier,
+                      shape.depth_multiplier, window, x, w, out, nullptr, nullptr, &p);
+  if (s != Status::kOk) return s;
+  s = CheckActivation(activation);
+  if (s != Status::kOk) return s;
+  if (p.dm == 1) {  // no division per MAC
+    ForwardImpl<true, true>(p, x, w, bias, activation, out);
+  } else {
+    ForwardImpl<true, false>(p, x, w, bias, activation, out);
+  }
   return Status::kOk;
 }
 

@@ -1,5 +1,6 @@
 // Conv2D / DepthwiseConv2D backward against gather-form loops in double (written here independently of the
-// kernels' scatter form), plus an adjoint check against a forward convolution: <m, conv(x, W)> = <dW, W> = <dx, x>.
+// kernels' scatter form), plus an adjoint check against a forward convolution: <m, conv(x, W)> = <dW, W> = <dx, x>;
+// the forward kernels against that double forward (plus bias, ReLU).
 #include <cstring>
 
 #include "harness.h"
@@ -336,6 +337,81 @@ TP_TEST(DepthwiseSparseMatchesGatherReference) {
   }
   RunCase(rng, Case{2, 8, 8, 4, 4, 1, 3, 3, 1, 1, 1, 1, true, true});
   RunCase(rng, Case{1, 7, 7, 3, 6, 2, 3, 3, 2, 2, 1, 1, false, true});
+}
+
+// The forward kernels against the double forward, with and without bias and ReLU.
+void RunForwardCase(tpt::Rng& rng, const Case& c) {
+  const Geo g = RefGeometry(c.H, c.W, c.kh, c.kw, c.sh, c.sw, c.dh, c.dw, c.same);
+  if (!g.ok) return;
+  const std::vector<float> x = rng.Vec(static_cast<size_t>(c.B) * c.H * c.W * c.C), w = rng.Vec(KernelSize(c));
+  const std::vector<float> bias = rng.Vec(static_cast<size_t>(c.O));
+  const std::vector<double> z = Forward(c, g, x, w);
+  const ConvWindow win{c.kh, c.kw, c.sh, c.sw, c.dh, c.dw, c.same ? Padding::kSame : Padding::kValid};
+  for (const bool with_bias : {false, true}) {
+    for (const Activation act : {Activation::kLinear, Activation::kRelu}) {
+      std::vector<float> out(z.size(), 7.0f);
+      const float* b = with_bias ? bias.data() : nullptr;
+      TP_CHECK_OK(c.depthwise
+                      ? DepthwiseConv2DForward(DepthwiseShape{c.B, c.H, c.W, c.C, c.dm}, win, x.data(), w.data(), b,
+                                               act, out.data())
+                      : Conv2DForward(Conv2DShape{c.B, c.H, c.W, c.C, c.O}, win, x.data(), w.data(), b, act,
+                                      out.data()));
+      for (size_t i = 0; i < z.size(); ++i) {
+        double want = z[i] + (with_bias ? bias[i % c.O] : 0.0);
+        if (act == Activation::kRelu) want = std::max(want, 0.0);
+        TP_CHECK_NEAR(out[i], want, 1e-5);
+      }
+    }
+  }
+}
+
+TP_TEST(ConvForwardMatchesDoubleReference) {
+  tpt::Rng rng(23);
+  for (int it = 0; it < 200; ++it) {
+    Case c{};
+    c.depthwise = it % 2 == 1;
+    c.B = rng.Int(1, 3);
+    c.H = rng.Int(1, 7);
+    c.W = rng.Int(1, 7);
+    c.C = rng.Int(1, 4);
+    c.dm = c.depthwise ? rng.Int(1, 3) : 1;
+    c.O = c.depthwise ? c.C * c.dm : rng.Int(1, 9);  // over and under the kernel's block of 4 channels
+    c.kh = rng.Int(1, 3);
+    c.kw = rng.Int(1, 3);
+    c.sh = rng.Int(1, 3);
+    c.sw = rng.Int(1, 3);
+    c.dh = rng.Int(1, 2);
+    c.dw = rng.Int(1, 2);
+    c.same = rng.Int(0, 1);
+    RunForwardCase(rng, c);
+  }
+  RunForwardCase(rng, Case{2, 25, 5, 16, 16, 1, 1, 1, 1, 1, 1, 1, true, false});  // a DS-CNN pointwise layer
+  RunForwardCase(rng, Case{1, 25, 5, 16, 16, 1, 3, 3, 1, 1, 1, 1, true, true});  // and its depthwise layer
+}
+
+TP_TEST(ConvForwardErrors) {
+  const ConvWindow win{3, 3, 1, 1, 1, 1, Padding::kSame};
+  std::vector<float> x(32, 1.0f), w(54, 1.0f), out(48, 7.0f);
+  const Conv2DShape s{1, 4, 4, 2, 3};
+  TP_CHECK_OK(Conv2DForward(s, win, x.data(), w.data(), nullptr, Activation::kRelu, out.data()));
+  TP_CHECK_EQ(out[0], 8.0f);  // a corner: 2 x 2 taps in the input, 2 channels of ones
+  std::fill(out.begin(), out.end(), 7.0f);
+  TP_CHECK_STATUS(Conv2DForward(Conv2DShape{1, 4, 4, 2, 0}, win, x.data(), w.data(), nullptr, Activation::kRelu,
+                                out.data()),
+                  Status::kBadShape);
+  TP_CHECK_STATUS(Conv2DForward(s, ConvWindow{5, 5, 1, 1, 1, 1, Padding::kValid}, x.data(), w.data(), nullptr,
+                                Activation::kLinear, out.data()),
+                  Status::kBadShape);
+  TP_CHECK_STATUS(Conv2DForward(s, win, nullptr, w.data(), nullptr, Activation::kLinear, out.data()),
+                  Status::kBadArgument);
+  TP_CHECK_STATUS(Conv2DForward(s, win, x.data(), w.data(), nullptr, Activation::kLinear, nullptr),
+                  Status::kBadArgument);
+  TP_CHECK_STATUS(Conv2DForward(s, win, x.data(), w.data(), nullptr, static_cast<Activation>(3), out.data()),
+                  Status::kBadArgument);
+  TP_CHECK_STATUS(DepthwiseConv2DForward(DepthwiseShape{1, 4, 4, 2, 0}, win, x.data(), w.data(), nullptr,
+                                         Activation::kLinear, out.data()),
+                  Status::kBadShape);
+  for (float v : out) TP_CHECK_EQ(v, 7.0f);
 }
 
 TP_TEST(ConvErrors) {

@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "arena of %ld bytes too small for the allocator\n", arena_size);
     return 1;
   }
-  tflite::MicroInterpreter interpreter(model, resolver, allocator, variables);
+  tflite::MicroInterpreter interpreter(model, resolver, allocator, variables, tinyprop::runner::Profiler());
   if (interpreter.AllocateTensors() != kTfLiteOk) {
     std::fprintf(stderr, "AllocateTensors failed with an arena of %ld bytes (TFLM's reason above)\n", arena_size);
     return 1;

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
+
 namespace tinyprop::runner {
 
 // 16-byte aligned memory for a model of `bytes` bytes, nullptr (after a line on stderr) when there is none.
@@ -14,6 +16,8 @@ uint8_t* ModelBuffer(size_t bytes);
 // 16-byte aligned memory for the arena: at most *bytes; *bytes becomes what it gives (a device gives no more
 // than the RAM it has left). nullptr when there is none.
 uint8_t* ArenaBuffer(long* bytes);
+// What the interpreter reports each operator's Eval to (TFLM's MicroProfilerInterface), or nullptr.
+tflite::MicroProfilerInterface* Profiler();
 // Around each Invoke() of step `step`.
 void InvokeStarts(long step);
 void InvokeEnded(long step);

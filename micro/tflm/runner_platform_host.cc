@@ -11,6 +11,7 @@ uint8_t* ArenaBuffer(long* bytes) {
   return static_cast<uint8_t*>(std::aligned_alloc(16, (static_cast<size_t>(*bytes) + 15) / 16 * 16));
 }
 
+tflite::MicroProfilerInterface* Profiler() { return nullptr; }
 void InvokeStarts(long) {}
 void InvokeEnded(long) {}
 void Report() {}

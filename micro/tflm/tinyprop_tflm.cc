@@ -109,6 +109,19 @@ float* OutputIfWanted(TfLiteContext* context, TfLiteNode* node, const bool want[
   return want[out] ? GetTensorData<float>(GetEvalOutput(context, node, out)) : nullptr;
 }
 
+// The conv ops' window input (WindowParam), the kernel's spatial size taken from w [KH, KW, ...].
+TfLiteStatus ReadWindow(TfLiteContext* context, const TempInput& window, const TfLiteTensor* w, ConvWindow* out) {
+  TF_LITE_ENSURE_OK(context, CheckConstant(context, window.get(), "window", kTfLiteInt32, kWindowParamCount));
+  const int32_t* v = window->data.i32;
+  *out = ConvWindow{Dim(w, 0),       Dim(w, 1),       v[kStrideH], v[kStrideW],
+                    v[kDilationH], v[kDilationW], v[kPadding] == 1 ? Padding::kSame : Padding::kValid};
+  return kTfLiteOk;
+}
+
+// Conv2D's shape, or DepthwiseConv2D's (its last field the depth multiplier).
+template <bool kDepthwise>
+using ConvShape = typename std::conditional<kDepthwise, DepthwiseShape, Conv2DShape>::type;
+
 template <typename OpData>
 void* InitOpData(TfLiteContext* context, const char* /*buffer*/, size_t /*length*/) {
   return context->AllocatePersistentBuffer(context, sizeof(OpData));
@@ -413,6 +426,67 @@ TfLiteStatus SgdEval(TfLiteContext* context, TfLiteNode* node) {
 
 }  // namespace dense_backward
 
+// ---- TINYPROP_CONV2D_FORWARD, TINYPROP_DEPTHWISE_FORWARD ----------------------------------------------------
+namespace conv_forward {
+
+enum Input : int { kX, kW, kWindow, kBias };  // bias optional
+enum Output : int { kZ };
+
+template <bool kDepthwise>
+struct OpData {
+  ConvShape<kDepthwise> shape;
+  ConvWindow window;
+  Activation activation;
+};
+
+template <bool kDepthwise>
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE(context, node->inputs->size == kBias || node->inputs->size == kBias + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kZ + 1);
+  OpData<kDepthwise>& data = DataOf<OpData<kDepthwise>>(node);
+  TempInput x(context, node, kX), w(context, node, kW), window(context, node, kWindow), bias(context, node, kBias);
+  TempOutput z(context, node, kZ);
+  TF_LITE_ENSURE_OK(context, CheckPresent(context, {x.get(), w.get(), window.get(), z.get()}));
+  for (const TfLiteTensor* t : {x.get(), w.get(), z.get()}) {
+    TF_LITE_ENSURE_TYPES_EQ(context, t->type, kTfLiteFloat32);
+    TF_LITE_ENSURE_EQ(context, Rank(t), 4);
+  }
+  TF_LITE_ENSURE_OK(context, ReadWindow(context, window, w.get(), &data.window));
+  const int32_t activation = window->data.i32[kActivation];
+  TF_LITE_ENSURE_MSG(context, activation == 0 || activation == 1, "TinyProp conv forward: activation not 0 or 1");
+  data.activation = static_cast<Activation>(activation);
+  ConvGeometry g{};
+  TF_LITE_ENSURE_OK(context, ToTfLite(ComputeConvGeometry(Dim(x.get(), 1), Dim(x.get(), 2), data.window, &g),
+                                      kDepthwise ? kDepthwiseForwardOp : kConv2DForwardOp));
+  const int32_t out_c = kDepthwise ? Dim(x.get(), 3) * Dim(w.get(), 3) : Dim(w.get(), 3);
+  data.shape = {Dim(x.get(), 0), Dim(x.get(), 1), Dim(x.get(), 2), Dim(x.get(), 3), Dim(w.get(), 3)};
+  TF_LITE_ENSURE_EQ(context, Dim(w.get(), 2), Dim(x.get(), 3));
+  TF_LITE_ENSURE(context, Dim(z.get(), 0) == Dim(x.get(), 0) && Dim(z.get(), 1) == g.out_h &&
+                              Dim(z.get(), 2) == g.out_w && Dim(z.get(), 3) == out_c);
+  if (bias) {
+    TF_LITE_ENSURE_TYPES_EQ(context, bias->type, kTfLiteFloat32);
+    TF_LITE_ENSURE(context, Rank(bias.get()) == 1 && Dim(bias.get(), 0) == out_c);
+  }
+  return kTfLiteOk;
+}
+
+template <bool kDepthwise>
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData<kDepthwise>& data = DataOf<OpData<kDepthwise>>(node);
+  const float* x = GetTensorData<float>(GetEvalInput(context, node, kX));
+  const float* w = GetTensorData<float>(GetEvalInput(context, node, kW));
+  const float* bias = GetOptionalTensorData<float>(GetEvalInput(context, node, kBias));
+  float* z = GetTensorData<float>(GetEvalOutput(context, node, kZ));
+  if constexpr (kDepthwise) {
+    return ToTfLite(DepthwiseConv2DForward(data.shape, data.window, x, w, bias, data.activation, z),
+                    kDepthwiseForwardOp);
+  } else {
+    return ToTfLite(Conv2DForward(data.shape, data.window, x, w, bias, data.activation, z), kConv2DForwardOp);
+  }
+}
+
+}  // namespace conv_forward
+
 // ---- TINYPROP_CONV2D_BACKWARD, TINYPROP_DEPTHWISE_BACKWARD --------------------------------------------------
 // Conv2D and DepthwiseConv2D share inputs, checks and outputs; only the output channel count and the kernel differ.
 namespace conv_backward {
@@ -422,8 +496,7 @@ enum Output : int { kDw = kWantDw, kDx = kWantDx, kDb = kWantDb };
 
 template <bool kDepthwise>
 struct OpData {
-  // DepthwiseShape's last field is the depth multiplier, Conv2DShape's the output channels.
-  typename std::conditional<kDepthwise, DepthwiseShape, Conv2DShape>::type shape;
+  ConvShape<kDepthwise> shape;
   ConvWindow window;
   int32_t out_c;
   bool want[kWantedCount];
@@ -446,15 +519,7 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   TF_LITE_ENSURE_TYPES_EQ(context, kept->type, kTfLiteInt32);
   TF_LITE_ENSURE_OK(context, ReadWanted(context, wanted, data.want));
   TF_LITE_ENSURE(context, Rank(x.get()) == 4 && Rank(w.get()) == 4 && Rank(delta.get()) == 4);
-  TF_LITE_ENSURE_OK(context, CheckConstant(context, window.get(), "window", kTfLiteInt32, kWindowParamCount));
-  const int32_t* v = window->data.i32;
-  data.window = ConvWindow{Dim(w.get(), 0),
-                           Dim(w.get(), 1),
-                           v[kStrideH],
-                           v[kStrideW],
-                           v[kDilationH],
-                           v[kDilationW],
-                           v[kPadding] == 1 ? Padding::kSame : Padding::kValid};
+  TF_LITE_ENSURE_OK(context, ReadWindow(context, window, w.get(), &data.window));
   ConvGeometry g{};
   TF_LITE_ENSURE_OK(context, ToTfLite(ComputeConvGeometry(Dim(x.get(), 1), Dim(x.get(), 2), data.window, &g),
                                       kDepthwise ? kDepthwiseBackwardOp : kConv2DBackwardOp));
@@ -678,6 +743,16 @@ TFLMRegistration Register_TINYPROP_DENSE_BACKWARD() {
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD_SGD() {
   return tflite::micro::RegisterOp(InitOpData<dense_backward::OpData>, dense_backward::SgdPrepare,
                                    dense_backward::SgdEval);
+}
+
+TFLMRegistration Register_TINYPROP_CONV2D_FORWARD() {
+  return tflite::micro::RegisterOp(InitOpData<conv_forward::OpData<false>>, conv_forward::Prepare<false>,
+                                   conv_forward::Eval<false>);
+}
+
+TFLMRegistration Register_TINYPROP_DEPTHWISE_FORWARD() {
+  return tflite::micro::RegisterOp(InitOpData<conv_forward::OpData<true>>, conv_forward::Prepare<true>,
+                                   conv_forward::Eval<true>);
 }
 
 TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD() {

@@ -39,9 +39,17 @@
 //   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [8], optional mode as SELECT_UNITS
 //                              out: ymax_out [1], k [B] int32, kept [B, C] int32 (score = sum of |delta| over
 //                                   the positions per channel)
+//   TINYPROP_CONV2D_FORWARD    in: x [B, H, W, C], w [KH, KW, C, O], window [7] int32 (WindowParam: strides,
+//                                  dilations, padding, activation 0 linear / 1 ReLU), optional bias [O]
+//                              out: z [B, OH, OW, O] = act(conv(x, w) + bias) (Keras' kernel layout; the activation
+//                                   fused: no tensor between conv and ReLU; none of TFLM CONV_2D's per-op
+//                                   persistent data: 2 x 4 B per channel of quantization arrays a float model
+//                                   never reads, held by every op, also every op of a frozen prefix streamed
+//                                   sample by sample)
+//   TINYPROP_DEPTHWISE_FORWARD as CONV2D_FORWARD with w [KH, KW, C, DM], z [..., C * DM]
 //   TINYPROP_CONV2D_BACKWARD   in: x [B, H, W, C], w [KH, KW, C, O], delta [B, OH, OW, O], k [B], kept [B, O],
-//                                  window [7] int32 = (stride_h, stride_w, dilation_h, dilation_w, padding 0=VALID
-//                                  1=SAME, unused, unused), optional wanted [3] int32 as DENSE_BACKWARD
+//                                  window [7] int32 (WindowParam, activation 0), optional wanted [3] int32 as
+//                                  DENSE_BACKWARD
 //                              out: dw, dx, db
 //   TINYPROP_DEPTHWISE_BACKWARD  as CONV2D_BACKWARD with w [KH, KW, C, DM], delta [..., C * DM], kept [B, C * DM]
 //   TINYPROP_APPLY_GRADIENT    in: w, g (same size), mode int32, hyper [7] = (rule 0 SGD | 1 momentum | 2 Nesterov
@@ -71,6 +79,8 @@ constexpr const char kReluBackwardOp[] = "TINYPROP_RELU_BACKWARD";
 constexpr const char kSelectUnitsOp[] = "TINYPROP_SELECT_UNITS";
 constexpr const char kDenseBackwardOp[] = "TINYPROP_DENSE_BACKWARD";
 constexpr const char kDenseBackwardSgdOp[] = "TINYPROP_DENSE_BACKWARD_SGD";
+constexpr const char kConv2DForwardOp[] = "TINYPROP_CONV2D_FORWARD";
+constexpr const char kDepthwiseForwardOp[] = "TINYPROP_DEPTHWISE_FORWARD";
 constexpr const char kConv2DBackwardOp[] = "TINYPROP_CONV2D_BACKWARD";
 constexpr const char kSelectChannelsOp[] = "TINYPROP_SELECT_CHANNELS";
 constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
@@ -96,13 +106,14 @@ enum SelectParam : int {
 // The backward ops' wanted tensor (int32): 0 skips that output (left unwritten, any shape).
 enum WantedOutput : int { kWantDw, kWantDx, kWantDb, kWantedCount };
 
-// The conv backward ops' window tensor (int32); the last two slots are unused.
+// The conv ops' window tensor (int32; converters/device_ops.py WINDOW_PARAMS); the last slot is unused.
 enum WindowParam : int {
   kStrideH,
   kStrideW,
   kDilationH,
   kDilationW,
-  kPadding,  // 0 VALID, 1 SAME
+  kPadding,     // 0 VALID, 1 SAME
+  kActivation,  // the forward ops: tinyprop::Activation (0 linear, 1 ReLU); 0 in the backward ops
   kWindowParamCount = 7
 };
 
@@ -123,6 +134,8 @@ TFLMRegistration Register_TINYPROP_RELU_BACKWARD();
 TFLMRegistration Register_TINYPROP_SELECT_UNITS();
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD();
 TFLMRegistration Register_TINYPROP_DENSE_BACKWARD_SGD();
+TFLMRegistration Register_TINYPROP_CONV2D_FORWARD();
+TFLMRegistration Register_TINYPROP_DEPTHWISE_FORWARD();
 TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD();
 TFLMRegistration Register_TINYPROP_SELECT_CHANNELS();
 TFLMRegistration Register_TINYPROP_DEPTHWISE_BACKWARD();
@@ -143,6 +156,8 @@ TfLiteStatus AddTinyPropOps(Resolver& resolver) {
       {kSelectUnitsOp, Register_TINYPROP_SELECT_UNITS},
       {kDenseBackwardOp, Register_TINYPROP_DENSE_BACKWARD},
       {kDenseBackwardSgdOp, Register_TINYPROP_DENSE_BACKWARD_SGD},
+      {kConv2DForwardOp, Register_TINYPROP_CONV2D_FORWARD},
+      {kDepthwiseForwardOp, Register_TINYPROP_DEPTHWISE_FORWARD},
       {kConv2DBackwardOp, Register_TINYPROP_CONV2D_BACKWARD},
       {kSelectChannelsOp, Register_TINYPROP_SELECT_CHANNELS},
       {kDepthwiseBackwardOp, Register_TINYPROP_DEPTHWISE_BACKWARD},

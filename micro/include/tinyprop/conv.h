@@ -1,4 +1,5 @@
-// Backward pass of Conv2D and DepthwiseConv2D (NHWC, Keras kernel layouts), dense and channel-sparse.
+// Forward and backward passes of Conv2D and DepthwiseConv2D (NHWC, Keras kernel layouts); the backward dense and
+// channel-sparse.
 //
 // Conv2D: x [batch, in_h, in_w, in_c], kernel W [kernel_h, kernel_w, in_c, out_c], delta = dL/dz
 // [batch, out_h, out_w, out_c], dW like W, dx like x, db [out_c].
@@ -56,6 +57,24 @@ struct DepthwiseShape {
   int32_t in_c;
   int32_t depth_multiplier;
 };
+
+// The activation a forward kernel applies to z (a frozen layer's forward then needs no activation-sized tensor
+// between the conv and its activation).
+enum class Activation : int32_t {
+  kLinear = 0,
+  kRelu = 1,  // max(z, 0)
+};
+
+// Conv2D forward: out[b, oy, ox, o] = act(sum over taps in the input and c of x[b, iy, ix, c] * w[ky, kx, c, o]
+// + bias[o]); taps in the padding add nothing, the bias is added after the sum (as TensorFlow's BiasAdd). bias
+// may be null.
+Status Conv2DForward(const Conv2DShape& shape, const ConvWindow& window, const float* x, const float* w,
+                     const float* bias, Activation activation, float* out);
+
+// DepthwiseConv2D forward: out[b, oy, ox, c * dm + m] = act(sum over taps of x[b, iy, ix, c] * w[ky, kx, c, m]
+// + bias[c * dm + m]).
+Status DepthwiseConv2DForward(const DepthwiseShape& shape, const ConvWindow& window, const float* x,
+                              const float* w, const float* bias, Activation activation, float* out);
 
 // Reference Conv2D backward (every output channel; overwrites dw, dx, db).
 Status Conv2DBackwardReference(const Conv2DShape& shape, const ConvWindow& window, const float* x,

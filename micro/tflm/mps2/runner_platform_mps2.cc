@@ -7,7 +7,10 @@
 // Measures, one "name value" line each on stdout: the RAM map when the arena is set up (ram_bytes, stack_bytes,
 // data_bytes, bss_bytes, heap_bytes, arena_available_bytes), per invoke "invoke_ticks STEP TICKS" (SysTick: under
 // QEMU -icount, instructions = ticks x 0.625 on AN386; an instruction count, not cycles), and after the steps
-// stack_high_water_bytes (the painted stack) and heap_used_bytes.
+// stack_high_water_bytes (the painted stack) and heap_used_bytes. Per operator of each invoke, after its
+// invoke_ticks line: "op_ticks STEP INDEX TICKS NAME" (TFLM's per-operator profiler events, kept in a table during
+// the invoke and printed after it, so printing is not counted; each event's own tick reads, a few dozen
+// instructions, are in the invoke's count).
 #include <cstdio>
 
 #include "../runner_platform.h"
@@ -20,7 +23,42 @@ namespace {
 
 uint64_t g_started;
 
+// The operators' Eval calls of one invoke: name and ticks, in order.
+class OpTicks : public tflite::MicroProfilerInterface {
+ public:
+  uint32_t BeginEvent(const char* tag) override {
+    if (count_ == kMaxEvents) return kMaxEvents;  // more operators than the table: the rest go uncounted
+    events_[count_] = Event{tag, static_cast<uint32_t>(ticks_now()), 0};
+    return count_++;
+  }
+  void EndEvent(uint32_t handle) override {
+    // Modulo 2^32: one operator takes far fewer ticks.
+    if (handle < kMaxEvents) events_[handle].ticks = static_cast<uint32_t>(ticks_now()) - events_[handle].start;
+  }
+  void Print(long step) {
+    for (uint32_t i = 0; i < count_; ++i) {
+      std::printf("op_ticks %ld %lu %lu %s\n", step, static_cast<unsigned long>(i),
+                  static_cast<unsigned long>(events_[i].ticks), events_[i].tag);
+    }
+    count_ = 0;
+  }
+
+ private:
+  struct Event {
+    const char* tag;
+    uint32_t start;
+    uint32_t ticks;
+  };
+  static constexpr uint32_t kMaxEvents = 256;  // 3 KB of .bss
+  Event events_[kMaxEvents];
+  uint32_t count_ = 0;
+};
+
+OpTicks g_op_ticks;
+
 }  // namespace
+
+tflite::MicroProfilerInterface* Profiler() { return &g_op_ticks; }
 
 uint8_t* ModelBuffer(size_t bytes) {
   const size_t free_bytes = static_cast<size_t>(&__flash_end - &__flash_free);
@@ -49,6 +87,7 @@ void InvokeStarts(long step) {
 void InvokeEnded(long step) {
   const uint64_t ticks = ticks_now() - g_started;
   std::printf("invoke_ticks %ld %llu\n", step, static_cast<unsigned long long>(ticks));
+  g_op_ticks.Print(step);
 }
 
 void Report() {
