@@ -28,6 +28,8 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
   conv forward of the fast graph that has TF's SAME/VALID padding: TFLM's CONV_2D and DEPTHWISE_CONV_2D keep 2 x 4
   bytes per channel of quantization arrays in persistent arena memory per op, which a frozen prefix streamed
   sample by sample repeats per sample, and a separate RELU would hold a second activation-sized tensor);
+- ``TINYPROP_GLOBAL_AVERAGE_POOL``: x [B, positions..., C] -> the mean over the positions, [B, C] or keepdims
+  [B, 1.., C] (every GlobalAveragePooling of the fast graph: TFLM's MEAN costs ~15x the instructions);
 - ``TINYPROP_CONV2D_BACKWARD`` / ``TINYPROP_DEPTHWISE_BACKWARD``: x, w, delta, k, kept, window [7] int32
   (activation 0), wanted -> dW, dx, db, from the kept channels only (Conv1D runs as Conv2D with H = 1);
 - ``TINYPROP_APPLY_GRADIENT``: w, g, mode, hyper [7], then velocity or Adam's m, v and (beta_1^t, beta_2^t) -> w
@@ -91,14 +93,15 @@ DENSE_BACKWARD = "TINYPROP_DENSE_BACKWARD"
 DENSE_BACKWARD_SGD = "TINYPROP_DENSE_BACKWARD_SGD"
 CONV2D_FORWARD = "TINYPROP_CONV2D_FORWARD"
 DEPTHWISE_FORWARD = "TINYPROP_DEPTHWISE_FORWARD"
+GLOBAL_AVERAGE_POOL = "TINYPROP_GLOBAL_AVERAGE_POOL"
 CONV2D_BACKWARD = "TINYPROP_CONV2D_BACKWARD"
 DEPTHWISE_BACKWARD = "TINYPROP_DEPTHWISE_BACKWARD"
 APPLY_GRADIENT = "TINYPROP_APPLY_GRADIENT"
 COUNT_STEP = "TINYPROP_COUNT_STEP"
 ASSIGN = "TINYPROP_ASSIGN"
 DEVICE_OPS = frozenset({DENSE_FORWARD, RELU_BACKWARD, SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD,
-                        DENSE_BACKWARD_SGD, CONV2D_FORWARD, DEPTHWISE_FORWARD, CONV2D_BACKWARD, DEPTHWISE_BACKWARD,
-                        APPLY_GRADIENT, COUNT_STEP, ASSIGN})
+                        DENSE_BACKWARD_SGD, CONV2D_FORWARD, DEPTHWISE_FORWARD, GLOBAL_AVERAGE_POOL, CONV2D_BACKWARD,
+                        DEPTHWISE_BACKWARD, APPLY_GRADIENT, COUNT_STEP, ASSIGN})
 
 # The ops that update training state in place: output position -> the input position it is (micro/tflm/
 # tinyprop_tflm.h). In the converted graph such an output is assigned to a variable the op read at that input;

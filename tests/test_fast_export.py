@@ -127,7 +127,7 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     # Every TinyProp op: fully static shapes, as its C++ Prepare/Eval expect; an in-place output is its input.
     batch = manifest["batch_size"]
     widths, params_held = [], []
-    forwards = conv_forwards = 0
+    forwards = conv_forwards = pools = 0
     writers = {}
     for sg in model.subgraphs:
         for position, op in enumerate(sg.operators):
@@ -185,6 +185,11 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
                 assert len(op.outputs) == {"sgd": 1, "adam": 3}[CASES[name][2]]
             elif name_ == device_ops.COUNT_STEP:
                 assert mode_inputs == [1] and int(op.outputs[0]) in state_tensors
+            elif name_ == device_ops.GLOBAL_AVERAGE_POOL:
+                x, out = shapes
+                assert len(x) >= 3 and out[0] == x[0] in (1, batch) and out[-1] == x[-1]
+                assert int(np.prod(out)) == x[0] * x[-1]
+                pools += 1
             elif name_ in (device_ops.CONV2D_FORWARD, device_ops.DEPTHWISE_FORWARD):
                 x, w, window, *bias, z = shapes
                 out_c = w[3] if name_ == device_ops.CONV2D_FORWARD else w[2] * w[3]
@@ -221,6 +226,9 @@ def test_fast_graph_has_the_tinyprop_ops_with_static_shapes_and_tflm_builtins_ot
     assert streamed * len(convs) >= conv_forwards >= len(convs) and not {"CONV_2D", "DEPTHWISE_CONV_2D"} & set(ops)
     dense_relus = sum(layer["kind"] == "dense" and layer["activation"] == "relu" for layer in manifest["layers"])
     assert ops.get("RELU", 0) == dense_relus
+    assert (pools > 0) == bool(convs)  # global pooling on TINYPROP_GLOBAL_AVERAGE_POOL, not TFLM's MEAN
+    if pools and manifest["loss"] == "sparse_categorical_crossentropy":
+        assert "MEAN" not in ops
 
 
 def _input(details, name):
@@ -315,6 +323,11 @@ def test_a_frozen_prefix_runs_sample_by_sample_where_that_saves_memory(exported,
     assert positions == sorted(positions) and all(  # sample i's convs all come before sample i + 1's
         max(positions[i * len(frozen):(i + 1) * len(frozen)]) < min(positions[(i + 1) * len(frozen):] or [10**9])
         for i in range(batch))
+    # and its pooling too (run late, every sample's last feature map would stay alive until it)
+    pools = [p for p, op in enumerate(sg.operators)
+             if flatbuffer.op_name(model.operatorCodes[op.opcodeIndex]) == "CUSTOM:" + device_ops.GLOBAL_AVERAGE_POOL]
+    assert len(pools) == batch and all(positions[(i + 1) * len(frozen) - 1] < pools[i] < positions[(i + 1) * len(
+        frozen)] for i in range(batch - 1))
     ops = flatbuffer.ops_used(model)
     assert ops.get("CONCATENATION") == 1 and not any(op.endswith("CONV2D_BACKWARD") for op in ops)
     assert "CONV_2D" not in ops and "DEPTHWISE_CONV_2D" not in ops  # TFLM's would hold per-channel arrays per op

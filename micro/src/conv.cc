@@ -408,25 +408,36 @@ inline float Activate(float v, Activation activation) {
   return (activation == Activation::kRelu && v < 0.0f) ? 0.0f : v;  // max(v, 0), a NaN stays NaN
 }
 
+// The taps [lo, hi) of one output coordinate along an axis that read inside the input (the rest is padding).
+struct InsideTaps {
+  int32_t lo, hi;
+  int64_t base;  // the input coordinate of tap 0: o * stride - pad (tap t reads base + t * dilation)
+};
+
+inline InsideTaps TapsInside(int32_t o, int32_t stride, int32_t pad, int32_t dilation, int32_t k, int32_t in) {
+  InsideTaps t{0, k, static_cast<int64_t>(o) * stride - pad};
+  while (t.lo < k && t.base + static_cast<int64_t>(t.lo) * dilation < 0) ++t.lo;
+  while (t.hi > t.lo && t.base + static_cast<int64_t>(t.hi - 1) * dilation >= in) --t.hi;
+  return t;
+}
+
+// N output channels from o0 of one output position: their sums held in registers over the taps inside the input
+// (rows, then columns, in order) and the input channels (in order).
 template <bool kDepthwise, bool kDm1, int N>
-inline void ForwardChannels(const ConvPlan& p, const float* xb, const float* w, int32_t oy, int32_t ox, int32_t o0,
-                            const float* bias, Activation activation, float* z) {
+inline void ForwardChannels(const ConvPlan& p, const float* xb, const float* w, const InsideTaps& rows,
+                            const InsideTaps& cols, int32_t o0, const float* bias, Activation activation, float* z) {
   const int32_t C = p.in_c, O = p.out_c;
+  const int64_t tap_stride = kDepthwise ? O : static_cast<int64_t>(C) * O;  // W's elements per tap
   float a[N];
   for (int n = 0; n < N; ++n) a[n] = 0.0f;
-  for (int32_t r = 0; r < p.kh; ++r) {
-    const int32_t iy = InputCoord(oy, p.sh, p.pad_top, r, p.dh, p.in_h);
-    if (iy < 0) continue;
-    for (int32_t c = 0; c < p.kw; ++c) {
-      const int32_t ix = InputCoord(ox, p.sw, p.pad_left, c, p.dw, p.in_w);
-      if (ix < 0) continue;
-      const float* xp = xb + (static_cast<int64_t>(iy) * p.in_w + ix) * C;
-      const int32_t tap = r * p.kw + c;
+  for (int32_t r = rows.lo; r < rows.hi; ++r) {
+    const float* x_row = xb + (rows.base + static_cast<int64_t>(r) * p.dh) * p.in_w * C;
+    for (int32_t c = cols.lo; c < cols.hi; ++c) {
+      const float* xp = x_row + (cols.base + static_cast<int64_t>(c) * p.dw) * C;
+      const float* wp = w + (r * p.kw + c) * tap_stride + o0;
       if constexpr (kDepthwise) {  // output channel o reads input channel o / dm
-        const float* wp = w + static_cast<int64_t>(tap) * O + o0;
         for (int n = 0; n < N; ++n) a[n] += xp[kDm1 ? o0 + n : (o0 + n) / p.dm] * wp[n];
       } else {
-        const float* wp = w + static_cast<int64_t>(tap) * C * O + o0;
         for (int32_t ci = 0; ci < C; ++ci, wp += O) {
           const float xv = xp[ci];
           for (int n = 0; n < N; ++n) a[n] += xv * wp[n];
@@ -442,19 +453,28 @@ inline void ForwardChannels(const ConvPlan& p, const float* xb, const float* w, 
 template <bool kDepthwise, bool kDm1>
 void ForwardImpl(const ConvPlan& p, const float* x, const float* w, const float* bias, Activation activation,
                  float* out) {
-  constexpr int kBlock = 4;
+  if (!kDepthwise && p.kh == 1 && p.kw == 1 && p.sh == 1 && p.sw == 1) {
+    // Pointwise: position i reads pixel i, a Dense layer over the positions (the same sums in the same order).
+    const int64_t rows = static_cast<int64_t>(p.batch) * p.out_h * p.out_w;
+    internal::DenseRowsForward(rows, p.in_c, p.out_c, x, w, bias, out);
+    if (activation != Activation::kLinear) {
+      for (int64_t i = 0; i < rows * p.out_c; ++i) out[i] = Activate(out[i], activation);
+    }
+    return;
+  }
   const int32_t O = p.out_c;
   const int64_t in_size = static_cast<int64_t>(p.in_h) * p.in_w * p.in_c;
   float* z = out;
   for (int32_t b = 0; b < p.batch; ++b) {
     const float* xb = x + b * in_size;
     for (int32_t oy = 0; oy < p.out_h; ++oy) {
+      const InsideTaps rows = TapsInside(oy, p.sh, p.pad_top, p.dh, p.kh, p.in_h);
       for (int32_t ox = 0; ox < p.out_w; ++ox, z += O) {
+        const InsideTaps cols = TapsInside(ox, p.sw, p.pad_left, p.dw, p.kw, p.in_w);
         int32_t o = 0;
-        for (; o + kBlock <= O; o += kBlock) {
-          ForwardChannels<kDepthwise, kDm1, kBlock>(p, xb, w, oy, ox, o, bias, activation, z);
-        }
-        for (; o < O; ++o) ForwardChannels<kDepthwise, kDm1, 1>(p, xb, w, oy, ox, o, bias, activation, z);
+        for (; o + 8 <= O; o += 8) ForwardChannels<kDepthwise, kDm1, 8>(p, xb, w, rows, cols, o, bias, activation, z);
+        for (; o + 4 <= O; o += 4) ForwardChannels<kDepthwise, kDm1, 4>(p, xb, w, rows, cols, o, bias, activation, z);
+        for (; o < O; ++o) ForwardChannels<kDepthwise, kDm1, 1>(p, xb, w, rows, cols, o, bias, activation, z);
       }
     }
   }
@@ -478,6 +498,21 @@ Status ComputeConvGeometry(int32_t in_h, int32_t in_w, const ConvWindow& window,
                    &g.pad_left);
   if (s != Status::kOk) return s;
   *geometry = g;
+  return Status::kOk;
+}
+
+Status GlobalAveragePool(const float* x, int32_t batch, int32_t positions, int32_t channels, float* out) {
+  if (x == nullptr || out == nullptr) return Status::kBadArgument;
+  const int32_t dims[3] = {batch, positions, channels};
+  int64_t count;
+  if (!internal::CheckedProduct(dims, 3, &count)) return Status::kBadShape;
+  const float n = static_cast<float>(positions);
+  for (int32_t b = 0; b < batch; ++b) {
+    float* o = out + static_cast<int64_t>(b) * channels;
+    internal::Fill(o, channels, 0.0f);
+    internal::AddColumnSums<false>(x + static_cast<int64_t>(b) * positions * channels, positions, channels, o);
+    for (int32_t c = 0; c < channels; ++c) o[c] = o[c] / n;
+  }
   return Status::kOk;
 }
 

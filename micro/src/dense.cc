@@ -28,21 +28,7 @@ Status DenseForward(const DenseShape& shape, const float* x, const float* w, con
     return Status::kBadShape;
   }
   if (x == nullptr || w == nullptr || z == nullptr) return Status::kBadArgument;
-  const int32_t I = shape.in, O = shape.out;
-  for (int32_t b = 0; b < shape.batch; ++b) {
-    const float* xb = x + static_cast<int64_t>(b) * I;
-    float* zb = z + static_cast<int64_t>(b) * O;
-    internal::Fill(zb, O, 0.0f);
-    // One axpy per input row over the contiguous W row: each z[b, j] still sums its products in input order.
-    for (int32_t i = 0; i < I; ++i) {
-      const float xv = xb[i];
-      const float* w_row = w + static_cast<int64_t>(i) * O;
-      for (int32_t j = 0; j < O; ++j) zb[j] += xv * w_row[j];
-    }
-    if (bias != nullptr) {
-      for (int32_t j = 0; j < O; ++j) zb[j] = zb[j] + bias[j];
-    }
-  }
+  internal::DenseRowsForward(shape.batch, shape.in, shape.out, x, w, bias, z);
   return Status::kOk;
 }
 

@@ -45,6 +45,47 @@ inline void Fill(float* p, int64_t n, float v) {
   for (int64_t i = 0; i < n; ++i) p[i] = v;
 }
 
+// z[r, j] = sum over i of x[r, i] * w[i, j] (+ bias[j]) for r < rows (x [rows, I], w [I, O], z [rows, O]): the
+// Dense forward, and a 1x1 stride-1 conv's over its positions. Blocks of 2 rows x 4 units are summed in registers
+// over every input row i, each sum taking its products in input order from 0 (every bit equals the plain
+// "z = 0; for i: z += x[i] * w[i, j]; z + bias" loop); per input row 2 loads of x and 4 of W for 8
+// multiply-adds (the plain loop loads and stores z per multiply-add).
+template <int NB, int NO>
+inline void DenseBlockForward(int32_t I, int32_t O, const float* x, const float* w, const float* bias, int32_t j0,
+                              float* z) {
+  float a[NB][NO];
+  for (int s = 0; s < NB; ++s) {
+    for (int n = 0; n < NO; ++n) a[s][n] = 0.0f;
+  }
+  const float* wp = w + j0;
+  for (int32_t i = 0; i < I; ++i, wp += O) {
+    float wv[NO];
+    for (int n = 0; n < NO; ++n) wv[n] = wp[n];
+    for (int s = 0; s < NB; ++s) {
+      const float xv = x[static_cast<int64_t>(s) * I + i];
+      for (int n = 0; n < NO; ++n) a[s][n] = a[s][n] + xv * wv[n];
+    }
+  }
+  for (int s = 0; s < NB; ++s) {
+    float* zs = z + static_cast<int64_t>(s) * O + j0;
+    for (int n = 0; n < NO; ++n) zs[n] = bias != nullptr ? a[s][n] + bias[j0 + n] : a[s][n];
+  }
+}
+
+template <int NB>
+inline void DenseRowBlockForward(int32_t I, int32_t O, const float* x, const float* w, const float* bias, float* z) {
+  int32_t j = 0;
+  for (; j + 4 <= O; j += 4) DenseBlockForward<NB, 4>(I, O, x, w, bias, j, z);
+  for (; j < O; ++j) DenseBlockForward<NB, 1>(I, O, x, w, bias, j, z);
+}
+
+inline void DenseRowsForward(int64_t rows, int32_t I, int32_t O, const float* x, const float* w, const float* bias,
+                             float* z) {
+  int64_t r = 0;
+  for (; r + 2 <= rows; r += 2) DenseRowBlockForward<2>(I, O, x + r * I, w, bias, z + r * O);
+  for (; r < rows; ++r) DenseRowBlockForward<1>(I, O, x + r * I, w, bias, z + r * O);
+}
+
 // Row b of a KeptSet (valid only after CheckKeptSet succeeded).
 // out[c] += sum over r of f(rows[r * cols + c]), r in order, for c in [0, cols): per column the additions
 // happen in exactly the order of the plain "for r: for c: out[c] += f(rows[r][c])" loop (so results are

@@ -389,6 +389,27 @@ TP_TEST(ConvForwardMatchesDoubleReference) {
   RunForwardCase(rng, Case{1, 25, 5, 16, 16, 1, 3, 3, 1, 1, 1, 1, true, true});  // and its depthwise layer
 }
 
+TP_TEST(GlobalAveragePoolIsTheMeanOverPositions) {
+  tpt::Rng rng(24);
+  for (const int32_t channels : {1, 5, 12, 64}) {
+    const int32_t batch = 3, positions = 125;
+    const std::vector<float> x = rng.Vec(static_cast<size_t>(batch) * positions * channels);
+    std::vector<float> out(static_cast<size_t>(batch) * channels, 7.0f);
+    TP_CHECK_OK(GlobalAveragePool(x.data(), batch, positions, channels, out.data()));
+    for (int32_t b = 0; b < batch; ++b) {
+      for (int32_t c = 0; c < channels; ++c) {
+        double sum = 0.0;
+        for (int32_t p = 0; p < positions; ++p) sum += x[(static_cast<size_t>(b) * positions + p) * channels + c];
+        TP_CHECK_NEAR(out[static_cast<size_t>(b) * channels + c], sum / positions, 1e-6);
+      }
+    }
+  }
+  std::vector<float> x(8, 1.0f), out(2, 7.0f);
+  TP_CHECK_STATUS(GlobalAveragePool(x.data(), 1, 0, 2, out.data()), Status::kBadShape);
+  TP_CHECK_STATUS(GlobalAveragePool(nullptr, 1, 4, 2, out.data()), Status::kBadArgument);
+  TP_CHECK(out[0] == 7.0f && out[1] == 7.0f);
+}
+
 TP_TEST(ConvForwardErrors) {
   const ConvWindow win{3, 3, 1, 1, 1, 1, Padding::kSame};
   std::vector<float> x(32, 1.0f), w(54, 1.0f), out(48, 7.0f);

@@ -487,6 +487,43 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
 
 }  // namespace conv_forward
 
+// ---- TINYPROP_GLOBAL_AVERAGE_POOL ------------------------------------------------------------------------------
+namespace global_average_pool {
+
+enum Input : int { kX };
+enum Output : int { kOut };
+
+struct OpData {
+  int32_t batch, positions, channels;
+};
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE_EQ(context, node->inputs->size, kX + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kOut + 1);
+  TempInput x(context, node, kX);
+  TempOutput out(context, node, kOut);
+  TF_LITE_ENSURE_OK(context, CheckPresent(context, {x.get(), out.get()}));
+  TF_LITE_ENSURE_TYPES_EQ(context, x->type, kTfLiteFloat32);
+  TF_LITE_ENSURE_TYPES_EQ(context, out->type, kTfLiteFloat32);
+  TF_LITE_ENSURE(context, Rank(x.get()) >= 3 && Elements(x.get()) <= kMaxElements);
+  const int32_t batch = Dim(x.get(), 0), channels = Dim(x.get(), Rank(x.get()) - 1);
+  TF_LITE_ENSURE(context, Dim(out.get(), 0) == batch && Dim(out.get(), Rank(out.get()) - 1) == channels &&
+                              Elements(out.get()) == static_cast<int64_t>(batch) * channels);
+  DataOf<OpData>(node) = {batch, static_cast<int32_t>(Elements(x.get()) / (static_cast<int64_t>(batch) * channels)),
+                          channels};
+  return kTfLiteOk;
+}
+
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  return ToTfLite(GlobalAveragePool(GetTensorData<float>(GetEvalInput(context, node, kX)), data.batch,
+                                    data.positions, data.channels,
+                                    GetTensorData<float>(GetEvalOutput(context, node, kOut))),
+                  kGlobalAveragePoolOp);
+}
+
+}  // namespace global_average_pool
+
 // ---- TINYPROP_CONV2D_BACKWARD, TINYPROP_DEPTHWISE_BACKWARD --------------------------------------------------
 // Conv2D and DepthwiseConv2D share inputs, checks and outputs; only the output channel count and the kernel differ.
 namespace conv_backward {
@@ -753,6 +790,11 @@ TFLMRegistration Register_TINYPROP_CONV2D_FORWARD() {
 TFLMRegistration Register_TINYPROP_DEPTHWISE_FORWARD() {
   return tflite::micro::RegisterOp(InitOpData<conv_forward::OpData<true>>, conv_forward::Prepare<true>,
                                    conv_forward::Eval<true>);
+}
+
+TFLMRegistration Register_TINYPROP_GLOBAL_AVERAGE_POOL() {
+  return tflite::micro::RegisterOp(InitOpData<global_average_pool::OpData>, global_average_pool::Prepare,
+                                   global_average_pool::Eval);
 }
 
 TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD() {

@@ -76,6 +76,10 @@ Status Conv2DForward(const Conv2DShape& shape, const ConvWindow& window, const f
 Status DepthwiseConv2DForward(const DepthwiseShape& shape, const ConvWindow& window, const float* x,
                               const float* w, const float* bias, Activation activation, float* out);
 
+// Global average pooling after a conv: out[b, c] = (sum over positions p, in order, of x[b, p, c]) / positions
+// (x [batch, positions, channels], the spatial axes flattened; TensorFlow's reduce_mean: the sum, then divided).
+Status GlobalAveragePool(const float* x, int32_t batch, int32_t positions, int32_t channels, float* out);
+
 // Reference Conv2D backward (every output channel; overwrites dw, dx, db).
 Status Conv2DBackwardReference(const Conv2DShape& shape, const ConvWindow& window, const float* x,
                                const float* w, const float* delta, float* dw, float* dx, float* db);
