@@ -75,6 +75,9 @@ def no_tensorflow_no_ray(no_tensorflow):
     (lambda s: s.replace("\nepochs = 2\n", "\nepochs = 2\nbatchnorm = \"freeze\"\n"), "grid.batchnorm"),
     (lambda s: s.replace("\nepochs = 2\n", "\nepochs = 2\noptimizer = \"rmsprop\"\n"), "grid.optimizer"),
     (lambda s: s.replace("pretrain_epochs = 2", "pretrain_epochs = 2\nseed = \"each\""), "model.seed"),
+    (lambda s: s + "\n[[configuration]]\nepoch = 6\n", "configuration[0].epoch"),
+    (lambda s: s + "\n[[configuration]]\nepochs = 6\n[[configuration]]\npolicy = \"topk:1\"\n",
+     "configuration[1].policy"),
 ])
 def test_a_bad_spec_is_one_line_naming_the_key_exit_2_before_ray_starts(tmp_path, no_tensorflow_no_ray, edit, key):
     spec = _write_spec(str(tmp_path), edit(SMALL_SPEC))
@@ -116,6 +119,30 @@ def test_the_readme_example_spec_parses():
     assert len(trials) == 3 * 2 * 3 and len({t.key for t in trials}) == len(trials)
     assert {t.settings["epochs"] for t in trials} == {12}
     assert len({t.configuration for t in trials}) == 6  # seeds differ only in the seed
+
+
+def test_configurations_add_trials_beside_the_grid_crossed_with_its_other_keys(tmp_path):
+    """A paper's "TinyProp with 3x the epochs" row: the configuration's keys fixed, the grid's seeds crossed with
+    it; a trial the grid already has is not repeated; labels name what differs between trials."""
+    text = SMALL_SPEC.replace("pretrain_epochs = 2", "pretrain_epochs = 0") + textwrap.dedent(f"""
+        [[configuration]]
+        policy = "{TINYPROP_POLICY}"
+        epochs = 6
+
+        [[configuration]]
+        policy = "dense"
+        epochs = [2, 4]
+        """)
+    spec = sweep_spec.parse(_write_spec(str(tmp_path), text))
+    assert spec.model["pretrain_epochs"] == 0  # from scratch
+    settings = [(t.settings["policy"], t.settings["epochs"], t.settings["seed"]) for t in spec.trials()]
+    grid = [(p, 2, seed) for p in ("dense", TINYPROP_POLICY) for seed in (0, 1)]
+    assert settings == grid + [(TINYPROP_POLICY, 6, 0), (TINYPROP_POLICY, 6, 1), ("dense", 4, 0), ("dense", 4, 1)]
+    assert spec.varied_keys == ["policy", "epochs"]
+    assert spec.label(spec.trials()[-1]) == "policy=dense, epochs=4"
+    for empty in ("[[configuration]]\n", "[[configuration]]\nseed = []\n"):
+        with pytest.raises(sweep_spec.SpecError, match=r"^configuration\[0\]"):
+            sweep_spec.parse(_write_spec(str(tmp_path), SMALL_SPEC + empty, name="bad.toml"))
 
 
 def test_the_library_and_the_other_commands_do_not_import_ray():

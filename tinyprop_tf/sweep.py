@@ -87,8 +87,9 @@ def pretrain_model(model_options: dict, task, pretrain_seed: int) -> bytes:
 
     keras.utils.set_random_seed(pretrain_seed)  # the initial weights follow the seed too
     model = tasks.build_model(model_options["source"], task)
-    experiment.pretrain(model, task.pretrain, loss=task.loss, epochs=model_options["pretrain_epochs"],
-                        seed=pretrain_seed, progress=False)  # a worker's bar would not reach the terminal
+    if model_options["pretrain_epochs"] > 0:  # 0: the trials train the initialised model (from scratch)
+        experiment.pretrain(model, task.pretrain, loss=task.loss, epochs=model_options["pretrain_epochs"],
+                            seed=pretrain_seed, progress=False)  # a worker's bar would not reach the terminal
     with tempfile.TemporaryDirectory() as scratch:
         model.save(os.path.join(scratch, PRETRAINED))
         with open(os.path.join(scratch, PRETRAINED), "rb") as handle:
@@ -132,7 +133,9 @@ def submit_models(spec: sweep_spec.Spec, out_dir: str, trials, print_fn=print):
             model_ref = ray.put(_read(path if os.path.exists(path) else spec.model_file))
         refs[seed] = (task_ref, model_ref)
     if pretraining:
-        print_fn(f"Pretraining {spec.model['source']} ({spec.model['pretrain_epochs']} epochs, dense) "
+        epochs = spec.model["pretrain_epochs"]
+        print_fn(f"{'Pretraining' if epochs else 'Initialising'} {spec.model['source']} "
+                 f"({f'{epochs} epochs, dense' if epochs else 'no pretraining: trials train from scratch'}) "
                  + (f"once per seed ({len(pretraining)})" if spec.pretrain_per_seed else "once for every trial")
                  + " ...")
     return refs, pretraining

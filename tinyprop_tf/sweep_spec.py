@@ -16,15 +16,21 @@ Standard library only (no TensorFlow, no Ray), so the CLI checks a spec at once,
     policy = ["dense", "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"]
     seed = [0, 1]
 
+    [[configuration]]          # optional, repeatable: trials beside the grid's; its keys fixed (a list: each
+    policy = "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"   # value), every other grid key crossed with it as in
+    epochs = 30                # the grid (a paper's "same policy, 3x the epochs" row)
+
 Grid keys and their defaults (``tinyprop finetune``'s): ``policy`` (``--policy`` specs), ``optimizer``
 (adam | sgd), ``learning_rate``, ``batch_size``, ``epochs``, ``train_last`` ("all" or N), ``batchnorm``
 (fold | adapt | train), ``seed``. A scalar is
-a one-element list. Every error is a ``SpecError`` (a ``ValueError``) whose message starts with the key.
+a one-element list. ``model.pretrain_epochs = 0`` trains from the initialised model (no pretraining: a from-scratch
+comparison). Every error is a ``SpecError`` (a ``ValueError``) whose message starts with the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -46,6 +52,7 @@ MODEL_KEYS = {"source", "pretrain_epochs", "seed"}
 GRID_DEFAULTS = {"policy": ["dense"], "optimizer": ["adam"], "learning_rate": [1e-3], "batch_size": [32],
                  "epochs": [10], "train_last": ["all"], "batchnorm": ["fold"], "seed": [0]}
 SECTIONS = {"task": TASK_KEYS, "model": MODEL_KEYS, "grid": set(GRID_DEFAULTS)}
+CONFIGURATIONS = "configuration"  # [[configuration]]: tables of grid keys, trials beside the grid's
 
 
 # ``model.seed = "trial"``: the pretraining seed is each trial's own seed.
@@ -87,20 +94,36 @@ class Spec:
     model: dict
     grid: dict  # key -> list of values (defaults filled in)
     text: str  # the spec file as written, kept with the results
+    configurations: tuple = ()  # [[configuration]] tables: key -> list of values, the grid's for the other keys
 
     def trials(self) -> list[Trial]:
-        keys = list(self.grid)
-        return [Trial(dict(zip(keys, values))) for values in itertools.product(*(self.grid[k] for k in keys))]
+        """The grid's every combination, then each configuration's (its keys' values, the grid's for the rest);
+        a trial settings already listed is not repeated."""
+        keys, trials, seen = list(self.grid), [], set()
+        for table in ({}, *self.configurations):
+            lists = {**self.grid, **table}
+            for values in itertools.product(*(lists[k] for k in keys)):
+                trial = Trial(dict(zip(keys, values)))
+                if trial.key not in seen:
+                    seen.add(trial.key)
+                    trials.append(trial)
+        return trials
 
     @property
     def base(self) -> dict:
         """What every trial shares: a folder's records of another base are not this sweep's."""
         return {"task": self.task, "model": self.model}
 
+    @functools.cached_property
+    def varied_keys(self) -> list[str]:
+        """The grid keys but the seed whose value differs between trials (at least "policy")."""
+        trials = self.trials()
+        return [key for key in self.grid if key != "seed"
+                and len({json.dumps(t.settings[key]) for t in trials}) > 1] or ["policy"]
+
     def label(self, trial: Trial) -> str:
-        """A configuration's name in tables and plots: the settings the grid varies, but the seed."""
-        varied = [key for key, values in self.grid.items() if len(values) > 1 and key != "seed"] or ["policy"]
-        return ", ".join(f"{key}={trial.settings[key]}" for key in varied)
+        """A configuration's name in tables and plots: the settings that differ between trials, but the seed."""
+        return ", ".join(f"{key}={trial.settings[key]}" for key in self.varied_keys)
 
     @property
     def pretrain_per_seed(self) -> bool:
@@ -166,9 +189,12 @@ def parse(path: str) -> Spec:
         document = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise SpecError(f"{path}: not a TOML file ({error})") from None
+    tables = document.pop(CONFIGURATIONS, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise SpecError(f"{CONFIGURATIONS}: expected [[{CONFIGURATIONS}]] tables (of grid keys)")
     for section, content in document.items():
         if section not in SECTIONS:
-            raise SpecError(f"{section}: unknown section; expected {', '.join(SECTIONS)}")
+            raise SpecError(f"{section}: unknown section; expected {', '.join([*SECTIONS, CONFIGURATIONS])}")
         if not isinstance(content, dict):
             raise SpecError(f"{section}: expected a [{section}] table")
         for key in content:
@@ -184,6 +210,7 @@ def parse(path: str) -> Spec:
         if not values:
             raise SpecError(f"grid.{key}: empty list (a grid needs at least one value)")
         grid[key] = [_check_grid_value(key, v) for v in values]
+    configurations = tuple(_configuration(i, table) for i, table in enumerate(tables))
 
     name = task.get("name")
     if name not in TASKS:
@@ -215,7 +242,8 @@ def parse(path: str) -> Spec:
             raise SpecError(str(error)) from None
         # An architecture's layer count is known once it is built: a wrong N there fails its trials (recorded).
         affine_count = trainable.affine_layers_in_keras_file(model["source"])
-        for n in grid["train_last"]:
+        for n in {n for values in [grid["train_last"], *(c.get("train_last", []) for c in configurations)]
+                  for n in values}:
             if n != "all":
                 try:
                     trainable.check_train_last(n, affine_count, model["source"])
@@ -223,7 +251,7 @@ def parse(path: str) -> Spec:
                     raise SpecError(f"grid.train_last: {error}") from None
     elif source not in ARCHITECTURES:
         raise SpecError(f"model.source: expected a .keras file or one of {', '.join(ARCHITECTURES)}, got {source!r}")
-    _number("model.pretrain_epochs", model["pretrain_epochs"], integer=True, minimum=1)
+    _number("model.pretrain_epochs", model["pretrain_epochs"], integer=True, minimum=0)
     if model["seed"] != PER_TRIAL_SEED:
         try:
             _number("model.seed", model["seed"], integer=True, minimum=0)
@@ -231,4 +259,23 @@ def parse(path: str) -> Spec:
             raise SpecError(f'{error} or "{PER_TRIAL_SEED}" (one pretrained model per grid seed)') from None
     if model["seed"] == PER_TRIAL_SEED and source.endswith(".keras"):
         raise SpecError(f'model.seed: "{PER_TRIAL_SEED}" pretrains per seed; a .keras file is pretrained already')
-    return Spec(os.path.abspath(path), task, model, grid, raw.decode("utf-8"))
+    return Spec(os.path.abspath(path), task, model, grid, raw.decode("utf-8"), configurations)
+
+
+def _configuration(index: int, table: dict) -> dict:
+    """One [[configuration]] table, checked as the grid's keys are: key -> list of values."""
+    where = f"{CONFIGURATIONS}[{index}]"
+    if not table:
+        raise SpecError(f"{where}: empty (a configuration sets at least one grid key)")
+    checked = {}
+    for key, values in table.items():
+        if key not in GRID_DEFAULTS:
+            raise SpecError(f"{where}.{key}: unknown key; expected one of {', '.join(sorted(GRID_DEFAULTS))}")
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise SpecError(f"{where}.{key}: empty list (a configuration needs at least one value)")
+        try:
+            checked[key] = [_check_grid_value(key, v) for v in values]
+        except SpecError as error:
+            raise SpecError(str(error).replace(f"grid.{key}", f"{where}.{key}", 1)) from None
+    return checked
