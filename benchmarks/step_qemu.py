@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import tinyprop_tf as tp  # noqa: E402
 from tinyprop_tf import models  # noqa: E402
 from tinyprop_tf.converters import (  # noqa: E402
-    artifacts, device_ops, export_training_model, step, tflm_host_runner, verification)
+    artifacts, device_ops, export_training_model, flatbuffer, step, tflm_host_runner, verification)
 
 SECTION = "Whole training step on the emulated Cortex-M4F (QEMU mps2-an386)"
 COMMAND = "TINYPROP_TFLM_DIR=<tree> python benchmarks/step_qemu.py"
@@ -146,7 +146,60 @@ def measure(name, variant, steps, images, rams, ram_rows):
                         f"{mb.arena_available_bytes:,} | {mb.stack_high_water_bytes:,} / {mb.stack_bytes:,} | "
                         f"{mb.data_bytes:,} | {mb.bss_bytes:,} | {mb.heap_used_bytes:,} / {mb.heap_bytes:,} |")
     print(name, f"train {train:,.0f} infer {m.invoke_instructions[-1]:,.0f} arena {m.arena_used_bytes:,}", flush=True)
-    return train, m.invoke_instructions[-1], k_text, m.arena_used_bytes, m
+    layers = {layer["name"]: layer["entries"] for layer in manifest["layers"] if layer.get("sparse")}
+    mean_k = {layer: float(k[:, i].mean()) for i, layer in enumerate(names)} if k.size else {}
+    profile = Profile(m, _op_layers(data, list(layers)), layers, mean_k)
+    return train, m.invoke_instructions[-1], k_text, m.arena_used_bytes, profile
+
+
+@dataclasses.dataclass
+class Profile:
+    measures: object  # tflm_host_runner.Measures
+    op_layers: list  # per operator of the graph: the layer it works for, or None
+    entries: dict  # sparse layer -> units/channels
+    mean_k: dict  # sparse layer -> mean kept per sample over the train invokes
+
+
+def _op_layers(data: bytes, layers: list[str]) -> list:
+    """Per operator: the layer whose device op it is, from its first output's name (a TinyProp op's placeholder
+    name "<OP>__<layer>_<n>", or an in-place state tensor "<layer>_kernel" / "<layer>_ymax"), else None."""
+    model = flatbuffer.load(data)
+    sg = model.subgraphs[0]
+    found = []
+    for op in sg.operators:
+        if op.outputs is None or len(op.outputs) == 0:
+            found.append(None)
+            continue
+        name = flatbuffer.tensor_name(sg.tensors[op.outputs[0]]).split("__", 1)[-1]
+        matches = [layer for layer in layers if name.startswith(layer + "_")]
+        is_device = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex]).startswith("CUSTOM:TINYPROP_")
+        found.append(max(matches, key=len) if matches and is_device else None)
+    return found
+
+
+def per_layer_backward_table(profiles, sparse: str, dense: str) -> str:
+    """Per sparse layer, its selection and backward (and ReLU backward) operators' instructions in a train invoke,
+    TinyProp against dense, beside the ideal n / k."""
+    def per_layer(profile):
+        m, totals = profile.measures, {}
+        for i in range(len(m.invoke_ticks) - 1):
+            for (name, ticks), layer in zip(m.op_ticks[i], profile.op_layers):
+                if layer is not None and "FORWARD" not in name:
+                    totals[layer] = totals.get(layer, 0.0) + ticks * tflm_host_runner.INSTRUCTIONS_PER_TICK
+        return {layer: v / (len(m.invoke_ticks) - 1) for layer, v in totals.items()}
+
+    a, b, p = per_layer(profiles[sparse]), per_layer(profiles[dense]), profiles[sparse]
+    rows = ["| layer | units | mean k | ideal n / k | TinyProp: select + backward | dense | dense / TinyProp | "
+            "of ideal |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for layer, n in p.entries.items():
+        k = p.mean_k.get(layer, 0.0)
+        if layer not in a or k == 0:
+            continue
+        ratio = b[layer] / a[layer]
+        rows.append(f"| {layer} | {n} | {k:.1f} | {n / k:.1f} | {a[layer]:,.0f} | {b[layer]:,.0f} | {ratio:.2f} | "
+                    f"{ratio / (n / k):.2f} |")
+    return (f"Per layer ({sparse} against {dense}): its TinyProp operators but the forward (selection, backward "
+            "with the fused update, ReLU backward), mean of the train invokes:\n\n" + "\n".join(rows) + "\n\n")
 
 
 def _train_op_instructions(m) -> dict[str, float]:
@@ -157,9 +210,9 @@ def _train_op_instructions(m) -> dict[str, float]:
 
 def per_op_table(profiles, sparse: str, dense: str) -> str:
     """Where a train invoke's instructions go, per operator (TFLM's per-operator profiler on the emulated M4)."""
-    a, b = _train_op_instructions(profiles[sparse]), _train_op_instructions(profiles[dense])
+    a, b = (_train_op_instructions(profiles[row].measures) for row in (sparse, dense))
     rows = [f"| operator | {sparse} | {dense} | dense / sparse |", "|---|---:|---:|---:|"]
-    for name in sorted(set(a) | set(b), key=lambda n: -max(a.get(n, 0.0), b.get(n, 0.0))):
+    for name in sorted(set(a) | set(b), key=lambda n: (-max(a.get(n, 0.0), b.get(n, 0.0)), n)):
         x, y = a.get(name, 0.0), b.get(name, 0.0)
         rows.append(f"| {name} | {x:,.0f} | {y:,.0f} | {y / x:.2f} |" if x > 0 else f"| {name} | 0 | {y:,.0f} | - |")
     return (f"Per operator, mean of the train invokes (instructions; TFLM's per-operator profiler events, every use of "
@@ -186,9 +239,9 @@ def main(argv=None):
                 "|---|---:|---:|---:|---:|---:|---|---:|"]
         measured = []
         for name, variant in variants.items():
-            train, infer, k_text, arena, m = measure(name, variant, args.steps, images, rams, ram_rows)
+            train, infer, k_text, arena, profile = measure(name, variant, args.steps, images, rams, ram_rows)
             results[name] = (train, arena)
-            profiles[name] = m
+            profiles[name] = profile
             measured.append((name, train, infer, k_text, arena))
         by_name = {m[0]: m for m in measured}
         for name, train, infer, k_text, arena in measured:
@@ -223,6 +276,7 @@ def main(argv=None):
         "arena (per op and per streamed sample TFLM keeps 2 x 4 bytes per channel of quantization arrays a float "
         "model never reads).\n\n"
         + per_op_table(profiles, "TinyProp, fast ops (demo export)", "dense: StaticTopK(1.0), fast ops")
+        + per_layer_backward_table(profiles, "TinyProp, fast ops (demo export)", "dense: StaticTopK(1.0), fast ops")
         + per_op_table(profiles, "TinyProp, fast ops, last 2 layers trained",
                        "dense: StaticTopK(1.0), fast ops, last 2 layers trained") +
         "RAM map per board (each image's RAM limited to the board's usable RAM in the linker script: stack, .data, "
