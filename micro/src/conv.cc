@@ -430,14 +430,19 @@ inline void ForwardChannels(const ConvPlan& p, const float* xb, const float* w, 
   const int64_t tap_stride = kDepthwise ? O : static_cast<int64_t>(C) * O;  // W's elements per tap
   float a[N];
   for (int n = 0; n < N; ++n) a[n] = 0.0f;
-  for (int32_t r = rows.lo; r < rows.hi; ++r) {
-    const float* x_row = xb + (rows.base + static_cast<int64_t>(r) * p.dh) * p.in_w * C;
-    for (int32_t c = cols.lo; c < cols.hi; ++c) {
-      const float* xp = x_row + (cols.base + static_cast<int64_t>(c) * p.dw) * C;
-      const float* wp = w + (r * p.kw + c) * tap_stride + o0;
+  // Pointers stepped from tap to tap (no address arithmetic per tap beyond an addition).
+  const int64_t row_step = static_cast<int64_t>(p.dh) * p.in_w * C, col_step = static_cast<int64_t>(p.dw) * C;
+  const float* x_row = xb + (rows.base + static_cast<int64_t>(rows.lo) * p.dh) * p.in_w * C +
+                       (cols.base + static_cast<int64_t>(cols.lo) * p.dw) * C;
+  const float* w_row = w + (static_cast<int64_t>(rows.lo) * p.kw + cols.lo) * tap_stride + o0;
+  for (int32_t r = rows.lo; r < rows.hi; ++r, x_row += row_step, w_row += p.kw * tap_stride) {
+    const float* xp = x_row;
+    const float* w_tap = w_row;
+    for (int32_t c = cols.lo; c < cols.hi; ++c, xp += col_step, w_tap += tap_stride) {
       if constexpr (kDepthwise) {  // output channel o reads input channel o / dm
-        for (int n = 0; n < N; ++n) a[n] += xp[kDm1 ? o0 + n : (o0 + n) / p.dm] * wp[n];
+        for (int n = 0; n < N; ++n) a[n] += xp[kDm1 ? o0 + n : (o0 + n) / p.dm] * w_tap[n];
       } else {
+        const float* wp = w_tap;
         for (int32_t ci = 0; ci < C; ++ci, wp += O) {
           const float xv = xp[ci];
           for (int n = 0; n < N; ++n) a[n] += xv * wp[n];

@@ -75,6 +75,7 @@ inline void DenseBlockForward(int32_t I, int32_t O, const float* x, const float*
 template <int NB>
 inline void DenseRowBlockForward(int32_t I, int32_t O, const float* x, const float* w, const float* bias, float* z) {
   int32_t j = 0;
+  for (; j + 8 <= O; j += 8) DenseBlockForward<NB, 8>(I, O, x, w, bias, j, z);
   for (; j + 4 <= O; j += 4) DenseBlockForward<NB, 4>(I, O, x, w, bias, j, z);
   for (; j < O; ++j) DenseBlockForward<NB, 1>(I, O, x, w, bias, j, z);
 }
