@@ -147,6 +147,11 @@ def conv_output_one_row_too_many(model, sg, op):
     z.shape = _with(z.shape, 1, z.shape[1] + 1)
 
 
+def output_one_channel_too_many(model, sg, op):
+    out = sg.tensors[op.outputs[0]]
+    out.shape = _with(out.shape, -1, out.shape[-1] + 1)
+
+
 def counter_as_float32(model, sg, op):
     sg.tensors[op.inputs[0]].type = fb.TensorType.FLOAT32
 
@@ -174,6 +179,8 @@ CASES = {  # id: (export, op, edit, what the error says besides "Node <op> ... f
                                   "activation not 0 or 1"),
     "conv forward output too tall": ("cnn_sgd", device_ops.CONV2D_FORWARD, conv_output_one_row_too_many,
                                      "g.out_h"),
+    "pool output one channel too many": ("cnn_sgd", device_ops.GLOBAL_AVERAGE_POOL, output_one_channel_too_many,
+                                         "== channels"),
     "counter float32": ("mlp_sgd", device_ops.COUNT_STEP, counter_as_float32, "(FLOAT32 != INT32)"),
 }
 

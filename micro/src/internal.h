@@ -46,10 +46,10 @@ inline void Fill(float* p, int64_t n, float v) {
 }
 
 // z[r, j] = sum over i of x[r, i] * w[i, j] (+ bias[j]) for r < rows (x [rows, I], w [I, O], z [rows, O]): the
-// Dense forward, and a 1x1 stride-1 conv's over its positions. Blocks of 2 rows x 4 units are summed in registers
-// over every input row i, each sum taking its products in input order from 0 (every bit equals the plain
-// "z = 0; for i: z += x[i] * w[i, j]; z + bias" loop); per input row 2 loads of x and 4 of W for 8
-// multiply-adds (the plain loop loads and stores z per multiply-add).
+// Dense forward, and a 1x1 stride-1 conv's over its positions. Blocks of 2 rows x 8 units (then 4, then 1) are
+// summed in registers over every input row i, each sum taking its products in input order from 0 (every bit
+// equals the plain "z = 0; for i: z += x[i] * w[i, j]; z + bias" loop); per input row 2 loads of x and 8 of W for
+// 16 multiply-adds (the plain loop loads and stores z per multiply-add).
 template <int NB, int NO>
 inline void DenseBlockForward(int32_t I, int32_t O, const float* x, const float* w, const float* bias, int32_t j0,
                               float* z) {

@@ -122,6 +122,25 @@ TfLiteStatus ReadWindow(TfLiteContext* context, const TempInput& window, const T
 template <bool kDepthwise>
 using ConvShape = typename std::conditional<kDepthwise, DepthwiseShape, Conv2DShape>::type;
 
+// What every conv op reads of x [B, H, W, C], w [KH, KW, C, O or DM] and its window input: the window, the
+// kernels' shape and the output channels; `output` (the forward's z, the backward's delta) must be
+// [B, OH, OW, out_c] of TensorFlow's geometry. `op` names the operator in a kernel error.
+template <bool kDepthwise>
+TfLiteStatus PrepareConvGeometry(TfLiteContext* context, const TfLiteTensor* x, const TfLiteTensor* w,
+                                 const TempInput& window, const TfLiteTensor* output, const char* op,
+                                 ConvWindow* conv_window, ConvShape<kDepthwise>* shape, int32_t* out_c) {
+  TF_LITE_ENSURE(context, Rank(x) == 4 && Rank(w) == 4 && Rank(output) == 4);
+  TF_LITE_ENSURE_OK(context, ReadWindow(context, window, w, conv_window));
+  ConvGeometry g{};
+  TF_LITE_ENSURE_OK(context, ToTfLite(ComputeConvGeometry(Dim(x, 1), Dim(x, 2), *conv_window, &g), op));
+  *out_c = kDepthwise ? Dim(x, 3) * Dim(w, 3) : Dim(w, 3);
+  *shape = {Dim(x, 0), Dim(x, 1), Dim(x, 2), Dim(x, 3), Dim(w, 3)};
+  TF_LITE_ENSURE_EQ(context, Dim(w, 2), Dim(x, 3));
+  TF_LITE_ENSURE(context, Dim(output, 0) == Dim(x, 0) && Dim(output, 1) == g.out_h && Dim(output, 2) == g.out_w &&
+                              Dim(output, 3) == *out_c);
+  return kTfLiteOk;
+}
+
 template <typename OpData>
 void* InitOpData(TfLiteContext* context, const char* /*buffer*/, size_t /*length*/) {
   return context->AllocatePersistentBuffer(context, sizeof(OpData));
@@ -447,22 +466,14 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   TempInput x(context, node, kX), w(context, node, kW), window(context, node, kWindow), bias(context, node, kBias);
   TempOutput z(context, node, kZ);
   TF_LITE_ENSURE_OK(context, CheckPresent(context, {x.get(), w.get(), window.get(), z.get()}));
-  for (const TfLiteTensor* t : {x.get(), w.get(), z.get()}) {
-    TF_LITE_ENSURE_TYPES_EQ(context, t->type, kTfLiteFloat32);
-    TF_LITE_ENSURE_EQ(context, Rank(t), 4);
-  }
-  TF_LITE_ENSURE_OK(context, ReadWindow(context, window, w.get(), &data.window));
+  for (const TfLiteTensor* t : {x.get(), w.get(), z.get()}) TF_LITE_ENSURE_TYPES_EQ(context, t->type, kTfLiteFloat32);
+  int32_t out_c;
+  TF_LITE_ENSURE_OK(context, PrepareConvGeometry<kDepthwise>(context, x.get(), w.get(), window, z.get(),
+                                                             kDepthwise ? kDepthwiseForwardOp : kConv2DForwardOp,
+                                                             &data.window, &data.shape, &out_c));
   const int32_t activation = window->data.i32[kActivation];
   TF_LITE_ENSURE_MSG(context, activation == 0 || activation == 1, "TinyProp conv forward: activation not 0 or 1");
   data.activation = static_cast<Activation>(activation);
-  ConvGeometry g{};
-  TF_LITE_ENSURE_OK(context, ToTfLite(ComputeConvGeometry(Dim(x.get(), 1), Dim(x.get(), 2), data.window, &g),
-                                      kDepthwise ? kDepthwiseForwardOp : kConv2DForwardOp));
-  const int32_t out_c = kDepthwise ? Dim(x.get(), 3) * Dim(w.get(), 3) : Dim(w.get(), 3);
-  data.shape = {Dim(x.get(), 0), Dim(x.get(), 1), Dim(x.get(), 2), Dim(x.get(), 3), Dim(w.get(), 3)};
-  TF_LITE_ENSURE_EQ(context, Dim(w.get(), 2), Dim(x.get(), 3));
-  TF_LITE_ENSURE(context, Dim(z.get(), 0) == Dim(x.get(), 0) && Dim(z.get(), 1) == g.out_h &&
-                              Dim(z.get(), 2) == g.out_w && Dim(z.get(), 3) == out_c);
   if (bias) {
     TF_LITE_ENSURE_TYPES_EQ(context, bias->type, kTfLiteFloat32);
     TF_LITE_ENSURE(context, Rank(bias.get()) == 1 && Dim(bias.get(), 0) == out_c);
@@ -555,17 +566,10 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   TF_LITE_ENSURE_TYPES_EQ(context, k->type, kTfLiteInt32);
   TF_LITE_ENSURE_TYPES_EQ(context, kept->type, kTfLiteInt32);
   TF_LITE_ENSURE_OK(context, ReadWanted(context, wanted, data.want));
-  TF_LITE_ENSURE(context, Rank(x.get()) == 4 && Rank(w.get()) == 4 && Rank(delta.get()) == 4);
-  TF_LITE_ENSURE_OK(context, ReadWindow(context, window, w.get(), &data.window));
-  ConvGeometry g{};
-  TF_LITE_ENSURE_OK(context, ToTfLite(ComputeConvGeometry(Dim(x.get(), 1), Dim(x.get(), 2), data.window, &g),
-                                      kDepthwise ? kDepthwiseBackwardOp : kConv2DBackwardOp));
+  TF_LITE_ENSURE_OK(context, PrepareConvGeometry<kDepthwise>(context, x.get(), w.get(), window, delta.get(),
+                                                             kDepthwise ? kDepthwiseBackwardOp : kConv2DBackwardOp,
+                                                             &data.window, &data.shape, &data.out_c));
   const int32_t batch = Dim(x.get(), 0);
-  data.out_c = kDepthwise ? Dim(x.get(), 3) * Dim(w.get(), 3) : Dim(w.get(), 3);
-  data.shape = {batch, Dim(x.get(), 1), Dim(x.get(), 2), Dim(x.get(), 3), Dim(w.get(), 3)};
-  TF_LITE_ENSURE_EQ(context, Dim(w.get(), 2), Dim(x.get(), 3));
-  TF_LITE_ENSURE(context, Dim(delta.get(), 0) == batch && Dim(delta.get(), 1) == g.out_h &&
-                              Dim(delta.get(), 2) == g.out_w && Dim(delta.get(), 3) == data.out_c);
   TF_LITE_ENSURE_EQ(context, Dim(k.get(), 0), batch);
   TF_LITE_ENSURE(context, Dim(kept.get(), 0) == batch && Dim(kept.get(), 1) == data.out_c);
   if (data.want[kWantDw]) TF_LITE_ENSURE(context, tflite::HaveSameShapes(dw.get(), w.get()));
