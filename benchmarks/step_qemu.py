@@ -61,6 +61,7 @@ class Variant:
     # The fast graph's conv forwards and pooling on TFLM's CONV_2D / DEPTHWISE_CONV_2D / MEAN instead of the
     # TinyProp forward ops (as exported before those ops): what they save, measured (the exporter has no such switch).
     builtin_conv_forward: bool = False
+    recompute: bool = False  # export_training_model(recompute=True): the trained conv block per sample, recomputed
 
 
 def _tinyprop():
@@ -74,10 +75,12 @@ def _dense_fast():
 def _partial_ds_cnn() -> dict:
     """TinyProp and dense, each with the last layer and the last 2 layers trained, compared within a trainable set."""
     rows = {}
-    for n, trained in ((1, "last layer trained"), (2, "last 2 layers trained")):
+    for n, trained, recompute in ((1, "last layer trained", False), (2, "last 2 layers trained", False),
+                                  (2, "last 2 layers trained, recomputed", True)):
         for label, policy in (("TinyProp", _tinyprop), ("dense: StaticTopK(1.0)", _dense_fast)):
             rows[f"{label}, fast ops, {trained}"] = Variant(models.ds_cnn, policy, 4, train_last=n,
-                                                            dense=f"dense: StaticTopK(1.0), fast ops, {trained}")
+                                                            dense=f"dense: StaticTopK(1.0), fast ops, {trained}",
+                                                            recompute=recompute)
     rows["TinyProp, fast ops but TFLM's builtin conv forward and pooling, last layer trained"] = Variant(
         models.ds_cnn, _tinyprop, 4, train_last=1, dense="dense: StaticTopK(1.0), fast ops, last layer trained",
         builtin_conv_forward=True)
@@ -108,7 +111,7 @@ def export(variant: Variant, out):
     with mock.patch.object(step.TrainStep, "_device_forward_applies", lambda *_: False) \
             if variant.builtin_conv_forward else contextlib.nullcontext():
         manifest = export_training_model(model, variant.policy(), "sgd", LR, batch_size=variant.batch, out_dir=out,
-                                         measure_arena=False, fast=fast)
+                                         measure_arena=False, fast=fast, recompute=variant.recompute)
     with open(os.path.join(out, variant.file), "rb") as f:
         data = f.read()
     state = None  # train_fast.tflite's training state is in place: its initial value goes in through its outputs
@@ -252,6 +255,7 @@ def main(argv=None):
     device, builtin = (results[f"TinyProp, fast ops{via}, last layer trained"]
                        for via in ("", " but TFLM's builtin conv forward and pooling"))
     conv_ratio = (builtin[0] / device[0], builtin[1] - device[1])
+    batched, recomputed = (results[f"TinyProp, fast ops, last 2 layers trained{how}"] for how in ("", ", recomputed"))
     dense = results["dense: StaticTopK(1.0), fast ops"][0]
     builtins = results["dense: DenseBackprop, builtins (train.tflite)"][0]
     tinyprop = results["TinyProp, fast ops (demo export)"][0]
@@ -275,6 +279,14 @@ def main(argv=None):
         f"with the last layer trained takes {conv_ratio[0]:.2f}x the instructions and {conv_ratio[1]:,} bytes more "
         "arena (per op and per streamed sample TFLM keeps 2 x 4 bytes per channel of quantization arrays a float "
         "model never reads).\n\n"
+        "With the last 2 layers trained, the trained pointwise conv (pw4) and its ReLU and pooling run as a "
+        "recomputed block (`export_training_model(recompute=True)`, the rows saying \"recomputed\"): per sample the "
+        "frozen prefix and pw4's forward keep only the pooled values and a bit per ReLU output; the selection "
+        "scores come from those bits and the pooling's gradient; the backward runs per sample on the prefix "
+        "computed again, dW added up sample after sample (the same numbers as the batched step, bit for bit: "
+        f"tests/test_fast_export.py). Arena {batched[1]:,} -> {recomputed[1]:,} bytes for "
+        f"{recomputed[0] / batched[0]:.2f}x the train step's instructions (the prefix's forward twice); the infer "
+        "invoke skips the second prefix pass (its forward ops take the mode).\n\n"
         + per_op_table(profiles, "TinyProp, fast ops (demo export)", "dense: StaticTopK(1.0), fast ops")
         + per_layer_backward_table(profiles, "TinyProp, fast ops (demo export)", "dense: StaticTopK(1.0), fast ops")
         + per_op_table(profiles, "TinyProp, fast ops, last 2 layers trained",

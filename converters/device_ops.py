@@ -24,7 +24,8 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
   outputs 0 and 2 are inputs 1 and 8 themselves; dx from the weights before the update; no dW tensor and no
   second weight copy exists), used when the optimizer is SGD without momentum;
 - ``TINYPROP_CONV2D_FORWARD`` / ``TINYPROP_DEPTHWISE_FORWARD``: x, w (NHWC, Keras kernel layouts), window [7]
-  int32 (``WINDOW_PARAMS``), bias [O] -> act(conv(x, w) + bias), the activation (linear or ReLU) fused (every
+  int32 (``WINDOW_PARAMS``), bias [O], then the mode if the window says train_only -> act(conv(x, w) + bias),
+  the activation (linear or ReLU) fused (every
   conv forward of the fast graph that has TF's SAME/VALID padding: TFLM's CONV_2D and DEPTHWISE_CONV_2D keep 2 x 4
   bytes per channel of quantization arrays in persistent arena memory per op, which a frozen prefix streamed
   sample by sample repeats per sample, and a separate RELU would hold a second activation-sized tensor);
@@ -32,6 +33,11 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
   [B, 1.., C] (every GlobalAveragePooling of the fast graph: TFLM's MEAN costs ~15x the instructions);
 - ``TINYPROP_CONV2D_BACKWARD`` / ``TINYPROP_DEPTHWISE_BACKWARD``: x, w, delta, k, kept, window [7] int32
   (activation 0), wanted -> dW, dx, db, from the kept channels only (Conv1D runs as Conv2D with H = 1);
+- ``TINYPROP_CONV2D_POOL_FORWARD``, ``TINYPROP_SELECT_CHANNELS_MASKED``, ``TINYPROP_CONV2D_BACKWARD_MASKED``: a
+  trained Conv2D -> ReLU -> global average pooling block run sample by sample with its input recomputed for the
+  backward (``step.RecomputedBlock``): the forward gives the pooled values and the ReLU's mask (one bit per
+  element, int32 words) instead of the activation; the selection and the per-sample backward rebuild the error
+  from mask and pooling gradient; the backward adds this sample's dW, db to the previous samples' (inputs);
 - ``TINYPROP_APPLY_GRADIENT``: w, g, mode, hyper [7], then velocity or Adam's m, v and (beta_1^t, beta_2^t) -> w
   and the slots, in place (Keras' SGD / momentum / Nesterov / Adam rules, micro/ ``SgdUpdate``/``AdamUpdate``);
 - ``TINYPROP_COUNT_STEP``: the step counter + 1, in place; ``TINYPROP_ASSIGN``: state = value, in place (the
@@ -71,17 +77,20 @@ def select_params(rule) -> list[float]:
     return [float(values[name]) for name in SELECT_PARAMS]
 
 
-# The conv ops' window tensor, in order (micro/tflm/tinyprop_tflm.h: WindowParam); the last slot is unused.
-WINDOW_PARAMS = ("stride_h", "stride_w", "dilation_h", "dilation_w", "padding", "activation", "unused")
+# The conv ops' window tensor, in order (micro/tflm/tinyprop_tflm.h: WindowParam). train_only (the forward ops):
+# the op's last input is the step's mode and on an inference invoke it does nothing (a recomputed prefix).
+WINDOW_PARAMS = ("stride_h", "stride_w", "dilation_h", "dilation_w", "padding", "activation", "train_only")
 PADDING_CODES = {"valid": 0, "same": 1}
 ACTIVATION_CODES = {"linear": 0, "relu": 1}  # what the forward ops fuse (micro/ tinyprop::Activation)
 
 
-def conv_window(strides, padding: str, activation: str = "linear") -> list[int]:
+def conv_window(strides, padding: str, activation: str = "linear", train_only: bool = False) -> list[int]:
     """A conv layer's window tensor (``WINDOW_PARAMS``): strides (h, w), TF padding ("same"/"valid"), the
-    activation a forward op applies (the backward ops take "linear"); dilation 1 (what the exporter admits)."""
+    activation a forward op applies (the backward ops take "linear"), whether a forward op runs on training
+    invokes only (then its last input is the mode); dilation 1 (what the exporter admits)."""
     values = {"stride_h": strides[0], "stride_w": strides[1], "dilation_h": 1, "dilation_w": 1,
-              "padding": PADDING_CODES[padding], "activation": ACTIVATION_CODES[activation], "unused": 0}
+              "padding": PADDING_CODES[padding], "activation": ACTIVATION_CODES[activation],
+              "train_only": int(train_only)}
     return [int(values[name]) for name in WINDOW_PARAMS]
 
 
@@ -99,15 +108,19 @@ DEPTHWISE_BACKWARD = "TINYPROP_DEPTHWISE_BACKWARD"
 APPLY_GRADIENT = "TINYPROP_APPLY_GRADIENT"
 COUNT_STEP = "TINYPROP_COUNT_STEP"
 ASSIGN = "TINYPROP_ASSIGN"
+CONV2D_POOL_FORWARD = "TINYPROP_CONV2D_POOL_FORWARD"
+SELECT_CHANNELS_MASKED = "TINYPROP_SELECT_CHANNELS_MASKED"
+CONV2D_BACKWARD_MASKED = "TINYPROP_CONV2D_BACKWARD_MASKED"
 DEVICE_OPS = frozenset({DENSE_FORWARD, RELU_BACKWARD, SELECT_UNITS, SELECT_CHANNELS, DENSE_BACKWARD,
                         DENSE_BACKWARD_SGD, CONV2D_FORWARD, DEPTHWISE_FORWARD, GLOBAL_AVERAGE_POOL, CONV2D_BACKWARD,
-                        DEPTHWISE_BACKWARD, APPLY_GRADIENT, COUNT_STEP, ASSIGN})
+                        DEPTHWISE_BACKWARD, APPLY_GRADIENT, COUNT_STEP, ASSIGN, CONV2D_POOL_FORWARD,
+                        SELECT_CHANNELS_MASKED, CONV2D_BACKWARD_MASKED})
 
 # The ops that update training state in place: output position -> the input position it is (micro/tflm/
 # tinyprop_tflm.h). In the converted graph such an output is assigned to a variable the op read at that input;
 # ``in_place_state`` makes both the variable's tensor.
 IN_PLACE = {
-    SELECT_UNITS: {0: 1}, SELECT_CHANNELS: {0: 1},
+    SELECT_UNITS: {0: 1}, SELECT_CHANNELS: {0: 1}, SELECT_CHANNELS_MASKED: {0: 3},
     DENSE_BACKWARD_SGD: {0: 1, 2: 8},
     APPLY_GRADIENT: {0: 0, 1: 4, 2: 5},
     COUNT_STEP: {0: 0}, ASSIGN: {0: 0},

@@ -91,6 +91,7 @@ def export_training_model(
     measure_arena=True,
     fast=False,
     overwrite=False,
+    recompute=False,
     **optimizer_kwargs,
 ):
     """Export ``model`` for sparse on-device training with ``policy``; returns the manifest (dict).
@@ -111,6 +112,11 @@ def export_training_model(
       fast: also write ``train_fast.tflite``, the same step with the sparse layers' selection and backward
         done by the TinyProp TFLM custom operators (``micro/tflm``; see ``device_ops``). It runs in a TFLM
         build that registers them (the board projects, ``tinyprop_tflm_runner``), not in the pip interpreter.
+      recompute: (with ``fast``) run the first trained layer, a Conv2D -> ReLU -> global average pooling block
+        after a frozen prefix (DS-CNN trained from its last pointwise conv), sample by sample and recompute the
+        prefix for its backward (``step.RecomputedBlock``): none of the block's batch-sized activations exist, for
+        a second forward pass of the prefix per training step; the same numbers. An ExportError says why a model
+        cannot be exported this way.
       overwrite: replace a previous export in ``out_dir`` as a whole: the files are staged in a sibling folder and
         swapped in, so nothing of the previous export (an old ``train_fast.tflite``, a board project) survives.
         Refused when that would delete a board project's edited main file (write it again with
@@ -120,6 +126,8 @@ def export_training_model(
       ExportError: the model, an option or the converted graph cannot be exported (before any file is written).
     """
     outdir.check(out_dir, overwrite)  # before the conversion work
+    if recompute and not fast:
+        raise ExportError("recompute=True needs fast=True: only the TinyProp-op step runs a recomputed block")
     if loss not in step.LOSSES:
         raise ExportError(f"loss must be one of {step.LOSSES}, got {loss!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -150,8 +158,9 @@ def export_training_model(
 
         fast_data = fast_counts = None
         if fast:
-            fast_data, fast_counts, fast_state, fast_model = _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size,
-                                                   input_shape, output_shape, max_entries * batch_size)
+            fast_data, fast_counts, fast_state, fast_model = _fast_variant(
+                nodes, input_id, output_id, policy, opt, loss, batch_size, input_shape, output_shape,
+                max_entries * batch_size, recompute)
 
         # TFLM: type legalisation, then refuse anything TFLM cannot run.
         tflm_data, legal_notes, tflm_model = flatbuffer.legalize_for_tflm(tflm_data, max_count=max_entries * batch_size)
@@ -212,6 +221,7 @@ def export_training_model(
                                      {e["name"]: w for e, w in zip(entries, weights)}) if measure_arena else None
             manifest["tflm_fast"] = {
                 "file": "train_fast.tflite",
+                "recompute": bool(recompute),
                 "arena_bytes": fast_arena,
                 "arena_bytes_recommended": estimates.recommended_arena_bytes(fast_arena),
                 "arena_note": "measured in tinyprop_tflm_runner (64-bit host) when one was available at export "
@@ -243,11 +253,11 @@ def export_training_model(
 
 
 def _fast_variant(nodes, input_id, output_id, policy, opt, loss, batch_size, input_shape, output_shape,
-                  max_count):
+                  max_count, recompute=False):
     """train_fast.tflite: the TFLM step with the TinyProp device ops (bytes, {op: count}, its in-place state rows,
     the parsed model)."""
     module = step.TrainStep(nodes, input_id, output_id, policy, opt, loss, batch_size, input_shape, output_shape,
-                            fast=True)
+                            fast=True, recompute=recompute)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data = _convert(module, [module.make_functions()["step"]], "the fast TFLM train step",

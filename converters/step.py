@@ -136,6 +136,36 @@ class Updated:
     value: object
 
 
+@dataclasses.dataclass(frozen=True)
+class RecomputedBlock:
+    """The fast graph's first trained layer when it is a Conv2D -> ReLU -> global average pooling block after a
+    frozen prefix (DS-CNN's last pointwise conv, trained with the logits): the step needs none of its batch-sized
+    activations. Per sample the prefix runs and the conv's forward (TINYPROP_CONV2D_POOL_FORWARD) keeps only the
+    pooled values and the ReLU's mask (one bit per element); the rest of the model runs at batch size; the
+    conv's selection takes the scores from the masks and the pooling's gradient; its backward runs per sample on
+    the prefix recomputed, dW and db added up sample after sample. The same numbers as the batched step, bit for
+    bit; the prefix's forward runs twice per training step. TrainStep(recompute=True)."""
+
+    prefix: list
+    conv: object
+    act: object  # the ReLU node after a folded BatchNorm, or None (the conv's own ReLU)
+    gap: object
+    rest: list
+    geo: object
+
+    @property
+    def channels(self) -> int:
+        return int(self.conv.out_shape[-1])
+
+    @property
+    def positions(self) -> int:
+        return int(np.prod(self.conv.out_shape[:-1]))
+
+    @property
+    def mask_words(self) -> int:
+        return (self.positions * self.channels + 31) // 32
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The module
 # ------------------------------------------------------------------------------------------------------------
@@ -143,7 +173,7 @@ class TrainStep(tf.Module):
     """Plain tf.Variables + explicit forward/backward/update. Built from the exporter's node plan."""
 
     def __init__(self, nodes, input_id, output_id, policy, opt: OptimizerConfig, loss: str, batch_size: int,
-                 input_shape, output_shape, fast: bool = False, dtype=tf.float32):
+                 input_shape, output_shape, fast: bool = False, dtype=tf.float32, recompute: bool = False):
         super().__init__(name="tinyprop_train_step")
         # fast: every Dense forward and the sparse layers' selection and backward call the TinyProp device ops
         # (converters/device_ops.py); such a graph is traced and converted only, never executed by TensorFlow.
@@ -213,6 +243,9 @@ class TrainStep(tf.Module):
             self.slots_v = [tf.Variable(z, name=f"{safe_name(p)}_v", trainable=False)
                             for z, p in zip(zeros, self.weight_paths)]
         self.iterations = tf.Variable(np.int32(0), name="iterations", trainable=False)
+        # recompute: the fast graph's first trained layer runs as a recomputed block (``RecomputedBlock``).
+        self._block = self._recomputed_block() if recompute else None
+        self._train_only_forwards = False  # set while the block's backward traces the prefix again
 
     # -- specs ----------------------------------------------------------------------------------------------
     def x_spec(self):
@@ -236,6 +269,115 @@ class TrainStep(tf.Module):
             prefix.append(node)
         return prefix
 
+    def _recomputed_block(self) -> "RecomputedBlock":
+        """The step's first trained layer as a recomputed block (see ``RecomputedBlock``), or an ExportError
+        saying why this model's step cannot run that way."""
+        def refuse(why):
+            raise ExportError(f"recompute: {why}; export without recompute")
+
+        if not self.fast:
+            refuse("only the fast TFLM step (fast=True) runs a recomputed block")
+        prefix = self._frozen_prefix()
+        at = len(prefix)
+        conv = self._nodes[at] if at < len(self._nodes) else None
+        if conv is None or conv.kind != "conv2d":
+            refuse("the first trained layer must be a Conv2D"
+                   + (f" (it is layer '{conv.name}', {conv.kind})" if conv is not None else ""))
+        geo = builtin_backward.ConvGeometry(conv.in_shapes[0][:2], tuple(conv.layer.kernel_size),
+                                            tuple(conv.layer.strides), conv.layer.padding)
+        if not (self._uses_device_ops(conv) and conv.trainable and not conv.needs_input_grad
+                and self._device_forward_applies(conv, geo)):
+            refuse(f"layer '{conv.name}' must be trained with channel selection on the TinyProp ops, with SAME or "
+                   f"VALID padding and no trained layer before it")
+        act = self._fusable_relu(conv, self._nodes)
+        if conv.activation != "relu" and act is None:
+            refuse(f"layer '{conv.name}' must be followed by a ReLU (its own or after a folded BatchNorm)")
+        block = [conv] + ([act] if act is not None else [])
+        gap = None
+        while at + len(block) < len(self._nodes):  # identities (inference-time Dropout) may sit before the pooling
+            node = self._nodes[at + len(block)]
+            readers = [n for n in self._nodes if block[-1].output in n.inputs]
+            if readers != [node] or node.kind not in ("identity", "gap") or block[-1].output == self._output_id:
+                break
+            block.append(node)
+            if node.kind == "gap":
+                gap = block.pop()
+                break
+        if gap is None or gap.output == self._output_id:
+            refuse(f"the ReLU after layer '{conv.name}' must feed a global average pooling only")
+        rest = self._nodes[at + len(block) + 1:]
+        inside = {n.output for n in prefix + block} | {self._input_id}
+        if any(t in inside for n in rest for t in n.inputs) or self._output_id in inside:
+            refuse(f"a layer after the pooling reads a value before it (a skip connection around '{conv.name}')")
+        return RecomputedBlock(prefix, conv, act, gap, rest, geo)
+
+    def _forward_recomputed(self, x, weights):
+        """``_forward`` of a step with a recomputed block: per sample the frozen prefix and the block's forward
+        (TINYPROP_CONV2D_POOL_FORWARD: the pooled values and the ReLU's mask), then the rest at batch size."""
+        block, b = self._block, self.batch_size
+        pooled, masks = [], []
+        for i in range(b):
+            p, m = self._block_forward(self._block_input(x, i, weights), weights)
+            pooled.append(p)
+            masks.append(m)
+        values = {self._input_id: x,
+                  block.gap.output: tf.reshape(_concat_batch(pooled), [b, *block.gap.out_shape])}
+        values, saved = self._forward_nodes(values, block.rest, weights, b)
+        saved[block.conv.name] = {"mask": _concat_batch(masks), "kernel": weights[block.conv.name].get("kernel"),
+                                  "bias": weights[block.conv.name].get("bias")}
+        return values, saved
+
+    def _block_input(self, x, i, weights, recomputed=False):
+        """Sample i's input of the recomputed block's conv: the frozen prefix's forward at batch 1; ``recomputed``
+        (the backward's second pass): its conv forwards run on training invokes only."""
+        self._train_only_forwards = recomputed
+        try:
+            values, _ = self._forward_nodes({self._input_id: x[i:i + 1]}, self._block.prefix, weights, 1)
+        finally:
+            self._train_only_forwards = False
+        return values[self._block.conv.inputs[0]]
+
+    def _block_forward(self, x1, weights):
+        """(pooled [1, C], mask [1, words]) of one sample by TINYPROP_CONV2D_POOL_FORWARD."""
+        block = self._block
+        kernel, bias = weights[block.conv.name].get("kernel"), weights[block.conv.name].get("bias")
+        geo = block.geo
+        window = tf.constant(device_ops.conv_window((geo.sh, geo.sw), geo.padding, "relu"), tf.int32)
+        return device_ops.call(device_ops.CONV2D_POOL_FORWARD, block.conv.name,
+                               [x1, kernel, window] + ([bias] if bias is not None else []),
+                               [(tf.float32, [1, block.channels]), (tf.int32, [1, block.mask_words])],
+                               self.device_op_shapes)
+
+    def _block_backward(self, g, saved, weights):
+        """(dW, db, k) of the recomputed block's conv from the pooling's gradient ``g``: the selection from the
+        masks (TINYPROP_SELECT_CHANNELS_MASKED), then per sample the prefix again and the conv's backward
+        (TINYPROP_CONV2D_BACKWARD_MASKED), dW and db added up sample after sample."""
+        block, b = self._block, self.batch_size
+        conv, s = block.conv, saved[block.conv.name]
+        # The pooling's backward divides as builtin_backward.gap_backward does, before the broadcast.
+        g = tf.reshape(g, [b, block.channels]) / float(block.positions)
+        params = tf.constant(device_ops.select_params(conv.layer.policy.rule(conv.depth)), tf.float32)
+        state = self.ymax_vars[conv.name]
+        ymax, k, kept = device_ops.call(
+            device_ops.SELECT_CHANNELS_MASKED, conv.name,
+            [g, s["mask"], tf.constant([block.positions], tf.int32), state.read_value(), params, self._mode],
+            [(tf.float32, [1]), (tf.int32, [b]), (tf.int32, [b, block.channels])], self.device_op_shapes)
+        state.assign(ymax)  # in place (device_ops.in_place_state)
+        kernel, bias = s["kernel"], s["bias"]
+        geo = block.geo
+        window = tf.constant(device_ops.conv_window((geo.sh, geo.sw), geo.padding), tf.int32)
+        wanted = tf.constant([1, 0, int(bias is not None)], tf.int32)
+        d_kernel = d_bias = None
+        for i in range(b):
+            chain = [] if d_kernel is None else [d_kernel, d_bias]
+            inputs = [self._block_input(self._x, i, weights, recomputed=True), kernel, g, s["mask"], k, kept, window,
+                      tf.constant([i], tf.int32), wanted, *chain]
+            d_kernel, _, d_bias = device_ops.call(
+                device_ops.CONV2D_BACKWARD_MASKED, conv.name, inputs,
+                [(tf.float32, kernel.shape), (tf.float32, [1]),
+                 (tf.float32, [block.channels] if bias is not None else [1])], self.device_op_shapes)
+        return d_kernel, (d_bias if bias is not None else None), k
+
     def _forward(self, x, weights):
         """Returns (values: tensor id -> value, saved: node name -> dict) for the backward pass.
 
@@ -244,6 +386,8 @@ class TrainStep(tf.Module):
         (DS-CNN 49x10, 64 channels, last layer trained, batch 4: two 32 KB activations live instead of two 128 KB);
         only the values the rest of the step reads are kept for the whole batch. The same arithmetic per element.
         """
+        if self._block is not None:
+            return self._forward_recomputed(x, weights)
         prefix = self._frozen_prefix() if self.fast and self.batch_size > 1 else []
         if not _streaming_saves(prefix):
             return self._forward_nodes({self._input_id: x}, self._nodes, weights, self.batch_size)
@@ -440,10 +584,12 @@ class TrainStep(tf.Module):
         (default: the layer's own) is the one the op applies."""
         op = device_ops.DEPTHWISE_FORWARD if node.kind == "depthwise" else device_ops.CONV2D_FORWARD
         out_c = k4.shape[2] * k4.shape[3] if node.kind == "depthwise" else k4.shape[3]
-        window = tf.constant(device_ops.conv_window((geo.sh, geo.sw), geo.padding, activation or node.activation),
-                             tf.int32)
-        (out,) = device_ops.call(op, node.name, [x4, k4, window] + ([bias] if bias is not None else []),
-                                 [(tf.float32, [x4.shape[0], geo.Ho, geo.Wo, out_c])], self.device_op_shapes)
+        train_only = self._train_only_forwards  # a prefix recomputed for a backward: nothing to do on inference
+        window = tf.constant(device_ops.conv_window((geo.sh, geo.sw), geo.padding, activation or node.activation,
+                                                    train_only), tf.int32)
+        inputs = [x4, k4, window] + ([bias] if bias is not None else []) + ([self._mode] if train_only else [])
+        (out,) = device_ops.call(op, node.name, inputs, [(tf.float32, [x4.shape[0], geo.Ho, geo.Wo, out_c])],
+                                 self.device_op_shapes)
         return out
 
     def _fuses_sgd(self, node) -> bool:
@@ -523,6 +669,13 @@ class TrainStep(tf.Module):
 
             def give(tid, value):
                 grads[tid] = value if tid not in grads else grads[tid] + value
+
+            if self._block is not None and node is self._block.gap:  # the block's layers get no other gradient
+                conv = self._block.conv
+                d_kernel, d_bias, ks[conv.name] = self._block_backward(g, saved, self._weights)
+                weight_grads[(conv.name, "kernel")] = d_kernel
+                weight_grads[(conv.name, "bias")] = d_bias
+                continue
 
             if node.kind in AFFINE_KINDS:
                 if not self._runs_backward[node.name]:
@@ -666,6 +819,7 @@ class TrainStep(tf.Module):
 
     def train_impl(self, x, y):
         weights = self._read_weights()
+        self._x, self._weights = x, weights  # a recomputed block's backward runs the prefix again
         values, saved = self._forward(x, weights)
         out = values[self._output_id]
         loss, g_out = self._loss_and_grad(out, y)

@@ -1063,10 +1063,12 @@ def test_fast_project_embeds_train_fast_and_registers_the_tinyprop_ops(fast_expo
     config = _read(project, f"{src}/tinyprop_app_config.h")
     ops = manifest["tflm_fast"]["ops"]
     custom = sorted(op[7:] for op in ops if op.startswith("CUSTOM:"))
-    # Dense, Conv2D and depthwise layers with plain SGD: every op but the unfused Dense backward and the generic
-    # state assignment (every layer selects with a TinyProp op, which updates its running max itself).
+    # Dense, Conv2D and depthwise layers with plain SGD: every op but the unfused Dense backward, the generic
+    # state assignment (every layer selects with a TinyProp op, which updates its running max itself) and the
+    # recomputed block's (export with recompute only).
     assert project.custom_ops == custom and custom == sorted(
-        device_ops.DEVICE_OPS - {device_ops.DENSE_BACKWARD, device_ops.ASSIGN})
+        device_ops.DEVICE_OPS - {device_ops.DENSE_BACKWARD, device_ops.ASSIGN, device_ops.CONV2D_POOL_FORWARD,
+                                 device_ops.SELECT_CHANNELS_MASKED, device_ops.CONV2D_BACKWARD_MASKED})
     builtin = _builtin_ops(config)
     added = _custom_ops(config)
     assert {op: int(n) for _, op, n in builtin} == {op: n for op, n in ops.items() if not op.startswith("CUSTOM:")}

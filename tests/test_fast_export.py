@@ -23,7 +23,8 @@ from _build import runner_or_skip
 
 import tinyprop_tf as tp
 from tinyprop_tf import models
-from tinyprop_tf.converters import device_ops, export_training_model, flatbuffer
+from tinyprop_tf.converters import (artifacts, device_ops, export_training_model, flatbuffer, tflm_host_runner,
+                                    verification)
 from tinyprop_tf.converters.graph import ExportError
 from tinyprop_tf.converters.verification import verify
 
@@ -351,3 +352,124 @@ def test_a_streamed_prefix_of_a_large_batch_stays_within_tflm_concatenation(tmp_
     assert manifest["tflm_fast"]["ops"]["CONCATENATION"] == 4 and manifest["tflm_fast"]["arena_bytes"] > 0
     result = verify(str(tmp_path / "e"), steps=2, check=False, backends=("tflm_fast",))
     assert result.ok and "tflm_fast" in result.errors, result.summary()
+
+
+# --- a recomputed block (export_training_model(recompute=True)) -----------------------------------------------------
+def _ds_cnn_last2():
+    """DS-CNN trained from its last pointwise conv: frozen prefix, then pw -> BatchNorm (folded) -> ReLU ->
+    Dropout -> pooling -> logits."""
+    return _last(models.ds_cnn(input_shape=(24, 10, 1), num_classes=4, filters=16, blocks=2), 2)
+
+
+def _export_ds_cnn_last2(out, optimizer="sgd", recompute=True, policy=None):
+    keras.utils.set_random_seed(0)
+    return export_training_model(_ds_cnn_last2(), policy or tp.TinyProp(0.1, 0.9, 0.5), optimizer, 0.05,
+                                 batch_size=4, out_dir=str(out), measure_arena=False, fast=True, recompute=recompute)
+
+
+def test_a_recomputed_block_has_no_batch_sized_activation_of_its_conv(tmp_path):
+    """The trained conv's forward runs per sample (pooled values and a ReLU mask out), its selection reads the masks,
+    its backward runs per sample on the prefix computed again, dW and db chained from sample to sample; the
+    second prefix pass runs on training invokes only. No rank-4 tensor holds the batch (only the input x)."""
+    manifest = _export_ds_cnn_last2(tmp_path / "e")
+    assert manifest["tflm_fast"]["recompute"] is True
+    with open(tmp_path / "e" / "train_fast.tflite", "rb") as f:
+        model = flatbuffer.load(f.read())
+    sg = model.subgraphs[0]
+    batch = manifest["batch_size"]
+    ops = flatbuffer.ops_used(model)
+    mode = int(sg.inputs[_input(flatbuffer.io_details(model, 0)[0], "mode")])
+    assert ops["CUSTOM:" + device_ops.CONV2D_POOL_FORWARD] == ops["CUSTOM:" + device_ops.CONV2D_BACKWARD_MASKED] == batch
+    assert ops["CUSTOM:" + device_ops.SELECT_CHANNELS_MASKED] == 1
+    assert not {device_ops.SELECT_CHANNELS, device_ops.CONV2D_BACKWARD, device_ops.RELU_BACKWARD} & {
+        op[len("CUSTOM:"):] for op in ops}
+    frozen = [layer for layer in manifest["layers"] if layer["kind"] in ("conv2d", "depthwise")
+              and not layer["trainable"]]
+
+    def constant(t):
+        return np.frombuffer(bytes(model.buffers[sg.tensors[t].buffer].data), np.int32).tolist()
+
+    forwards, backwards = [], []
+    for position, op in enumerate(sg.operators):
+        name = flatbuffer.op_name(model.operatorCodes[op.opcodeIndex])[len("CUSTOM:"):]
+        if name in (device_ops.CONV2D_FORWARD, device_ops.DEPTHWISE_FORWARD):
+            train_only = constant(op.inputs[2])[device_ops.WINDOW_PARAMS.index("train_only")]
+            assert (int(op.inputs[-1]) == mode) == bool(train_only)
+            forwards.append((position, train_only))
+        elif name == device_ops.CONV2D_BACKWARD_MASKED:
+            backwards.append((position, op))
+    assert [t for _, t in forwards] == [0] * (batch * len(frozen)) + [1] * (batch * len(frozen))
+    # sample i's backward right after its recomputed prefix, reading the previous sample's dW and db
+    recomputed = [p for p, t in forwards if t]
+    for i, (position, op) in enumerate(backwards):
+        assert constant(op.inputs[7]) == [i]
+        assert recomputed[(i + 1) * len(frozen) - 1] < position < (recomputed + [10**9])[(i + 1) * len(frozen)]
+        if i == 0:
+            assert len(op.inputs) == 9
+        else:
+            assert [int(t) for t in op.inputs[9:]] == [int(backwards[i - 1][1].outputs[0]),
+                                                       int(backwards[i - 1][1].outputs[2])]
+    inputs = {int(t) for t in sg.inputs}
+    for t, tensor in enumerate(sg.tensors):
+        if tensor.shape is not None and len(tensor.shape) == 4 and t not in inputs:
+            assert tensor.shape[0] == 1 or model.buffers[tensor.buffer].data is not None, flatbuffer.tensor_name(tensor)
+
+
+def test_recompute_names_what_the_model_lacks(tmp_path):
+    keras.utils.set_random_seed(0)
+    with pytest.raises(ExportError, match="recompute: the first trained layer must be a Conv2D .*layer 'fc1', dense"):
+        export_training_model(models.mlp(input_shape=(20,), num_classes=5, hidden=(16,)), tp.TinyProp(), "sgd",
+                              batch_size=4, out_dir=str(tmp_path / "a"), measure_arena=False, fast=True,
+                              recompute=True)
+    whole = models.ds_cnn(input_shape=(24, 10, 1), num_classes=4, filters=16, blocks=1)  # conv0 trained too
+    with pytest.raises(ExportError, match="recompute: the ReLU after layer 'conv0' must feed a global average pooling"):
+        export_training_model(whole, tp.TinyProp(), "sgd", batch_size=4, out_dir=str(tmp_path / "b"),
+                              measure_arena=False, fast=True, recompute=True)
+    with pytest.raises(ExportError, match="recompute=True needs fast=True"):
+        export_training_model(_ds_cnn_last2(), tp.TinyProp(), "sgd", batch_size=4, out_dir=str(tmp_path / "c"),
+                              measure_arena=False, recompute=True)
+    assert not os.listdir(tmp_path)  # refused before any file
+
+
+@pytest.mark.tflm_runner
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_recomputed_block_trains_bit_for_bit_as_the_batched_step(tmp_path, optimizer):
+    """Six training invokes and an inference one, the same batches: every output of the recomputed step (loss,
+    logits, k, the whole training state) equals the batched step's bit for bit, in less arena; and verify finds it
+    within its bound of the float64 steps with Keras' k."""
+    runner = runner_or_skip()
+    runs = {}
+    for recompute in (False, True):
+        out = tmp_path / f"r{int(recompute)}"
+        manifest = _export_ds_cnn_last2(out, optimizer, recompute)
+        state = device_ops.initial_state(manifest["tflm_fast"]["state"], artifacts.exported_weights(str(out), manifest))
+        feeds = verification.runner_feeds(manifest, *verification.make_batches(manifest, 6), fast=True)
+        with open(out / "train_fast.tflite", "rb") as f:
+            runs[recompute] = tflm_host_runner.run(runner, f.read(), feeds, state=state)
+    (batched, batched_arena), (recomputed, recomputed_arena) = runs[False], runs[True]
+    assert len(recomputed) == len(batched) == 7
+    for a, b in zip(batched, recomputed):
+        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    k_index = next(d["index"] for d in manifest["tflm_fast"]["outputs"] if d["name"] == "k")
+    assert np.asarray(recomputed[0][k_index]).sum() > 0  # the block's layer kept something: a real backward ran
+    assert recomputed_arena < 0.5 * batched_arena
+    result = verify(str(tmp_path / "r1"), steps=6, check=False, backends=("tflm_fast",))
+    assert result.ok, result.summary()
+    np.testing.assert_array_equal(result.k["tflm_fast"], result.k["keras"])
+
+
+def test_export_cli_recompute(tmp_path, capsys):
+    from tinyprop_tf import cli
+
+    path = tmp_path / "m.keras"
+    models.ds_cnn(input_shape=(24, 10, 1), num_classes=4, filters=16, blocks=2).save(path)
+    assert cli.main(["export", str(path), "--out", str(tmp_path / "o"), "--recompute"]) == 2
+    assert capsys.readouterr().err == ("tinyprop export: error: --recompute is for --fast (the step on the TinyProp "
+                                       "TFLM ops)\n")
+    assert cli.main(["export", str(path), "--out", str(tmp_path / "o"), "--fast", "--recompute", "--train-last", "2",
+                     "--batch-size", "4"]) == 0
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["tflm_fast"]["recompute"] and manifest["tflm_fast"]["device_ops"][
+        device_ops.CONV2D_BACKWARD_MASKED] == 4
+    assert cli.main(["export", str(path), "--out", str(tmp_path / "p"), "--fast", "--recompute"]) == 2
+    assert "recompute: the ReLU after layer 'conv0' must feed a global average pooling" in capsys.readouterr().err

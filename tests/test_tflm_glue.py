@@ -23,7 +23,15 @@ EXPORTS = {  # name: (model, optimizer): fused SGD, Adam's separate backward and
     "mlp_sgd": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16, 12)), "sgd"),
     "mlp_adam": (lambda: models.mlp(input_shape=(20,), num_classes=5, hidden=(16,)), "adam"),
     "cnn_sgd": (lambda: models.small_cnn(input_shape=(12, 12, 1), num_classes=4, filters=(6, 8)), "sgd"),
+    # the recomputed block's ops: DS-CNN trained from its last pointwise conv
+    "ds_cnn_recompute": (lambda: _trained_last(models.ds_cnn(input_shape=(24, 10, 1), num_classes=4, filters=16,
+                                                             blocks=2), 2), "sgd", {"recompute": True}),
 }
+
+
+def _trained_last(model, n):
+    tp.train_last(model, n)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +46,11 @@ def exported(tmp_path_factory):
 
     def get(name):
         if name not in cache:
-            build, optimizer = EXPORTS[name]
+            build, optimizer, *options = EXPORTS[name]
             keras.utils.set_random_seed(0)
             out = str(tmp_path_factory.mktemp(name))
             manifest = export_training_model(build(), tp.TinyProp(0.1, 0.9, 0.5), optimizer, 0.05, batch_size=4,
-                                             out_dir=out, measure_arena=False, fast=True)
+                                             out_dir=out, measure_arena=False, fast=True, **(options or [{}])[0])
             with open(f"{out}/train_fast.tflite", "rb") as f:
                 data = f.read()
             feeds = verification.runner_feeds(manifest, *verification.make_batches(manifest, 1))
@@ -142,6 +150,29 @@ def forward_activation_two(model, sg, op):
     _constant(model, sg, op.inputs[2], _with(_values(model, sg, op.inputs[2], np.int32), slot, 2), np.int32)
 
 
+def forward_linear(model, sg, op):
+    slot = device_ops.WINDOW_PARAMS.index("activation")
+    _constant(model, sg, op.inputs[2], _with(_values(model, sg, op.inputs[2], np.int32), slot, 0), np.int32)
+
+
+def forward_train_only_without_mode(model, sg, op):  # its bias is then read as the mode
+    slot = device_ops.WINDOW_PARAMS.index("train_only")
+    _constant(model, sg, op.inputs[2], _with(_values(model, sg, op.inputs[2], np.int32), slot, 1), np.int32)
+
+
+def mask_one_word_short(model, sg, op):
+    mask = sg.tensors[op.inputs[1]]
+    mask.shape = _with(mask.shape, 1, mask.shape[1] - 1)
+
+
+def masked_backward_wants_dx(model, sg, op):
+    _constant(model, sg, op.inputs[8], [1, 1, 1], np.int32)
+
+
+def masked_backward_sample_past_the_batch(model, sg, op):
+    _constant(model, sg, op.inputs[7], [4], np.int32)
+
+
 def conv_output_one_row_too_many(model, sg, op):
     z = sg.tensors[op.outputs[0]]
     z.shape = _with(z.shape, 1, z.shape[1] + 1)
@@ -182,6 +213,16 @@ CASES = {  # id: (export, op, edit, what the error says besides "Node <op> ... f
     "pool output one channel too many": ("cnn_sgd", device_ops.GLOBAL_AVERAGE_POOL, output_one_channel_too_many,
                                          "== channels"),
     "counter float32": ("mlp_sgd", device_ops.COUNT_STEP, counter_as_float32, "(FLOAT32 != INT32)"),
+    "train-only forward without its mode": ("cnn_sgd", device_ops.CONV2D_FORWARD, forward_train_only_without_mode,
+                                            "(FLOAT32 != INT32)"),
+    "pool forward linear": ("ds_cnn_recompute", device_ops.CONV2D_POOL_FORWARD, forward_linear,
+                            "the activation must be ReLU"),
+    "masked select mask one word short": ("ds_cnn_recompute", device_ops.SELECT_CHANNELS_MASKED,
+                                          mask_one_word_short, "MaskWords(elements)"),
+    "masked backward wants dx": ("ds_cnn_recompute", device_ops.CONV2D_BACKWARD_MASKED, masked_backward_wants_dx,
+                                 "computes no dx"),
+    "masked backward sample past the batch": ("ds_cnn_recompute", device_ops.CONV2D_BACKWARD_MASKED,
+                                              masked_backward_sample_past_the_batch, "data.sample < data.batch"),
 }
 
 

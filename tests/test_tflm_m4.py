@@ -308,6 +308,29 @@ def test_the_demo_step_with_every_layer_trained_runs_in_256_kib(tmp_path):
     assert "262,144 bytes of RAM" in note and arena <= 160_000 < available, note
 
 
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_ds_cnn_kws_with_its_last_2_layers_trained_at_batch_4_runs_in_256_kib_recomputed(tmp_path):
+    """DS-CNN KWS (49x10, 64 channels, 4 blocks), the last pointwise conv and the logits trained, TinyProp, SGD,
+    batch 4: the batched step's arena is over 500 KB; with the trained conv block recomputed sample by sample it is
+    at most 200 KB and the step trains on the emulated Cortex-M4F with 256 KiB of RAM, matching float64 within
+    verify's bounds with Keras' k."""
+    m4_image_or_skip(NRF52840_RAM)
+    keras.utils.set_random_seed(0)
+    out = str(tmp_path / "kws")
+    model = models.ds_cnn()
+    tp.train_last(model, 2)
+    export_training_model(model, tp.TinyProp(0.1, 0.9, 0.5), "sgd", 0.01, batch_size=4, out_dir=out,
+                          measure_arena=False, fast=True, recompute=True)
+    result = verify(out, steps=3, check=False, backends=("tflm_m4",), m4_ram_bytes=NRF52840_RAM)
+    assert result.ok and "tflm_m4" in result.errors, result.summary()
+    np.testing.assert_array_equal(result.k["tflm_m4"], result.k["keras"])
+    assert result.k["tflm_m4"].sum() > 0
+    note = next(n for n in result.notes if "emulated Cortex-M4F" in n)
+    arena = int(re.search(r"arena ([\d,]+) of", note).group(1).replace(",", ""))
+    assert "262,144 bytes of RAM" in note and arena <= 200_000, note
+
+
 # ---- the on-device training app (micro/app) on the emulated board ---------------------------------------------
 APP_STEPS = 3  # per boot
 

@@ -233,3 +233,26 @@ def test_demo_refuses_a_train_last_beyond_its_mlp_before_any_work(tmp_path):
         "tinyprop demo: error: --train-last: train_last must be an integer from 1 to 3 (the number of Dense/Conv1D/Conv2D/"
         "DepthwiseConv2D layers of model 'mlp'), got 4\n"), proc.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.tflm_runner
+def test_the_plan_falls_back_to_a_recomputed_block_where_the_batched_step_does_not_fit():
+    """DS-CNN KWS at batch 4 on the nRF52840: the last layer fits as exported; the last 2 (pw4 trained) do not
+    (over 500 KB of arena) but fit with pw4's block recomputed, and the plan says to export with --recompute; the
+    last 3 (dw4 first: no such block) fit neither way."""
+    from _build import runner_or_skip
+
+    from tinyprop_tf.converters import planning
+
+    runner_or_skip()
+    keras.utils.set_random_seed(0)
+    messages = []
+    plan = planning.plan_board(models.ds_cnn(), "nrf52840dk", tp.TinyProp(0.1, 0.9, 0.5), batches=(4,),
+                               progress=messages.append)
+    rows = {row["train_last"]: row for row in plan["rows"]}
+    assert rows[1]["largest_batch"] == 4 and not rows[1]["recompute"]
+    assert rows[2]["largest_batch"] == 4 and rows[2]["recompute"] and rows[2]["arena_bytes"] <= 200_000
+    assert rows[3]["largest_batch"] is None and rows[3]["smallest_ram_bytes"] > 256 * 1024
+    assert "(export --recompute)" in plan["text"] and "last 2, batch 4: arena" in " ".join(messages)
+    assert [m["recompute"] for m in plan["measured"]] == [False, True, False]

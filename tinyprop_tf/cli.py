@@ -188,6 +188,8 @@ def _check_export(args):
         _check_policies([args.policy])
     if args.momentum and args.optimizer != "sgd":
         raise UsageError(f"--momentum is for --optimizer sgd, not {args.optimizer}")
+    if args.recompute and not args.fast:
+        raise UsageError("--recompute is for --fast (the step on the TinyProp TFLM ops)")
     if args.board:
         _check_board(args.board)
     _check_out_dir("--out ", args.out)
@@ -346,7 +348,7 @@ def _export(args):
     with outdir.replacing(args.out, args.overwrite, regenerate=[project_name], inputs=[args.model]) as folder:
         manifest = export_training_model(model, policy, optimizer=args.optimizer, learning_rate=args.learning_rate,
                                          loss=args.loss, batch_size=args.batch_size, out_dir=folder.path,
-                                         fast=args.fast, **options)
+                                         fast=args.fast, recompute=args.recompute, **options)
         if args.board:
             board = board_projects.check_board(args.board).key
             project = board_projects.write_board_project(
@@ -469,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--fast", action="store_true",
                     help="also write train_fast.tflite: sparse layers select and back-propagate with the "
                          "TinyProp TFLM custom operators (micro/tflm) instead of masked dense builtins")
+    ex.add_argument("--recompute", action="store_true",
+                    help="with --fast: run the first trained layer, a Conv2D -> ReLU -> global pooling block after "
+                         "a frozen prefix (e.g. a DS-CNN's last pointwise conv with --train-last 2), sample by "
+                         "sample, recomputing the prefix for its backward: none of its batch-sized activations, "
+                         "for a second forward pass of the prefix per step (the same numbers)")
     ex.add_argument("--train-last", type=_int_at_least(1), metavar="N", help=TRAIN_LAST_HELP)
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--board",

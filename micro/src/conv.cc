@@ -521,6 +521,30 @@ Status GlobalAveragePool(const float* x, int32_t batch, int32_t positions, int32
   return Status::kOk;
 }
 
+Status PositiveMask(const float* out, int64_t n, uint32_t* mask) {
+  if (out == nullptr || mask == nullptr) return Status::kBadArgument;
+  if (n < 1 || n > kMaxElements) return Status::kBadShape;
+  for (int64_t w = 0; w < MaskWords(n); ++w) {
+    const int64_t first = w * 32;
+    const int32_t count = (n - first) < 32 ? static_cast<int32_t>(n - first) : 32;
+    uint32_t bits = 0;
+    for (int32_t i = 0; i < count; ++i) bits |= static_cast<uint32_t>(out[first + i] > 0.0f) << i;
+    mask[w] = bits;
+  }
+  return Status::kOk;
+}
+
+Status MaskedDelta(const float* g, const uint32_t* mask, int32_t positions, int32_t channels, float* delta) {
+  if (g == nullptr || mask == nullptr || delta == nullptr) return Status::kBadArgument;
+  int32_t total;
+  if (!internal::Product2(positions, channels, &total)) return Status::kBadShape;
+  int32_t i = 0;  // element index p * channels + c
+  for (int32_t p = 0; p < positions; ++p) {
+    for (int32_t c = 0; c < channels; ++c, ++i) delta[i] = ((mask[i >> 5] >> (i & 31)) & 1u) ? g[c] : 0.0f;
+  }
+  return Status::kOk;
+}
+
 // The forward's output has delta's shape: it takes delta's place in MakePlan's checks.
 Status Conv2DForward(const Conv2DShape& shape, const ConvWindow& window, const float* x, const float* w,
                      const float* bias, Activation activation, float* out) {

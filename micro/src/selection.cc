@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "internal.h"
+#include "tinyprop/conv.h"
 
 namespace tinyprop {
 namespace {
@@ -345,6 +346,33 @@ Status ChannelScores(const float* delta, int32_t batch, int32_t positions, int32
   return Status::kOk;
 }
 
+Status MaskedChannelScores(const float* g, const uint32_t* mask, int32_t batch, int32_t positions,
+                           int32_t channels, float* scores, float* y) {
+  if (g == nullptr || mask == nullptr || scores == nullptr) return Status::kBadArgument;
+  const int32_t dims[3] = {batch, positions, channels};
+  int64_t total;
+  if (!internal::CheckedProduct(dims, 3, &total)) return Status::kBadShape;
+  const int64_t per_sample = static_cast<int64_t>(positions) * channels;
+  for (int32_t b = 0; b < batch; ++b) {
+    float* s = scores + static_cast<int64_t>(b) * channels;
+    const float* gb = g + static_cast<int64_t>(b) * channels;
+    const uint32_t* mb = mask + b * MaskWords(per_sample);
+    for (int32_t c = 0; c < channels; ++c) s[c] = 0.0f;
+    int64_t i = 0;  // element index p * channels + c
+    for (int32_t p = 0; p < positions; ++p) {
+      for (int32_t c = 0; c < channels; ++c, ++i) {
+        if ((mb[i >> 5] >> (i & 31)) & 1u) s[c] += Abs(gb[c]);
+      }
+    }
+    if (y != nullptr) {
+      float sum = 0.0f;
+      for (int32_t c = 0; c < channels; ++c) sum += s[c];
+      y[b] = sum;
+    }
+  }
+  return Status::kOk;
+}
+
 Status SharedChannelScores(const float* delta, int32_t batch, int32_t positions, int32_t channels,
                            float* scores) {
   if (delta == nullptr || scores == nullptr) return Status::kBadArgument;
@@ -536,24 +564,17 @@ Status SelectUnits(const float* delta, int32_t batch, int32_t n, const RatioPara
   return Status::kOk;
 }
 
-Status SelectChannels(const float* delta, int32_t batch, int32_t positions, int32_t channels,
-                      const RatioParams& params, float* ymax, int32_t* k, int32_t* kept, float* scratch,
-                      int64_t scratch_len) {
-  if (delta == nullptr || ymax == nullptr || k == nullptr || kept == nullptr || scratch == nullptr) {
+Status SelectChannelsFromScores(const float* scores, const float* y, int32_t batch, int32_t channels,
+                                const RatioParams& params, float* ymax, int32_t* k, int32_t* kept) {
+  if (scores == nullptr || y == nullptr || ymax == nullptr || k == nullptr || kept == nullptr) {
     return Status::kBadArgument;
   }
-  const int32_t dims[3] = {batch, positions, channels};
-  int64_t total;
-  if (!internal::CheckedProduct(dims, 3, &total)) return Status::kBadShape;
+  int32_t total;
+  if (!internal::Product2(batch, channels, &total)) return Status::kBadShape;
   Status s = CheckRatioParams(params);
   if (s != Status::kOk) return s;
-  if (scratch_len < SelectChannelsScratchSize(batch, channels)) return Status::kBufferTooSmall;
   if (!IsFinite(*ymax)) return Status::kNonFinite;
   if (!(*ymax > 0.0f)) return Status::kBadArgument;
-  float* scores = scratch;
-  float* y = scratch + static_cast<int64_t>(batch) * channels;
-  s = ChannelScores(delta, batch, positions, channels, scores, y);
-  if (s != Status::kOk) return s;
   for (int32_t b = 0; b < batch; ++b) {
     if (!IsFinite(y[b])) return Status::kNonFinite;
   }
@@ -570,6 +591,25 @@ Status SelectChannels(const float* delta, int32_t batch, int32_t positions, int3
     WriteRowPadding(row, k[b], channels);
   }
   return Status::kOk;
+}
+
+Status SelectChannels(const float* delta, int32_t batch, int32_t positions, int32_t channels,
+                      const RatioParams& params, float* ymax, int32_t* k, int32_t* kept, float* scratch,
+                      int64_t scratch_len) {
+  if (delta == nullptr || ymax == nullptr || k == nullptr || kept == nullptr || scratch == nullptr) {
+    return Status::kBadArgument;
+  }
+  const int32_t dims[3] = {batch, positions, channels};
+  int64_t total;
+  if (!internal::CheckedProduct(dims, 3, &total)) return Status::kBadShape;
+  const Status s = CheckRatioParams(params);
+  if (s != Status::kOk) return s;
+  if (scratch_len < SelectChannelsScratchSize(batch, channels)) return Status::kBufferTooSmall;
+  float* scores = scratch;
+  float* y = scratch + static_cast<int64_t>(batch) * channels;
+  const Status scored = ChannelScores(delta, batch, positions, channels, scores, y);
+  if (scored != Status::kOk) return scored;
+  return SelectChannelsFromScores(scores, y, batch, channels, params, ymax, k, kept);
 }
 
 }  // namespace tinyprop

@@ -473,3 +473,95 @@ TP_TEST(ConvErrors) {
                                                    d.data(), dw.data(), dx.data(), db.data()),
                   Status::kBadShape);
 }
+
+namespace {
+
+// Bitwise equality of two float arrays (the recomputed block must give the batched path's very bits).
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+// One conv -> ReLU -> global average pooling block trained with channel selection, once batched (TINYPROP_
+// CONV2D_FORWARD, GLOBAL_AVERAGE_POOL, RELU_BACKWARD of the broadcast pooling gradient, SELECT_CHANNELS,
+// CONV2D_BACKWARD) and once as the recomputing graph runs it: per sample the ReLU's mask only, the scores from
+// mask and pooling gradient, the backward per sample with its delta rebuilt from the mask, dW and db added up
+// sample after sample. Both must agree bit for bit.
+void RecomputedBlockCase(tpt::Rng& rng, int32_t kernel, int32_t out_c) {
+  const int32_t B = 3, H = 5, W = 4, C = 6;
+  const ConvWindow win{kernel, kernel, 1, 1, 1, 1, Padding::kSame};
+  const int32_t P = H * W, per_sample = P * out_c;
+  const std::vector<float> x = rng.Vec(static_cast<size_t>(B) * H * W * C);
+  const std::vector<float> w = rng.Vec(static_cast<size_t>(kernel) * kernel * C * out_c);
+  const std::vector<float> bias = rng.Vec(out_c, -0.2f, 0.2f);
+  std::vector<float> g = rng.Vec(static_cast<size_t>(B) * out_c);
+  g[1] = 0.0f;  // a zero gradient: its channel scores 0 wherever the mask is set
+  const Conv2DShape shape{B, H, W, C, out_c};
+  std::vector<float> out(static_cast<size_t>(B) * per_sample);
+  TP_CHECK_OK(Conv2DForward(shape, win, x.data(), w.data(), bias.data(), Activation::kRelu, out.data()));
+  // Batched: delta = ReLU backward of g broadcast over the positions.
+  std::vector<float> delta(out.size());
+  for (int32_t b = 0; b < B; ++b) {
+    for (int32_t i = 0; i < per_sample; ++i) {
+      const size_t e = static_cast<size_t>(b) * per_sample + i;
+      delta[e] = out[e] > 0.0f ? g[static_cast<size_t>(b) * out_c + i % out_c] : 0.0f;
+    }
+  }
+  const RatioParams params{0.1f, 0.9f, 1.0f, Rounding::kFloor};
+  float ymax_batched = kYmaxInit, ymax_masked = kYmaxInit;
+  std::vector<int32_t> k_batched(B), kept_batched(static_cast<size_t>(B) * out_c);
+  std::vector<float> scratch(static_cast<size_t>(SelectChannelsScratchSize(B, out_c)));
+  TP_CHECK_OK(SelectChannels(delta.data(), B, P, out_c, params, &ymax_batched, k_batched.data(), kept_batched.data(),
+                             scratch.data(), static_cast<int64_t>(scratch.size())));
+  // Recomputed: masks per sample, scores from masks and g.
+  const int64_t words = MaskWords(per_sample);
+  std::vector<uint32_t> mask(static_cast<size_t>(B * words), 0xdeadbeefu);
+  for (int32_t b = 0; b < B; ++b) {
+    TP_CHECK_OK(PositiveMask(out.data() + static_cast<size_t>(b) * per_sample, per_sample, mask.data() + b * words));
+  }
+  std::vector<float> scores(static_cast<size_t>(B) * out_c), y(B), scores_ref(scores.size()), y_ref(B);
+  TP_CHECK_OK(MaskedChannelScores(g.data(), mask.data(), B, P, out_c, scores.data(), y.data()));
+  TP_CHECK_OK(ChannelScores(delta.data(), B, P, out_c, scores_ref.data(), y_ref.data()));
+  TP_CHECK(SameBits(scores, scores_ref) && SameBits(y, y_ref));
+  std::vector<int32_t> k(B), kept(static_cast<size_t>(B) * out_c);
+  TP_CHECK_OK(SelectChannelsFromScores(scores.data(), y.data(), B, out_c, params, &ymax_masked, k.data(), kept.data()));
+  TP_CHECK(k == k_batched && kept == kept_batched);
+  TP_CHECK_EQ(ymax_masked, ymax_batched);
+  // Backward: batched, and per sample with dW and db added up in batch order.
+  std::vector<float> dw_ref(w.size()), db_ref(out_c), dw(w.size(), 7.0f), db(out_c, 7.0f);
+  const KeptSet kept_set{k.data(), kept.data(), out_c};
+  TP_CHECK_OK(Conv2DBackwardSparse(shape, win, x.data(), w.data(), delta.data(), kept_set, BiasGrad::kDense,
+                                   Accumulate::kOverwrite, dw_ref.data(), nullptr, db_ref.data()));
+  std::vector<float> delta_b(static_cast<size_t>(per_sample));
+  for (int32_t b = 0; b < B; ++b) {
+    TP_CHECK_OK(MaskedDelta(g.data() + static_cast<size_t>(b) * out_c, mask.data() + b * words, P, out_c,
+                            delta_b.data()));
+    TP_CHECK(std::memcmp(delta_b.data(), delta.data() + static_cast<size_t>(b) * per_sample,
+                         delta_b.size() * sizeof(float)) == 0);
+    const KeptSet one{k.data() + b, kept.data() + static_cast<size_t>(b) * out_c, out_c};
+    TP_CHECK_OK(Conv2DBackwardSparse(Conv2DShape{1, H, W, C, out_c}, win,
+                                     x.data() + static_cast<size_t>(b) * H * W * C, w.data(), delta_b.data(), one,
+                                     BiasGrad::kDense, b == 0 ? Accumulate::kOverwrite : Accumulate::kAdd, dw.data(),
+                                     nullptr, db.data()));
+  }
+  TP_CHECK(SameBits(dw, dw_ref) && SameBits(db, db_ref));
+}
+
+}  // namespace
+
+TP_TEST(RecomputedPooledBlockMatchesTheBatchedOne) {
+  tpt::Rng rng(31);
+  RecomputedBlockCase(rng, 1, 7);  // pointwise; 140 mask bits per sample (not a multiple of 32)
+  RecomputedBlockCase(rng, 3, 8);
+  const float out[3] = {1.0f, -0.0f, 0.0f};
+  uint32_t bits = 0xffffffffu;
+  TP_CHECK_OK(PositiveMask(out, 3, &bits));
+  TP_CHECK_EQ(bits, 1u);
+  TP_CHECK_STATUS(PositiveMask(out, 0, &bits), Status::kBadShape);
+  float delta[3] = {7.0f, 7.0f, 7.0f};
+  const float g[1] = {-2.0f};
+  TP_CHECK_OK(MaskedDelta(g, &bits, 3, 1, delta));
+  TP_CHECK(delta[0] == -2.0f && delta[1] == 0.0f && !std::signbit(delta[1]) && delta[2] == 0.0f);
+  TP_CHECK_STATUS(MaskedDelta(g, nullptr, 3, 1, delta), Status::kBadArgument);
+  float scores[1], y[1];
+  TP_CHECK_STATUS(MaskedChannelScores(g, &bits, 1, -1, 1, scores, y), Status::kBadShape);
+}

@@ -125,19 +125,25 @@ using ConvShape = typename std::conditional<kDepthwise, DepthwiseShape, Conv2DSh
 // What every conv op reads of x [B, H, W, C], w [KH, KW, C, O or DM] and its window input: the window, the
 // kernels' shape and the output channels; `output` (the forward's z, the backward's delta) must be
 // [B, OH, OW, out_c] of TensorFlow's geometry. `op` names the operator in a kernel error.
+// `output` null: no output of that shape (the recomputed block's ops); `geometry` (may be null) gets the output's
+// spatial size.
 template <bool kDepthwise>
 TfLiteStatus PrepareConvGeometry(TfLiteContext* context, const TfLiteTensor* x, const TfLiteTensor* w,
                                  const TempInput& window, const TfLiteTensor* output, const char* op,
-                                 ConvWindow* conv_window, ConvShape<kDepthwise>* shape, int32_t* out_c) {
-  TF_LITE_ENSURE(context, Rank(x) == 4 && Rank(w) == 4 && Rank(output) == 4);
+                                 ConvWindow* conv_window, ConvShape<kDepthwise>* shape, int32_t* out_c,
+                                 ConvGeometry* geometry = nullptr) {
+  TF_LITE_ENSURE(context, Rank(x) == 4 && Rank(w) == 4 && (output == nullptr || Rank(output) == 4));
   TF_LITE_ENSURE_OK(context, ReadWindow(context, window, w, conv_window));
   ConvGeometry g{};
   TF_LITE_ENSURE_OK(context, ToTfLite(ComputeConvGeometry(Dim(x, 1), Dim(x, 2), *conv_window, &g), op));
   *out_c = kDepthwise ? Dim(x, 3) * Dim(w, 3) : Dim(w, 3);
   *shape = {Dim(x, 0), Dim(x, 1), Dim(x, 2), Dim(x, 3), Dim(w, 3)};
   TF_LITE_ENSURE_EQ(context, Dim(w, 2), Dim(x, 3));
-  TF_LITE_ENSURE(context, Dim(output, 0) == Dim(x, 0) && Dim(output, 1) == g.out_h && Dim(output, 2) == g.out_w &&
-                              Dim(output, 3) == *out_c);
+  if (output != nullptr) {
+    TF_LITE_ENSURE(context, Dim(output, 0) == Dim(x, 0) && Dim(output, 1) == g.out_h && Dim(output, 2) == g.out_w &&
+                                Dim(output, 3) == *out_c);
+  }
+  if (geometry != nullptr) *geometry = g;
   return kTfLiteOk;
 }
 
@@ -448,7 +454,7 @@ TfLiteStatus SgdEval(TfLiteContext* context, TfLiteNode* node) {
 // ---- TINYPROP_CONV2D_FORWARD, TINYPROP_DEPTHWISE_FORWARD ----------------------------------------------------
 namespace conv_forward {
 
-enum Input : int { kX, kW, kWindow, kBias };  // bias optional
+enum Input : int { kX, kW, kWindow, kBias };  // bias optional; then the mode when the window says train_only
 enum Output : int { kZ };
 
 template <bool kDepthwise>
@@ -456,14 +462,33 @@ struct OpData {
   ConvShape<kDepthwise> shape;
   ConvWindow window;
   Activation activation;
+  bool has_bias;
+  int mode_index;  // -1: not train_only
 };
 
 template <bool kDepthwise>
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
-  TF_LITE_ENSURE(context, node->inputs->size == kBias || node->inputs->size == kBias + 1);
   TF_LITE_ENSURE_EQ(context, node->outputs->size, kZ + 1);
+  TF_LITE_ENSURE(context, node->inputs->size > kWindow);
   OpData<kDepthwise>& data = DataOf<OpData<kDepthwise>>(node);
-  TempInput x(context, node, kX), w(context, node, kW), window(context, node, kWindow), bias(context, node, kBias);
+  bool train_only;
+  {
+    TempInput window(context, node, kWindow);
+    TF_LITE_ENSURE(context, window);
+    TF_LITE_ENSURE_OK(context, CheckConstant(context, window.get(), "window", kTfLiteInt32, kWindowParamCount));
+    train_only = window->data.i32[kTrainOnly] == 1;
+  }
+  const int inputs = node->inputs->size - (train_only ? 1 : 0);
+  TF_LITE_ENSURE(context, inputs == kBias || inputs == kBias + 1);
+  data.has_bias = inputs == kBias + 1;
+  data.mode_index = train_only ? inputs : -1;
+  if (train_only) {
+    TempInput mode(context, node, data.mode_index);
+    TF_LITE_ENSURE(context, mode);
+    TF_LITE_ENSURE_OK(context, CheckMode(context, mode.get()));
+  }
+  TempInput x(context, node, kX), w(context, node, kW), window(context, node, kWindow),
+      bias(context, node, data.has_bias ? kBias : -1);
   TempOutput z(context, node, kZ);
   TF_LITE_ENSURE_OK(context, CheckPresent(context, {x.get(), w.get(), window.get(), z.get()}));
   for (const TfLiteTensor* t : {x.get(), w.get(), z.get()}) TF_LITE_ENSURE_TYPES_EQ(context, t->type, kTfLiteFloat32);
@@ -484,9 +509,10 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
 template <bool kDepthwise>
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   const OpData<kDepthwise>& data = DataOf<OpData<kDepthwise>>(node);
+  if (data.mode_index >= 0 && !Training(GetEvalInput(context, node, data.mode_index))) return kTfLiteOk;
   const float* x = GetTensorData<float>(GetEvalInput(context, node, kX));
   const float* w = GetTensorData<float>(GetEvalInput(context, node, kW));
-  const float* bias = GetOptionalTensorData<float>(GetEvalInput(context, node, kBias));
+  const float* bias = data.has_bias ? GetTensorData<float>(GetEvalInput(context, node, kBias)) : nullptr;
   float* z = GetTensorData<float>(GetEvalOutput(context, node, kZ));
   if constexpr (kDepthwise) {
     return ToTfLite(DepthwiseConv2DForward(data.shape, data.window, x, w, bias, data.activation, z),
@@ -601,6 +627,260 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
 }
 
 }  // namespace conv_backward
+
+// ---- The recomputed conv -> ReLU -> global average pooling block ---------------------------------------------
+// TINYPROP_CONV2D_POOL_FORWARD, TINYPROP_SELECT_CHANNELS_MASKED, TINYPROP_CONV2D_BACKWARD_MASKED (tinyprop_tflm.h):
+// the trained conv's output is never a tensor; the ReLU's mask (MaskWords bits per sample) stands for it.
+namespace masked_block {
+
+// The mask input or output: int32 [B, MaskWords(elements)].
+TfLiteStatus CheckMask(TfLiteContext* context, const TfLiteTensor* mask, int32_t batch, int64_t elements) {
+  TF_LITE_ENSURE_TYPES_EQ(context, mask->type, kTfLiteInt32);
+  TF_LITE_ENSURE(context, Rank(mask) == 2 && Dim(mask, 0) == batch && Dim(mask, 1) == MaskWords(elements));
+  return kTfLiteOk;
+}
+
+const uint32_t* MaskData(const TfLiteEvalTensor* t) { return reinterpret_cast<const uint32_t*>(t->data.i32); }
+
+namespace pool_forward {
+
+enum Input : int { kX, kW, kWindow, kBias };  // bias optional
+enum Output : int { kPooled, kMask };
+
+struct OpData {
+  Conv2DShape shape;
+  ConvWindow window;
+  int32_t positions;  // OH * OW
+  int scratch_index;  // the ReLU output, B * positions * O floats
+};
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE(context, node->inputs->size == kBias || node->inputs->size == kBias + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kMask + 1);
+  OpData& data = DataOf<OpData>(node);
+  int64_t scratch_floats;
+  {
+    TempInput x(context, node, kX), w(context, node, kW), window(context, node, kWindow), bias(context, node, kBias);
+    TempOutput pooled(context, node, kPooled), mask(context, node, kMask);
+    TF_LITE_ENSURE_OK(context, CheckPresent(context, {x.get(), w.get(), window.get(), pooled.get(), mask.get()}));
+    for (const TfLiteTensor* t : {x.get(), w.get(), pooled.get()}) {
+      TF_LITE_ENSURE_TYPES_EQ(context, t->type, kTfLiteFloat32);
+    }
+    int32_t out_c;
+    ConvGeometry g{};
+    TF_LITE_ENSURE_OK(context, PrepareConvGeometry<false>(context, x.get(), w.get(), window, nullptr,
+                                                          kConv2DPoolForwardOp, &data.window, &data.shape, &out_c,
+                                                          &g));
+    TF_LITE_ENSURE_MSG(context, window->data.i32[kActivation] == 1,
+                       "TINYPROP_CONV2D_POOL_FORWARD: the activation must be ReLU (1): its mask is the output");
+    if (bias) {
+      TF_LITE_ENSURE_TYPES_EQ(context, bias->type, kTfLiteFloat32);
+      TF_LITE_ENSURE(context, Rank(bias.get()) == 1 && Dim(bias.get(), 0) == out_c);
+    }
+    const int64_t positions = static_cast<int64_t>(g.out_h) * g.out_w;
+    scratch_floats = static_cast<int64_t>(data.shape.batch) * positions * out_c;
+    TF_LITE_ENSURE(context, scratch_floats >= 1 && scratch_floats <= kMaxElements);
+    data.positions = static_cast<int32_t>(positions);
+    TF_LITE_ENSURE(context, Rank(pooled.get()) == 2 && Dim(pooled.get(), 0) == data.shape.batch &&
+                                Dim(pooled.get(), 1) == out_c);
+    TF_LITE_ENSURE_OK(context, CheckMask(context, mask.get(), data.shape.batch, positions * out_c));
+  }
+  return context->RequestScratchBufferInArena(context, static_cast<size_t>(scratch_floats) * sizeof(float),
+                                              &data.scratch_index);
+}
+
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  float* out = static_cast<float*>(context->GetScratchBuffer(context, data.scratch_index));
+  Status s = Conv2DForward(data.shape, data.window, GetTensorData<float>(GetEvalInput(context, node, kX)),
+                           GetTensorData<float>(GetEvalInput(context, node, kW)),
+                           GetOptionalTensorData<float>(GetEvalInput(context, node, kBias)), Activation::kRelu, out);
+  const int32_t O = data.shape.out_c;
+  if (s == Status::kOk) {
+    s = GlobalAveragePool(out, data.shape.batch, data.positions, O,
+                          GetTensorData<float>(GetEvalOutput(context, node, kPooled)));
+  }
+  const int64_t elements = static_cast<int64_t>(data.positions) * O;
+  uint32_t* mask = reinterpret_cast<uint32_t*>(GetEvalOutput(context, node, kMask)->data.i32);
+  for (int32_t b = 0; b < data.shape.batch && s == Status::kOk; ++b) {
+    s = PositiveMask(out + b * elements, elements, mask + b * MaskWords(elements));
+  }
+  return ToTfLite(s, kConv2DPoolForwardOp);
+}
+
+}  // namespace pool_forward
+
+namespace select_masked {
+
+enum Input : int { kG, kMask, kPositions, kYmax, kParams, kMode };
+enum Output : int { kYmaxOut, kK, kKept };
+
+struct OpData {
+  RatioParams params;
+  int32_t batch, positions, channels;
+  int scratch_index;  // scores [B, C], y [B]
+};
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE_EQ(context, node->inputs->size, kMode + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kKept + 1);
+  OpData& data = DataOf<OpData>(node);
+  {
+    TempInput g(context, node, kG), mask(context, node, kMask), positions(context, node, kPositions),
+        ymax(context, node, kYmax), params(context, node, kParams), mode(context, node, kMode);
+    TempOutput ymax_out(context, node, kYmaxOut), k(context, node, kK), kept(context, node, kKept);
+    TF_LITE_ENSURE_OK(context, CheckPresent(context, {g.get(), mask.get(), positions.get(), ymax.get(), params.get(),
+                                                      mode.get(), ymax_out.get(), k.get(), kept.get()}));
+    TF_LITE_ENSURE_TYPES_EQ(context, g->type, kTfLiteFloat32);
+    TF_LITE_ENSURE_EQ(context, Rank(g.get()), 2);
+    data.batch = Dim(g.get(), 0);
+    data.channels = Dim(g.get(), 1);
+    TF_LITE_ENSURE_OK(context, CheckConstant(context, positions.get(), "positions", kTfLiteInt32, 1));
+    data.positions = positions->data.i32[0];
+    TF_LITE_ENSURE(context, data.positions >= 1 &&
+                                static_cast<int64_t>(data.positions) * data.channels <= kMaxElements);
+    TF_LITE_ENSURE_OK(context, CheckMask(context, mask.get(), data.batch,
+                                         static_cast<int64_t>(data.positions) * data.channels));
+    for (const TfLiteTensor* y : {ymax.get(), ymax_out.get()}) {
+      TF_LITE_ENSURE_TYPES_EQ(context, y->type, kTfLiteFloat32);
+      TF_LITE_ENSURE_EQ(context, Dim(y, 0), 1);
+    }
+    TF_LITE_ENSURE_OK(context, CheckConstant(context, params.get(), "params", kTfLiteFloat32, kSelectParamCount));
+    data.params = selection::ReadRatioParams(params->data.f);
+    TF_LITE_ENSURE_OK(context, ToTfLite(CheckRatioParams(data.params), kSelectChannelsMaskedOp));
+    TF_LITE_ENSURE_OK(context, CheckMode(context, mode.get()));
+    TF_LITE_ENSURE_TYPES_EQ(context, k->type, kTfLiteInt32);
+    TF_LITE_ENSURE_TYPES_EQ(context, kept->type, kTfLiteInt32);
+    TF_LITE_ENSURE_EQ(context, Dim(k.get(), 0), data.batch);
+    TF_LITE_ENSURE(context, Dim(kept.get(), 0) == data.batch && Dim(kept.get(), 1) == data.channels);
+  }
+  return context->RequestScratchBufferInArena(
+      context, static_cast<size_t>(SelectChannelsScratchSize(data.batch, data.channels)) * sizeof(float),
+      &data.scratch_index);
+}
+
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  const TfLiteEvalTensor* ymax = GetEvalInput(context, node, kYmax);
+  TfLiteEvalTensor* ymax_out = GetEvalOutput(context, node, kYmaxOut);
+  int32_t* k = GetTensorData<int32_t>(GetEvalOutput(context, node, kK));
+  int32_t* kept = GetTensorData<int32_t>(GetEvalOutput(context, node, kKept));
+  if (!Training(GetEvalInput(context, node, kMode))) {  // as the other selection ops: nothing kept, no state change
+    for (int32_t b = 0; b < data.batch; ++b) k[b] = 0;
+    for (int64_t e = 0; e < static_cast<int64_t>(data.batch) * data.channels; ++e) kept[e] = -1;
+    ymax_out->data.f[0] = ymax->data.f[0];
+    return kTfLiteOk;
+  }
+  float* scores = static_cast<float*>(context->GetScratchBuffer(context, data.scratch_index));
+  float* y = scores + static_cast<int64_t>(data.batch) * data.channels;
+  float m = ymax->data.f[0];
+  Status s = MaskedChannelScores(GetTensorData<float>(GetEvalInput(context, node, kG)),
+                                 MaskData(GetEvalInput(context, node, kMask)), data.batch, data.positions,
+                                 data.channels, scores, y);
+  if (s == Status::kOk) s = SelectChannelsFromScores(scores, y, data.batch, data.channels, data.params, &m, k, kept);
+  ymax_out->data.f[0] = m;  // ymax_out may be ymax itself (the in-place training state)
+  return ToTfLite(s, kSelectChannelsMaskedOp);
+}
+
+}  // namespace select_masked
+
+namespace backward_masked {
+
+enum Input : int { kX, kW, kG, kMask, kK, kKept, kWindow, kSample, kWanted, kDwIn, kDbIn };  // dw_in, db_in: both or none
+enum Output : int { kDw = kWantDw, kDx = kWantDx, kDb = kWantDb };
+
+struct OpData {
+  Conv2DShape shape;  // batch 1: this sample
+  ConvWindow window;
+  int32_t batch;      // of g, mask, k, kept
+  int32_t sample;
+  int32_t positions;
+  bool want[kWantedCount];
+  bool chained;       // adds to dw_in, db_in
+  int scratch_index;  // this sample's delta, positions * O floats
+};
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  TF_LITE_ENSURE(context, node->inputs->size == kDwIn || node->inputs->size == kDbIn + 1);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, kDb + 1);
+  OpData& data = DataOf<OpData>(node);
+  data.chained = node->inputs->size == kDbIn + 1;
+  int64_t elements;
+  {
+    TempInput x(context, node, kX), w(context, node, kW), g(context, node, kG), mask(context, node, kMask),
+        k(context, node, kK), kept(context, node, kKept), window(context, node, kWindow),
+        sample(context, node, kSample), wanted(context, node, kWanted), dw_in(context, node, kDwIn),
+        db_in(context, node, kDbIn);
+    TempOutput dw(context, node, kDw), dx(context, node, kDx), db(context, node, kDb);
+    TF_LITE_ENSURE_OK(context, CheckPresent(context, {x.get(), w.get(), g.get(), mask.get(), k.get(), kept.get(),
+                                                      window.get(), sample.get(), wanted.get(), dw.get(), dx.get(),
+                                                      db.get()}));
+    for (const TfLiteTensor* t : {x.get(), w.get(), g.get(), dw.get(), db.get()}) {
+      TF_LITE_ENSURE_TYPES_EQ(context, t->type, kTfLiteFloat32);
+    }
+    TF_LITE_ENSURE_TYPES_EQ(context, k->type, kTfLiteInt32);
+    TF_LITE_ENSURE_TYPES_EQ(context, kept->type, kTfLiteInt32);
+    TF_LITE_ENSURE_OK(context, ReadWanted(context, wanted, data.want));
+    TF_LITE_ENSURE_MSG(context, !data.want[kWantDx],
+                       "TINYPROP_CONV2D_BACKWARD_MASKED: computes no dx (wanted[1] must be 0)");
+    int32_t out_c;
+    ConvGeometry geometry{};
+    TF_LITE_ENSURE_OK(context, PrepareConvGeometry<false>(context, x.get(), w.get(), window, nullptr,
+                                                          kConv2DBackwardMaskedOp, &data.window, &data.shape, &out_c,
+                                                          &geometry));
+    TF_LITE_ENSURE_MSG(context, data.shape.batch == 1, "TINYPROP_CONV2D_BACKWARD_MASKED: x is one sample's");
+    data.positions = geometry.out_h * geometry.out_w;
+    elements = static_cast<int64_t>(data.positions) * out_c;
+    TF_LITE_ENSURE(context, Rank(g.get()) == 2 && Dim(g.get(), 1) == out_c);
+    data.batch = Dim(g.get(), 0);
+    TF_LITE_ENSURE_OK(context, CheckMask(context, mask.get(), data.batch, elements));
+    TF_LITE_ENSURE_EQ(context, Dim(k.get(), 0), data.batch);
+    TF_LITE_ENSURE(context, Dim(kept.get(), 0) == data.batch && Dim(kept.get(), 1) == out_c);
+    TF_LITE_ENSURE_OK(context, CheckConstant(context, sample.get(), "sample", kTfLiteInt32, 1));
+    data.sample = sample->data.i32[0];
+    TF_LITE_ENSURE(context, data.sample >= 0 && data.sample < data.batch);
+    if (data.want[kWantDw]) TF_LITE_ENSURE(context, tflite::HaveSameShapes(dw.get(), w.get()));
+    if (data.want[kWantDb]) TF_LITE_ENSURE_EQ(context, Dim(db.get(), 0), out_c);
+    if (data.chained) {
+      TF_LITE_ENSURE_OK(context, CheckPresent(context, {dw_in.get(), db_in.get()}));
+      TF_LITE_ENSURE(context, tflite::HaveSameShapes(dw_in.get(), dw.get()) &&
+                                  tflite::HaveSameShapes(db_in.get(), db.get()));
+    }
+  }
+  return context->RequestScratchBufferInArena(context, static_cast<size_t>(elements) * sizeof(float),
+                                              &data.scratch_index);
+}
+
+void Copy(const TfLiteEvalTensor* from, TfLiteEvalTensor* to, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) to->data.f[i] = from->data.f[i];
+}
+
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData& data = DataOf<OpData>(node);
+  const int32_t O = data.shape.out_c, b = data.sample;
+  const int64_t words = MaskWords(static_cast<int64_t>(data.positions) * O);
+  float* delta = static_cast<float*>(context->GetScratchBuffer(context, data.scratch_index));
+  Status s = MaskedDelta(GetTensorData<float>(GetEvalInput(context, node, kG)) + static_cast<int64_t>(b) * O,
+                         MaskData(GetEvalInput(context, node, kMask)) + b * words, data.positions, O, delta);
+  float* dw = OutputIfWanted(context, node, data.want, kDw);
+  float* db = OutputIfWanted(context, node, data.want, kDb);
+  if (data.chained) {  // the samples before this one: their sums go on (the batched kernel's order, so its bits)
+    const int64_t weights = static_cast<int64_t>(data.window.kernel_h) * data.window.kernel_w * data.shape.in_c * O;
+    if (dw != nullptr) Copy(GetEvalInput(context, node, kDwIn), GetEvalOutput(context, node, kDw), weights);
+    if (db != nullptr) Copy(GetEvalInput(context, node, kDbIn), GetEvalOutput(context, node, kDb), O);
+  }
+  const KeptSet kept{GetTensorData<int32_t>(GetEvalInput(context, node, kK)) + b,
+                     GetTensorData<int32_t>(GetEvalInput(context, node, kKept)) + static_cast<int64_t>(b) * O, O};
+  if (s == Status::kOk) {
+    s = Conv2DBackwardSparse(data.shape, data.window, GetTensorData<float>(GetEvalInput(context, node, kX)),
+                             GetTensorData<float>(GetEvalInput(context, node, kW)), delta, kept, BiasGrad::kDense,
+                             data.chained ? Accumulate::kAdd : Accumulate::kOverwrite, dw, nullptr, db);
+  }
+  return ToTfLite(s, kConv2DBackwardMaskedOp);
+}
+
+}  // namespace backward_masked
+}  // namespace masked_block
 
 // ---- TINYPROP_APPLY_GRADIENT --------------------------------------------------------------------------------
 // in: w, g, mode, hyper (HyperParam), then the rule's state: momentum SGD velocity; Adam m, v and powers [2] =
@@ -809,6 +1089,21 @@ TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD() {
 TFLMRegistration Register_TINYPROP_DEPTHWISE_BACKWARD() {
   return tflite::micro::RegisterOp(InitOpData<conv_backward::OpData<true>>, conv_backward::Prepare<true>,
                                    conv_backward::Eval<true>);
+}
+
+TFLMRegistration Register_TINYPROP_CONV2D_POOL_FORWARD() {
+  return tflite::micro::RegisterOp(InitOpData<masked_block::pool_forward::OpData>, masked_block::pool_forward::Prepare,
+                                   masked_block::pool_forward::Eval);
+}
+
+TFLMRegistration Register_TINYPROP_SELECT_CHANNELS_MASKED() {
+  return tflite::micro::RegisterOp(InitOpData<masked_block::select_masked::OpData>,
+                                   masked_block::select_masked::Prepare, masked_block::select_masked::Eval);
+}
+
+TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD_MASKED() {
+  return tflite::micro::RegisterOp(InitOpData<masked_block::backward_masked::OpData>,
+                                   masked_block::backward_masked::Prepare, masked_block::backward_masked::Eval);
 }
 
 TFLMRegistration Register_TINYPROP_APPLY_GRADIENT() {

@@ -40,7 +40,8 @@
 //                              out: ymax_out [1], k [B] int32, kept [B, C] int32 (score = sum of |delta| over
 //                                   the positions per channel)
 //   TINYPROP_CONV2D_FORWARD    in: x [B, H, W, C], w [KH, KW, C, O], window [7] int32 (WindowParam: strides,
-//                                  dilations, padding, activation 0 linear / 1 ReLU), optional bias [O]
+//                                  dilations, padding, activation 0 linear / 1 ReLU, train_only), optional bias
+//                                  [O], then the mode when train_only (on an inference invoke z is not written)
 //                              out: z [B, OH, OW, O] = act(conv(x, w) + bias) (Keras' kernel layout; the activation
 //                                   fused: no tensor between conv and ReLU; none of TFLM CONV_2D's per-op
 //                                   persistent data: 2 x 4 B per channel of quantization arrays a float model
@@ -54,6 +55,24 @@
 //                                  DENSE_BACKWARD
 //                              out: dw, dx, db
 //   TINYPROP_DEPTHWISE_BACKWARD  as CONV2D_BACKWARD with w [KH, KW, C, DM], delta [..., C * DM], kept [B, C * DM]
+//   The recomputed conv -> ReLU -> global average pooling block (a trained conv whose input is recomputed per
+//   sample for its backward; its ReLU output is kept only as a mask, int32 [B, MaskWords(OH * OW * O)] of bits
+//   out > 0, micro/include/tinyprop/conv.h):
+//   TINYPROP_CONV2D_POOL_FORWARD   in: x [B, H, W, C], w [KH, KW, C, O], window [7] (activation 1: ReLU),
+//                                  optional bias [O]
+//                              out: pooled [B, O] (TINYPROP_GLOBAL_AVERAGE_POOL of the ReLU output, which lives
+//                                   only in scratch), mask [B, words]
+//   TINYPROP_SELECT_CHANNELS_MASKED  in: g [B, O] (the pooling's input gradient per channel, divided by the
+//                                  positions), mask [B, words], positions [1] int32, ymax [1], params [8], mode
+//                              out: as SELECT_CHANNELS on delta = g broadcast over the positions where the mask
+//                                   is set, +0 elsewhere (what RELU_BACKWARD gives), bit for bit
+//   TINYPROP_CONV2D_BACKWARD_MASKED  in: x [1, H, W, C] (sample `sample`'s input), w, g [B, O], mask [B, words],
+//                                  k [B], kept [B, O], window [7] (activation 0), sample [1] int32, wanted [3]
+//                                  (wanted[1], dx, must be 0), then optionally dw_in, db_in (the sums of the
+//                                  samples before)
+//                              out: dw, dx (unwritten), db: dw_in + this sample's dW (CONV2D_BACKWARD's kernel
+//                                   with Accumulate::kAdd: chained over the samples in order, the batched op's
+//                                   bits), db likewise; without dw_in / db_in this sample's alone
 //   TINYPROP_APPLY_GRADIENT    in: w, g (same size), mode int32, hyper [7] = (rule 0 SGD | 1 momentum | 2 Nesterov
 //                                  | 3 Adam, lr, momentum or beta_1, beta_2, epsilon, 1 - beta_1, 1 - beta_2),
 //                                  then the rule's state: velocity (momentum, Nesterov) or m, v, powers [2] =
@@ -90,6 +109,9 @@ constexpr const char kDepthwiseBackwardOp[] = "TINYPROP_DEPTHWISE_BACKWARD";
 constexpr const char kApplyGradientOp[] = "TINYPROP_APPLY_GRADIENT";
 constexpr const char kCountStepOp[] = "TINYPROP_COUNT_STEP";
 constexpr const char kAssignOp[] = "TINYPROP_ASSIGN";
+constexpr const char kConv2DPoolForwardOp[] = "TINYPROP_CONV2D_POOL_FORWARD";
+constexpr const char kSelectChannelsMaskedOp[] = "TINYPROP_SELECT_CHANNELS_MASKED";
+constexpr const char kConv2DBackwardMaskedOp[] = "TINYPROP_CONV2D_BACKWARD_MASKED";
 
 // The layouts of the operators' parameter tensors, slot by slot (the exporter writes them: converters/step.py).
 // The selection ops' params tensor (float32): converters/device_ops.py SELECT_PARAMS, the fields of
@@ -109,7 +131,7 @@ enum SelectParam : int {
 // The backward ops' wanted tensor (int32): 0 skips that output (left unwritten, any shape).
 enum WantedOutput : int { kWantDw, kWantDx, kWantDb, kWantedCount };
 
-// The conv ops' window tensor (int32; converters/device_ops.py WINDOW_PARAMS); the last slot is unused.
+// The conv ops' window tensor (int32; converters/device_ops.py WINDOW_PARAMS).
 enum WindowParam : int {
   kStrideH,
   kStrideW,
@@ -117,7 +139,9 @@ enum WindowParam : int {
   kDilationW,
   kPadding,     // 0 VALID, 1 SAME
   kActivation,  // the forward ops: tinyprop::Activation (0 linear, 1 ReLU); 0 in the backward ops
-  kWindowParamCount = 7
+  kTrainOnly,   // the conv forward ops: 1 = the last input is the mode, nothing is computed on an inference
+                // invoke (a prefix recomputed for a backward); 0 in the other ops
+  kWindowParamCount
 };
 
 // TINYPROP_APPLY_GRADIENT's hyper tensor (float32).
@@ -146,6 +170,9 @@ TFLMRegistration Register_TINYPROP_DEPTHWISE_BACKWARD();
 TFLMRegistration Register_TINYPROP_APPLY_GRADIENT();
 TFLMRegistration Register_TINYPROP_COUNT_STEP();
 TFLMRegistration Register_TINYPROP_ASSIGN();
+TFLMRegistration Register_TINYPROP_CONV2D_POOL_FORWARD();
+TFLMRegistration Register_TINYPROP_SELECT_CHANNELS_MASKED();
+TFLMRegistration Register_TINYPROP_CONV2D_BACKWARD_MASKED();
 
 // Registers every TinyProp operator above with a MicroMutableOpResolver (AddCustom copies each registration).
 template <typename Resolver>
@@ -169,6 +196,9 @@ TfLiteStatus AddTinyPropOps(Resolver& resolver) {
       {kApplyGradientOp, Register_TINYPROP_APPLY_GRADIENT},
       {kCountStepOp, Register_TINYPROP_COUNT_STEP},
       {kAssignOp, Register_TINYPROP_ASSIGN},
+      {kConv2DPoolForwardOp, Register_TINYPROP_CONV2D_POOL_FORWARD},
+      {kSelectChannelsMaskedOp, Register_TINYPROP_SELECT_CHANNELS_MASKED},
+      {kConv2DBackwardMaskedOp, Register_TINYPROP_CONV2D_BACKWARD_MASKED},
   };
   for (const Op& op : kOps) {
     TFLMRegistration registration = op.make();

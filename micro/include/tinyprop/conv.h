@@ -80,6 +80,17 @@ Status DepthwiseConv2DForward(const DepthwiseShape& shape, const ConvWindow& win
 // (x [batch, positions, channels], the spatial axes flattened; TensorFlow's reduce_mean: the sum, then divided).
 Status GlobalAveragePool(const float* x, int32_t batch, int32_t positions, int32_t channels, float* out);
 
+// A conv -> ReLU -> global average pooling whose conv is trained, run sample by sample with its input recomputed
+// for the backward (converters/step.py, "recompute"): the ReLU's output is kept only as one bit per element,
+// bit i (word i / 32, bit i % 32) set where out[i] > 0, MaskWords(n) 32-bit words for n elements.
+constexpr int64_t MaskWords(int64_t elements) { return elements > 0 ? (elements + 31) / 32 : 0; }
+Status PositiveMask(const float* out, int64_t n, uint32_t* mask);
+
+// The error such a block passes to its conv, for one sample: the pooling's gradient g [channels] (already divided
+// by the positions, as the graph computes it) broadcast over the positions, through the ReLU's backward:
+// delta[p * channels + c] = bit (p * channels + c) of mask ? g[c] : +0 (what TINYPROP_RELU_BACKWARD gives).
+Status MaskedDelta(const float* g, const uint32_t* mask, int32_t positions, int32_t channels, float* delta);
+
 // Reference Conv2D backward (every output channel; overwrites dw, dx, db).
 Status Conv2DBackwardReference(const Conv2DShape& shape, const ConvWindow& window, const float* x,
                                const float* w, const float* delta, float* dw, float* dx, float* db);

@@ -61,6 +61,11 @@ Status LocalError(const float* delta, int32_t batch, int32_t n, float* y);
 Status ChannelScores(const float* delta, int32_t batch, int32_t positions, int32_t channels, float* scores,
                      float* y);
 
+// ChannelScores of MaskedDelta's error (conv.h) for a batch, without materialising it: g [batch, channels], mask
+// MaskWords(positions * channels) words per sample. The same sums bit for bit (an unmasked entry adds +0).
+Status MaskedChannelScores(const float* g, const uint32_t* mask, int32_t batch, int32_t positions,
+                           int32_t channels, float* scores, float* y);
+
 // ssProp's batch-shared channel score: scores[c] = (sum over batch and positions of |delta|) / (batch*positions).
 Status SharedChannelScores(const float* delta, int32_t batch, int32_t positions, int32_t channels,
                            float* scores);
@@ -127,6 +132,11 @@ constexpr int64_t SelectChannelsScratchSize(int32_t batch, int32_t channels) {
 Status SelectChannels(const float* delta, int32_t batch, int32_t positions, int32_t channels,
                       const RatioParams& params, float* ymax, int32_t* k, int32_t* kept, float* scratch,
                       int64_t scratch_len);
+
+// SelectChannels' step after the scores: AdaptiveK over n = channels (updates *ymax) from y, then the top-k
+// channels of each sample's scores row; zero-error samples get k[b] = 0. scores [batch, channels], y [batch].
+Status SelectChannelsFromScores(const float* scores, const float* y, int32_t batch, int32_t channels,
+                                const RatioParams& params, float* ymax, int32_t* k, int32_t* kept);
 
 }  // namespace tinyprop
 
