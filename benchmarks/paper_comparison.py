@@ -1,8 +1,14 @@
 """The paper comparison: dense vs static top-k (meProp) vs TinyProp fine-tuning, several seeds, three tasks.
 
     .venv/bin/python benchmarks/paper_comparison.py [--seeds 4] [--epochs 12] [--fsdd PATH] [--dcase PATH]
-                                                    [--quick] [--no-write] [--plot PNG] [--json PATH]
+                                                    [--out DIR] [--quick] [--no-write] [--plot PNG] [--json PATH]
     .venv/bin/python benchmarks/paper_comparison.py --render benchmarks/paper_comparison.json   # no training
+
+Every run is a ``tinyprop sweep`` (``tinyprop_tf.sweep``, on a local Ray instance, one CPU per trial): per task
+and model one spec, ``DIR/<sweep>.toml`` (each table of the section and each configuration of it a
+``[[configuration]]``, the seeds the grid, ``model.seed = "trial"``), its trials in ``DIR/<sweep>/`` (default
+``tinyprop_out/paper_comparison``). Running the same command again resumes: finished trials are read, not run.
+The tables are rendered from the trials' records.
 
 Checks the TinyProp abstract's claims on data available here:
   1. >= 5x less backward compute than dense back-propagation at <= 1 point accuracy loss;
@@ -18,10 +24,12 @@ Tasks (each seed re-draws the pretrained model, the data order and, for MNIST, t
       sample). Pretrain on the other four speakers (all takes, 20 epochs), fine-tune on the held-out speaker's
       takes 20-49 (300 clips), test on its takes 0-19 (200 clips: the default 0-4 gives only 50 test clips,
       2-point steps). Two held-out speakers by default (george, jackson: the two the pretrained net knows worst).
-  (c) DCASE2020 Task 2 (only with ``--dcase ROOT``): dense autoencoder 640-128-64-8-64-128-640 on 5-frame
-      stacked 128-band log-mels; pretrain on the normal training clips of the machine's other ids, fine-tune on
-      the target id's normal training clips, test AUC (``roc_auc``) on the target id's test clips, each clip
-      scored by its mean reconstruction MSE.
+  (c) DCASE2020 Task 2 (only with ``--dcase ROOT``): the sweep's dcase task (``tinyprop_tf.tasks.dcase_task``):
+      dense autoencoder 640-128-64-8-64-128-640 on 5-frame stacked log-mels; pretrain on the normal training
+      clips of the machine's other ids, fine-tune on the target id's normal training clips, test AUC on the
+      target id's test clips, each clip scored by its mean reconstruction MSE.
+  (d) MNIST from scratch, the authors' C setup: the sweep's mnist_embedded task, 4,000 / 1,000 digits per seed.
+  The DS-CNN tables (``--fsdd-models``) share one sweep per speaker: one pretraining per seed for all of them.
 
 Fine-tuning everywhere: Adam 1e-3, batch 32, ``--epochs`` epochs (default 12), the final epoch's test metric
 (no early stopping on the test set). Policies: dense; static top-k at 0.05/0.1/0.2/0.3 with zeta = 1 (meProp:
@@ -46,6 +54,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from tinyprop_tf import sweep_spec  # noqa: E402  (no TensorFlow, no Ray)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
@@ -55,8 +65,8 @@ SECTION = "Paper comparison: dense vs static top-k vs TinyProp"
 DEFAULT_PLOT = os.path.join(HERE, "paper_comparison.png")
 DEFAULT_JSON = os.path.join(HERE, "paper_comparison.json")
 DEFAULT_FSDD = os.path.join(REPO, "..", "shared", "data", "fsdd")
+DEFAULT_OUT = os.path.join(REPO, "tinyprop_out", "paper_comparison")
 FSDD_SPEAKERS = ("george", "jackson")
-FSDD_TEST_TAKES = range(0, 20)
 
 CLAIM_SPEEDUP_DENSE = 5.0  # claim 1: >= 5x less backward compute than dense ...
 CLAIM_LOSS_POINTS = 1.0  # ... at <= 1 point loss
@@ -74,17 +84,16 @@ class Config:
     spec: dict
     epochs_factor: int = 1  # fine-tune this many times the common number of epochs
 
-    def policy(self):
-        from tinyprop_tf import policies
-
-        kind = self.spec["kind"]
+    def policy_spec(self) -> str:
+        """The policy as a sweep spec's (``tinyprop_tf.policies.from_spec``)."""
+        spec, kind = self.spec, self.spec["kind"]
         if kind == "dense":
-            return policies.DenseBackprop()
+            return "dense"
         if kind == "static":
-            return policies.StaticTopK(self.spec["ratio"], zeta=self.spec["zeta"])
+            return f"static:ratio={spec['ratio']:g},zeta={spec['zeta']:g}"
         if kind == "budget":
-            return policies.BudgetProp(self.spec["budget"])
-        return policies.TinyProp(self.spec["s_min"], self.spec["s_max"], self.spec["zeta"])
+            return f"budget:budget={spec['budget']:g}"
+        return f"tinyprop:s_min={spec['s_min']:g},s_max={spec['s_max']:g},zeta={spec['zeta']:g}"
 
 
 def _static(ratio, zeta):
@@ -127,318 +136,216 @@ def core_configs(quick: bool) -> list[Config]:
     return [DENSE, *(_static(r, 1.0) for r in (0.1, 0.2, 0.3, 0.5)), TINYPROP_DEFAULT, BUDGETPROP_DEFAULT]
 
 
-# --- tasks ----------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Prepared:
-    """One seed's pretrained model and fine-tuning/test data."""
-
-    model: object
-    train: tuple
-    evaluate: object
-    loss: object = None
+# --- tasks: each a table of the section, read from the trials of one sweep -----------------------------------------
+# Fine-tuning settings of a table: the sweep grid keys but policy, epochs and seed (tinyprop_tf.sweep_spec).
+ADAM = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "train_last": "all", "batchnorm": "fold"}
 
 
 @dataclasses.dataclass
 class Task:
+    """One table of the section: the trials of ``sweep`` with ``settings``, one row per config."""
+
     key: str
     title: str
     metric_name: str
     describe: str
-    prepare: object  # prepare(seed) -> Prepared
-    core: bool = False  # run core_configs only
-    optimizer: str = "adam"  # experiment.OPTIMIZERS
-    learning_rate: float = 1e-3
-    train_last: int | None = None  # fine-tune only the last N affine layers (trainable.train_last)
+    sweep: str | None = None  # the sweep (its folder under --out) whose trials the table reads
+    settings: dict = dataclasses.field(default_factory=lambda: dict(ADAM))
+    configs: list = dataclasses.field(default_factory=list)
     epochs: int | None = None  # instead of the common --epochs
-    batch_size: int = 32
-    batchnorm: str = "train"  # experiment.finetune's
-    extra_configs: list = dataclasses.field(default_factory=list)  # beside the core or full set
+    group: int = 0  # the section lists the tables of a sweep's kind by group, then as the sweeps come
+
+    def trial_settings(self, config: Config, seed: int, epochs: int) -> dict:
+        """The sweep trial of one config and seed (its settings: ``sweep_spec.Trial``)."""
+        return {**self.settings, "policy": config.policy_spec(),
+                "epochs": (self.epochs or epochs) * config.epochs_factor, "seed": seed}
 
 
-def _pretrain(build, x, y, *, epochs, seed, loss=None, desc="pretrain"):
-    """A fresh model from ``build()`` (initialised under ``seed``), trained densely with Adam 1e-3, batch 32."""
-    import keras
-    from tqdm.auto import tqdm
+@dataclasses.dataclass
+class Sweep:
+    """One ``tinyprop sweep``: a task and a model (pretrained per seed) and the tables read from its trials."""
 
-    keras.utils.set_random_seed(seed)
-    model = build()
-    model.compile(keras.optimizers.Adam(1e-3),
-                  loss if loss is not None else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    bar = tqdm(total=epochs, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=True,
-              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: bar.update(1))])
-    bar.close()
-    return model
+    name: str
+    task: dict  # the spec's [task] table
+    model: dict  # its [model] table
+    tables: list
 
-
-def mnist_task(quick: bool) -> Task:
-    from tinyprop_tf import demo, experiment, models
-
-    pretrain_epochs = 3 if quick else 15
-
-    def prepare(seed):
-        (x_pre, y_pre), finetune, (x_test, y_test) = demo.demo_data(seed)
-        if quick:
-            finetune = (finetune[0][:320], finetune[1][:320])
-        model = _pretrain(models.mlp, x_pre, y_pre, epochs=pretrain_epochs, seed=seed, desc=f"MNIST pretrain s{seed}")
-        return Prepared(model, finetune, experiment.accuracy_evaluator(x_test, y_test))
-
-    return Task("mnist", "MNIST (shifted digits)", "accuracy",
-                f"MLP 784-32-16-10; pretrain {demo.PRETRAIN_SIZE} upright digits ({pretrain_epochs} epochs), "
-                f"fine-tune {demo.FINETUNE_SIZE} digits shifted {demo.SHIFT_PIXELS[0]} px down / "
-                f"{demo.SHIFT_PIXELS[1]} px right, test on the other {5000 - demo.PRETRAIN_SIZE - demo.FINETUNE_SIZE}",
-                prepare)
+    def document(self, seeds: list[int], epochs: int) -> dict:
+        """The spec: every (table, config) is a [[configuration]]; the grid holds the seeds (and the first
+        configuration, whose trials it would otherwise add with tinyprop finetune's defaults)."""
+        configurations = []
+        for table in self.tables:
+            for config in table.configs:
+                settings = table.trial_settings(config, 0, epochs)
+                del settings["seed"]
+                if settings not in configurations:
+                    configurations.append(settings)
+        return {"task": self.task, "model": {**self.model, "seed": sweep_spec.PER_TRIAL_SEED},
+                "grid": {**configurations[0], "seed": seeds}, "configuration": configurations}
 
 
-def fsdd_features(root: str):
-    """MFCCs of every FSDD clip, [N, 49, 13], with labels, speakers and takes (computed once)."""
-    from tinyprop_tf import audio
-    from tinyprop_tf.datasets import load_fsdd
-
-    data = load_fsdd(root)
-    config = audio.LogMelConfig.fsdd_8k()
-    features = np.concatenate([audio.mfcc(data.x[i:i + 500], config).numpy() for i in range(0, len(data.x), 500)])
-    return features, data.y, data.metadata["speaker"], data.metadata["take"]
-
-
-# --optimizers: the same task fine-tuned with each optimizer (learning rates of the usual order for each)
+# --optimizers: the MNIST table and the first FSDD speaker's Conv1D table with each optimizer (learning rates of
+# the usual order for each), core configurations
 OPTIMIZER_RATES = {"sgd": 0.05, "momentum": 0.01, "adam": 1e-3, "lazy_adam": 1e-3}
 
 
-def with_optimizer(task: Task, optimizer: str) -> Task:
+def _with_optimizer(table: Task, optimizer: str, quick: bool) -> Task:
     rate = OPTIMIZER_RATES[optimizer]
-    return dataclasses.replace(task, key=f"{task.key}-{optimizer}", title=f"{task.title}, {optimizer} {rate:g}",
-                               describe=f"{task.describe}; optimizer {optimizer}, learning rate {rate:g}",
-                               core=True, optimizer=optimizer, learning_rate=rate)
+    return dataclasses.replace(table, key=f"{table.key}-{optimizer}", title=f"{table.title}, {optimizer} {rate:g}",
+                               describe=f"{table.describe}; optimizer {optimizer}, learning rate {rate:g}",
+                               settings={**table.settings, "optimizer": optimizer, "learning_rate": rate},
+                               configs=core_configs(quick))
 
 
-def mnist_c_task(quick: bool) -> Task:
+def mnist_sweep(quick: bool, optimizers: list[str]) -> Sweep:
+    from tinyprop_tf import demo
+
+    pretrain_epochs = 3 if quick else 15
+    table = Task("mnist", "MNIST (shifted digits)", "accuracy",
+                 f"MLP 784-32-16-10; pretrain {demo.PRETRAIN_SIZE} upright digits ({pretrain_epochs} epochs), "
+                 f"fine-tune {320 if quick else demo.FINETUNE_SIZE} digits shifted {demo.SHIFT_PIXELS[0]} px down / "
+                 f"{demo.SHIFT_PIXELS[1]} px right, test on the other "
+                 f"{5000 - demo.PRETRAIN_SIZE - demo.FINETUNE_SIZE}", "mnist", configs=all_configs(quick))
+    return Sweep("mnist", {"name": sweep_spec.DEMO_TASK, **({"finetune_samples": 320} if quick else {})},
+                 {"source": "mlp", "hidden": [32, 16], "pretrain_epochs": pretrain_epochs},
+                 [table] + [_with_optimizer(table, o, quick) for o in optimizers])
+
+
+def mnist_c_sweep(quick: bool) -> Sweep:
     """The TinyProp authors' C MNIST setup (AIfES fork): the MLP trained from scratch, batch 200, Adam 1e-3, 15
     epochs, on 6,000 / 1,000 digits. The 5,000 embedded digits give 4,000 / 1,000 here."""
-    import keras
-
-    from tinyprop_tf import experiment, models
-    from tinyprop_tf.datasets import load_mnist_embedded
-
-    images, labels = load_mnist_embedded()
-    x = images.reshape(-1, 784).astype("float32")
-    x = x / 255.0 if x.max() > 1.0 else x
-    y = labels.astype("int32")
-    train = 4000 if not quick else 800
-
-    def prepare(seed):
-        order = np.random.default_rng(seed).permutation(len(x))
-        keras.utils.set_random_seed(seed)
-        tr, te = order[:train], order[4000:]
-        return Prepared(models.mlp(), (x[tr], y[tr]), experiment.accuracy_evaluator(x[te], y[te]))
-
-    return Task("mnist-c", "MNIST from scratch (the authors' C setup)", "accuracy",
-                f"MLP 784-32-16-10 trained from scratch on {train} digits (the authors' C code: 6,000; the embedded "
-                f"set has 5,000), test 1,000; Adam 1e-3, batch 200, 15 epochs (the authors' C code), each seed a new "
-                f"split and initialisation", prepare, core=True, epochs=15 if not quick else 2, batch_size=200)
+    train = 800 if quick else 4000
+    table = Task("mnist-c", "MNIST from scratch (the authors' C setup)", "accuracy",
+                 f"MLP 784-32-16-10 trained from scratch on {train} digits (the authors' C code: 6,000; the embedded "
+                 f"set has 5,000), test 1,000; Adam 1e-3, batch 200, 15 epochs (the authors' C code), each seed a new "
+                 f"split and initialisation", "mnist-c", settings={**ADAM, "batch_size": 200},
+                 configs=core_configs(quick), epochs=2 if quick else 15)
+    return Sweep("mnist-c", {"name": sweep_spec.EMBEDDED_TASK, "train_size": train},
+                 {"source": "mlp", "hidden": [32, 16], "pretrain_epochs": 0}, [table])
 
 
+# FSDD: 13 MFCCs x 49 frames at 8 kHz, standardised per coefficient with the pretraining set's statistics; the new
+# speaker's takes 20-49 fine-tune (300 clips), its takes 0-19 test (200 clips).
+FSDD_TEST_TAKES = [0, 19]
 FSDD_MODELS = {  # --fsdd-models: name -> (title, train_last)
-    "conv1d": ("Conv1D net", None),
-    "ds_cnn": ("DS-CNN", None),
+    "conv1d": ("Conv1D net", "all"),
+    "ds_cnn": ("DS-CNN", "all"),
     "ds_cnn:last2": ("DS-CNN, last 2 layers trained", 2),
 }
-# A DS-CNN model spec may end in @MODE: experiment.finetune's batchnorm (default here: train, Keras's batch
-# statistics, as the rows recorded before the modes existed).
+# A DS-CNN model may end in @MODE: experiment.finetune's batchnorm (default here: train, Keras's batch statistics,
+# as the rows recorded before the modes existed).
 BATCHNORM_TITLES = {"train": "", "fold": ", BatchNorm folded", "adapt": ", BatchNorm adapted to the speaker, folded"}
 
 
-def fsdd_task(speaker: str, features, quick: bool, model: str = "conv1d") -> Task:
-    from tinyprop_tf import experiment, models
-
-    model, _, batchnorm = model.partition("@")
-    if model not in FSDD_MODELS:
-        raise SystemExit(f"--fsdd-models: unknown {model!r}; expected some of {sorted(FSDD_MODELS)}")
-    if model != "conv1d":
-        if batchnorm and batchnorm not in BATCHNORM_TITLES:
-            raise SystemExit(f"--fsdd-models: unknown BatchNorm mode {batchnorm!r} in {model}@{batchnorm}; "
-                             f"expected one of {sorted(BATCHNORM_TITLES)}")
-        return _fsdd_ds_cnn_task(speaker, features, quick, *FSDD_MODELS[model], key_suffix=model.replace(":", "-"),
-                                 batchnorm=batchnorm or "train")
-    if batchnorm:
-        raise SystemExit(f"--fsdd-models: conv1d has no BatchNorm; drop @{batchnorm}")
-
-    # The split of datasets.speaker_split(root, speaker, test_takes=FSDD_TEST_TAKES), on precomputed features.
-    x, y_all, pre, ft, te = _fsdd_split(speaker, features)
-    pretrain_epochs = 3 if quick else 20
-    filters = (32, 32)
-
-    def prepare(seed):
-        build = lambda: models.conv1d_net(x.shape[1:], num_classes=10, filters=filters)  # noqa: E731
-        model = _pretrain(build, x[pre], y_all[pre], epochs=pretrain_epochs, seed=seed,
-                          desc=f"FSDD {speaker} pretrain s{seed}")
-        return Prepared(model, (x[ft], y_all[ft]), experiment.accuracy_evaluator(x[te], y_all[te]))
-
-    return Task(f"fsdd-{speaker}", f"FSDD, new speaker {speaker}", "accuracy",
-                f"Conv1D net (MFCC 49x13 -> Conv1D {filters[0]} k3 s2 -> Conv1D {filters[1]} k3 s2 -> GAP -> Dense 10); "
-                f"pretrain {int(pre.sum())} clips of the other speakers ({pretrain_epochs} epochs), fine-tune "
-                f"{int(ft.sum())} clips of {speaker} (takes 20-49), test {int(te.sum())} (takes 0-19)",
-                prepare, core=speaker not in FSDD_SPEAKERS)
+def _fsdd_task_table(root: str, speaker: str) -> dict:
+    return {"name": "fsdd", "data": root, "speaker": speaker, "features": "mfcc", "test_takes": FSDD_TEST_TAKES}
 
 
-def _fsdd_split(speaker, features):
-    x_all, y_all, speakers, takes = features
-    if speaker not in set(speakers):
-        raise SystemExit(f"--fsdd-speakers: {speaker!r} not in the data (speakers: {sorted(set(speakers))})")
-    test_takes = np.isin(takes, list(FSDD_TEST_TAKES))
-    pre = speakers != speaker
-    ft = (speakers == speaker) & ~test_takes
-    te = (speakers == speaker) & test_takes
-    mean = x_all[pre].mean(axis=(0, 1))
-    std = x_all[pre].std(axis=(0, 1)) + 1e-6
-    return ((x_all - mean) / std).astype("float32"), y_all, pre, ft, te
-
-
-_DS_CNN_PRETRAINED = {}
-
-
-def _fsdd_ds_cnn_task(speaker, features, quick, title, train_last, key_suffix, batchnorm="train") -> Task:
-    """``tinyprop finetune --task fsdd``'s default model (tasks.build_model: DS-CNN, 32 channels, 4 blocks) on the
-    same MFCCs as the Conv1D tasks, as a 49 x 13 x 1 image."""
-    from tinyprop_tf import experiment, models
-
-    x, y_all, pre, ft, te = _fsdd_split(speaker, features)
-    x = x[..., None]
-    pretrain_epochs = 3 if quick else 15
-
-    def prepare(seed):
-        key = (speaker, seed, pretrain_epochs)
-        if key not in _DS_CNN_PRETRAINED:  # one pretraining for all DS-CNN tasks of this speaker and seed
-            build = lambda: models.ds_cnn(input_shape=x.shape[1:], num_classes=10, filters=32)  # noqa: E731
-            _DS_CNN_PRETRAINED[key] = _pretrain(build, x[pre], y_all[pre], epochs=pretrain_epochs, seed=seed,
-                                                desc=f"FSDD {speaker} DS-CNN pretrain s{seed}")
-        return Prepared(_DS_CNN_PRETRAINED[key], (x[ft], y_all[ft]), experiment.accuracy_evaluator(x[te], y_all[te]))
-
-    if batchnorm != "train":
-        key_suffix += f"-bn-{batchnorm}"
-    return Task(f"fsdd-{speaker}-{key_suffix}", f"FSDD, new speaker {speaker}, {title}{BATCHNORM_TITLES[batchnorm]}",
-                "accuracy",
-                f"DS-CNN (MFCC 49x13x1 -> Conv2D 32 -> 4 x [DepthwiseConv2D 3x3, Conv2D 1x1 32, BatchNorm] -> GAP "
-                f"-> Dense 10; `tinyprop finetune --task fsdd`'s default model); pretrain {int(pre.sum())} clips of "
-                f"the other speakers ({pretrain_epochs} epochs), fine-tune {int(ft.sum())} clips of {speaker}"
-                + (f" (last {train_last} affine layers only)" if train_last else "") + f", test {int(te.sum())}"
+def fsdd_sweeps(root: str, speakers: list[str], models: list[str], quick: bool, optimizers: list[str]) -> list:
+    """Per speaker: one sweep for the Conv1D net, one for every DS-CNN table (one pretraining per seed for all)."""
+    for model in models:
+        name, _, batchnorm = model.partition("@")
+        if name not in FSDD_MODELS:
+            raise SystemExit(f"--fsdd-models: unknown {name!r}; expected some of {sorted(FSDD_MODELS)}")
+        if batchnorm and (name == "conv1d" or batchnorm not in BATCHNORM_TITLES):
+            raise SystemExit(f"--fsdd-models: {model}: " + ("conv1d has no BatchNorm" if name == "conv1d" else
+                                                           f"expected a BatchNorm mode of {sorted(BATCHNORM_TITLES)}"))
+    sweeps = []
+    for speaker in speakers:
+        clips = "pretrain the other speakers' 2,000 clips ({} epochs), fine-tune 300 clips of {} (takes 20-49), test 200 (takes 0-19)"
+        if "conv1d" in models:
+            epochs = 3 if quick else 20
+            table = Task(f"fsdd-{speaker}", f"FSDD, new speaker {speaker}", "accuracy",
+                         "Conv1D net (MFCC 49x13 -> Conv1D 32 k3 s2 -> Conv1D 32 k3 s2 -> GAP -> Dense 10); "
+                         + clips.format(epochs, speaker), f"fsdd-{speaker}",
+                         configs=all_configs(quick) if speaker in FSDD_SPEAKERS else core_configs(quick))
+            extra = [_with_optimizer(table, o, quick) for o in optimizers] if speaker == speakers[0] else []
+            sweeps.append(Sweep(f"fsdd-{speaker}", _fsdd_task_table(root, speaker),
+                                {"source": "conv1d", "filters": [32, 32], "pretrain_epochs": epochs}, [table] + extra))
+        tables = []
+        epochs = 3 if quick else 15
+        for group, model in enumerate(models):
+            name, _, batchnorm = model.partition("@")
+            if name == "conv1d":
+                continue
+            title, train_last = FSDD_MODELS[name]
+            batchnorm = batchnorm or "train"
+            key = f"fsdd-{speaker}-{name.replace(':', '-')}" + (f"-bn-{batchnorm}" if batchnorm != "train" else "")
+            tables.append(Task(
+                key, f"FSDD, new speaker {speaker}, {title}{BATCHNORM_TITLES[batchnorm]}", "accuracy",
+                "DS-CNN (MFCC 49x13x1 -> Conv2D 32 -> 4 x [DepthwiseConv2D 3x3, Conv2D 1x1 32, BatchNorm] -> GAP -> "
+                "Dense 10; `tinyprop finetune --task fsdd`'s default model); " + clips.format(epochs, speaker)
+                + (f"; last {train_last} affine layers trained" if train_last != "all" else "")
                 + {"train": "; BatchNorm trains with batch statistics (Keras)",
                    "fold": "; BatchNorm folded with the pretrained statistics (what the exported step trains)",
                    "adapt": "; BatchNorm statistics re-estimated on the speaker's fine-tuning clips (forward only), "
                             "then folded"}[batchnorm],
-                prepare, core=True, train_last=train_last, batchnorm=batchnorm,
+                f"fsdd-{speaker}-ds_cnn", settings={**ADAM, "train_last": train_last, "batchnorm": batchnorm},
                 # With the statistics folded, how BudgetProp trades compute for accuracy above its default.
-                extra_configs=[] if batchnorm == "train" else [_budget(0.2)])
+                configs=core_configs(quick) + ([] if batchnorm == "train" or quick else [_budget(0.2)]), group=group))
+        if tables:
+            sweeps.append(Sweep(f"fsdd-{speaker}-ds_cnn", _fsdd_task_table(root, speaker),
+                                {"source": "ds_cnn", "filters": 32, "pretrain_epochs": epochs}, tables))
+    return sweeps
 
 
-def dcase_task(root: str, machine: str, target_id, max_clips: int, stride: int, quick: bool) -> Task:
-    from tinyprop_tf import models
-    from tinyprop_tf.datasets import context_vectors, iter_dcase, list_dcase, roc_auc
-    from tqdm.auto import tqdm
-
-    train_files = list_dcase(root, machine, "train")
-    ids = sorted({f.machine_id for f in train_files})
-    target = ids[-1] if target_id is None else int(target_id)
-    if target not in ids:
-        raise SystemExit(f"--dcase-id {target} not among the {machine} training ids {ids}")
-    others = [i for i in ids if i != target]
-
-    def vectors(split, machine_ids, limit, every, desc):
-        clips = iter_dcase(root, machine, split, machine_ids=machine_ids)
-        if limit:
-            by_id = {}
-            for f in clips.files:
-                by_id.setdefault((f.machine_id, f.label), []).append(f)
-            clips.files = [f for group in by_id.values() for f in group[:limit]]
-        rows, clip_of_row, labels = [], [], []
-        for i, clip in enumerate(tqdm(clips, total=len(clips), desc=desc, leave=False, dynamic_ncols=True)):
-            v = context_vectors(clip.waveform, clip.sample_rate)[::every]
-            rows.append(v)
-            clip_of_row.append(np.full(len(v), len(labels)))
-            labels.append(clip.label)
-        return np.concatenate(rows), np.concatenate(clip_of_row), np.array(labels)
-
-    train_target, _, _ = vectors("train", [target], max_clips, stride, f"DCASE {machine} id {target} train")
-    if others:
-        pretrain_x, _, _ = vectors("train", others, max_clips, stride, f"DCASE {machine} ids {others} train")
-        finetune_x = train_target
-    else:  # one id only: no shift available, pretrain on half of its clips
-        half = len(train_target) // 2
-        pretrain_x, finetune_x = train_target[:half], train_target[half:]
-    test_x, test_clip, test_labels = vectors("test", [target], max_clips, max(1, stride // 2),
-                                             f"DCASE {machine} id {target} test")
-    mean, std = pretrain_x.mean(axis=0), pretrain_x.std(axis=0) + 1e-6
-    norm = lambda v: ((v - mean) / std).astype("float32")  # noqa: E731
-    pretrain_x, finetune_x, test_x = norm(pretrain_x), norm(finetune_x), norm(test_x)
-    counts = np.bincount(test_clip)
-    pretrain_epochs = 2 if quick else 10
-    hidden = (128, 64, 8)
-
-    def evaluate(model):
-        reconstruction = model.predict(test_x, batch_size=1024, verbose=0)
-        errors = np.mean((reconstruction - test_x) ** 2, axis=1)
-        return roc_auc(test_labels, np.bincount(test_clip, weights=errors) / counts)
-
-    def prepare(seed):
-        build = lambda: models.autoencoder(pretrain_x.shape[1], hidden=hidden)  # noqa: E731
-        model = _pretrain(build, pretrain_x, pretrain_x, epochs=pretrain_epochs, seed=seed, loss="mse",
-                          desc=f"DCASE pretrain s{seed}")
-        return Prepared(model, (finetune_x, finetune_x), evaluate, loss="mse")
-
-    sizes = "-".join(map(str, [pretrain_x.shape[1], *hidden, *reversed(hidden[:-1]), pretrain_x.shape[1]]))
-    return Task(f"dcase-{machine}-{target}", f"DCASE2020 {machine}, id {target}", "AUC",
-                f"autoencoder {sizes} (MSE); pretrain on ids {others or [target]} ({len(pretrain_x)} vectors, "
-                f"{pretrain_epochs} epochs), fine-tune on id {target} ({len(finetune_x)} vectors), test AUC over "
-                f"{len(test_labels)} clips ({int(test_labels.sum())} anomalous); at most {max_clips} clips per id "
-                f"and label, every {stride}th context vector", prepare)
+def dcase_sweep(root: str, machine: str, machine_id: str | None, quick: bool) -> Sweep:
+    epochs = 2 if quick else 10
+    table = Task(f"dcase-{machine}", f"DCASE2020 {machine}" + (f", {machine_id}" if machine_id else ""), "AUC",
+                 f"autoencoder 640-128-64-8-64-128-640 (MSE) on 5-frame log-mel context vectors; pretrain on the other "
+                 f"machine ids' normal clips ({epochs} epochs), fine-tune on the target id's, test AUC of the mean "
+                 f"reconstruction error per clip (tinyprop_tf.tasks.dcase_task)", f"dcase-{machine}",
+                 configs=all_configs(quick))
+    return Sweep(f"dcase-{machine}", {"name": "dcase", "data": root, "machine": machine,
+                                      **({"machine_id": machine_id} if machine_id else {})},
+                 {"source": "autoencoder", "pretrain_epochs": epochs}, [table])
 
 
-# --- running --------------------------------------------------------------------------------------------------
-def run_task(task: Task, configs: list[Config], seeds: list[int], epochs: int) -> dict:
-    """``configs``: the task's (``task_configs``)."""
-    epochs = task.epochs or epochs
-    """{config name: [per-seed record]} plus the pretrained metric per seed."""
-    import keras
-    from tqdm.auto import tqdm
+# --- running: each sweep through tinyprop sweep, its records read back per table -----------------------------------
+def run_sweep(sweep: Sweep, seeds: list[int], epochs: int, out_root: str) -> dict:
+    """Run ``sweep``'s trials (those without a result in its folder: a rerun resumes) on a local Ray instance;
+    its records {trial key: record}."""
+    import tomli_w
 
-    from tinyprop_tf import experiment
+    from tinyprop_tf import sweep as sweep_lib
 
-    runs = {c.name: [] for c in configs}
+    os.makedirs(out_root, exist_ok=True)
+    path = os.path.join(out_root, f"{sweep.name}.toml")
+    with open(path, "w") as handle:
+        handle.write(f"# written by benchmarks/paper_comparison.py: {sweep.name}\n")
+        handle.write(tomli_w.dumps(sweep.document(seeds, epochs)))
+    folder = os.path.join(out_root, sweep.name)
+    sweep_lib.run(sweep_spec.parse(path), folder)
+    return sweep_lib.read_records(folder)
+
+
+def table_result(table: Task, records: dict, seeds: list[int], epochs: int) -> dict:
+    """{config name: [per-seed record]}, the pretrained metric per seed (before fine-tuning: the dense trial's)."""
+    runs = {c.name: [] for c in table.configs}
     initial = []
-    bar = tqdm(total=len(seeds) * len(configs), desc=task.title, unit="run", dynamic_ncols=True)
     for seed in seeds:
-        prepared = task.prepare(seed)
-        initial.append(float(prepared.evaluate(prepared.model)))
-        for config in configs:
-            bar.set_postfix_str(f"seed {seed}: {config.name}")
-            result = experiment.finetune(
-                prepared.model, config.policy(), prepared.train, prepared.evaluate, name=config.name,
-                metric_name=task.metric_name, loss=prepared.loss, epochs=epochs * config.epochs_factor,
-                batch_size=task.batch_size, seed=seed, learning_rate=task.learning_rate, train_last=task.train_last,
-                optimizer=task.optimizer, batchnorm=task.batchnorm,
-            )
+        for config in table.configs:
+            settings = table.trial_settings(config, seed, epochs)
+            record = records.get(sweep_spec.Trial(settings).key)
+            if record is None or "error" in record:
+                raise SystemExit(f"{table.title}: trial {settings} has no result"
+                                 + (f" ({record['error']})" if record else "") + "; run again to resume the sweep")
+            result = record["run"]
             # Relative to a dense run of the common length (dense backward MACs are the same every epoch).
-            dense_total = float(np.sum(result.bwd_macs_dense)) / config.epochs_factor
+            dense_total = float(np.sum(result["bwd_macs_dense"])) / config.epochs_factor
             runs[config.name].append({
                 "seed": seed,
-                "epochs": epochs * config.epochs_factor,
-                "final_metric": result.final_metric,
-                "metric": result.metric,
-                "bwd_ratio": float(np.sum(result.bwd_macs_sparse)) / dense_total,
-                "select_ratio": float(np.sum(result.select_ops)) / dense_total,
-                "kept": {layer: float(np.nanmean(info["kept_ratio"])) for layer, info in result.layers.items()},
-                "kept_last_epoch": {layer: float(info["kept_ratio"][-1]) for layer, info in result.layers.items()},
+                "epochs": settings["epochs"],
+                "final_metric": result["final_metric"],
+                "metric": result["metric"],
+                "bwd_ratio": float(np.sum(result["bwd_macs_sparse"])) / dense_total,
+                "select_ratio": float(np.sum(result["select_ops"])) / dense_total,
+                "kept": {layer: float(np.nanmean(info["kept_ratio"])) for layer, info in result["layers"].items()},
+                "kept_last_epoch": {layer: float(info["kept_ratio"][-1]) for layer, info in result["layers"].items()},
             })
-            bar.update(1)
-            bar.set_postfix_str(f"seed {seed}: {config.name} -> {result.final_metric:.3f} "
-                                f"@ {result.bwd_ratio:.3f}x dense")
-        keras.backend.clear_session()
-    bar.close()
-    return {"initial": initial, "runs": runs, "configs": [c.name for c in configs]}
-
-
-def task_configs(task: Task, quick: bool) -> list[Config]:
-    return (core_configs(quick) if task.core else all_configs(quick)) + ([] if quick else task.extra_configs)
+            if config is table.configs[0]:
+                initial.append(float(result["initial_metric"]))
+    return {"initial": initial, "runs": runs, "configs": [c.name for c in table.configs]}
 
 
 # --- summarising ----------------------------------------------------------------------------------------------
@@ -743,19 +650,74 @@ How BudgetProp was chosen (one-off runs, 2 seeds, 12 epochs, Adam 1e-3, batch 32
 - *The DS-CNN: BatchNorm as the device trains it.* The exported step folds every BatchNorm into the layer before
   it, so the device never normalises with a batch's statistics; the DS-CNN rows with BatchNorm training (Keras's
   batch statistics) simulate another network, one whose samples are coupled through the batch statistics, so a
-  sample the selection skips still moves the others' gradients. Those rows lose 11-46 points (all layers) and
-  1.5-7 (last 2). `experiment.finetune(batchnorm=...)` (`tinyprop finetune --batchnorm`) now trains the folded
-  network by default (`fold`); `adapt` first re-estimates the statistics on the speaker's clips, forward passes
-  only (AdaBN), then folds. The "BatchNorm adapted" rows: all layers, BudgetProp loses 1.9-8.0 points at
-  6.6-7.2x less backward compute, selection counted (BudgetProp 0.2: 1.6-5.7 points), within half a point of
-  static 0.5 (2x) or ahead of it on three speakers; last 2 layers it loses 0.3-2.4 at 6.1-6.3x and meets the
-  target on two speakers (lucas, yweweler). Nine sparse layers in a row, each of
-  about the same cost (so the budget cuts every one to 9-27 % of its channels), are still the miss. Dense with
-  folded statistics is itself below dense with training BatchNorm, which adapts the statistics all along: by
-  1.4-4 points with every layer trained, by up to 6.3 with the last 2.
-- *From scratch* (the authors' C setup), BudgetProp misses by a fraction of a point where TinyProp loses 6-7:
-  early in training every sample is "hard", and the share of the wide first layer (0.09) is what limits it.
+  sample the selection skips still moves the others' gradients.
 """
+
+DS_CNN_SUFFIXES = {"all": "ds_cnn", "last2": "ds_cnn-last2", "adapt": "ds_cnn-bn-adapt",
+                   "last2_adapt": "ds_cnn-last2-bn-adapt"}
+
+
+def _span(values, digits=1) -> str:
+    low, high = (f"{v:.{digits}f}" for v in (min(values), max(values)))
+    return low if low == high else f"{low} to {high}" if low.startswith("-") else f"{low}-{high}"
+
+
+def budget_findings(summaries: dict) -> str:
+    """The notes' sentences that quote this run's figures, computed from its summaries (a table not run: its
+    sentence is left out)."""
+    lines = []
+    budget = BUDGETPROP_DEFAULT.name
+
+    def tables(kind):  # {speaker: summary} of the FSDD DS-CNN tables of one kind
+        suffix = DS_CNN_SUFFIXES[kind]
+        return {key.split("-")[1]: s for key, s in summaries.items()
+                if key.startswith("fsdd-") and key.split("-", 2)[2:] == [suffix]}
+
+    def losses(kind):
+        return [-s[budget]["delta_points"][0] for s in tables(kind).values()]
+
+    def reductions(kind):
+        return [check_targets(s)["reduction"] for s in tables(kind).values()]
+
+    found = {kind: tables(kind) for kind in DS_CNN_SUFFIXES}
+    if found["all"] and found["last2"]:
+        lines.append(f"  Those rows lose {_span(losses('all'))} points (all layers) and {_span(losses('last2'))} "
+                     f"(last 2) with {budget}.")
+    lines.append("  `experiment.finetune(batchnorm=...)` (`tinyprop finetune --batchnorm`) trains the folded network by "
+                 "default (`fold`); `adapt` first re-estimates the statistics on the speaker's clips, forward passes "
+                 "only (AdaBN), then folds.")
+    if found["adapt"]:
+        adapt = found["adapt"]
+        near = [sp for sp, s in adapt.items()
+                if s[budget]["metric"][0] >= s["static 0.5 zeta=1"]["metric"][0] - MATCH_TOLERANCE_POINTS / 100]
+        text = (f"  The \"BatchNorm adapted\" rows: all layers, {budget} loses {_span(losses('adapt'))} points at "
+                f"{_span(reductions('adapt'))}x less backward compute, selection counted")
+        if all("BudgetProp 0.2" in s for s in adapt.values()):
+            text += f" (BudgetProp 0.2: {_span([-s['BudgetProp 0.2']['delta_points'][0] for s in adapt.values()])} points)"
+        text += (f", within half a point of static 0.5 (2x its compute) or ahead of it on {len(near)} of "
+                 f"{len(adapt)} speakers")
+        if found["last2_adapt"]:
+            met = [sp for sp, s in found["last2_adapt"].items() if check_targets(s)["target1"]]
+            text += (f"; with the last 2 layers it loses {_span(losses('last2_adapt'))} at "
+                     f"{_span(reductions('last2_adapt'))}x and meets the target on "
+                     + (", ".join(met) if met else "no speaker"))
+        lines.append(text + ". Nine sparse layers in a row, each of about the same cost (so the budget cuts every "
+                            "one to a small share of its channels), are still the miss.")
+    for trained, train_kind, adapt_kind in (("every layer trained", "all", "adapt"),
+                                             ("the last 2", "last2", "last2_adapt")):
+        pairs = [(found[train_kind][sp], found[adapt_kind][sp]) for sp in found[train_kind] if sp in found[adapt_kind]]
+        if pairs:
+            gaps = [100 * (a["dense"]["metric"][0] - b["dense"]["metric"][0]) for a, b in pairs]
+            lines.append(f"  Dense with adapted, folded statistics is {_span(gaps)} points below dense with training "
+                         f"BatchNorm (which adapts the statistics all along), {trained}.")
+    scratch = summaries.get("mnist-c")
+    if scratch is not None and budget in scratch and TINYPROP_DEFAULT.name in scratch:
+        lines.append(f"- *From scratch* (the authors' C setup), {budget} is "
+                     f"{-scratch[budget]['delta_points'][0]:.1f} points below dense where TinyProp loses "
+                     f"{-scratch[TINYPROP_DEFAULT.name]['delta_points'][0]:.1f}: early in training every sample is "
+                     "\"hard\", and the share of the wide first layer is what limits it.")
+    return "\n".join(lines)
+
 
 NOTES = """\
 Why it falls short here (what the tables show):
@@ -807,9 +769,9 @@ def main(argv=None):
                                                       "skipped without it")
     parser.add_argument("--dcase-machine", default="slider")
     parser.add_argument("--dcase-id", default=None, help="target machine id (default: the highest training id)")
-    parser.add_argument("--dcase-clips", type=int, default=None,
-                        help="at most this many clips per machine id and label (default 150; --quick: 6)")
-    parser.add_argument("--dcase-stride", type=int, default=4, help="keep every n-th training context vector")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"the sweeps' folders and specs (default {os.path.relpath(DEFAULT_OUT, REPO)}); running "
+                             "again resumes: finished trials are not run again")
     parser.add_argument("--optimizers", default="",
                         help=f"also fine-tune the MNIST task and the first FSDD speaker's Conv1D task with each of "
                              f"these optimizers ({','.join(OPTIMIZER_RATES)}; core configurations)")
@@ -834,47 +796,49 @@ def main(argv=None):
     seeds = list(range(1 if args.quick else args.seeds))
     epochs = args.epochs or (2 if args.quick else 12)
     wanted = {t.strip() for t in args.tasks.split(",") if t.strip()}
-    notes = []
-
-    tasks: list[Task] = []
-    if "mnist" in wanted:
-        tasks.append(mnist_task(args.quick))
-    if "mnist-c" in wanted:
-        tasks.append(mnist_c_task(args.quick))
-    if "fsdd" in wanted:
-        speakers = [s.strip() for s in args.fsdd_speakers.split(",") if s.strip()]
-        if args.quick:
-            speakers = speakers[:1]
-        try:
-            features = fsdd_features(args.fsdd)
-        except Exception as error:  # missing folder / wrong layout: say so and go on
-            notes.append(f"FSDD skipped: {error}")
-            print(notes[-1])
-        else:
-            if speakers == ["all"]:
-                speakers = sorted(set(features[2]))
-            for model in (m.strip() for m in args.fsdd_models.split(",") if m.strip()):
-                tasks.extend(fsdd_task(s, features, args.quick, model) for s in speakers)
-    if "dcase" in wanted:
-        if args.dcase:
-            clips = args.dcase_clips or (6 if args.quick else 150)
-            tasks.append(dcase_task(args.dcase, args.dcase_machine, args.dcase_id, clips, args.dcase_stride,
-                                    args.quick))
-        else:
-            notes.append("DCASE skipped: no --dcase PATH given (no DCASE2020 data on this machine).")
-            print(notes[-1])
-
-    results = {}
     optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
     for optimizer in optimizers:
         if optimizer not in OPTIMIZER_RATES:
             raise SystemExit(f"--optimizers: unknown {optimizer!r}; expected some of {sorted(OPTIMIZER_RATES)}")
-    bases = [t for t in tasks if t.key == "mnist"] + [t for t in tasks if t.key.startswith("fsdd-")][:1]
-    tasks += [with_optimizer(t, o) for t in bases for o in optimizers]
-    configs = {c.name: c for task in tasks for c in task_configs(task, args.quick)}
+    notes = []
+    sweeps: list[Sweep] = []
+    if "mnist" in wanted:
+        sweeps.append(mnist_sweep(args.quick, optimizers))
+    if "mnist-c" in wanted:
+        sweeps.append(mnist_c_sweep(args.quick))
+    if "fsdd" in wanted:
+        from tinyprop_tf.datasets import list_fsdd
+
+        try:
+            speakers_found = sorted({clip.speaker for clip in list_fsdd(args.fsdd)})
+        except Exception as error:  # missing folder / wrong layout: say so and go on
+            notes.append(f"FSDD skipped: {error}")
+            print(notes[-1])
+        else:
+            speakers = [s.strip() for s in args.fsdd_speakers.split(",") if s.strip()]
+            speakers = speakers_found if speakers == ["all"] else speakers
+            unknown = sorted(set(speakers) - set(speakers_found))
+            if unknown:
+                raise SystemExit(f"--fsdd-speakers: {unknown} not in the data (speakers: {speakers_found})")
+            models = [m.strip() for m in args.fsdd_models.split(",") if m.strip()]
+            fsdd_optimizers = optimizers if "conv1d" in models else []
+            sweeps += fsdd_sweeps(os.path.abspath(args.fsdd), speakers[:1] if args.quick else speakers, models,
+                                  args.quick, fsdd_optimizers)
+    if "dcase" in wanted:
+        if args.dcase:
+            sweeps.append(dcase_sweep(os.path.abspath(args.dcase), args.dcase_machine, args.dcase_id, args.quick))
+        else:
+            notes.append("DCASE skipped: no --dcase PATH given (no DCASE2020 data on this machine).")
+            print(notes[-1])
+    # The tables in the section's order: each task's own, its optimizer variants, then the DS-CNN ones by model.
+    tasks = [sw.tables[0] for sw in sweeps if not sw.name.endswith("-ds_cnn")]
+    tasks += [t for sw in sweeps if not sw.name.endswith("-ds_cnn") for t in sw.tables[1:]]
+    tasks += sorted((t for sw in sweeps if sw.name.endswith("-ds_cnn") for t in sw.tables), key=lambda t: t.group)
+    configs = {c.name: c for task in tasks for c in task.configs}
     command = "python benchmarks/paper_comparison.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     json_path = args.json or (None if args.no_write else DEFAULT_JSON)
+    results = {}
 
     def record_so_far(complete: bool) -> dict:
         done = [t for t in tasks if t.key in results]
@@ -886,12 +850,15 @@ def main(argv=None):
 
     from tinyprop_tf import outdir
 
-    for task in tasks:
-        results[task.key] = run_task(task, task_configs(task, args.quick), seeds, epochs)
-        summary = summarise(results[task.key], task_configs(task, args.quick))
-        print(f"\n### {task.title}\n\n{task.describe}\n\n{task_table(task, results[task.key], summary)}\n",
-              flush=True)
-        if json_path:  # after every task: a stopped run keeps its finished tasks (--render reads them)
+    for sw in sweeps:
+        print(f"\n## sweep {sw.name}: {', '.join(t.title for t in sw.tables)}", flush=True)
+        records = run_sweep(sw, seeds, epochs, args.out)
+        for table in sw.tables:
+            results[table.key] = table_result(table, records, seeds, epochs)
+            summary = summarise(results[table.key], table.configs)
+            print(f"\n### {table.title}\n\n{table.describe}\n\n{task_table(table, results[table.key], summary)}\n",
+                  flush=True)
+        if json_path:  # after every sweep: a stopped run keeps its finished tables (--render reads them)
             outdir.write_json(json_path, record_so_far(complete=False))
     record = record_so_far(complete=True)
     if json_path:
@@ -923,7 +890,7 @@ def merge_records(paths: list[str]) -> dict:
 def report(record: dict, *, write: bool, plot_path: str | None) -> int:
     """Tables, claims, plot and (``write``) the RESULTS.md section, from the run's records."""
     all_configs_ = {c["name"]: Config(**c) for c in record["configs"]}
-    tasks = [Task(t["key"], t["title"], t["metric_name"], t["describe"], None) for t in record["tasks"]]
+    tasks = [Task(t["key"], t["title"], t["metric_name"], t["describe"]) for t in record["tasks"]]
     results = {t["key"]: {"initial": t["initial"], "runs": t["runs"]} for t in record["tasks"]}
     task_config_names = {t["key"]: t.get("configs", list(all_configs_)) for t in record["tasks"]}
     seeds, epochs, seconds, notes = record["seeds"], record["epochs"], record["seconds"], record["notes"]
@@ -946,7 +913,9 @@ def report(record: dict, *, write: bool, plot_path: str | None) -> int:
         return 0
 
     body = [
-        f"Fine-tuning a pretrained model with dense, static top-k and TinyProp back-propagation; "
+        f"Fine-tuning a pretrained model with dense, static top-k and TinyProp back-propagation, every run a trial "
+        f"of a `tinyprop sweep` (one spec per task and model, written by the script beside the trials' records; "
+        f"the tables are rendered from those records); "
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): each seed re-draws the pretrained model, the "
         f"fine-tuning data order and (MNIST) the data split. Adam 1e-3, batch 32, {epochs} fine-tuning epochs, "
         f"metric after the last epoch (no test-set early stopping). Values are **mean ± sample std over seeds**; "
@@ -983,7 +952,7 @@ def report(record: dict, *, write: bool, plot_path: str | None) -> int:
         "",
         target_text,
         "",
-        BUDGET_NOTES,
+        BUDGET_NOTES + budget_findings(summaries),
         "",
     ]
     if plot_path:

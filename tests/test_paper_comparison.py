@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/paper_comparison.py: the --quick configuration runs and prints its tables."""
+"""Smoke test of benchmarks/paper_comparison.py: the --quick configuration runs its sweeps (tinyprop sweep on a
+local Ray instance) and prints its tables; a second run reads the finished trials instead of running them."""
 
 import os
 import re
@@ -24,11 +25,14 @@ def _table(stdout: str, title: str) -> dict[str, list[str]]:
 def test_quick_run_prints_tables_and_claims(tmp_path):
     plot = tmp_path / "comparison.png"
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--no-write", "--plot", str(plot)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    command = [sys.executable, SCRIPT, "--quick", "--no-write", "--plot", str(plot), "--out", str(tmp_path / "runs")]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "DCASE skipped" in out
+    specs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.suffix == ".toml")
+    assert specs == ["fsdd-george.toml", "mnist-c.toml", "mnist.toml"] or not os.path.isdir(FSDD)
+    assert len(list((tmp_path / "runs" / "mnist" / "trials").iterdir())) == len(QUICK_ROWS) - 1
 
     titles = ["MNIST (shifted digits)", "MNIST from scratch (the authors' C setup)"]
     if os.path.isdir(FSDD):  # the shared data folder; CI always has it
@@ -51,3 +55,8 @@ def test_quick_run_prints_tables_and_claims(tmp_path):
     assert all(row[2] in ("met", "missed") for key, row in targets.items() if key in titles)
     assert all(re.fullmatch(r"holds|fails", row[3]) for key, row in claims.items() if key in titles)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Again: every trial has its record, none runs; the same tables.
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Sweep: 4 trials, 4 finished before, 0 to run" in again.stdout
+    assert _table(again.stdout, titles[0]) == _table(out, titles[0])

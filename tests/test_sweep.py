@@ -3,12 +3,14 @@ the same runs one by one, an interrupted sweep resumed, a two-node cluster that 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from tinyprop_tf import sweep_spec
@@ -111,6 +113,43 @@ def test_train_last_beyond_a_keras_files_layers_is_a_spec_error(tmp_path):
                                                                                      "train_last = [2, 3]")
     with pytest.raises(sweep_spec.SpecError, match=r"^grid.train_last: .*from 1 to 2.*got 3"):
         sweep_spec.parse(_write_spec(str(tmp_path), text))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace('name = "mnist_demo"', 'name = "mnist_demo"\nspeaker = "george"'),
+     "task.speaker: for task fsdd, not mnist_demo"),
+    (lambda s: s.replace('name = "mnist_demo"', 'name = "mnist_embedded"\ntrain_size = 4500'),
+     "task.train_size: at most 4000"),
+    (lambda s: s.replace('name = "mnist_demo"', 'name = "fsdd"\ndata = "."\nfeatures = "mel"'),
+     "task.features: expected one of log_mel, mfcc, got 'mel'"),
+    (lambda s: s.replace('name = "mnist_demo"', 'name = "fsdd"\ndata = "."\ntest_takes = [5, 2]'),
+     "task.test_takes: expected [first, last] takes"),
+    (lambda s: s.replace('source = "mlp"', 'source = "ds_cnn"\nhidden = [8]'), "model.hidden: for source mlp"),
+    (lambda s: s.replace('source = "mlp"', 'source = "ds_cnn"\nfilters = [8, 8]'),
+     "model.filters: expected a channel count >= 1"),
+    (lambda s: s.replace('source = "mlp"', 'source = "mlp"\nhidden = []'), "model.hidden: expected a list"),
+])
+def test_task_and_model_options_are_checked(tmp_path, edit, message):
+    with pytest.raises(sweep_spec.SpecError, match="^" + re.escape(message)):
+        sweep_spec.parse(_write_spec(str(tmp_path), edit(SMALL_SPEC)))
+
+
+def test_task_and_model_options_reach_the_task_and_the_model(tmp_path):
+    """mnist_embedded's seeded split and train size; model.hidden builds that MLP (no TensorFlow needed for the spec,
+    the task and model are built here as a trial's worker builds them)."""
+    from tinyprop_tf import sweep, tasks
+
+    text = SMALL_SPEC.replace('name = "mnist_demo"', 'name = "mnist_embedded"\ntrain_size = 500').replace(
+        'source = "mlp"', 'source = "mlp"\nhidden = [12, 7]').replace("pretrain_epochs = 2", "pretrain_epochs = 0")
+    spec = sweep_spec.parse(_write_spec(str(tmp_path), text))
+    a, b = sweep.load_task(spec, 0), sweep.load_task(spec, 1)
+    # the spec's finetune_samples = 200 takes the first 200 of the 500 (the pretrain split holds all 500)
+    assert len(a.pretrain[0]) == 500 and len(a.finetune[0]) == 200 and len(a.test[0]) == 1000
+    assert a.input_shape == (784,) and not np.array_equal(a.test[1], b.test[1])  # the seed draws the split
+    train = {x.tobytes() for x in a.pretrain[0]}
+    assert not any(x.tobytes() in train for x in a.test[0])
+    model = tasks.build_model("mlp", a, **sweep_spec.model_options(spec.model))
+    assert [layer.units for layer in model.layers if hasattr(layer, "units")] == [12, 7, 10]
 
 
 def test_the_readme_example_spec_parses():

@@ -58,9 +58,12 @@ def ds_cnn(input_shape=(49, 10, 1), num_classes=12, filters=64, blocks=4, residu
 
 
 def conv1d_net(input_shape=(49, 10), num_classes=12, filters=(16, 32), name="conv1d_net"):
-    """Temporal CNN over feature frames (Conv1D), e.g. for MFCC sequences."""
+    """Temporal CNN over feature frames (Conv1D), e.g. for MFCC sequences. A [frames, features, 1] input (a
+    feature image, as the audio tasks give) is read as [frames, features]."""
     inputs = keras.Input(input_shape, name="x")
     x = inputs
+    if len(input_shape) == 3 and input_shape[-1] == 1:
+        x = layers.Reshape(tuple(input_shape[:2]), name="frames")(x)
     for i, f in enumerate(filters):
         x = layers.Conv1D(f, 3, strides=2, padding="same", activation="relu", name=f"tconv{i + 1}")(x)
     x = layers.GlobalAveragePooling1D()(x)

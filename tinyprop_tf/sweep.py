@@ -56,15 +56,20 @@ def read_records(out_dir: str) -> dict[str, dict]:
 
 # -- the driver's share: data and models, once ----------------------------------------------------------------------
 def load_task(spec: sweep_spec.Spec, pretrain_seed: int | None = None):
-    """The spec's task; the demo task's split is drawn by ``pretrain_seed`` (default: ``model.seed``)."""
+    """The spec's task; the embedded-digit tasks' split is drawn by ``pretrain_seed`` (default: ``model.seed``)."""
     from tinyprop_tf import tasks
 
     options = spec.task
+    seed = spec.model["seed"] if pretrain_seed is None else pretrain_seed
     if options["name"] == sweep_spec.DEMO_TASK:
-        task = tasks.mnist_demo_task(spec.model["seed"] if pretrain_seed is None else pretrain_seed)
+        task = tasks.mnist_demo_task(seed)
+    elif options["name"] == sweep_spec.EMBEDDED_TASK:
+        task = tasks.mnist_embedded_task(seed, **({"train_size": options["train_size"]}
+                                                  if "train_size" in options else {}))
     else:
         task = tasks.load_task(options["name"], options["data"], new_speaker=options.get("speaker"),
-                               machine=options.get("machine"), machine_id=options.get("machine_id"))
+                               machine=options.get("machine"), machine_id=options.get("machine_id"),
+                               features=options.get("features"), test_takes=options.get("test_takes"))
     if "finetune_samples" in options:
         x, y = task.finetune
         task.finetune = (x[:options["finetune_samples"]], y[:options["finetune_samples"]])
@@ -86,7 +91,7 @@ def pretrain_model(model_options: dict, task, pretrain_seed: int) -> bytes:
     from tinyprop_tf import experiment, tasks
 
     keras.utils.set_random_seed(pretrain_seed)  # the initial weights follow the seed too
-    model = tasks.build_model(model_options["source"], task)
+    model = tasks.build_model(model_options["source"], task, **sweep_spec.model_options(model_options))
     if model_options["pretrain_epochs"] > 0:  # 0: the trials train the initialised model (from scratch)
         experiment.pretrain(model, task.pretrain, loss=task.loss, epochs=model_options["pretrain_epochs"],
                             seed=pretrain_seed, progress=False)  # a worker's bar would not reach the terminal
@@ -118,7 +123,7 @@ def submit_models(spec: sweep_spec.Spec, out_dir: str, trials, print_fn=print):
     A model pretrained by an earlier run of this sweep is read from its file; a spec's .keras file is read as is;
     else the architecture is pretrained in a Ray task (per seed in parallel), its file written when it is done."""
     seeds = sorted({spec.pretrain_seed(t.settings["seed"]) for t in trials})
-    shared_task = None if spec.task["name"] == sweep_spec.DEMO_TASK else ray.put(load_task(spec))
+    shared_task = None if spec.task["name"] in sweep_spec.SEEDED_TASKS else ray.put(load_task(spec))
     refs, pretraining = {}, {}
     to_pretrain = [seed for seed in seeds if spec.model_file is None
                    and not os.path.exists(pretrained_file(out_dir, spec, seed))]

@@ -3,11 +3,13 @@
 Standard library only (no TensorFlow, no Ray), so the CLI checks a spec at once, before either starts. A spec::
 
     [task]
-    name = "mnist_demo"        # the demo's embedded shifted MNIST, or mnist | fsdd | kws | dcase with data = PATH
+    name = "mnist_demo"        # the demo's embedded shifted MNIST, mnist_embedded (the same 5,000 digits unshifted,
+                               # a seeded split), or mnist | fsdd | kws | dcase with data = PATH
     finetune_samples = 200     # optional: fine-tune on the first N samples of the fine-tuning split
 
     [model]
     source = "mlp"             # an architecture to pretrain once (dense), or a .keras file
+    hidden = [32, 16]          # optional, mlp: its hidden layers; filters = N (ds_cnn, cnn) or [N, M] (conv1d)
     pretrain_epochs = 3
     seed = 0                   # pretraining's seed (the demo task's data split too); "trial": one pretrained
                                # model (and demo split) per grid seed, as papers' seeds re-draw the model
@@ -19,6 +21,11 @@ Standard library only (no TensorFlow, no Ray), so the CLI checks a spec at once,
     [[configuration]]          # optional, repeatable: trials beside the grid's; its keys fixed (a list: each
     policy = "tinyprop:s_min=0.1,s_max=0.9,zeta=0.5"   # value), every other grid key crossed with it as in
     epochs = 30                # the grid (a paper's "same policy, 3x the epochs" row)
+
+Task options: ``speaker`` (fsdd: the new speaker), ``features`` (fsdd: "log_mel", default, or "mfcc": 13
+MFCCs standardised per coefficient), ``test_takes`` (fsdd: [first, last] takes of the new speaker to test on,
+default [0, 4]), ``machine`` / ``machine_id`` (dcase), ``train_size`` (mnist_embedded: digits to train on, the
+test set the last 1,000 of the seeded order; default 4,000).
 
 Grid keys and their defaults (``tinyprop finetune``'s): ``policy`` (``--policy`` specs), ``optimizer``
 (adam | sgd), ``learning_rate``, ``batch_size``, ``epochs``, ``train_last`` ("all" or N), ``batchnorm``
@@ -44,10 +51,14 @@ from tinyprop_tf._validate import OPTIMIZERS
 from tinyprop_tf.batchnorm import BATCHNORM_MODES  # NumPy only
 
 DEMO_TASK = "mnist_demo"
-TASKS = (DEMO_TASK, "mnist", "fsdd", "kws", "dcase")
-ARCHITECTURES = ("auto", "mlp", "cnn", "ds_cnn", "autoencoder")
-TASK_KEYS = {"name", "data", "speaker", "machine", "machine_id", "finetune_samples"}
-MODEL_KEYS = {"source", "pretrain_epochs", "seed"}
+EMBEDDED_TASK = "mnist_embedded"
+SEEDED_TASKS = (DEMO_TASK, EMBEDDED_TASK)  # the embedded digits: the split follows the (pretraining) seed
+TASKS = (*SEEDED_TASKS, "mnist", "fsdd", "kws", "dcase")
+ARCHITECTURES = ("auto", "mlp", "cnn", "ds_cnn", "conv1d", "autoencoder")
+TASK_KEYS = {"name", "data", "speaker", "machine", "machine_id", "finetune_samples", "features", "test_takes",
+             "train_size"}
+FSDD_FEATURES = ("log_mel", "mfcc")
+MODEL_KEYS = {"source", "pretrain_epochs", "seed", "hidden", "filters"}
 # Grid key -> default (a trial's value when the spec does not sweep it): tinyprop finetune's defaults.
 GRID_DEFAULTS = {"policy": ["dense"], "optimizer": ["adam"], "learning_rate": [1e-3], "batch_size": [32],
                  "epochs": [10], "train_last": ["all"], "batchnorm": ["fold"], "seed": [0]}
@@ -215,9 +226,10 @@ def parse(path: str) -> Spec:
     name = task.get("name")
     if name not in TASKS:
         raise SpecError(f"task.name: expected one of {', '.join(TASKS)}, got {name!r}")
-    if name == DEMO_TASK:
+    _check_task_options(task)
+    if name in SEEDED_TASKS:
         if "data" in task:
-            raise SpecError(f"task.data: the {DEMO_TASK} task uses the embedded MNIST digits; remove data")
+            raise SpecError(f"task.data: the {name} task uses the embedded MNIST digits; remove data")
     else:
         if not isinstance(task.get("data"), str):
             raise SpecError(f"task.data: task {name} needs data = PATH (a folder in its layout)")
@@ -251,6 +263,7 @@ def parse(path: str) -> Spec:
                     raise SpecError(f"grid.train_last: {error}") from None
     elif source not in ARCHITECTURES:
         raise SpecError(f"model.source: expected a .keras file or one of {', '.join(ARCHITECTURES)}, got {source!r}")
+    _check_model_options(model)
     _number("model.pretrain_epochs", model["pretrain_epochs"], integer=True, minimum=0)
     if model["seed"] != PER_TRIAL_SEED:
         try:
@@ -260,6 +273,54 @@ def parse(path: str) -> Spec:
     if model["seed"] == PER_TRIAL_SEED and source.endswith(".keras"):
         raise SpecError(f'model.seed: "{PER_TRIAL_SEED}" pretrains per seed; a .keras file is pretrained already')
     return Spec(os.path.abspath(path), task, model, grid, raw.decode("utf-8"), configurations)
+
+
+def _check_task_options(task: dict) -> None:
+    """The options only some tasks take: each named with the task it is for."""
+    name = task["name"]
+    only = {"speaker": ("fsdd",), "features": ("fsdd",), "test_takes": ("fsdd",), "machine": ("dcase",),
+            "machine_id": ("dcase",), "train_size": (EMBEDDED_TASK,)}
+    for key, names in only.items():
+        if key in task and name not in names:
+            raise SpecError(f"task.{key}: for task {' or '.join(names)}, not {name}")
+    if "features" in task and task["features"] not in FSDD_FEATURES:
+        raise SpecError(f"task.features: expected one of {', '.join(FSDD_FEATURES)}, got {task['features']!r}")
+    if "test_takes" in task:
+        takes = task["test_takes"]
+        if (not isinstance(takes, list) or len(takes) != 2
+                or not all(isinstance(t, int) and not isinstance(t, bool) for t in takes)
+                or not 0 <= takes[0] <= takes[1]):
+            raise SpecError(f"task.test_takes: expected [first, last] takes (integers, first <= last), got {takes!r}")
+    if "train_size" in task:
+        _number("task.train_size", task["train_size"], integer=True, minimum=1)
+        if task["train_size"] > 4000:
+            raise SpecError(f"task.train_size: at most 4000 (5,000 digits, the last 1,000 test), got "
+                            f"{task['train_size']}")
+
+
+def _check_model_options(model: dict) -> None:
+    source = model["source"]
+    if "hidden" in model:
+        hidden = model["hidden"]
+        if source != "mlp":
+            raise SpecError(f"model.hidden: for source mlp, not {source}")
+        if not isinstance(hidden, list) or not hidden or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            raise SpecError(f"model.hidden: expected a list of layer widths >= 1, got {hidden!r}")
+    if "filters" in model:
+        filters = model["filters"]
+        if source not in ("ds_cnn", "cnn", "conv1d"):
+            raise SpecError(f"model.filters: for source ds_cnn, cnn or conv1d, not {source}")
+        values = filters if isinstance(filters, list) else [filters]
+        if not values or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in values) or (
+                source == "ds_cnn" and isinstance(filters, list)):
+            raise SpecError(f"model.filters: expected {'a channel count' if source == 'ds_cnn' else 'channel counts'}"
+                            f" >= 1, got {filters!r}")
+
+
+def model_options(model: dict) -> dict:
+    """The architecture's options of a spec's model table (``tasks.build_model``'s keywords)."""
+    return {key: model[key] for key in ("hidden", "filters") if key in model}
 
 
 def _configuration(index: int, table: dict) -> dict:

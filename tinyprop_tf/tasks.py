@@ -43,10 +43,12 @@ class Task:
         return self.finetune[0].shape[1:]
 
 
-def _features(waveforms: np.ndarray, config, batch: int = 256) -> np.ndarray:
+def _features(waveforms: np.ndarray, config, batch: int = 256, kind: str = "log_mel") -> np.ndarray:
+    """``audio.log_mel`` (or ``audio.mfcc``) of every clip, [N, frames, bands, 1]."""
     from tinyprop_tf import audio
 
-    parts = [audio.log_mel(waveforms[i:i + batch], config).numpy() for i in range(0, len(waveforms), batch)]
+    transform = audio.mfcc if kind == "mfcc" else audio.log_mel
+    parts = [transform(waveforms[i:i + batch], config).numpy() for i in range(0, len(waveforms), batch)]
     return np.concatenate(parts)[..., None].astype("float32")
 
 
@@ -96,15 +98,30 @@ def mnist_task(path: str) -> Task:
                            len(train.classes), f"IDX files in {path}")
 
 
-def fsdd_task(path: str, new_speaker: str = "yweweler") -> Task:
+def fsdd_task(path: str, new_speaker: str = "yweweler", features: str = "log_mel", test_takes=None) -> Task:
+    """``features``: "log_mel" (40 bands, standardised with one scalar) or "mfcc" (13 coefficients, each
+    standardised with the pretrain split's mean and std over clips and frames; the host's ``audio.mfcc``, no device
+    front end is recorded); inputs [49, bands, 1].
+    ``test_takes``: (first, last) takes of the new speaker to test on (default 0-4)."""
     from tinyprop_tf.audio import LogMelConfig
     from tinyprop_tf.datasets import speaker_split
 
-    split = speaker_split(path, new_speaker=new_speaker)
+    takes = {} if test_takes is None else {"test_takes": range(test_takes[0], test_takes[1] + 1)}
+    split = speaker_split(path, new_speaker=new_speaker, **takes)
     config = LogMelConfig.fsdd_8k()
+    tested = f"takes {test_takes[0]}-{test_takes[1]}" if test_takes is not None else "takes 0-4"
+    about = f"FSDD in {path}, personalising to speaker {new_speaker!r} (tested on {tested})"
+    if features == "mfcc":
+        pieces = [(_features(part.x, config, batch=500, kind="mfcc"), part.y) for part in split]
+        mean = pieces[0][0].mean(axis=(0, 1))
+        std = pieces[0][0].std(axis=(0, 1)) + 1e-6
+        pieces = [(((x - mean) / std).astype("float32"), y) for x, y in pieces]
+        return _classification("fsdd", *pieces, 10, about + ", 13 MFCCs standardised per coefficient")
+    if features != "log_mel":
+        raise ValueError(f"features: expected 'log_mel' or 'mfcc', got {features!r}")
     pieces, scaling = _standardised([(_features(part.x, config), part.y) for part in split])
-    return _classification("fsdd", *pieces, 10, f"FSDD in {path}, personalising to speaker {new_speaker!r}",
-                           _log_mel_front_end(config, int(split[0].x.shape[1]), scaling))
+    return _classification("fsdd", *pieces, 10, about, _log_mel_front_end(config, int(split[0].x.shape[1]), scaling))
+
 
 
 def kws_task(path: str) -> Task:
@@ -159,6 +176,23 @@ def mnist_demo_task(seed: int = 0) -> Task:
                            "the embedded MNIST digits, fine-tuned and tested shifted as in tinyprop demo")
 
 
+def mnist_embedded_task(seed: int = 0, train_size: int = 4000) -> Task:
+    """The 5,000 embedded MNIST digits, unshifted: ``seed`` orders them; the first ``train_size`` train, the last
+    1,000 test (the TinyProp authors' C MNIST setup from scratch has 6,000 / 1,000). Inputs [784] in [0, 1]; the
+    pretrain split is the training split (for a model pretrained on it: from scratch, pretrain_epochs = 0)."""
+    from tinyprop_tf.datasets import load_mnist_embedded
+
+    images, labels = load_mnist_embedded()
+    x = images.reshape(-1, 784).astype("float32")
+    x = x / 255.0 if x.max() > 1.0 else x
+    y = labels.astype("int32")
+    order = np.random.default_rng(seed).permutation(len(x))
+    train, test = order[:train_size], order[len(x) - 1000:]
+    return _classification(
+        "mnist_embedded", (x[train], y[train]), (x[train], y[train]), (x[test], y[test]), 10,
+        f"the embedded MNIST digits: {train_size} to train, 1,000 to test (seed {seed} orders them)")
+
+
 def load_task(name: str, path: str, **options) -> Task:
     """The named task on the data at ``path`` (errors name the path and the expected layout)."""
     builders = {"mnist": mnist_task, "fsdd": fsdd_task, "kws": kws_task, "dcase": dcase_task}
@@ -167,8 +201,9 @@ def load_task(name: str, path: str, **options) -> Task:
     return builders[name](path, **{k: v for k, v in options.items() if v is not None})
 
 
-def build_model(architecture: str, task: Task):
-    """A reference model (``tinyprop_tf.models``) shaped for the task."""
+def build_model(architecture: str, task: Task, hidden=None, filters=None):
+    """A reference model (``tinyprop_tf.models``) shaped for the task; ``hidden`` (mlp) and ``filters`` (cnn,
+    ds_cnn: channels; conv1d: per layer) instead of the defaults."""
     from tinyprop_tf import models
 
     shape = task.input_shape
@@ -176,10 +211,13 @@ def build_model(architecture: str, task: Task):
         if architecture not in ("autoencoder", "auto"):
             raise ValueError(f"task {task.name!r} trains an autoencoder; use --model autoencoder or a .keras file")
         return models.autoencoder(input_dim=int(np.prod(shape)))
+    n = task.num_classes
     builders = {
-        "mlp": lambda: models.mlp(input_shape=shape, num_classes=task.num_classes, hidden=(64, 32)),
-        "cnn": lambda: models.small_cnn(input_shape=shape, num_classes=task.num_classes),
-        "ds_cnn": lambda: models.ds_cnn(input_shape=shape, num_classes=task.num_classes, filters=32),
+        "mlp": lambda: models.mlp(input_shape=shape, num_classes=n, hidden=tuple(hidden or (64, 32))),
+        "cnn": lambda: models.small_cnn(input_shape=shape, num_classes=n,
+                                        **({"filters": (filters, 2 * filters)} if filters else {})),
+        "ds_cnn": lambda: models.ds_cnn(input_shape=shape, num_classes=n, filters=filters or 32),
+        "conv1d": lambda: models.conv1d_net(input_shape=shape, num_classes=n, filters=tuple(filters or (32, 32))),
     }
     if architecture == "auto":
         architecture = "cnn" if task.name == "mnist" else "ds_cnn"
