@@ -129,6 +129,13 @@ def _concat_batch(parts):
     return parts[0]
 
 
+def _conv_geometry(node):
+    """A Conv2D / DepthwiseConv2D node's window geometry (Conv1D: lifted to H = 1 where it is used)."""
+    layer = node.layer
+    return builtin_backward.ConvGeometry(node.in_shapes[0][:2], tuple(layer.kernel_size), tuple(layer.strides),
+                                         layer.padding)
+
+
 @dataclasses.dataclass(frozen=True)
 class Updated:
     """A weight's new value computed by a device op (fused SGD), standing where its gradient would be."""
@@ -283,8 +290,7 @@ class TrainStep(tf.Module):
         if conv is None or conv.kind != "conv2d":
             refuse("the first trained layer must be a Conv2D"
                    + (f" (it is layer '{conv.name}', {conv.kind})" if conv is not None else ""))
-        geo = builtin_backward.ConvGeometry(conv.in_shapes[0][:2], tuple(conv.layer.kernel_size),
-                                            tuple(conv.layer.strides), conv.layer.padding)
+        geo = _conv_geometry(conv)
         if not (self._uses_device_ops(conv) and conv.trainable and not conv.needs_input_grad
                 and self._device_forward_applies(conv, geo)):
             refuse(f"layer '{conv.name}' must be trained with channel selection on the TinyProp ops, with SAME or "
@@ -434,8 +440,7 @@ class TrainStep(tf.Module):
                     k4 = tf.reshape(kernel, [1, *kernel.shape])
                     extra = {"geo": geo, "x4": h4, "k4": k4}
                 else:
-                    geo = builtin_backward.ConvGeometry(node.in_shapes[0][:2], tuple(layer.kernel_size),
-                                                        tuple(layer.strides), layer.padding)
+                    geo = _conv_geometry(node)
                     h4, k4 = h, kernel
                     extra = {"geo": geo}
                 if node.kind == "dense":

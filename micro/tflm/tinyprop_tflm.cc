@@ -310,6 +310,16 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
       context, static_cast<size_t>(ScratchFloats<kChannels>(data)) * sizeof(float), &data.scratch_index);
 }
 
+// A selection op on an inference invoke: nothing kept (the backward ops then do no work), the running max
+// unchanged.
+TfLiteStatus KeepNothing(int32_t batch, int32_t n, const TfLiteEvalTensor* ymax, TfLiteEvalTensor* ymax_out,
+                         int32_t* k, int32_t* kept) {
+  for (int32_t b = 0; b < batch; ++b) k[b] = 0;
+  for (int64_t e = 0; e < static_cast<int64_t>(batch) * n; ++e) kept[e] = -1;
+  ymax_out->data.f[0] = ymax->data.f[0];
+  return kTfLiteOk;
+}
+
 template <bool kChannels>
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   const OpData& data = DataOf<OpData>(node);
@@ -319,13 +329,7 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   int32_t* k = GetTensorData<int32_t>(GetEvalOutput(context, node, kK));
   int32_t* kept = GetTensorData<int32_t>(GetEvalOutput(context, node, kKept));
   const TfLiteEvalTensor* mode = GetEvalInput(context, node, kMode);  // null when the node has none
-  if (mode != nullptr && !Training(mode)) {
-    // Not a training invoke: nothing kept (the backward ops then do no work) and the running max unchanged.
-    for (int32_t b = 0; b < data.batch; ++b) k[b] = 0;
-    for (int64_t e = 0; e < static_cast<int64_t>(data.batch) * data.n; ++e) kept[e] = -1;
-    ymax_out->data.f[0] = ymax->data.f[0];
-    return kTfLiteOk;
-  }
+  if (mode != nullptr && !Training(mode)) return KeepNothing(data.batch, data.n, ymax, ymax_out, k, kept);
   float m = ymax->data.f[0];
   float* scratch = static_cast<float*>(context->GetScratchBuffer(context, data.scratch_index));
   const int64_t scratch_len = ScratchFloats<kChannels>(data);
@@ -765,11 +769,8 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   TfLiteEvalTensor* ymax_out = GetEvalOutput(context, node, kYmaxOut);
   int32_t* k = GetTensorData<int32_t>(GetEvalOutput(context, node, kK));
   int32_t* kept = GetTensorData<int32_t>(GetEvalOutput(context, node, kKept));
-  if (!Training(GetEvalInput(context, node, kMode))) {  // as the other selection ops: nothing kept, no state change
-    for (int32_t b = 0; b < data.batch; ++b) k[b] = 0;
-    for (int64_t e = 0; e < static_cast<int64_t>(data.batch) * data.channels; ++e) kept[e] = -1;
-    ymax_out->data.f[0] = ymax->data.f[0];
-    return kTfLiteOk;
+  if (!Training(GetEvalInput(context, node, kMode))) {
+    return selection::KeepNothing(data.batch, data.channels, ymax, ymax_out, k, kept);
   }
   float* scores = static_cast<float*>(context->GetScratchBuffer(context, data.scratch_index));
   float* y = scores + static_cast<int64_t>(data.batch) * data.channels;
