@@ -31,7 +31,8 @@ Tasks (each seed re-draws the pretrained model, the data order and, for MNIST, t
   (d) MNIST from scratch, the authors' C setup: the sweep's mnist_embedded task, 4,000 / 1,000 digits per seed.
   The DS-CNN tables (``--fsdd-models``) share one sweep per speaker: one pretraining per seed for all of them.
 
-Fine-tuning everywhere: Adam 1e-3, batch 32, ``--epochs`` epochs (default 12), the final epoch's test metric
+Fine-tuning everywhere: Adam at the rate ``choose_learning_rate.py`` chose per table on held-out fine-tuning samples
+(``learning_rates.json``; the authors' C setup keeps its 1e-3), batch 32, ``--epochs`` epochs (default 12), the final epoch's test metric
 (no early stopping on the test set). Policies: dense; static top-k at 0.05/0.1/0.2/0.3 with zeta = 1 (meProp:
 the same ratio in every layer) and zeta = 0.5 (TinyProp's depth damping applied to the fixed ratio); TinyProp
 (S_min 0.1, S_max 0.9, zeta 0.5: the authors' MNIST setting) and a sweep (zeta 1; S_max 0.5; S_min 0.05); and
@@ -139,6 +140,15 @@ def core_configs(quick: bool) -> list[Config]:
 # --- tasks: each a table of the section, read from the trials of one sweep -----------------------------------------
 # Fine-tuning settings of a table: the sweep grid keys but policy, epochs and seed (tinyprop_tf.sweep_spec).
 ADAM = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "train_last": "all", "batchnorm": "fold"}
+# Per table, the Adam rate chosen on held-out fine-tuning samples (choose_learning_rate.py writes it); a table without
+# one fine-tunes at ADAM's.
+CHOSEN_RATES_FILE = os.path.join(HERE, "learning_rates.json")
+CHOSEN_RATES = json.load(open(CHOSEN_RATES_FILE))["learning_rates"] if os.path.exists(CHOSEN_RATES_FILE) else {}
+
+
+def _adam(key: str, **settings) -> dict:
+    """A table's Adam settings: its chosen rate (``CHOSEN_RATES``), ADAM's otherwise."""
+    return {**ADAM, "learning_rate": CHOSEN_RATES.get(key, ADAM["learning_rate"]), **settings}
 
 
 @dataclasses.dataclass
@@ -186,11 +196,11 @@ class Sweep:
 
 # --optimizers: the MNIST table and the first FSDD speaker's Conv1D table with each optimizer (learning rates of
 # the usual order for each), core configurations
-OPTIMIZER_RATES = {"sgd": 0.05, "momentum": 0.01, "adam": 1e-3, "lazy_adam": 1e-3}
+OPTIMIZER_RATES = {"sgd": 0.05, "momentum": 0.01, "adam": None, "lazy_adam": None}  # None: the table's Adam rate
 
 
 def _with_optimizer(table: Task, optimizer: str, quick: bool) -> Task:
-    rate = OPTIMIZER_RATES[optimizer]
+    rate = OPTIMIZER_RATES[optimizer] or table.settings["learning_rate"]
     return dataclasses.replace(table, key=f"{table.key}-{optimizer}", title=f"{table.title}, {optimizer} {rate:g}",
                                describe=f"{table.describe}; optimizer {optimizer}, learning rate {rate:g}",
                                settings={**table.settings, "optimizer": optimizer, "learning_rate": rate},
@@ -205,7 +215,8 @@ def mnist_sweep(quick: bool, optimizers: list[str]) -> Sweep:
                  f"MLP 784-32-16-10; pretrain {demo.PRETRAIN_SIZE} upright digits ({pretrain_epochs} epochs), "
                  f"fine-tune {320 if quick else demo.FINETUNE_SIZE} digits shifted {demo.SHIFT_PIXELS[0]} px down / "
                  f"{demo.SHIFT_PIXELS[1]} px right, test on the other "
-                 f"{5000 - demo.PRETRAIN_SIZE - demo.FINETUNE_SIZE}", "mnist", configs=all_configs(quick))
+                 f"{5000 - demo.PRETRAIN_SIZE - demo.FINETUNE_SIZE}", "mnist", settings=_adam("mnist"),
+                 configs=all_configs(quick))
     return Sweep("mnist", {"name": sweep_spec.DEMO_TASK, **({"finetune_samples": 320} if quick else {})},
                  {"source": "mlp", "hidden": [32, 16], "pretrain_epochs": pretrain_epochs},
                  [table] + [_with_optimizer(table, o, quick) for o in optimizers])
@@ -257,7 +268,7 @@ def fsdd_sweeps(root: str, speakers: list[str], models: list[str], quick: bool, 
             epochs = 3 if quick else 20
             table = Task(f"fsdd-{speaker}", f"FSDD, new speaker {speaker}", "accuracy",
                          "Conv1D net (MFCC 49x13 -> Conv1D 32 k3 s2 -> Conv1D 32 k3 s2 -> GAP -> Dense 10); "
-                         + clips.format(epochs, speaker), f"fsdd-{speaker}",
+                         + clips.format(epochs, speaker), f"fsdd-{speaker}", settings=_adam(f"fsdd-{speaker}"),
                          configs=all_configs(quick) if speaker in FSDD_SPEAKERS else core_configs(quick))
             extra = [_with_optimizer(table, o, quick) for o in optimizers] if speaker == speakers[0] else []
             sweeps.append(Sweep(f"fsdd-{speaker}", _fsdd_task_table(root, speaker),
@@ -280,7 +291,7 @@ def fsdd_sweeps(root: str, speakers: list[str], models: list[str], quick: bool, 
                    "fold": "; BatchNorm folded with the pretrained statistics (what the exported step trains)",
                    "adapt": "; BatchNorm statistics re-estimated on the speaker's fine-tuning clips (forward only), "
                             "then folded"}[batchnorm],
-                f"fsdd-{speaker}-ds_cnn", settings={**ADAM, "train_last": train_last, "batchnorm": batchnorm},
+                f"fsdd-{speaker}-ds_cnn", settings=_adam(key, train_last=train_last, batchnorm=batchnorm),
                 # With the statistics folded, how BudgetProp trades compute for accuracy above its default.
                 configs=core_configs(quick) + ([] if batchnorm == "train" or quick else [_budget(0.2)]), group=group))
         if tables:
@@ -834,6 +845,10 @@ def main(argv=None):
     tasks = [sw.tables[0] for sw in sweeps if not sw.name.endswith("-ds_cnn")]
     tasks += [t for sw in sweeps if not sw.name.endswith("-ds_cnn") for t in sw.tables[1:]]
     tasks += sorted((t for sw in sweeps if sw.name.endswith("-ds_cnn") for t in sw.tables), key=lambda t: t.group)
+    for table in tasks:
+        if table.settings["optimizer"] == "adam" and table.key in CHOSEN_RATES:
+            table.describe += (f"; Adam {table.settings['learning_rate']:g}, the rate chosen on held-out "
+                               "fine-tuning samples")
     configs = {c.name: c for task in tasks for c in task.configs}
     command = "python benchmarks/paper_comparison.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
@@ -917,7 +932,9 @@ def report(record: dict, *, write: bool, plot_path: str | None) -> int:
         f"of a `tinyprop sweep` (one spec per task and model, written by the script beside the trials' records; "
         f"the tables are rendered from those records); "
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): each seed re-draws the pretrained model, the "
-        f"fine-tuning data order and (MNIST) the data split. Adam 1e-3, batch 32, {epochs} fine-tuning epochs, "
+        f"fine-tuning data order and (MNIST) the data split. Adam at the rate chosen per table on held-out "
+        f"fine-tuning samples (section \"Fine-tuning learning rate, chosen on validation data\"; each table "
+        f"names its rate; the authors' C setup keeps its 1e-3), batch 32, {epochs} fine-tuning epochs, "
         f"metric after the last epoch (no test-set early stopping). Values are **mean ± sample std over seeds**; "
         f"Δ vs dense is paired by seed. Backward compute = counted sparse/dense backward MACs over the whole "
         f"fine-tuning run (dW + dx, dx skipped for the first layer); selection comparisons (score + size-k "

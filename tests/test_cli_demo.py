@@ -142,6 +142,8 @@ CLI_ERRORS = [
      _usage("finetune", "argument --learning-rate: expected a number in (0, inf), got -1")),
     (["finetune", "--data", "{tmp}", "--task", "fsdd", "--learning-rate", "0"],
      _usage("finetune", "argument --learning-rate: expected a number in (0, inf), got 0")),
+    (["finetune", "--data", "{tmp}", "--task", "fsdd", "--learning-rate", "fast"],
+     _usage("finetune", "argument --learning-rate: expected a number or auto, got 'fast'")),
     (["finetune", "--data", "{tmp}", "--task", "fsdd", "--learning-rate", "nan"],
      _usage("finetune", "argument --learning-rate: expected a number in (0, inf), got nan")),
     (["finetune", "--data", "{tmp}", "--task", "fsdd", "--pretrain-epochs", "0"],

@@ -124,6 +124,10 @@ def test_train_last_beyond_a_keras_files_layers_is_a_spec_error(tmp_path):
      "task.features: expected one of log_mel, mfcc, got 'mel'"),
     (lambda s: s.replace('name = "mnist_demo"', 'name = "fsdd"\ndata = "."\ntest_takes = [5, 2]'),
      "task.test_takes: expected [first, last] takes"),
+    (lambda s: s.replace('name = "mnist_demo"', 'name = "mnist_demo"\nvalidation = 1.0'),
+     "task.validation: expected a fraction in (0, 1), got 1.0"),
+    (lambda s: s.replace('name = "mnist_demo"', 'name = "dcase"\ndata = "."\nmachine = "fan"\nvalidation = 0.2'),
+     "task.validation: task dcase is scored on its own labelled test clips"),
     (lambda s: s.replace('source = "mlp"', 'source = "ds_cnn"\nhidden = [8]'), "model.hidden: for source mlp"),
     (lambda s: s.replace('source = "mlp"', 'source = "ds_cnn"\nfilters = [8, 8]'),
      "model.filters: expected a channel count >= 1"),
@@ -150,6 +154,31 @@ def test_task_and_model_options_reach_the_task_and_the_model(tmp_path):
     assert not any(x.tobytes() in train for x in a.test[0])
     model = tasks.build_model("mlp", a, **sweep_spec.model_options(spec.model))
     assert [layer.units for layer in model.layers if hasattr(layer, "units")] == [12, 7, 10]
+
+
+def test_validation_holds_out_fine_tuning_samples_and_never_touches_the_test_split(tmp_path):
+    """task.validation = 0.25: a quarter of the fine-tuning samples (a seeded draw) become the evaluated split, the
+    rest is fine-tuned on, and the evaluator scores those held-out samples, not the test split."""
+    from tinyprop_tf import sweep
+
+    spec = sweep_spec.parse(_write_spec(str(tmp_path), SMALL_SPEC.replace(
+        'name = "mnist_demo"', 'name = "mnist_demo"\nvalidation = 0.25')))
+    plain = sweep.load_task(sweep_spec.parse(_write_spec(str(tmp_path), SMALL_SPEC, "plain.toml")), 0)
+    held, other_seed = sweep.load_task(spec, 0), sweep.load_task(spec, 1)
+    assert len(held.finetune[0]) == 150 and len(held.test[0]) == 50
+    rows = lambda x: {r.tobytes() for r in x}  # noqa: E731
+    pool = rows(plain.finetune[0])
+    assert rows(held.finetune[0]) | rows(held.test[0]) == pool and not rows(held.finetune[0]) & rows(held.test[0])
+    assert not rows(held.test[0]) & rows(plain.test[0])
+    assert rows(other_seed.test[0]) != rows(held.test[0])
+
+    class Constant:  # a "model" predicting class 3 for every input: the evaluator's value is a label count
+        def predict(self, x, batch_size=None, verbose=0):
+            logits = np.zeros((len(x), 10), "float32")
+            logits[:, 3] = 1.0
+            return logits
+
+    assert held.evaluate(Constant()) == pytest.approx(np.mean(held.test[1] == 3))
 
 
 def test_the_readme_example_spec_parses():

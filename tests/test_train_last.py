@@ -224,6 +224,16 @@ def test_finetune_cli_trains_the_last_n_and_plans_the_board(tmp_path, tiny_mnist
     assert plan["policy"].startswith("TinyProp")
     assert "Training the last 1 affine layer(s) (logits); frozen, forward only: fc1" in proc.stdout
     assert "Board plan for nrf52840dk" in proc.stdout and "--train-last 1: fits" in proc.stdout
+    # --learning-rate auto (the default): each policy at each rate on the 96 samples kept, scored on the 32 held out
+    from tinyprop_tf._validate import AUTO_LEARNING_RATES
+
+    chosen = report["learning_rate"]["chosen_on_held_out_samples"]
+    assert chosen["held_out"] == 32 and chosen["rates"] == list(AUTO_LEARNING_RATES)
+    assert set(chosen["validation"]) == {"dense", "tinyprop"}
+    means = [np.mean([scores[i] for scores in chosen["validation"].values()]) for i in range(len(chosen["rates"]))]
+    best = max(means)
+    assert report["learning_rate"]["value"] == chosen["rates"][means.index(best)]  # ties: the smaller (first)
+    assert "Learning rate chosen on 32 held-out fine-tuning samples (accuracy, mean over 2 policies)" in proc.stdout
 
 
 def test_demo_refuses_a_train_last_beyond_its_mlp_before_any_work(tmp_path):

@@ -10,6 +10,9 @@ ROUNDING_MODES = ("floor", "round")
 # Fine-tuning optimizers by name (experiment.make_optimizer builds them; the CLI and sweep specs check names here,
 # before TensorFlow is imported).
 OPTIMIZERS = ("adam", "lazy_adam", "sgd", "momentum")
+# ``tinyprop finetune --learning-rate auto`` (its default) tries these (``experiment.choose_learning_rate``): no one
+# rate suits every task (benchmarks/choose_learning_rate.py, benchmarks/RESULTS.md).
+AUTO_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
 
 
 def _as_real(name: str, value) -> float:

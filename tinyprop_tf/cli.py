@@ -59,6 +59,17 @@ def _real(low: float, high: float, *, low_open: bool = True, high_open: bool = F
 
 _positive_rate = _real(0.0, math.inf, high_open=True)
 
+
+def _rate_or_auto(text):
+    if text == "auto":
+        return text
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+    return _positive_rate(text)
+
+
 ARCHITECTURES = ("auto", "mlp", "cnn", "ds_cnn", "autoencoder")
 OVERWRITE_HELP = ("replace what --out holds (a previous export or run) as a whole, once this one has finished "
                   "(default: a non-empty --out is refused)")
@@ -273,10 +284,17 @@ def _finetune(args):
                                          seed=args.seed)
     about = {"what": f"fine-tune on {task.description}", "task": task.name, "data": args.data,
              "model": args.model, "policies": list(args.policies), "features": task.features}
+    learning_rate, chosen = args.learning_rate, None
+    if learning_rate == "auto":
+        chosen = experiment.choose_learning_rate(
+            pretrained, args.policies, task.finetune, loss=task.loss, epochs=args.epochs, batch_size=args.batch_size,
+            optimizer=args.optimizer, seed=args.seed, train_last=args.train_last, batchnorm=args.batchnorm)
+        learning_rate = chosen["learning_rate"]
+    about["learning_rate"] = {"value": learning_rate, "chosen_on_held_out_samples": chosen}
     with outdir.replacing(out_dir, args.overwrite, keep_partial=True) as folder:
         report = experiment.compare_into(
             folder, pretrained, args.policies, task.finetune, task.evaluate, metric_name=task.metric_name,
-            loss=task.loss, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            loss=task.loss, epochs=args.epochs, batch_size=args.batch_size, learning_rate=learning_rate,
             optimizer=args.optimizer,
             seed=args.seed, about=about, save_pretrained=not args.model.endswith(".keras"),
             train_last=args.train_last, batchnorm=args.batchnorm, finish=not args.board)
@@ -391,7 +409,7 @@ def _verify(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tinyprop_tf._validate import OPTIMIZERS  # no TensorFlow
+    from tinyprop_tf._validate import AUTO_LEARNING_RATES, OPTIMIZERS  # no TensorFlow
     from tinyprop_tf.batchnorm import BATCHNORM_MODES  # NumPy only
 
     parser = _Parser(prog="tinyprop", description="Sparse on-device fine-tuning, simulated in Keras.")
@@ -425,7 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--epochs", type=epochs, default=10)
     ft.add_argument("--pretrain-epochs", type=epochs, default=15)
     ft.add_argument("--batch-size", type=_int_at_least(1), default=32)
-    ft.add_argument("--learning-rate", type=_positive_rate, default=1e-3)
+    ft.add_argument("--learning-rate", type=_rate_or_auto, default="auto",
+                    help="a number, or auto (default): every policy fine-tunes a quarter of the fine-tuning samples "
+                         f"held out at each of {', '.join(f'{r:g}' for r in AUTO_LEARNING_RATES)}; the rate with the "
+                         "best mean held-out score over the policies is used for the comparison (never the test "
+                         "split; 4x the work). No one rate suits every model: benchmarks/RESULTS.md")
     ft.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                     help="lazy_adam: Adam that leaves weights with a zero gradient and their moments alone; "
                          "momentum: SGD with momentum 0.9 (default adam)")

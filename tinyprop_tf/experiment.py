@@ -14,7 +14,7 @@ import numpy as np
 from tinyprop_tf import batchnorm as batchnorm_lib
 from tinyprop_tf import estimates, interrupt, outdir, report, trainable
 from tinyprop_tf import policies as policies_lib
-from tinyprop_tf._validate import OPTIMIZERS
+from tinyprop_tf._validate import AUTO_LEARNING_RATES, OPTIMIZERS
 from tinyprop_tf.cloning import sparsify
 from tinyprop_tf.run_result import RunResult
 from tinyprop_tf.training import BackpropStats, UpdateSparsity
@@ -117,6 +117,55 @@ def finetune(
         model_path=save_path,
         frozen_layers=[name for name, row in rows.items() if row["frozen"]],
     )
+
+
+def held_out_split(data, fraction: float, seed: int = 0):
+    """(rest, held out): ``fraction`` of the samples of ``data`` (x, y), a ``seed``-drawn subset, held out."""
+    x, y = data
+    held = int(round(fraction * len(x)))
+    if not 1 <= held < len(x):
+        raise ValueError(f"validation: {fraction:g} of {len(x)} fine-tuning samples holds out {held}; choose a "
+                         "fraction that leaves at least one sample on each side")
+    order = np.random.default_rng(seed).permutation(len(x))
+    keep, out = np.sort(order[held:]), np.sort(order[:held])
+    return (x[keep], y[keep]), (x[out], y[out])
+
+
+def choose_learning_rate(pretrained: keras.Model, policies: dict, train, *, rates=AUTO_LEARNING_RATES,
+                         validation: float = 0.25, loss=None, print_fn=print, **options) -> dict:
+    """The fine-tuning rate chosen on held-out fine-tuning samples, never on a test split.
+
+    Holds out ``validation`` of ``train`` (drawn by ``options["seed"]``), fine-tunes every policy at every rate on
+    the rest (``finetune`` with ``options``: epochs, batch size, optimizer, seed, train_last, batchnorm) and scores
+    the held-out samples after the last epoch: accuracy for a classifier, minus the mean squared error for an
+    autoencoder (``loss="mse"``). The chosen rate has the best mean score over the policies (ties: the smaller): one
+    rate for the whole comparison, at which the policies train well together. Returns {"learning_rate",
+    "rates", "validation": {policy: [score per rate]}, "held_out": n, "metric"}."""
+    rest, (x_held, y_held) = held_out_split(train, validation, options.get("seed", 0))
+    if loss == "mse":
+        metric = "minus mean squared error"
+
+        def score(model):
+            return -float(np.mean((model.predict(x_held, batch_size=256, verbose=0) - y_held) ** 2))
+    else:
+        metric, score = "accuracy", accuracy_evaluator(x_held, y_held)
+    epochs = options.get("epochs", 5)
+    scores = {}
+    bar = progress_bar(epochs * len(rates) * len(policies), f"learning rate: {len(rates)} rates on held-out samples")
+    try:
+        for name, policy in policies.items():
+            scores[name] = [finetune(pretrained, policy, rest, score, name=name, loss=loss, learning_rate=rate,
+                                     progress=lambda e, logs: bar.update(1), **options).final_metric
+                            for rate in rates]
+    finally:
+        bar.close()
+    means = [float(np.mean([row[i] for row in scores.values()])) for i in range(len(rates))]
+    best = min(range(len(rates)), key=lambda i: (-means[i], rates[i]))
+    print_fn(f"Learning rate chosen on {len(x_held)} held-out fine-tuning samples ({metric}, mean over "
+             f"{len(policies)} policies): " + ", ".join(f"{r:g}: {m:.3f}" for r, m in zip(rates, means))
+             + f" -> {rates[best]:g}")
+    return {"learning_rate": float(rates[best]), "rates": [float(r) for r in rates], "validation": scores,
+            "mean": means, "held_out": len(x_held), "metric": metric}
 
 
 def make_optimizer(name: str, learning_rate: float):

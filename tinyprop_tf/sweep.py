@@ -73,6 +73,8 @@ def load_task(spec: sweep_spec.Spec, pretrain_seed: int | None = None):
     if "finetune_samples" in options:
         x, y = task.finetune
         task.finetune = (x[:options["finetune_samples"]], y[:options["finetune_samples"]])
+    if "validation" in options:  # drawn by the pretraining seed where the split is (else one draw for all)
+        task = tasks.held_out(task, options["validation"], seed if isinstance(seed, int) else 0)
     return task
 
 

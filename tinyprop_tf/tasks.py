@@ -193,6 +193,21 @@ def mnist_embedded_task(seed: int = 0, train_size: int = 4000) -> Task:
         f"the embedded MNIST digits: {train_size} to train, 1,000 to test (seed {seed} orders them)")
 
 
+def held_out(task: Task, fraction: float, seed: int = 0) -> Task:
+    """The task with a validation split in place of the test split: ``fraction`` of the fine-tuning samples
+    (a ``seed``-drawn subset) are held out and evaluated, the rest fine-tuned on; the test split is not used.
+    Settings (a learning rate, a policy's budget) chosen this way never saw the test set."""
+    if task.num_classes is None:
+        raise ValueError(f"validation: task {task.name!r} is scored by a test split of its own (labels of "
+                         "anomalies); a fraction of its fine-tuning data cannot stand in for it")
+    from tinyprop_tf.experiment import held_out_split
+
+    rest, held = held_out_split(task.finetune, fraction, seed)
+    return _classification(task.name, task.pretrain, rest, held, task.num_classes,
+                           f"{task.description}; validation: {len(held[0])} of the {len(task.finetune[0])} "
+                           "fine-tuning samples held out (the test split unused)", task.features)
+
+
 def load_task(name: str, path: str, **options) -> Task:
     """The named task on the data at ``path`` (errors name the path and the expected layout)."""
     builders = {"mnist": mnist_task, "fsdd": fsdd_task, "kws": kws_task, "dcase": dcase_task}
