@@ -658,10 +658,15 @@ How BudgetProp was chosen (one-off runs, 2 seeds, 12 epochs, Adam 1e-3, batch 32
 - *Adam*: updating the moments only where the gradient is non-zero (`tinyprop_tf.LazyAdam`) did not help (−1.3
   and −0.7 points), so Adam's normalisation of rare sparse gradients is not what loses accuracy here; the
   optimizer table below measures SGD, momentum, Adam and LazyAdam with each policy.
+- *Learning rate*: each table fine-tunes at the rate chosen on held-out fine-tuning samples (section "Fine-tuning
+  learning rate, chosen on validation data"): 1e-2 for most Conv1D speakers and the DS-CNN's last 2 layers, 3e-3
+  for MNIST and george, 1e-3 for the DS-CNN with every layer trained, where BudgetProp diverges at higher rates.
+  Against the previous run (every table at Adam 1e-3) dense gains most where 1e-3 was too slow for it.
 - *The DS-CNN: BatchNorm as the device trains it.* The exported step folds every BatchNorm into the layer before
-  it, so the device never normalises with a batch's statistics; the DS-CNN rows with BatchNorm training (Keras's
-  batch statistics) simulate another network, one whose samples are coupled through the batch statistics, so a
-  sample the selection skips still moves the others' gradients.
+  it, so the device never normalises with a batch's statistics. The DS-CNN tables train that folded network, with
+  the statistics re-estimated on the speaker's clips first (AdaBN, `--batchnorm adapt`). Tables with Keras's
+  training BatchNorm (another network: the batch statistics couple the samples, so a sample the selection skips
+  still moves the others' gradients) are no longer run; their last figures are in this file's history.
 """
 
 DS_CNN_SUFFIXES = {"all": "ds_cnn", "last2": "ds_cnn-last2", "adapt": "ds_cnn-bn-adapt",
