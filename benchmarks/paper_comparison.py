@@ -75,6 +75,9 @@ CLAIM_SPEEDUP_STATIC = 2.9  # claim 2: >= 2.9x less backward compute than static
 # A static top-k configuration "reaches" TinyProp's accuracy when its mean is at most this many points below
 # TinyProp's (half a point of slack: the claim must hold against static runs that are equal within noise).
 MATCH_TOLERANCE_POINTS = 0.5
+# A mean delta of exactly -1 point (8 of 800 test clips over 4 seeds) comes out as -1.0000000000000009 in float64:
+# the bounds compare with this much slack.
+FLOAT_SLACK = 1e-9
 
 
 # --- configurations -------------------------------------------------------------------------------------------
@@ -444,7 +447,7 @@ def check_claims(summary: dict) -> list[dict]:
         delta = s["delta_points"][0]
         out.append({"config": name, "reduction": 1.0 / bwd, "bwd": bwd, "delta": delta,
                     "delta_std": s["delta_points"][1], "metric": metric, "dense_metric": dense["metric"][0],
-                    "claim1": (1.0 / bwd >= CLAIM_SPEEDUP_DENSE) and (delta >= -CLAIM_LOSS_POINTS),
+                    "claim1": (1.0 / bwd >= CLAIM_SPEEDUP_DENSE) and (delta >= -CLAIM_LOSS_POINTS - FLOAT_SLACK),
                     "vs_static": _static_comparison(statics, metric, bwd),
                     "vs_meprop": _static_comparison(meprop, metric, bwd),
                     "kept": s["kept"], "kept_last": s["kept_last"]})
@@ -470,7 +473,7 @@ def check_targets(summary: dict) -> dict | None:
     delta = s["delta_points"][0]
     return {"reduction": 1.0 / cost, "delta": delta, "delta_std": s["delta_points"][1], "metric": s["metric"][0],
             "dense_metric": summary["dense"]["metric"][0],
-            "target1": 1.0 / cost >= TARGET_SPEEDUP_DENSE and delta >= -TARGET_LOSS_POINTS,
+            "target1": 1.0 / cost >= TARGET_SPEEDUP_DENSE and delta >= -TARGET_LOSS_POINTS - FLOAT_SLACK,
             "vs_static": _static_comparison(statics, s["metric"][0], s["bwd"][0], TARGET_SPEEDUP_STATIC),
             "kept": s["kept"]}
 
