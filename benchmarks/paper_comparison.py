@@ -32,8 +32,8 @@ Tasks (each seed re-draws the pretrained model, the data order and, for MNIST, t
   The DS-CNN tables (``--fsdd-models``) share one sweep per speaker: one pretraining per seed for all of them.
 
 Fine-tuning everywhere: Adam at the rate ``choose_learning_rate.py`` chose per table on held-out fine-tuning samples
-(``learning_rates.json``; the authors' C setup keeps its 1e-3), batch 32, ``--epochs`` epochs (default 12), the final epoch's test metric
-(no early stopping on the test set). Policies: dense; static top-k at 0.05/0.1/0.2/0.3 with zeta = 1 (meProp:
+(``learning_rates.json``; the authors' C setup keeps its 1e-3), batch 32, ``--epochs`` epochs (default 12), the
+final epoch's test metric (no early stopping on the test set). Policies: dense; static top-k at 0.05/0.1/0.2/0.3 with zeta = 1 (meProp:
 the same ratio in every layer) and zeta = 0.5 (TinyProp's depth damping applied to the fixed ratio); TinyProp
 (S_min 0.1, S_max 0.9, zeta 0.5: the authors' MNIST setting) and a sweep (zeta 1; S_max 0.5; S_min 0.05); and
 the authors' setting with 3x the epochs (is the gap convergence speed?). Backward compute = counted sparse /

@@ -172,7 +172,8 @@ def run_demo(out_dir: str | None = None, epochs: int = 12, pretrain_epochs: int 
             "learning_rate": {"value": FINETUNE_LEARNING_RATE},
         }
         report = experiment.compare_into(folder, base, DEMO_POLICIES, finetune_data, evaluate, epochs=epochs,
-                                         seed=seed, learning_rate=FINETUNE_LEARNING_RATE, boards=boards, about=about, print_fn=print_fn,
+                                         seed=seed, learning_rate=FINETUNE_LEARNING_RATE, boards=boards,
+                                         about=about, print_fn=print_fn,
                                          save_pretrained=True, finish=board is None, train_last=train_last)
         if board is not None:
             report["export"] = export_for_board(base, folder, board, print_fn, train_last=train_last,
