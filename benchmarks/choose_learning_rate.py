@@ -28,6 +28,8 @@ sys.path.insert(0, HERE)
 import _results  # noqa: E402
 import paper_comparison as pc  # noqa: E402
 
+from tinyprop_tf._validate import AUTO_LEARNING_RATES  # noqa: E402
+
 SECTION = "Fine-tuning learning rate, chosen on validation data"
 VALIDATION = 0.25
 DEFAULT_OUT = os.path.join(pc.REPO, "tinyprop_out", "choose_learning_rate")
@@ -60,13 +62,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--rates", default="1e-3,3e-3,1e-2")
+    parser.add_argument("--rates", default=",".join(f"{r:g}" for r in AUTO_LEARNING_RATES))
     parser.add_argument("--fsdd", default=pc.DEFAULT_FSDD)
     parser.add_argument("--fsdd-speakers", default="all")
     parser.add_argument("--out", default=DEFAULT_OUT, help="the sweeps' folders (a rerun resumes)")
     parser.add_argument("--no-write", action="store_true", help="print only: don't update RESULTS.md")
     args = parser.parse_args(argv)
     from tinyprop_tf.datasets import list_fsdd
+    from tinyprop_tf.experiment import best_rate
 
     started = time.time()
     rates = [float(r) for r in args.rates.split(",")]
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
                 row.setdefault(config.name, {})[rate] = float(np.mean(
                     [r["final_metric"] for r in result["runs"][config.name]]))
     budget = pc.BUDGETPROP_DEFAULT.name
-    chosen = {key: min(rates, key=lambda rate: (-(row["dense"][rate] + row[budget][rate]) / 2, rate))
+    chosen = {key: best_rate(rates, [(row["dense"][rate] + row[budget][rate]) / 2 for rate in rates])
               for key, (_, row) in rows.items()}
     head = ("| task | " + " | ".join(f"dense {r:g}" for r in rates) + " | "
             + " | ".join(f"BudgetProp {r:g}" for r in rates) + " | chosen |")

@@ -33,8 +33,8 @@ Tasks (each seed re-draws the pretrained model, the data order and, for MNIST, t
 
 Fine-tuning everywhere: Adam at the rate ``choose_learning_rate.py`` chose per table on held-out fine-tuning samples
 (``learning_rates.json``; the authors' C setup keeps its 1e-3), batch 32, ``--epochs`` epochs (default 12), the
-final epoch's test metric (no early stopping on the test set). Policies: dense; static top-k at 0.05/0.1/0.2/0.3 with zeta = 1 (meProp:
-the same ratio in every layer) and zeta = 0.5 (TinyProp's depth damping applied to the fixed ratio); TinyProp
+final epoch's test metric (no early stopping on the test set). Policies: dense; static top-k at 0.05/0.1/0.2/0.3
+with zeta = 1 (meProp: the same ratio in every layer) and zeta = 0.5 (TinyProp's depth damping applied to the fixed ratio); TinyProp
 (S_min 0.1, S_max 0.9, zeta 0.5: the authors' MNIST setting) and a sweep (zeta 1; S_max 0.5; S_min 0.05); and
 the authors' setting with 3x the epochs (is the gap convergence speed?). Backward compute = counted sparse /
 dense backward MACs over the whole run (``RunResult`` sums), relative to a dense run of the common length;
@@ -146,7 +146,10 @@ ADAM = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "train_las
 # Per table, the Adam rate chosen on held-out fine-tuning samples (choose_learning_rate.py writes it); a table without
 # one fine-tunes at ADAM's.
 CHOSEN_RATES_FILE = os.path.join(HERE, "learning_rates.json")
-CHOSEN_RATES = json.load(open(CHOSEN_RATES_FILE))["learning_rates"] if os.path.exists(CHOSEN_RATES_FILE) else {}
+CHOSEN_RATES = {}
+if os.path.exists(CHOSEN_RATES_FILE):
+    with open(CHOSEN_RATES_FILE) as _handle:
+        CHOSEN_RATES = json.load(_handle)["learning_rates"]
 
 
 def _adam(key: str, **settings) -> dict:

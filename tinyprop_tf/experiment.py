@@ -131,6 +131,11 @@ def held_out_split(data, fraction: float, seed: int = 0):
     return (x[keep], y[keep]), (x[out], y[out])
 
 
+def best_rate(rates, mean_scores):
+    """``choose_learning_rate``'s rule: the rate of the best mean score; among equal scores the smaller rate."""
+    return min(zip(rates, mean_scores), key=lambda pair: (-pair[1], pair[0]))[0]
+
+
 def choose_learning_rate(pretrained: keras.Model, policies: dict, train, *, rates=AUTO_LEARNING_RATES,
                          validation: float = 0.25, loss=None, print_fn=print, **options) -> dict:
     """The fine-tuning rate chosen on held-out fine-tuning samples, never on a test split.
@@ -141,6 +146,7 @@ def choose_learning_rate(pretrained: keras.Model, policies: dict, train, *, rate
     autoencoder (``loss="mse"``). The chosen rate has the best mean score over the policies (ties: the smaller): one
     rate for the whole comparison, at which the policies train well together. Returns {"learning_rate",
     "rates", "validation": {policy: [score per rate]}, "held_out": n, "metric"}."""
+    rates = list(rates)
     rest, (x_held, y_held) = held_out_split(train, validation, options.get("seed", 0))
     if loss == "mse":
         metric = "minus mean squared error"
@@ -160,7 +166,7 @@ def choose_learning_rate(pretrained: keras.Model, policies: dict, train, *, rate
     finally:
         bar.close()
     means = [float(np.mean([row[i] for row in scores.values()])) for i in range(len(rates))]
-    best = min(range(len(rates)), key=lambda i: (-means[i], rates[i]))
+    best = rates.index(best_rate(rates, means))
     print_fn(f"Learning rate chosen on {len(x_held)} held-out fine-tuning samples ({metric}, mean over "
              f"{len(policies)} policies): " + ", ".join(f"{r:g}: {m:.3f}" for r, m in zip(rates, means))
              + f" -> {rates[best]:g}")
