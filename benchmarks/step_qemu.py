@@ -8,7 +8,7 @@ Two models, each exported several ways and run in ``tinyprop_tflm_runner`` built
 - the demo's MLP 784-32-16-10 with its device settings (SGD 0.01, batch 8): TinyProp(0.1, 0.9, 0.5) on the fast path
   (``train_fast.tflite``: the TinyProp TFLM operators), the demo's export; the same with fc1 frozen; dense on the
   fast path (StaticTopK(1.0): every unit kept, the same operators); dense with TFLM builtins only (DenseBackprop,
-  ``train.tflite``);
+  ``train.tflite``); TinyProp and dense on the fast path at batch 1 too;
 - DS-CNN KWS (49x10 MFCC, 64 channels, 4 depthwise-separable blocks, 12 classes), SGD 0.01, batch 4, only the last
   layer or the last 2 affine layers trained (``tp.train_last``: the frozen prefix forward only, streamed sample by
   sample): TinyProp and dense (StaticTopK(1.0)) on the fast path.
@@ -87,6 +87,7 @@ def _partial_ds_cnn() -> dict:
     return rows
 
 
+BATCH_1_DENSE = "dense: StaticTopK(1.0), fast ops, batch 1"
 GROUPS = {  # model: {row: Variant}
     "Demo MLP 784-32-16-10, batch 8": {
         "TinyProp, fast ops (demo export)": Variant(models.mlp, _tinyprop, 8),
@@ -94,6 +95,12 @@ GROUPS = {  # model: {row: Variant}
         "dense: StaticTopK(1.0), fast ops": Variant(models.mlp, _dense_fast, 8),
         "dense: DenseBackprop, builtins (train.tflite)": Variant(models.mlp, tp.DenseBackprop, 8,
                                                                  file="train.tflite"),
+    },
+    # At batch 1 a kept unit's weight column is written for one sample's products, as dense writes each column for
+    # one: what the batch-8 rows' fused update shares among the samples keeping a unit is out of the comparison.
+    "Demo MLP 784-32-16-10, batch 1": {
+        "TinyProp, fast ops, batch 1": Variant(models.mlp, _tinyprop, 1, dense=BATCH_1_DENSE),
+        BATCH_1_DENSE: Variant(models.mlp, _dense_fast, 1, dense=BATCH_1_DENSE),
     },
     "DS-CNN KWS 49x10, 64 channels, batch 4": _partial_ds_cnn(),
 }
@@ -125,10 +132,47 @@ def feeds(manifest, steps, fast):
     return verification.runner_feeds(manifest, *verification.make_batches(manifest, steps), fast=fast)
 
 
+def backward_work(out, manifest, steps):
+    """Per sparse layer, from Keras' run of the same steps (its kept sets; the runtimes keep the same k, which
+    ``tinyprop verify`` checks): {layer: (mean union of the batch's kept units, dense work, sparse work, sparse MACs,
+    dense MACs)}, the work
+    of a step's backward counting each multiply-add (dW, and dx where the layer's input needs it) and each weight
+    the update writes as one. Dense: batch x C MACs and every weight; sparse: C / M per kept unit and sample, and
+    the weights of the units some sample kept (C: the layer's dense backward MACs per sample, M its units)."""
+    import keras
+
+    from tinyprop_tf import accounting
+
+    xs, ys = verification.make_batches(manifest, steps)
+    kept_steps = verification.run_keras(out, manifest, xs, ys)["kept"]
+    model = keras.models.load_model(os.path.join(out, "reference.keras"), compile=False)
+    layers = {layer.name: layer for layer in model.layers}
+    work = {}
+    for name in manifest["sparse_layers"]:
+        layer = layers[name]
+        cost, units = accounting.dense_backward_macs_per_sample(layer), accounting.selectable_entries(layer)
+        weights = int(np.prod(layer.kernel.shape)) if layer.trainable else 0
+        unions, sparse, macs = [], [], []
+        for kept in kept_steps:
+            if name not in kept:  # the layer's backward never ran
+                continue
+            mask, k = kept[name]
+            union = units if mask is None else int(np.asarray(mask).reshape(len(k), units).any(axis=0).sum())
+            unions.append(union)
+            macs.append(float(np.sum(k)) * cost / units)
+            sparse.append(macs[-1] + weights * union / units)
+        if unions:
+            batch_macs = manifest["batch_size"] * cost
+            work[name] = (float(np.mean(unions)), batch_macs + weights, float(np.mean(sparse)), float(np.mean(macs)),
+                          batch_macs)
+    return work
+
+
 def measure(name, variant, steps, images, rams, ram_rows):
     """Run one export on the 4 MiB image (instructions, k, arena) and on each board's image (a RAM map row each)."""
     with tempfile.TemporaryDirectory(prefix="tinyprop-step-qemu-") as out:
         manifest, data, state = export(variant, out)
+        work = backward_work(out, manifest, steps)
     runs = feeds(manifest, steps, state is not None)
     outputs, m = tflm_host_runner.run_m4(images["mps2-an386"], data, runs, state=state)
     k_index = {d["name"]: d["index"] for d in manifest["tflm_fast" if state is not None else "tflm"]["outputs"]}["k"]
@@ -151,7 +195,7 @@ def measure(name, variant, steps, images, rams, ram_rows):
     print(name, f"train {train:,.0f} infer {m.invoke_instructions[-1]:,.0f} arena {m.arena_used_bytes:,}", flush=True)
     layers = {layer["name"]: layer["entries"] for layer in manifest["layers"] if layer.get("sparse")}
     mean_k = {layer: float(k[:, i].mean()) for i, layer in enumerate(names)} if k.size else {}
-    profile = Profile(m, _op_layers(data, list(layers)), layers, mean_k)
+    profile = Profile(m, _op_layers(data, list(layers)), layers, mean_k, work)
     return train, m.invoke_instructions[-1], k_text, m.arena_used_bytes, profile
 
 
@@ -161,6 +205,7 @@ class Profile:
     op_layers: list  # per operator of the graph: the layer it works for, or None
     entries: dict  # sparse layer -> units/channels
     mean_k: dict  # sparse layer -> mean kept per sample over the train invokes
+    work: dict  # sparse layer -> (mean union of kept units, dense work, sparse work, sparse MACs, dense MACs)
 
 
 def _op_layers(data: bytes, layers: list[str]) -> list:
@@ -192,17 +237,35 @@ def per_layer_backward_table(profiles, sparse: str, dense: str) -> str:
         return {layer: v / (len(m.invoke_ticks) - 1) for layer, v in totals.items()}
 
     a, b, p = per_layer(profiles[sparse]), per_layer(profiles[dense]), profiles[sparse]
-    rows = ["| layer | units | mean k | ideal n / k | TinyProp: select + backward | dense | dense / TinyProp | "
-            "of ideal |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| layer | units | mean k | units updated (union) | ideal n / k | ideal, updates counted | TinyProp: "
+            "select + backward | dense | dense / TinyProp | of n / k | of ideal, updates counted |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    totals = []
     for layer, n in p.entries.items():
         k = p.mean_k.get(layer, 0.0)
         if layer not in a or k == 0:
             continue
         ratio = b[layer] / a[layer]
-        rows.append(f"| {layer} | {n} | {k:.1f} | {n / k:.1f} | {a[layer]:,.0f} | {b[layer]:,.0f} | {ratio:.2f} | "
-                    f"{ratio / (n / k):.2f} |")
+        union, dense_work, sparse_work = p.work[layer][:3]
+        counted = dense_work / sparse_work
+        rows.append(f"| {layer} | {n} | {k:.1f} | {union:.1f} | {n / k:.1f} | {counted:.1f} | {a[layer]:,.0f} | "
+                    f"{b[layer]:,.0f} | {ratio:.2f} | {ratio / (n / k):.2f} | {ratio / counted:.2f} |")
+        totals.append((a[layer], b[layer], p.work[layer][1], p.work[layer][2], p.work[layer][4], p.work[layer][3]))
+    # The whole backward: its ideals weigh each layer by its work (MACs alone for n / k).
+    sparse_ins, dense_ins, dense_work, sparse_work, dense_macs, sparse_macs = (sum(t) for t in zip(*totals))
+    ratio = dense_ins / sparse_ins
+    rows.append(f"| **all layers** | | | | {dense_macs / sparse_macs:.1f} | {dense_work / sparse_work:.1f} | "
+                f"{sparse_ins:,.0f} | {dense_ins:,.0f} | {ratio:.2f} | {ratio / (dense_macs / sparse_macs):.2f} | "
+                f"{ratio / (dense_work / sparse_work):.2f} |")
     return (f"Per layer ({sparse} against {dense}): its TinyProp operators but the forward (selection, backward "
-            "with the fused update, ReLU backward), mean of the train invokes:\n\n" + "\n".join(rows) + "\n\n")
+            "with the fused update, ReLU backward), mean of the train invokes. *units updated*: the units some sample "
+            "of the batch kept, whose weight column the fused SGD update writes (Keras' kept sets on the same steps). "
+            "*ideal, updates counted*: dense over sparse work with each multiply-add (dW, dx) and each weight written "
+            "counted as one (`backward_work`); n / k leaves the update out. Why they differ: dense writes each weight "
+            "once per step for all the batch's products, the fused sparse update writes a kept unit's column for the "
+            "few samples that kept it (batch x mean k / units updated of them on average), so at batch 8 a written "
+            "weight carries fewer multiply-adds than in the dense step; at batch 1 both write a column per sample's "
+            "products and the two ideals agree:\n\n" + "\n".join(rows) + "\n\n")
 
 
 def _train_op_instructions(m) -> dict[str, float]:
@@ -289,6 +352,7 @@ def main(argv=None):
         "invoke skips the second prefix pass (its forward ops take the mode).\n\n"
         + per_op_table(profiles, "TinyProp, fast ops (demo export)", "dense: StaticTopK(1.0), fast ops")
         + per_layer_backward_table(profiles, "TinyProp, fast ops (demo export)", "dense: StaticTopK(1.0), fast ops")
+        + per_layer_backward_table(profiles, "TinyProp, fast ops, batch 1", BATCH_1_DENSE)
         + per_op_table(profiles, "TinyProp, fast ops, last 2 layers trained",
                        "dense: StaticTopK(1.0), fast ops, last 2 layers trained") +
         "RAM map per board (each image's RAM limited to the board's usable RAM in the linker script: stack, .data, "
