@@ -60,3 +60,18 @@ def test_quick_run_prints_tables_and_claims(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Sweep: 4 trials, 4 finished before, 0 to run" in again.stdout
     assert _table(again.stdout, titles[0]) == _table(out, titles[0])
+
+
+def test_budget_configs_name_the_policy_their_trials_run():
+    """A BudgetProp row with options (benchmarks/budget_allocation.py) runs exactly that policy: its spec parses
+    back to BudgetProp with those parameters and the others at their defaults."""
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    import paper_comparison as pc
+
+    import tinyprop_tf as tp
+
+    config = pc._budget(0.15, rounding="round", cost_exponent=0.5)
+    assert config.name == "BudgetProp 0.15, rounding=round, cost_exponent=0.5"
+    assert tp.policies.from_spec(config.policy_spec()) == tp.BudgetProp(0.15, rounding="round", cost_exponent=0.5)
+    assert tp.policies.from_spec(pc._budget(0.2, min_kept=3).policy_spec()) == tp.BudgetProp(0.2, min_kept=3)
+    assert pc._budget(0.15).policy_spec() == "budget:budget=0.15"  # the paper comparison's trials keep their keys

@@ -1,0 +1,155 @@
+"""How BudgetProp shares its budget, measured: rounding, cost exponent and a floor on kept entries.
+
+    .venv/bin/python benchmarks/budget_allocation.py [--out DIR] [--fsdd PATH] [--no-write]
+
+The paper comparison's misses are the DS-CNN tables: every layer trained, BudgetProp 0.15 loses 1.4-5.4 points
+while spending 0.117-0.13 of dense backward (``floor(M * bpr)`` with ``M * bpr`` about 3 in the pointwise layers
+rounds a sixth of the budget away). Each knob BudgetProp already has (all exported and mirrored in ``micro/``) is
+tried on the tables that met the target and on those that missed:
+
+- ``rounding=round``: ``k = round(M * bpr)``, the budget spent as set;
+- ``cost_exponent`` 0.5 and 0 (one ratio for every layer) instead of 1: less of the budget moved to the cheap layers;
+- ``min_kept=3``: a floor on every sample's kept entries.
+
+Tables (the paper comparison's settings, each at its validated learning rate, ``learning_rates.json``): MNIST shift
+(MLP, 4 seeds), FSDD george Conv1D, and the DS-CNN with its BatchNorm adapted and folded, every layer trained
+(george, nicolas) and the last 2 layers (george), 2 seeds each, 12 epochs. Besides accuracy and compute, the final
+epoch's training loss and the test accuracy after the first epoch (against the pretrained model's) show how fast
+each run trains. The trials run through ``tinyprop sweep`` (``paper_comparison.run_sweep``); a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import _results  # noqa: E402
+import paper_comparison as pc  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+SECTION = "BudgetProp's budget sharing: rounding, cost exponent, floor"
+COMMAND = "python benchmarks/budget_allocation.py"
+EPOCHS = 12
+
+CONFIGS = [
+    pc.DENSE,
+    pc.BUDGETPROP_DEFAULT,
+    pc._budget(0.15, rounding="round"),
+    pc._budget(0.15, cost_exponent=0.5),
+    pc._budget(0.15, rounding="round", cost_exponent=0.5),
+    pc._budget(0.15, cost_exponent=0.0),
+    pc._budget(0.15, min_kept=3),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    title: str
+    sweep: str  # its folder under --out: tables of one sweep share the pretrained models
+    task: dict
+    model: dict
+    settings: dict
+    seeds: tuple
+
+
+def tables(fsdd: str) -> list[Table]:
+    root = os.path.abspath(fsdd)
+    ds_cnn = {"source": "ds_cnn", "filters": 32, "pretrain_epochs": 15}
+
+    def speaker(name):
+        return {"name": "fsdd", "data": root, "speaker": name, "features": "mfcc", "test_takes": pc.FSDD_TEST_TAKES}
+
+    return [
+        Table("MNIST (shifted digits), MLP", "mnist", {"name": pc.sweep_spec.DEMO_TASK},
+              {"source": "mlp", "hidden": [32, 16], "pretrain_epochs": 15}, pc._adam("mnist"), (0, 1, 2, 3)),
+        Table("FSDD george, Conv1D", "fsdd-george", speaker("george"),
+              {"source": "conv1d", "filters": [32, 32], "pretrain_epochs": 20}, pc._adam("fsdd-george"), (0, 1)),
+        Table("FSDD george, DS-CNN, every layer trained", "fsdd-george-ds_cnn", speaker("george"), ds_cnn,
+              pc._adam("fsdd-george-ds_cnn-bn-adapt", batchnorm="adapt"), (0, 1)),
+        Table("FSDD nicolas, DS-CNN, every layer trained", "fsdd-nicolas-ds_cnn", speaker("nicolas"), ds_cnn,
+              pc._adam("fsdd-nicolas-ds_cnn-bn-adapt", batchnorm="adapt"), (0, 1)),
+        Table("FSDD george, DS-CNN, last 2 layers trained", "fsdd-george-ds_cnn", speaker("george"), ds_cnn,
+              pc._adam("fsdd-george-ds_cnn-last2-bn-adapt", train_last=2, batchnorm="adapt"), (0, 1)),
+    ]
+
+
+def run_table(table: Table, out: str) -> dict:
+    """{config name: [per-seed figures]} and the pretrained accuracy per seed."""
+    task = pc.Task(table.sweep, table.title, "accuracy", table.title, table.sweep, settings=table.settings,
+                   configs=CONFIGS)
+    records = pc.run_sweep(pc.Sweep(table.sweep, table.task, {**table.model}, [task]), list(table.seeds), EPOCHS, out)
+    rows, initial = {}, []
+    for config in CONFIGS:
+        rows[config.name] = []
+        for seed in table.seeds:
+            record = records.get(pc.sweep_spec.Trial(task.trial_settings(config, seed, EPOCHS)).key)
+            if record is None or "error" in record:
+                raise SystemExit(f"{table.title}: {config.name}, seed {seed} has no result; run again to resume")
+            run = record["run"]
+            dense = float(np.sum(run["bwd_macs_dense"]))
+            rows[config.name].append({
+                "metric": run["final_metric"], "first_epoch": run["metric"][0], "loss": run["loss"][-1],
+                "cost": (float(np.sum(run["bwd_macs_sparse"])) + float(np.sum(run["select_ops"]))) / dense,
+            })
+            if config is pc.DENSE:
+                initial.append(float(run["initial_metric"]))
+    return {"rows": rows, "initial": float(np.mean(initial))}
+
+
+def table_text(table: Table, result: dict) -> str:
+    dense = np.array([r["metric"] for r in result["rows"][pc.DENSE.name]])
+    lines = [f"**{table.title}** ({len(table.seeds)} seeds, Adam {table.settings['learning_rate']:g}; pretrained "
+             f"accuracy {result['initial']:.3f})", "",
+             "| config | accuracy | Δ vs dense (points) | less bwd compute (selection counted) | target | "
+             "training loss, last epoch | accuracy after epoch 1 |", "|---|---|---|---:|---|---:|---:|"]
+    for name, runs in result["rows"].items():
+        metric = np.array([r["metric"] for r in runs])
+        delta = pc._mean_std(100 * (metric - dense))
+        reduction = 1.0 / float(np.mean([r["cost"] for r in runs]))  # as the paper comparison's targets
+        met = (delta[0] >= -pc.TARGET_LOSS_POINTS - pc.FLOAT_SLACK and reduction >= pc.TARGET_SPEEDUP_DENSE)
+        lines.append(f"| {name} | {pc._pm(pc._mean_std(metric))} | "
+                     f"{'0' if name == pc.DENSE.name else pc._pm(delta, digits=1)} | {reduction:.1f}x | "
+                     f"{'' if name == pc.DENSE.name else ('met' if met else 'missed')} | "
+                     f"{np.mean([r['loss'] for r in runs]):.3f} | {np.mean([r['first_epoch'] for r in runs]):.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.path.join(pc.REPO, "tinyprop_out", "budget_allocation"))
+    parser.add_argument("--fsdd", default=pc.DEFAULT_FSDD)
+    parser.add_argument("--no-write", action="store_true", help="print only, don't update RESULTS.md")
+    args = parser.parse_args(argv)
+    texts = [table_text(t, run_table(t, args.out)) for t in tables(args.fsdd)]
+    body = (
+        "Each BudgetProp row changes one or two of its parameters from the defaults (budget 0.15, floor rounding, "
+        "cost exponent 1, min_kept 1, decay 0.9); the target is the paper comparison's (≤ "
+        f"{pc.TARGET_LOSS_POINTS:g} point below dense at ≥ {pc.TARGET_SPEEDUP_DENSE:g}x less backward compute, "
+        "selection counted). Two seeds resolve about ±1.5 points on the FSDD tables (200 test clips).\n\n"
+        + "\n\n".join(texts) + "\n\n"
+        "Read with the paper comparison's 4-seed tables. Spending the budget as set (`rounding=round`) or moving "
+        "less of it to the cheap layers (`cost_exponent` 0.5) helps on some tables and hurts on others, within what "
+        "two seeds resolve; together they meet the target on george (Conv1D and DS-CNN) but not on nicolas, and "
+        "rounding takes the last-2-layers table below 6x (floor rounding leaves the margin the selection's own cost "
+        "uses). A floor of 3 kept entries costs compute and gains nothing; one ratio for every layer (cost exponent "
+        "0) collapses with the last 2 layers trained, where it takes the logits' full backward away. "
+        "What no knob changes: on the DS-CNN the sparse runs end with several times dense's training loss, and in "
+        "the first epoch they gain little on the pretrained model, or lose, where dense gains most of what it "
+        "gains in all: the sparse error signal through nine layers slows the fitting itself, wherever the budget "
+        "goes. BudgetProp's defaults stay as they are.\n"
+    )
+    print(body)
+    if not args.no_write:
+        _results.write_section(SECTION, COMMAND, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
