@@ -132,13 +132,21 @@ def feeds(manifest, steps, fast):
     return verification.runner_feeds(manifest, *verification.make_batches(manifest, steps), fast=fast)
 
 
-def backward_work(out, manifest, steps):
-    """Per sparse layer, from Keras' run of the same steps (its kept sets; the runtimes keep the same k, which
-    ``tinyprop verify`` checks): {layer: (mean union of the batch's kept units, dense work, sparse work, sparse MACs,
-    dense MACs)}, the work
-    of a step's backward counting each multiply-add (dW, and dx where the layer's input needs it) and each weight
-    the update writes as one. Dense: batch x C MACs and every weight; sparse: C / M per kept unit and sample, and
-    the weights of the units some sample kept (C: the layer's dense backward MACs per sample, M its units)."""
+@dataclasses.dataclass(frozen=True)
+class LayerWork:
+    """One sparse layer's backward in a train step, mean over the steps: the work counts each multiply-add (dW, and
+    dx where the layer's input needs it) and each weight the update writes as one."""
+
+    units_updated: float  # the union of the batch's kept units: the weight columns the fused update writes
+    dense_macs: float  # batch x C (C: the layer's dense backward MACs per sample)
+    sparse_macs: float  # C / M per kept unit and sample (M: its units)
+    dense_work: float  # dense_macs and every weight
+    sparse_work: float  # sparse_macs and the weights of the units updated
+
+
+def backward_work(out, manifest, steps) -> dict[str, LayerWork]:
+    """Per sparse layer, from Keras' run of the same steps: its kept sets (the runtimes keep the same k, which
+    ``tinyprop verify`` checks)."""
     import keras
 
     from tinyprop_tf import accounting
@@ -152,19 +160,17 @@ def backward_work(out, manifest, steps):
         layer = layers[name]
         cost, units = accounting.dense_backward_macs_per_sample(layer), accounting.selectable_entries(layer)
         weights = int(np.prod(layer.kernel.shape)) if layer.trainable else 0
-        unions, sparse, macs = [], [], []
+        unions, macs = [], []
         for kept in kept_steps:
             if name not in kept:  # the layer's backward never ran
                 continue
             mask, k = kept[name]
-            union = units if mask is None else int(np.asarray(mask).reshape(len(k), units).any(axis=0).sum())
-            unions.append(union)
+            unions.append(units if mask is None else int(np.asarray(mask).reshape(len(k), units).any(axis=0).sum()))
             macs.append(float(np.sum(k)) * cost / units)
-            sparse.append(macs[-1] + weights * union / units)
         if unions:
-            batch_macs = manifest["batch_size"] * cost
-            work[name] = (float(np.mean(unions)), batch_macs + weights, float(np.mean(sparse)), float(np.mean(macs)),
-                          batch_macs)
+            union, sparse_macs, dense_macs = float(np.mean(unions)), float(np.mean(macs)), manifest["batch_size"] * cost
+            work[name] = LayerWork(union, dense_macs, sparse_macs, dense_macs + weights,
+                                   sparse_macs + weights * union / units)
     return work
 
 
@@ -205,7 +211,7 @@ class Profile:
     op_layers: list  # per operator of the graph: the layer it works for, or None
     entries: dict  # sparse layer -> units/channels
     mean_k: dict  # sparse layer -> mean kept per sample over the train invokes
-    work: dict  # sparse layer -> (mean union of kept units, dense work, sparse work, sparse MACs, dense MACs)
+    work: dict  # sparse layer -> LayerWork
 
 
 def _op_layers(data: bytes, layers: list[str]) -> list:
@@ -246,11 +252,12 @@ def per_layer_backward_table(profiles, sparse: str, dense: str) -> str:
         if layer not in a or k == 0:
             continue
         ratio = b[layer] / a[layer]
-        union, dense_work, sparse_work = p.work[layer][:3]
-        counted = dense_work / sparse_work
-        rows.append(f"| {layer} | {n} | {k:.1f} | {union:.1f} | {n / k:.1f} | {counted:.1f} | {a[layer]:,.0f} | "
-                    f"{b[layer]:,.0f} | {ratio:.2f} | {ratio / (n / k):.2f} | {ratio / counted:.2f} |")
-        totals.append((a[layer], b[layer], p.work[layer][1], p.work[layer][2], p.work[layer][4], p.work[layer][3]))
+        w = p.work[layer]
+        counted = w.dense_work / w.sparse_work
+        rows.append(f"| {layer} | {n} | {k:.1f} | {w.units_updated:.1f} | {n / k:.1f} | {counted:.1f} | "
+                    f"{a[layer]:,.0f} | {b[layer]:,.0f} | {ratio:.2f} | {ratio / (n / k):.2f} | "
+                    f"{ratio / counted:.2f} |")
+        totals.append((a[layer], b[layer], w.dense_work, w.sparse_work, w.dense_macs, w.sparse_macs))
     # The whole backward: its ideals weigh each layer by its work (MACs alone for n / k).
     sparse_ins, dense_ins, dense_work, sparse_work, dense_macs, sparse_macs = (sum(t) for t in zip(*totals))
     ratio = dense_ins / sparse_ins
