@@ -301,15 +301,15 @@ def fold_batchnorm(model):
 # Reference model and plan
 # --------------------------------------------------------------------------------------------------------------
 SUPPORTED_POLICIES = (policies_lib.DenseBackprop, policies_lib.StaticTopK, policies_lib.TinyProp,
-                      policies_lib.BudgetProp)
+                      policies_lib.TinyPropSkip, policies_lib.BudgetProp)
 
 
 def check_policy(policy):
     policy = policies_lib.get(policy)
     if type(policy) not in SUPPORTED_POLICIES:
         raise ExportError(
-            f"policy {policy!r} cannot be exported yet (supported: DenseBackprop, StaticTopK, TinyProp, BudgetProp; "
-            "TinyPropSkip and SsProp are not in this increment)"
+            f"policy {policy!r} cannot be exported yet (supported: DenseBackprop, StaticTopK, TinyProp, "
+            "TinyPropSkip, BudgetProp; SsProp is not in this increment)"
         )
     return policy
 

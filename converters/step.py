@@ -18,7 +18,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tinyprop_tf import policies as policies_lib
 from tinyprop_tf import selection
 from tinyprop_tf.converters import builtin_backward, device_ops
 from tinyprop_tf.converters.c_sources import safe_name
@@ -531,20 +530,24 @@ class TrainStep(tf.Module):
         chosen = selection.select(scores, y, tf.reshape(state.read_value(), []), rule,
                                   kth_largest=selection.kth_largest_pairwise)
         self._assign(state, tf.reshape(chosen.ymax, state.shape))
-        masked = selection.keep_entries(delta, tf.cast(chosen.kept, delta.dtype), per_channel, b)
-        k_eff = chosen.k * tf.cast(chosen.active, tf.int32)  # samples with zero error cost nothing
-        d_bias = selection.bias_gradient(delta)  # dense bias gradient
+        masked = selection.kept_error(delta, chosen, per_channel, b)
+        k_eff = chosen.k * tf.cast(chosen.active, tf.int32)  # samples with zero error, or skipped, cost nothing
+        d_bias = selection.step_bias_gradient(delta, masked, chosen, sparse_bias=False)  # dense bias gradient
         return masked, d_bias, k_eff
 
     def _forced_select(self, node, delta):
         """``_select`` with the kept set given (``forced_selection``): no scores, no running max."""
-        if self._policy.sparse_bias or self._policy.batch_shared or type(self._policy).skipped_samples is not \
-                policies_lib.BackpropPolicy.skipped_samples:
-            # The replay has the rules of the exported policies (graph.check_policy): dense bias, no skipping.
+        if self._policy.sparse_bias or self._policy.batch_shared:
+            # The replay has the rules of the exported policies (graph.check_policy): dense bias.
             raise ExportError(f"internal: no replay of {self._policy!r}'s kept sets")
         gate, k_eff = self.forced_selection[node.name]
         delta_kept = delta if gate is None else selection.keep_entries(
             delta, tf.constant(np.asarray(gate, self._np)), node.layer.selection == "channel", self.batch_size)
+        if node.layer.policy.rule(node.depth).skip_below:
+            # the given kept sets are the rule's before skipping: a skipped sample (k_eff 0, as a zero-error one,
+            # whose delta is 0) keeps nothing, bias included
+            active = tf.constant((np.asarray(k_eff) > 0).astype(self._np))
+            delta_kept, delta = selection.keep_samples(delta_kept, active), selection.keep_samples(delta, active)
         return delta_kept, selection.bias_gradient(delta), tf.constant(np.asarray(k_eff, np.int32))
 
     # -- device ops (fast variant) ----------------------------------------------------------------------------
@@ -614,6 +617,10 @@ class TrainStep(tf.Module):
             select, node.name, [delta, state.read_value(), params, self._mode],
             [(tf.float32, [1]), (tf.int32, [b]), (tf.int32, [b, n])], self.device_op_shapes)
         state.assign(ymax)  # in place (device_ops.in_place_state)
+        if node.layer.policy.rule(node.depth).skip_below:
+            # a skipped sample has k = 0 (no dW, no dx); its error must not reach the dense bias gradient either
+            # (k is 0 for a zero-error sample too, whose error is 0 anyway)
+            delta = selection.keep_samples(delta, tf.cast(k > 0, delta.dtype))
         x, kernel, bias = saved["x"], saved["kernel"], saved["bias"]
         fused = self._fuses_sgd(node)
         # (dW or new kernel, dx, db or new bias): which outputs the op computes

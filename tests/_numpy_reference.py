@@ -240,8 +240,10 @@ def reference_step(delta, policy, depth, selection="channel", ymax_old=YMAX_INIT
         bpr = adaptive_ratio(y, reference, s_min, s_max, zeta, depth)
         k = ratio_to_k(bpr, m, policy.get("rounding", "floor"), min_kept)
         mask = topk_rows(scores, k)
-        if kind == "tinyprop_skip" and depth == 0:
-            skipped = (y / ymax).astype(np.float32) < f32(policy["tau"])
+        # TinyPropSkip's tau, BudgetProp's skip_below: at depth 0, Y / (updated reference) below it skips the sample
+        threshold = {"tinyprop_skip": policy.get("tau"), "budget": policy.get("skip_below", 0.0)}.get(kind)
+        if threshold and depth == 0:
+            skipped = (y / ymax).astype(np.float32) < f32(threshold)
             mask[skipped] = False
     masked = delta * _expand_mask(mask, delta.shape, selection)
     axes = tuple(range(delta.ndim - 1))

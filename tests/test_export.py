@@ -266,6 +266,9 @@ POLICIES = {
     "static_round": lambda: tp.StaticTopK(0.5, zeta=0.7, rounding="round"),
     "tinyprop": tp.TinyProp, "tinyprop_zeta1": lambda: tp.TinyProp(0.1, 0.9, 1.0),
     "budget": lambda: tp.BudgetProp(0.3, decay=0.6, min_kept=2),
+    # skipping the samples below a multiple of the running mean / max at the output layer
+    "budget_skip": lambda: tp.BudgetProp(0.4, decay=0.6, skip_below=0.9),
+    "tinyprop_skip": lambda: tp.TinyPropSkip(1.0, 0.1, 0.9, 0.5),  # all but the samples at the max
 }
 OPTIMIZERS = {
     "sgd": dict(optimizer="sgd", learning_rate=0.05),
@@ -288,6 +291,9 @@ CASES = [
     ("zoo1d", "static", "sgd", "element"),
     ("mlp", "budget", "adam", None),
     ("conv1d_net", "budget", "sgd", None),
+    ("mlp", "budget_skip", "adam", None),
+    ("conv1d_net", "budget_skip", "sgd", None),
+    ("small_cnn", "tinyprop_skip", "momentum", None),
 ]
 
 
@@ -363,6 +369,9 @@ def test_export_matches_keras_in_litert_and_tflm(tmp_path_factory, model_name, p
     elif policy_name == "tinyprop":
         assert (result.k["litert"] < np.array([row["entries"] for row in manifest["layers"] if row["sparse"]])
                 [None, :, None]).any()  # actually sparse
+    elif policy_name.endswith("skip"):  # the layer nearest the output skips some samples (k = 0), not all
+        nearest = result.k["litert"][:, -1, :]
+        assert (nearest == 0).any() and (nearest > 0).any(), nearest
 
 
 @pytest.mark.slow

@@ -47,6 +47,12 @@ CASES = {
                         "sparse_categorical_crossentropy"),
     "conv1d_budget_sgd": (lambda: models.conv1d_net(input_shape=(16, 5), num_classes=3, filters=(6, 8)),
                           lambda: tp.BudgetProp(0.3, decay=0.7), "sgd", "sparse_categorical_crossentropy"),
+    # dense back-propagation of the samples whose output error is at least the running mean only
+    "mlp_budget_skip_sgd": (lambda: models.mlp(input_shape=(40,), num_classes=5, hidden=(16, 12)),
+                            lambda: tp.BudgetProp(1.0, skip_below=1.0), "sgd", "sparse_categorical_crossentropy"),
+    "conv1d_budget_skip_adam": (lambda: models.conv1d_net(input_shape=(16, 5), num_classes=3, filters=(6, 8)),
+                                lambda: tp.BudgetProp(0.3, decay=0.7, skip_below=0.8), "adam",
+                                "sparse_categorical_crossentropy"),
     # a frozen prefix (all but the logits): its forward runs sample by sample
     "ds_cnn_last1_tinyprop_sgd": (lambda: _last(models.ds_cnn(input_shape=(24, 10, 1), num_classes=4, filters=16,
                                                               blocks=1), 1),
@@ -251,10 +257,10 @@ def test_first_layer_skips_dx_and_params_carry_the_policy(exported):
             elif name_.endswith(device_ops.SELECT_UNITS):
                 params.append(const(op.inputs[2]).tolist())
     assert wanted == {20: [1, 0, 1], 16: [1, 1, 1], 12: [1, 1, 1]}  # fan-in 20 = the first layer: no dx
-    # (s_min, s_max, zeta**depth, rounding floor, running max, no decay, the batch's max first, k >= 1): depths
-    # 0, 1, 2 from the output.
+    # (s_min, s_max, zeta**depth, rounding floor, running max, no decay, the batch's max first, k >= 1, no
+    # skipping): depths 0, 1, 2 from the output.
     assert sorted(params, key=lambda p: -p[2]) == [
-        [np.float32(0.1), np.float32(0.9), np.float32(0.5**d), 0.0, 0.0, 1.0, 0.0, 1.0] for d in range(3)]
+        [np.float32(0.1), np.float32(0.9), np.float32(0.5**d), 0.0, 0.0, 1.0, 0.0, 1.0, 0.0] for d in range(3)]
 
 
 def test_fast_export_refuses_a_policy_without_selection(tmp_path):
@@ -300,7 +306,10 @@ def test_fast_step_runs_in_tflm_with_the_tinyprop_ops_and_matches_keras(exported
     assert set(result.errors["tflm_fast"]["weights"]) == {e["path"] for e in manifest["weights"]}
     k = result.k["tflm_fast"]  # [steps, layers, batch]: per-sample k of the C++ selection == Keras'
     np.testing.assert_array_equal(k, result.k["keras"])
-    assert k.max() < max(layer["entries"] for layer in manifest["layers"] if layer.get("sparse"))
+    if "skip" in name:  # the layer nearest the output skips some samples (k = 0), not all
+        assert (k[:, -1, :] == 0).any() and (k[:, -1, :] > 0).any(), k[:, -1, :]
+    else:
+        assert k.max() < max(layer["entries"] for layer in manifest["layers"] if layer.get("sparse"))
     json.dumps(manifest["tflm_fast"])  # serialisable as written
 
 

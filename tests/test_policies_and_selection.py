@@ -36,6 +36,7 @@ from tinyprop_tf import selection
         (lambda: tp.BudgetProp(min_kept=0), "min_kept"),
         (lambda: tp.BudgetProp(min_kept=1.5), "min_kept"),
         (lambda: tp.BudgetProp(cost_exponent=-1), "cost_exponent"),
+        (lambda: tp.BudgetProp(skip_below=-0.5), "skip_below"),
         (lambda: tp.TinyProp(per_sample_max="yes"), "per_sample_max"),
         (lambda: tp.TinyProp(ymax_decay=1.5), "ymax_decay"),
     ],
@@ -54,6 +55,7 @@ def test_policies_round_trip_through_keras_serialization():
         tp.SsProp(tp.Cosine(0.8, 0.2, warmup=1, interleave=True, period=7)),
         tp.TinyProp(0.1, 0.9, 0.5, per_sample_max=True, ymax_decay=0.9),
         tp.BudgetProp(0.2, decay=0.8, min_kept=2, cost_exponent=0.5, layer_ratio=0.3),
+        tp.BudgetProp(1.0, skip_below=1.5),
     ]:
         config = keras.saving.serialize_keras_object(policy)
         again = keras.saving.deserialize_keras_object(config)

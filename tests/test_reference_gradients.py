@@ -117,6 +117,13 @@ POLICIES = {
     # a layer's share as sparsify would set it; a fast-forgetting max so that step 2 sees the decay
     "budget": (lambda: tp.BudgetProp(0.3, decay=0.25, min_kept=2, layer_ratio=0.45),
                {"kind": "budget", "layer_ratio": 0.45, "decay": 0.25, "min_kept": 2, "rounding": "floor"}, RUNS),
+    # BudgetProp skipping the samples below a multiple of the running mean (depth 0 only), sparse and dense shares
+    "budget_skip": (lambda: tp.BudgetProp(0.3, decay=0.25, min_kept=2, layer_ratio=0.45, skip_below=0.8),
+                    {"kind": "budget", "layer_ratio": 0.45, "decay": 0.25, "min_kept": 2, "rounding": "floor",
+                     "skip_below": 0.8}, [(0, 5), (0, 3), (2, 5)]),
+    "budget_dense_skip": (lambda: tp.BudgetProp(1.0, skip_below=1.0, layer_ratio=1.0),
+                          {"kind": "budget", "layer_ratio": 1.0, "decay": 0.9, "min_kept": 1, "rounding": "floor",
+                           "skip_below": 1.0}, [(0, 5), (0, 3)]),
     # the AIfES order of the running max, and a max that forgets
     "tinyprop_per_sample": (lambda: tp.TinyProp(0.1, 0.9, 0.6, per_sample_max=True, ymax_decay=0.5),
                             {"kind": "tinyprop", "s_min": 0.1, "s_max": 0.9, "zeta": 0.6, "rounding": "floor",
@@ -277,6 +284,7 @@ def test_gradients_match_reference(spec_id, policy_id, selection):
     rng = np.random.default_rng(zlib.crc32(f"{spec_id}/{policy_id}/{selection}".encode()))
     cargs = conv_args(kind, kwargs)
     fell = 0  # steps whose running max fell (a decaying policy's must, in some run)
+    skipped = 0  # steps that skipped a sample (a skipping policy's must, in some run)
     for depth, batch in runs:
         layer = make_layer(spec, make_policy(), depth=depth, selection=selection)
         kernel, bias = set_random_weights(layer, rng)
@@ -300,6 +308,7 @@ def test_gradients_match_reference(spec_id, policy_id, selection):
             if not forgets:  # an all-time maximum never falls
                 assert expected["ymax"] >= ymax
             fell += bool(expected["ymax"] < ymax)
+            skipped += bool(expected["skipped"].any())
             ymax = expected["ymax"]
             # The reference's mask keeps exactly k(n) entries for each sample it does not skip.
             kept = expected["mask"].sum(axis=1)
@@ -317,6 +326,8 @@ def test_gradients_match_reference(spec_id, policy_id, selection):
             assert recorded_k_sum(layer) - k_sum_before == pytest.approx(float(expected["k"][active].sum())), what
     if ref_policy["kind"] == "budget" or ref_policy.get("ymax_decay", 1.0) != 1.0:
         assert fell, "no step exercised a reference that forgets"
+    if (ref_policy.get("tau") or ref_policy.get("skip_below")) and any(depth == 0 for depth, _ in runs):
+        assert skipped, "no step skipped a sample"  # (a policy skips at depth 0 only)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -254,6 +254,30 @@ def test_tinyprop_skip_skips_samples_and_costs_less_than_tinyprop(digits):
     assert costs["tinyprop_skip"] < costs["tinyprop"]
 
 
+@pytest.mark.slow
+def test_budgetprop_skip_below_back_propagates_only_the_hard_samples_densely(digits):
+    (x, y), (x_test, y_test) = digits
+    keras.utils.set_random_seed(0)
+    model = tp.sparsify(models.mlp(input_shape=(64,), num_classes=10, hidden=(32, 16)),
+                        tp.BudgetProp(1.0, skip_below=1.0), verbose=False)
+    model.compile(keras.optimizers.Adam(1e-2), _cross_entropy(), metrics=["accuracy"])
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0, callbacks=[tp.UpdateSparsity()])
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    assert accuracy > 0.6, accuracy
+    stats = tp.read_stats(model)
+    logits = stats["logits"]
+    # errors below the running mean are most samples once the model fits (about half would be a symmetric spread)
+    assert 0.2 * logits["samples"] < logits["skipped"] < logits["samples"], logits
+    # budget 1: a sample that is not skipped keeps every logit (softmax's error has no zero), so the layer's sparse
+    # backward is its dense one for exactly the samples not skipped
+    assert logits["bwd_macs_sparse"] == pytest.approx(
+        logits["bwd_macs_dense"] * (logits["samples"] - logits["skipped"]) / logits["samples"], rel=1e-9)
+    for name, row in stats.items():
+        # a skipped sample has zero error in every earlier layer too (and a ReLU's dead units need no work)
+        assert row["skipped"] >= logits["skipped"], name
+        assert row["bwd_macs_sparse"] <= row["bwd_macs_dense"] * (row["samples"] - row["skipped"]) / row["samples"]
+
+
 def test_gradient_tape_loop_trains_and_counts(digits):
     (x, y), _ = digits
     keras.utils.set_random_seed(1)

@@ -139,8 +139,8 @@ class SparseBackpropMixin:
         chosen = selection.select_for_policy(self.policy, self.depth, flat, scores, y, state.ymax.value,
                                              state.keep.value, cost.entries)
         state.ymax.assign(chosen.ymax)
-        kept_error = self._kept_error(delta, chosen)
-        d_bias = self._bias_gradient(delta, kept_error, chosen)
+        kept_error = selection.kept_error(delta, chosen, self.selection == "channel")
+        d_bias = selection.step_bias_gradient(delta, kept_error, chosen, self.policy.sparse_bias)
         if self.kept_observer is not None:
             self.kept_observer(self, chosen.kept, tf.where(chosen.active, chosen.k, 0))
         accounting.record_step(state, cost, chosen, tf.shape(delta)[0], self.policy)
@@ -161,25 +161,6 @@ class SparseBackpropMixin:
         entries = out_elements if self.selection == "element" else int(per_sample[-1])
         return accounting.LayerCost(entries, out_elements // entries, out_elements, self._fan_in(),
                                     bool(self.trainable), self.needs_input_grad)
-
-    def _kept_error(self, delta, chosen):
-        """The error the affine part back-propagates: the kept entries of the samples the policy does not skip."""
-        sample_gate = None if chosen.skipped is None else tf.cast(chosen.active, delta.dtype)
-        if chosen.kept is None:
-            return delta if sample_gate is None else selection.keep_samples(delta, sample_gate)
-        gate = tf.cast(chosen.kept, delta.dtype)
-        if sample_gate is not None:
-            gate = gate * sample_gate[:, None]
-        return selection.keep_entries(delta, gate, self.selection == "channel", tf.shape(gate)[0])
-
-    def _bias_gradient(self, delta, kept_error, chosen):
-        """ssProp: of the kept error; otherwise of the whole error (the TinyProp authors' choice) of every sample
-        the policy does not skip."""
-        if self.policy.sparse_bias:
-            return selection.bias_gradient(kept_error)
-        if chosen.skipped is not None:
-            return selection.bias_gradient(selection.keep_samples(delta, tf.cast(chosen.active, delta.dtype)))
-        return selection.bias_gradient(delta)
 
     def forward_macs_per_sample(self) -> int | None:
         """Forward MACs of the affine part for one sample (None before the layer is built on a shape)."""

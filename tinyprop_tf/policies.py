@@ -16,7 +16,8 @@ state (running maximum of the local error, ssProp's current keep fraction) lives
   TinyProp): a backward budget (a fraction of the dense backward MACs) shared out among the layers by their
   backward cost, cheap layers dense (``allot_budget``); within a layer each sample's ratio is its share times its
   error relative to a running mean of recent errors, so hard samples get (nearly) their whole gradient and fitted
-  ones almost none, and the budget holds on average.
+  ones almost none, and the budget holds on average. ``skip_below`` also skips the whole backward pass of a sample
+  whose output-layer error is below that multiple of the running mean.
 
 The selection-based policies give every runtime their per-layer parameters through one method, ``rule(depth)``
 (a ``selection.SelectionRule``).
@@ -54,10 +55,6 @@ class BackpropPolicy:
         if rule is None:
             raise NotImplementedError
         return rule.ratio(y, ymax)
-
-    def skipped_samples(self, y, ymax, depth: int):
-        """Bool [B]: samples whose whole backward pass is skipped. None when the policy never skips."""
-        return None
 
     def model_policy(self) -> "BackpropPolicy":
         """The policy as the user chose it for the model, without what ``sparsify`` set for one layer."""
@@ -185,12 +182,11 @@ class TinyPropSkip(TinyProp):
         super().__init__(s_min=s_min, s_max=s_max, zeta=zeta, rounding=rounding)
         self.tau = check_range("tau", tau, 0.0, 1.0)
 
-    def skipped_samples(self, y, ymax, depth):
-        import tensorflow as tf
+    def rule(self, depth):
+        import dataclasses
 
-        if depth != 0:
-            return None
-        return (y / ymax) < tf.constant(self.tau, tf.float32)
+        # the skip in the rule (selection.SelectionRule.skip_below), at the layer nearest the output only
+        return dataclasses.replace(super().rule(depth), skip_below=self.tau if depth == 0 else 0.0)
 
     def get_config(self):
         return {"tau": self.tau, **super().get_config()}
@@ -247,6 +243,11 @@ class BudgetProp(BackpropPolicy):
       almost nothing, and the mean of ``bpr`` is about ``r`` (less where the clamp at M cuts it): the budget holds
       on average. This is TinyProp's formula with ``s_min = 0``, ``s_max = r`` and a mean in place of the maximum.
     - ``min_kept``: every sample keeps at least this many entries of a layer (or all, in narrower layers).
+    - ``skip_below`` (0: off): at the sparse layer nearest the output (depth 0) a sample whose error is below
+      ``skip_below`` times that layer's running mean, ``Y(n) / Ybar < skip_below``, gets no backward pass at all
+      (its error zeroed there, bias included, so no earlier layer spends anything on it): the budget goes to the
+      samples the model still gets wrong, whole (selective back-propagation with a running-mean threshold). With
+      ``budget=1`` the kept samples back-propagate densely and ``skip_below`` alone sets the compute.
 
     Why not TinyProp's all-time maximum: in fine-tuning the first steps' errors are the largest, so ``Y / Ymax``
     falls towards 0 for good and every layer sits at its floor; the ratio must follow the *recent* errors
@@ -257,20 +258,22 @@ class BudgetProp(BackpropPolicy):
     """
 
     def __init__(self, budget: float = 0.15, decay: float = 0.9, min_kept: int = 1, cost_exponent: float = 1.0,
-                 rounding: str = "floor", layer_ratio: float | None = None):
+                 rounding: str = "floor", layer_ratio: float | None = None, skip_below: float = 0.0):
         self.budget = check_fraction("budget", budget)
         self.decay = check_range("decay", decay, 0.0, 1.0, low_open=True)
         self.min_kept = check_int("min_kept", min_kept, 1)
         self.cost_exponent = check_range("cost_exponent", cost_exponent, 0.0, 4.0)
         self.rounding = _check_rounding(rounding)
         self.layer_ratio = None if layer_ratio is None else check_fraction("layer_ratio", layer_ratio)
+        # Y / Ybar is about 1 on average; no sample's error reaches 10x the mean of a batch of 10
+        self.skip_below = check_range("skip_below", skip_below, 0.0, 10.0)
 
     def rule(self, depth):
         from tinyprop_tf import selection
 
         r = self.budget if self.layer_ratio is None else self.layer_ratio
         return selection.SelectionRule(1.0 if r == 1.0 else 0.0, r, 1.0, self.rounding, "mean", self.decay,
-                                       min_kept=self.min_kept)
+                                       min_kept=self.min_kept, skip_below=self.skip_below if depth == 0 else 0.0)
 
     def for_layers(self, costs):
         return [self.with_layer_ratio(r) for r in allot_budget(costs, self.budget, self.cost_exponent)]
@@ -283,7 +286,8 @@ class BudgetProp(BackpropPolicy):
 
     def get_config(self):
         return {"budget": self.budget, "decay": self.decay, "min_kept": self.min_kept,
-                "cost_exponent": self.cost_exponent, "rounding": self.rounding, "layer_ratio": self.layer_ratio}
+                "cost_exponent": self.cost_exponent, "rounding": self.rounding, "layer_ratio": self.layer_ratio,
+                "skip_below": self.skip_below}
 
 
 def allot_budget(costs, budget: float, exponent: float) -> list[float]:

@@ -9,8 +9,8 @@ kept set (bit for bit, given the same Y).
 The rule, per layer and step: ``scores_and_error`` gives each sample's entry scores and local error ``Y`` (L1 of
 its error signal); ``update_reference`` updates the running reference ``R`` *before* it is used (TinyProp's
 running maximum, or BudgetProp's running mean); a sample whose error is all zero costs nothing
-(``active_samples``). Then per sample ``n`` of a layer with ``M`` selectable entries (units, channels or
-elements):
+(``active_samples``), and so does one the rule skips (``skip_below``: ``Y / R`` below it, at the layer nearest
+the output). Then per sample ``n`` of a layer with ``M`` selectable entries (units, channels or elements):
 
 1. ratio: ``bpr = (s_min + Y / R * (s_max - s_min)) * zeta**p``, evaluated as
    ``d = s_max - s_min; q = Y / Ymax; t = q * d; t = s_min + t; bpr = t * zeta_pow`` in float32.
@@ -26,8 +26,8 @@ elements):
 
 A layer's step (``select_for_policy``) is ``select`` for the policies with a rule; dense back-propagation
 (``keep_all``) and ssProp (``select_shared``: one kept set for the batch) have none. ``keep_entries``,
-``keep_samples`` and ``bias_gradient`` apply a step's selection to the error signal, in the layers and in the
-exported step alike.
+``keep_samples``, ``bias_gradient``, ``kept_error`` and ``step_bias_gradient`` apply a step's selection to the
+error signal, in the layers and in the exported step alike.
 
 Step 3 is expressed as "everything strictly above the k-th largest value, plus the first few (by index)
 of the entries equal to it". That needs only the k-th largest value, so the same mask code serves both the
@@ -66,7 +66,10 @@ class SelectionRule:
     - ``decay``: how fast R forgets, per step (1 = TinyProp's all-time maximum);
     - ``per_sample_max``: sample n of a batch sees the maximum over samples 1..n only (the TinyProp authors'
       AIfES C code, which trains sample by sample), instead of the whole batch's (their PyTorch code);
-    - ``min_kept``: the floor on k (k >= min(min_kept, M); TinyProp's is 1).
+    - ``min_kept``: the floor on k (k >= min(min_kept, M); TinyProp's is 1);
+    - ``skip_below``: a sample with ``Y / R < skip_below`` (its own reference, as its ratio divides by) gets no
+      backward pass at all: inactive, its error zeroed here, bias included, so no earlier layer spends anything on
+      it (0: none; the policies set it at the sparse layer nearest the output only).
     """
 
     s_min: float
@@ -77,6 +80,7 @@ class SelectionRule:
     decay: float = 1.0
     per_sample_max: bool = False
     min_kept: int = 1
+    skip_below: float = 0.0
 
     def __post_init__(self):
         if self.reference not in REFERENCES:
@@ -198,25 +202,31 @@ def select(scores, y, reference, rule: SelectionRule, kth_largest=None) -> Selec
     bpr = rule.ratio(y, per_sample)
     k = rule.k(bpr, int(scores.shape[-1]))
     kept = topk_mask(scores, k, kth_largest=kth_largest or kth_largest_sorted)
-    return Selected(ymax, bpr, k, kept, active_samples(y))
+    active = active_samples(y)
+    if not rule.skip_below:
+        return Selected(ymax, bpr, k, kept, active)
+    skipped = skipped_samples(y, per_sample, rule)
+    return Selected(ymax, bpr, k, kept, active & tf.logical_not(skipped), skipped)
+
+
+def skipped_samples(y, reference, rule: SelectionRule):
+    """Bool [B]: the samples ``rule`` skips, ``Y / R < skip_below`` in float32 (``R``: the reference each sample's
+    ratio divides by, ``update_reference``'s second value); none when ``skip_below`` is 0."""
+    y = tf.convert_to_tensor(y, tf.float32)
+    return (y / reference) < tf.constant(rule.skip_below, tf.float32) if rule.skip_below else tf.zeros_like(y, tf.bool)
 
 
 def select_for_policy(policy, depth: int, flat, scores, y, reference, keep, num_entries: int) -> Selected:
     """A sparse layer's step under ``policy`` (``scores_and_error``'s ``flat``, ``scores`` and ``y``; ``reference``
     and ``keep``, the layer's state before the step): ``select`` with the policy's rule; without one, everything
-    (``keep_all``) or ssProp's one set for the batch (``select_shared``); then the samples the policy skips."""
+    (``keep_all``) or ssProp's one set for the batch (``select_shared``)."""
     rule = policy.rule(depth)
     if rule is not None:
-        chosen = select(scores, y, reference, rule)
-    else:
-        ymax = update_running_max(reference, y)  # updated before it is used in this step
-        bpr = policy.sample_ratio(y, ymax, depth, keep)
-        chosen = (select_shared(flat, y, ymax, bpr, num_entries, policy.rounding) if policy.selects
-                  else keep_all(y, ymax, bpr, num_entries))
-    skipped = policy.skipped_samples(y, chosen.ymax, depth)
-    if skipped is None:
-        return chosen
-    return dataclasses.replace(chosen, active=chosen.active & tf.logical_not(skipped), skipped=skipped)
+        return select(scores, y, reference, rule)
+    ymax = update_running_max(reference, y)  # updated before it is used in this step
+    bpr = policy.sample_ratio(y, ymax, depth, keep)
+    return (select_shared(flat, y, ymax, bpr, num_entries, policy.rounding) if policy.selects
+            else keep_all(y, ymax, bpr, num_entries))
 
 
 def keep_all(y, ymax, bpr, num_entries: int) -> Selected:
@@ -297,3 +307,26 @@ def keep_samples(delta, sample_gate):
 def bias_gradient(error):
     """The bias gradient of an affine layer whose output error is ``error``: its sum over all but the last axis."""
     return tf.reduce_sum(error, axis=list(range(error.shape.rank - 1)))
+
+
+def kept_error(delta, chosen: Selected, per_channel: bool, batch=None):
+    """The error a layer's affine part back-propagates under ``chosen``: the kept entries of the samples the rule
+    does not skip (all of ``delta`` when everything is kept). ``batch``: the static batch size where there is one
+    (the exported step's), else the gate's dynamic first dimension."""
+    sample_gate = None if chosen.skipped is None else tf.cast(chosen.active, delta.dtype)
+    if chosen.kept is None:
+        return delta if sample_gate is None else keep_samples(delta, sample_gate)
+    gate = tf.cast(chosen.kept, delta.dtype)
+    if sample_gate is not None:
+        gate = gate * sample_gate[:, None]
+    return keep_entries(delta, gate, per_channel, tf.shape(gate)[0] if batch is None else batch)
+
+
+def step_bias_gradient(delta, kept, chosen: Selected, sparse_bias: bool):
+    """A step's bias gradient: of the kept error ``kept`` with ``sparse_bias`` (ssProp); otherwise of the whole
+    error (the TinyProp authors' choice) of every sample the rule does not skip."""
+    if sparse_bias:
+        return bias_gradient(kept)
+    if chosen.skipped is not None:
+        return bias_gradient(keep_samples(delta, tf.cast(chosen.active, delta.dtype)))
+    return bias_gradient(delta)

@@ -297,6 +297,7 @@ Status CheckRatioParams(const RatioParams& params) {
   if (params.reference != Reference::kMax && params.reference != Reference::kMean) return Status::kBadArgument;
   if (params.per_sample_max && params.reference != Reference::kMax) return Status::kBadArgument;
   if (params.min_kept < 1) return Status::kBadArgument;
+  if (!(params.skip_below >= 0.0f) || !internal::IsFinite(params.skip_below)) return Status::kBadArgument;
   return Status::kOk;
 }
 
@@ -448,6 +449,7 @@ Status AdaptiveK(const float* y, int32_t batch, int32_t n, const RatioParams& pa
     const float r = RatioUnchecked(y[b], m, params);
     if (bpr != nullptr) bpr[b] = r;
     k[b] = RatioToKUnchecked(r, n, params.rounding, params.min_kept);
+    if (params.skip_below > 0.0f && y[b] / m < params.skip_below) k[b] = 0;  // skipped: no backward at all
   }
   return Status::kOk;
 }

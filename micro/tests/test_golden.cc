@@ -106,6 +106,7 @@ struct Runner {
     const auto* decay = F32("decay", false);
     const auto* per_sample_max = I32("per_sample_max", false);
     const auto* min_kept = I32("min_kept", false);
+    const auto* skip_below = F32("skip_below", false);
     RatioParams p{0, 0, 0, Rounding::kFloor};
     if (s_min && s_max && zp && !s_min->empty() && !s_max->empty() && !zp->empty()) {
       p = RatioParams{(*s_min)[0], (*s_max)[0], (*zp)[0],
@@ -115,6 +116,7 @@ struct Runner {
     if (decay && !decay->empty()) p.decay = (*decay)[0];
     if (per_sample_max && !per_sample_max->empty()) p.per_sample_max = (*per_sample_max)[0] == 1;
     if (min_kept && !min_kept->empty()) p.min_kept = (*min_kept)[0];
+    if (skip_below && !skip_below->empty()) p.skip_below = (*skip_below)[0];
     return p;
   }
 

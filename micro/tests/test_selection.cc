@@ -258,6 +258,43 @@ TP_TEST(ReferenceRulesAndKFloor) {
   bad = mean;
   bad.per_sample_max = true;  // only with the running max
   TP_CHECK_STATUS(AdaptiveK(y, 4, 8, bad, &r, bpr, k), Status::kBadArgument);
+  for (float skip : {-1.0f, NAN, INFINITY}) {
+    bad = mean;
+    bad.skip_below = skip;
+    TP_CHECK_STATUS(AdaptiveK(y, 4, 8, bad, &r, bpr, k), Status::kBadArgument);
+  }
+}
+
+// skip_below: a sample with y / R below it gets k = 0 (the others their k as without it); R as before.
+TP_TEST(SkipBelowSkipsSamplesUnderTheReference) {
+  const float y[4] = {1.0f, 4.0f, 3.0f, 8.0f};
+  int32_t k[4], k_plain[4];
+  float bpr[4];
+  RatioParams mean{0.0f, 0.25f, 1.0f, Rounding::kFloor, Reference::kMean, 0.5f};
+  float r = kYmaxInit, r_plain = kYmaxInit;
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, mean, &r_plain, bpr, k_plain));
+  mean.skip_below = 0.8f;  // R = 4: y / R = 0.25, 1, 0.75, 2 -> samples 0 and 2 skipped
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, mean, &r, bpr, k));
+  TP_CHECK_EQ(r, r_plain);
+  TP_CHECK_EQ(k[0], 0);
+  TP_CHECK_EQ(k[1], k_plain[1]);
+  TP_CHECK_EQ(k[2], 0);
+  TP_CHECK_EQ(k[3], k_plain[3]);
+  TP_CHECK_EQ(k[3], 4);
+  mean.skip_below = 1.0f;  // y / R == 1 is not below: kept
+  r = kYmaxInit;
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, mean, &r, bpr, k));
+  TP_CHECK_EQ(k[1], k_plain[1]);
+  TP_CHECK_EQ(k[2], 0);
+  // the running max with the AIfES order: sample b's own reference, max(R, y[0..b]) with R = 2
+  RatioParams per_sample{0.0f, 1.0f, 1.0f, Rounding::kFloor, Reference::kMax, 1.0f, true};
+  per_sample.skip_below = 0.8f;  // y / m = 0.5, 1, 0.75, 1
+  r = 2.0f;
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, per_sample, &r, bpr, k));
+  TP_CHECK_EQ(k[0], 0);
+  TP_CHECK_EQ(k[1], 8);
+  TP_CHECK_EQ(k[2], 0);
+  TP_CHECK_EQ(k[3], 8);
 }
 
 TP_TEST(StaticKEqualsAdaptiveWithEqualBounds) {

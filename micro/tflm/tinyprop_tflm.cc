@@ -269,7 +269,8 @@ RatioParams ReadRatioParams(const float* p) {
                      p[kReference] == 1.0f ? Reference::kMean : Reference::kMax,
                      p[kDecay],
                      p[kPerSampleMax] == 1.0f,
-                     static_cast<int32_t>(p[kMinKept])};
+                     static_cast<int32_t>(p[kMinKept]),
+                     p[kSkipBelow]};
 }
 
 template <bool kChannels>

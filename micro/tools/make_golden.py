@@ -48,17 +48,20 @@ def selection_cases(rng):
         reference = "mean" if idx in (4, 7, 8, 11) else "max"
         per_sample_max = reference == "max" and idx in (1, 2, 5, 6)
         min_kept = int(rng.integers(1, n + 2)) if idx % 4 == 3 else 1
-        rule = selection.SelectionRule(s_min, s_max, zeta_pow, rounding, reference, decay, per_sample_max, min_kept)
+        skip_below = (0.0, 0.0, 0.6, 1.0)[idx % 4]  # a skipped sample has k = 0
+        rule = selection.SelectionRule(s_min, s_max, zeta_pow, rounding, reference, decay, per_sample_max, min_kept,
+                                       skip_below)
         ymax, per_sample = selection.update_reference(ymax_in, y, rule)
         bpr = rule.ratio(y, per_sample)
-        k = rule.k(bpr, n)
+        k = tf.where(selection.skipped_samples(y, per_sample, rule), 0, rule.k(bpr, n))
         cases.append((f"adaptive_k_{idx}", "adaptive_k", {
             "y": y, "ymax": np.array([ymax_in], f32), "s_min": np.array([s_min], f32),
             "s_max": np.array([s_max], f32), "zeta_pow": np.array([zeta_pow], f32), "n": np.array([n], i32),
             "rounding": np.array([1 if rounding == "round" else 0], i32),
             "reference": np.array([1 if reference == "mean" else 0], i32), "decay": np.array([decay], f32),
             "per_sample_max": np.array([int(per_sample_max)], i32), "min_kept": np.array([min_kept], i32),
-            "ymax_out": np.array([ymax.numpy()], f32), "bpr": bpr.numpy().astype(f32), "k": k.numpy().astype(i32),
+            "skip_below": np.array([skip_below], f32), "ymax_out": np.array([ymax.numpy()], f32),
+            "bpr": bpr.numpy().astype(f32), "k": k.numpy().astype(i32),
         }))
     for idx in range(10):
         batch, n = int(rng.integers(1, 6)), int(rng.choice([1, 3, 8, 33, 64]))

@@ -44,6 +44,7 @@ struct RatioParams {
   float decay = 1.0f;           // (0, 1]: 1 is TinyProp's all-time maximum
   bool per_sample_max = false;  // kMax only: the AIfES order
   int32_t min_kept = 1;         // >= 1: the floor on k (TinyProp's is 1)
+  float skip_below = 0.0f;      // >= 0: a sample with y / (its reference) < skip_below gets k = 0 (0: none)
 };
 
 Status CheckRatioParams(const RatioParams& params);
@@ -85,8 +86,8 @@ Status RatioToK(float bpr, int32_t n, Rounding rounding, int32_t* k, int32_t min
 Status StaticK(float ratio, float zeta_pow, int32_t n, Rounding rounding, int32_t* k);
 
 // One selection step for a layer: updates the running reference *ymax with this step's y FIRST (the rule
-// above), then per sample bpr[b] = the ratio of y[b] against its reference and k[b] = RatioToK(bpr[b], n, ...,
-// params.min_kept). bpr may be null.
+// above), then per sample bpr[b] = the ratio of y[b] against its reference m and k[b] = RatioToK(bpr[b], n, ...,
+// params.min_kept), or k[b] = 0 where y[b] / m < params.skip_below (the sample is skipped). bpr may be null.
 Status AdaptiveK(const float* y, int32_t batch, int32_t n, const RatioParams& params, float* ymax, float* bpr,
                  int32_t* k);
 
