@@ -686,8 +686,9 @@ How BudgetProp was chosen (one-off runs, 2 seeds, 12 epochs, Adam 1e-3, batch 32
   sample skipping", `benchmarks/budget_allocation.py`): rounding k to nearest, a lower cost exponent or a floor on
   kept entries does not bring the DS-CNN to its target on every speaker; there the sparse runs fit the speaker's
   clips more slowly. Back-propagating only the samples at least 1.5x the running mean of the output error, densely
-  (`BudgetProp(1.0, skip_below=1.5)`), fits as dense does: george's DS-CNN within half a point at 6.5x, but
-  nicolas -2.2 at 6.0x, and it loses on MNIST and with the last 2 layers trained.
+  (`BudgetProp(1.0, skip_below=1.5)`), fits about as dense does: on the five speakers' every-layer DS-CNN it loses
+  0.9 points on average at 5.5-6.5x (2 seeds; BudgetProp 0.15 there: 2.8 at 6.9-7.3x), within the target on
+  george and lucas, but it loses on MNIST, the Conv1D net and with the last 2 layers trained.
 - *The DS-CNN: BatchNorm as the device trains it.* The exported step folds every BatchNorm into the layer before
   it, so the device never normalises with a batch's statistics. The DS-CNN tables train that folded network, with
   the statistics re-estimated on the speaker's clips first (AdaBN, `--batchnorm adapt`). Tables with Keras's

@@ -535,6 +535,12 @@ class TrainStep(tf.Module):
         d_bias = selection.step_bias_gradient(delta, masked, chosen, sparse_bias=False)  # dense bias gradient
         return masked, d_bias, k_eff
 
+    @staticmethod
+    def _skips_samples(node) -> bool:
+        """Whether the sparse layer's rule skips samples (``SelectionRule.skip_below``; dense has no rule)."""
+        rule = node.layer.policy.rule(node.depth)
+        return rule is not None and bool(rule.skip_below)
+
     def _forced_select(self, node, delta):
         """``_select`` with the kept set given (``forced_selection``): no scores, no running max."""
         if self._policy.sparse_bias or self._policy.batch_shared:
@@ -543,7 +549,7 @@ class TrainStep(tf.Module):
         gate, k_eff = self.forced_selection[node.name]
         delta_kept = delta if gate is None else selection.keep_entries(
             delta, tf.constant(np.asarray(gate, self._np)), node.layer.selection == "channel", self.batch_size)
-        if node.layer.policy.rule(node.depth).skip_below:
+        if self._skips_samples(node):
             # the given kept sets are the rule's before skipping: a skipped sample (k_eff 0, as a zero-error one,
             # whose delta is 0) keeps nothing, bias included
             active = tf.constant((np.asarray(k_eff) > 0).astype(self._np))
@@ -617,7 +623,7 @@ class TrainStep(tf.Module):
             select, node.name, [delta, state.read_value(), params, self._mode],
             [(tf.float32, [1]), (tf.int32, [b]), (tf.int32, [b, n])], self.device_op_shapes)
         state.assign(ymax)  # in place (device_ops.in_place_state)
-        if node.layer.policy.rule(node.depth).skip_below:
+        if self._skips_samples(node):
             # a skipped sample has k = 0 (no dW, no dx); its error must not reach the dense bias gradient either
             # (k is 0 for a zero-error sample too, whose error is 0 anyway)
             delta = selection.keep_samples(delta, tf.cast(k > 0, delta.dtype))

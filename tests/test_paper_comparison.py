@@ -75,3 +75,6 @@ def test_budget_configs_name_the_policy_their_trials_run():
     assert tp.policies.from_spec(config.policy_spec()) == tp.BudgetProp(0.15, rounding="round", cost_exponent=0.5)
     assert tp.policies.from_spec(pc._budget(0.2, min_kept=3).policy_spec()) == tp.BudgetProp(0.2, min_kept=3)
     assert pc._budget(0.15).policy_spec() == "budget:budget=0.15"  # the paper comparison's trials keep their keys
+    skipping = pc._budget(1.0, skip_below=1.5)
+    assert skipping.name == "BudgetProp 1, skip_below=1.5"
+    assert tp.policies.from_spec(skipping.policy_spec()) == tp.BudgetProp(1.0, skip_below=1.5)
