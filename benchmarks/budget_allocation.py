@@ -13,8 +13,8 @@ tried on the tables that met the target and on those that missed:
 - ``min_kept=3``: a floor on every sample's kept entries;
 - ``decay`` 0.5 and 0.99 instead of 0.9: how fast the running mean of the local error that sets a sample's share
   follows the recent samples;
-- ``skip_below`` (host only so far): no backward pass at all for a sample whose output-layer error is below that
-  multiple of the running mean; with ``budget=1`` the other samples back-propagate densely (selective
+- ``skip_below`` (exported like the rest): no backward pass at all for a sample whose output-layer error is below
+  that multiple of the running mean; with ``budget=1`` the other samples back-propagate densely (selective
   back-propagation), with 0.15 on BudgetProp's shares.
 
 Tables (the paper comparison's settings, each at its validated learning rate, ``learning_rates.json``): MNIST shift
