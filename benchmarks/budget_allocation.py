@@ -46,23 +46,27 @@ SECTION = "BudgetProp's budget sharing: rounding, cost exponent, floor, decay, s
 COMMAND = "python benchmarks/budget_allocation.py"
 EPOCHS = 12
 
+ENTRIES = pc._budget(0.15, mode="entries")  # the per-entry budget, what "auto" chooses but on the every-layer DS-CNN
 CONFIGS = [
     pc.DENSE,
     pc.BUDGETPROP_DEFAULT,
-    pc._budget(0.15, rounding="round"),
-    pc._budget(0.15, cost_exponent=0.5),
-    pc._budget(0.15, rounding="round", cost_exponent=0.5),
-    pc._budget(0.15, cost_exponent=0.0),
-    pc._budget(0.15, min_kept=3),
-    pc._budget(0.15, decay=0.5),
-    pc._budget(0.15, decay=0.99),
+    ENTRIES,
+    pc._budget(0.15, mode="entries", rounding="round"),
+    pc._budget(0.15, mode="entries", cost_exponent=0.5),
+    pc._budget(0.15, mode="entries", rounding="round", cost_exponent=0.5),
+    pc._budget(0.15, mode="entries", cost_exponent=0.0),
+    pc._budget(0.15, mode="entries", min_kept=3),
+    pc._budget(0.15, mode="entries", decay=0.5),
+    pc._budget(0.15, mode="entries", decay=0.99),
     # selective back-propagation: only the samples whose output error is at least skip_below x the running mean,
-    # densely (budget 1) or on BudgetProp's shares
+    # densely (budget 1) or on BudgetProp's shares; whole samples at the running quantile that passes 0.15
     pc._budget(1.0, skip_below=1.5),
     pc._budget(1.0, skip_below=1.25),
     pc._budget(0.15, skip_below=0.5),
+    pc._budget(0.15, mode="samples"),
 ]
-SKIP_CONFIGS = (pc.DENSE, pc.BUDGETPROP_DEFAULT, pc._budget(1.0, skip_below=1.5), pc._budget(1.0, skip_below=1.25))
+SKIP_CONFIGS = (pc.DENSE, pc.BUDGETPROP_DEFAULT, ENTRIES, pc._budget(1.0, skip_below=1.5),
+                pc._budget(1.0, skip_below=1.25))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +105,7 @@ def tables(fsdd: str) -> list[Table]:
     ] + [  # is the slow fitting Adam's? The same DS-CNN table with the other optimizers at the same rate.
         Table(f"FSDD george, DS-CNN, every layer trained, {optimizer} 0.001", "fsdd-george-ds_cnn", speaker("george"),
               ds_cnn, pc._adam("fsdd-george-ds_cnn-bn-adapt", batchnorm="adapt", optimizer=optimizer,
-                               learning_rate=1e-3), (0, 1), (pc.DENSE, pc.BUDGETPROP_DEFAULT))
+                               learning_rate=1e-3), (0, 1), (pc.DENSE, pc.BUDGETPROP_DEFAULT, ENTRIES))
         for optimizer in ("lazy_adam", "momentum", "sgd")
     ]
 

@@ -914,7 +914,8 @@ def main(argv=None):
 
 
 def merge_records(paths: list[str]) -> dict:
-    """One record from the --json files of runs side by side: their tasks in order, the union of the configs."""
+    """One record from the --json files of runs side by side: their tasks in order, the union of the configs; a
+    task of a later file replaces the earlier files' task of the same key, in its place (a rerun of some tables)."""
     records = []
     for path in paths:
         with open(path) as handle:
@@ -924,7 +925,7 @@ def merge_records(paths: list[str]) -> dict:
         configs = {c["name"]: c for r in records for c in r["configs"]}
         merged.update(
             command=" && ".join(r["command"] for r in records),
-            configs=list(configs.values()), tasks=[t for r in records for t in r["tasks"]],
+            configs=list(configs.values()), tasks=list({t["key"]: t for r in records for t in r["tasks"]}.values()),
             seconds=max(r["seconds"] for r in records),  # side by side: the longest part
             notes=sorted({n for r in records for n in r["notes"]}),
         )

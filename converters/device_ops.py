@@ -11,7 +11,7 @@ as custom operators (``micro/tflm/tinyprop_tflm.h``):
   one op). The builtins graph's ``g * cast(out > 0)`` leaves a mask the converter schedules right after the
   forward, alive next to each activation until the backward (and gives -0 for a negative g, NaN for an
   infinite one, where the unit is off);
-- ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [9] (``SELECT_PARAMS``: a layer's
+- ``TINYPROP_SELECT_UNITS``: delta [B, N], ymax [1], params [11] (``SELECT_PARAMS``: a layer's
   ``selection.SelectionRule``) -> ymax_out [1], k [B] int32, kept [B, N] int32 (the same rule as
   ``tinyprop_tf.selection``; a sample the rule skips gets k = 0, and the graph zeroes its error for the bias);
 - ``TINYPROP_SELECT_CHANNELS``: the same for a conv error delta [B, positions..., C] (score per channel = sum of
@@ -66,9 +66,9 @@ from tinyprop_tf.converters.flatbuffer import fb
 
 # The selection ops' params tensor, in order (micro/tflm/tinyprop_tflm.h names the same layout: SelectParam).
 SELECT_PARAMS = ("s_min", "s_max", "zeta_pow", "rounding", "reference", "decay", "per_sample_max", "min_kept",
-                 "skip_below")
+                 "skip_below", "quantile_share", "quantile_rate")
 ROUNDING_CODES = {"floor": 0.0, "round": 1.0}
-REFERENCE_CODES = {"max": 0.0, "mean": 1.0}
+REFERENCE_CODES = {"max": 0.0, "mean": 1.0, "quantile": 2.0}
 
 
 def select_params(rule) -> list[float]:

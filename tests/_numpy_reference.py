@@ -142,17 +142,24 @@ def ratio_to_k(bpr, m: int, rounding: str = "floor", min_kept: int = 1):
     return np.clip(t, min(min_kept, m), m).astype(np.int64)
 
 
-def running_reference(old, y, reference="max", decay=1.0, per_sample_max=False):
-    """(new state, [B] reference per sample) in float32, written from the rule's text (selection.update_reference)."""
+def running_reference(old, y, reference="max", decay=1.0, per_sample_max=False, share=None, rate=None):
+    """(new state, [B] reference per sample) in float32, written from the rule's text (selection.update_reference);
+    ``share``, ``rate``: the quantile's."""
     y = np.asarray(y, np.float32)
     old, decay = f32(old), f32(decay)
     floor = f32(YMAX_INIT)
-    if reference == "mean":
+    if reference in ("mean", "quantile"):
         total = f32(0.0)
         for v in y:  # in sample order
             total = f32(total + v)
         mean = f32(total / f32(len(y)))
-        state = mean if old <= floor else f32(f32(old * decay) + f32(mean * f32(f32(1.0) - decay)))
+        if old <= floor:
+            state = mean
+        elif reference == "mean":
+            state = f32(f32(old * decay) + f32(mean * f32(f32(1.0) - decay)))
+        else:  # steered by the share of samples reaching the old level
+            above = f32(f32(np.count_nonzero(y >= old)) / f32(len(y)))
+            state = f32(old * f32(f32(1.0) + f32(f32(rate) * f32(above - f32(share)))))
         state = max(state, floor)
         return state, np.full(len(y), state, np.float32)
     m = f32(old * decay) if decay != 1.0 else old
@@ -207,7 +214,10 @@ def reference_step(delta, policy, depth, selection="channel", ymax_old=YMAX_INIT
     scores, m = entry_scores(delta, selection)
     y = np.abs(delta).reshape(batch, -1).sum(axis=1).astype(np.float32)  # L1 per sample
     kind = policy["kind"]
-    if kind == "budget":  # the running mean
+    samples = kind == "budget" and policy.get("mode") == "samples"  # whole samples: a quantile at depth 0
+    if samples and depth == 0:
+        ymax, reference = running_reference(ymax_old, y, "quantile", share=policy["budget"], rate=policy["rate"])
+    elif kind == "budget":  # the running mean
         ymax, reference = running_reference(ymax_old, y, "mean", policy["decay"])
     else:  # updated before use
         ymax, reference = running_reference(ymax_old, y, "max", policy.get("ymax_decay", 1.0),
@@ -231,8 +241,8 @@ def reference_step(delta, policy, depth, selection="channel", ymax_old=YMAX_INIT
         zeta, min_kept = policy.get("zeta", 1.0), 1
         if kind == "static":
             s_min = s_max = policy["ratio"]
-        elif kind == "budget":  # ratio = share * Y / mean, dense where the share is 1
-            share = policy["layer_ratio"]
+        elif kind == "budget":  # ratio = share * Y / mean, dense where the share is 1 (every layer: samples)
+            share = 1.0 if samples else policy["layer_ratio"]
             s_min, s_max = (1.0 if share == 1.0 else 0.0), share
             min_kept = policy["min_kept"]
         else:
@@ -241,7 +251,9 @@ def reference_step(delta, policy, depth, selection="channel", ymax_old=YMAX_INIT
         k = ratio_to_k(bpr, m, policy.get("rounding", "floor"), min_kept)
         mask = topk_rows(scores, k)
         # TinyPropSkip's tau, BudgetProp's skip_below: at depth 0, Y / (updated reference) below it skips the sample
-        threshold = {"tinyprop_skip": policy.get("tau"), "budget": policy.get("skip_below", 0.0)}.get(kind)
+        # (samples: below the quantile itself)
+        threshold = {"tinyprop_skip": policy.get("tau"),
+                     "budget": 1.0 if samples else policy.get("skip_below", 0.0)}.get(kind)
         if threshold and depth == 0:
             skipped = (y / ymax).astype(np.float32) < f32(threshold)
             mask[skipped] = False

@@ -269,6 +269,8 @@ POLICIES = {
     # skipping the samples below a multiple of the running mean / max at the output layer
     "budget_skip": lambda: tp.BudgetProp(0.4, decay=0.6, skip_below=0.9),
     "tinyprop_skip": lambda: tp.TinyPropSkip(1.0, 0.1, 0.9, 0.5),  # all but the samples at the max
+    # whole samples: those reaching the running quantile at the output layer back-propagate densely
+    "budget_samples": lambda: tp.BudgetProp(0.4, mode="samples"),
 }
 OPTIMIZERS = {
     "sgd": dict(optimizer="sgd", learning_rate=0.05),
@@ -294,6 +296,8 @@ CASES = [
     ("mlp", "budget_skip", "adam", None),
     ("conv1d_net", "budget_skip", "sgd", None),
     ("small_cnn", "tinyprop_skip", "momentum", None),
+    ("mlp", "budget_samples", "sgd", None),
+    ("ds_cnn", "budget_samples", "adam", None),
 ]
 
 

@@ -53,6 +53,10 @@ CASES = {
     "conv1d_budget_skip_adam": (lambda: models.conv1d_net(input_shape=(16, 5), num_classes=3, filters=(6, 8)),
                                 lambda: tp.BudgetProp(0.3, decay=0.7, skip_below=0.8), "adam",
                                 "sparse_categorical_crossentropy"),
+    # whole samples (the running quantile at the logits), the DS-CNN's choice
+    "ds_cnn_budget_samples_adam": (lambda: models.ds_cnn(input_shape=(16, 8, 1), num_classes=4, filters=8, blocks=2),
+                                   lambda: tp.BudgetProp(0.4, mode="samples"), "adam",
+                                   "sparse_categorical_crossentropy"),
     # a frozen prefix (all but the logits): its forward runs sample by sample
     "ds_cnn_last1_tinyprop_sgd": (lambda: _last(models.ds_cnn(input_shape=(24, 10, 1), num_classes=4, filters=16,
                                                               blocks=1), 1),
@@ -306,7 +310,7 @@ def test_fast_step_runs_in_tflm_with_the_tinyprop_ops_and_matches_keras(exported
     assert set(result.errors["tflm_fast"]["weights"]) == {e["path"] for e in manifest["weights"]}
     k = result.k["tflm_fast"]  # [steps, layers, batch]: per-sample k of the C++ selection == Keras'
     np.testing.assert_array_equal(k, result.k["keras"])
-    if "skip" in name:  # the layer nearest the output skips some samples (k = 0), not all
+    if "skip" in name or "samples" in name:  # the layer nearest the output skips some samples (k = 0), not all
         assert (k[:, -1, :] == 0).any() and (k[:, -1, :] > 0).any(), k[:, -1, :]
     else:
         assert k.max() < max(layer["entries"] for layer in manifest["layers"] if layer.get("sparse"))

@@ -78,3 +78,31 @@ def test_budget_configs_name_the_policy_their_trials_run():
     skipping = pc._budget(1.0, skip_below=1.5)
     assert skipping.name == "BudgetProp 1, skip_below=1.5"
     assert tp.policies.from_spec(skipping.policy_spec()) == tp.BudgetProp(1.0, skip_below=1.5)
+    samples = pc._budget(0.15, mode="samples")
+    assert samples.name == "BudgetProp 0.15, mode=samples"
+    assert tp.policies.from_spec(samples.policy_spec()) == tp.BudgetProp(0.15, mode="samples")
+
+
+def test_render_of_a_rerun_replaces_the_tables_it_reran(tmp_path):
+    """--render A B: B's tasks replace A's of the same key, in A's order; the others stay; configs are the union."""
+    import json
+
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    import paper_comparison as pc
+
+    def record(name, tasks, configs):
+        path = tmp_path / name
+        path.write_text(json.dumps({"command": name, "seeds": [0, 1], "epochs": 12, "seconds": 60.0, "notes": [],
+                                    "configs": [{"name": c} for c in configs],
+                                    "tasks": [{"key": key, "runs": runs} for key, runs in tasks]}))
+        return str(path)
+
+    first = record("first", [("mnist", "old"), ("fsdd-george-ds_cnn", "old"), ("fsdd-jackson-ds_cnn", "old")],
+                   ["dense", "BudgetProp 0.15"])
+    rerun = record("rerun", [("fsdd-jackson-ds_cnn", "new"), ("fsdd-george-ds_cnn", "new")],
+                   ["dense", "BudgetProp 0.15, mode=samples"])
+    merged = pc.merge_records([first, rerun])
+    assert [(t["key"], t["runs"]) for t in merged["tasks"]] == [
+        ("mnist", "old"), ("fsdd-george-ds_cnn", "new"), ("fsdd-jackson-ds_cnn", "new")]
+    assert [c["name"] for c in merged["configs"]] == ["dense", "BudgetProp 0.15", "BudgetProp 0.15, mode=samples"]
+    assert merged["command"] == "first && rerun"

@@ -37,6 +37,9 @@ from tinyprop_tf import selection
         (lambda: tp.BudgetProp(min_kept=1.5), "min_kept"),
         (lambda: tp.BudgetProp(cost_exponent=-1), "cost_exponent"),
         (lambda: tp.BudgetProp(skip_below=-0.5), "skip_below"),
+        (lambda: tp.BudgetProp(mode="sample"), "mode"),
+        (lambda: tp.BudgetProp(mode="samples", skip_below=1.5), "skip_below"),
+        (lambda: tp.BudgetProp(1.0, mode="samples"), "budget < 1"),
         (lambda: tp.TinyProp(per_sample_max="yes"), "per_sample_max"),
         (lambda: tp.TinyProp(ymax_decay=1.5), "ymax_decay"),
     ],
@@ -56,6 +59,8 @@ def test_policies_round_trip_through_keras_serialization():
         tp.TinyProp(0.1, 0.9, 0.5, per_sample_max=True, ymax_decay=0.9),
         tp.BudgetProp(0.2, decay=0.8, min_kept=2, cost_exponent=0.5, layer_ratio=0.3),
         tp.BudgetProp(1.0, skip_below=1.5),
+        tp.BudgetProp(0.1, mode="samples"),
+        tp.BudgetProp(0.2, mode="auto", layer_ratio=1.0, layer_mode="samples"),
     ]:
         config = keras.saving.serialize_keras_object(policy)
         again = keras.saving.deserialize_keras_object(config)
@@ -243,6 +248,54 @@ def test_budgetprop_shares_follow_the_model_and_the_trainable_set():
         (cost_fc2 + cost_logits) / 6, rel=1e-9)
     # the model's policy (what export and reports name) is the user's, without a layer's share
     assert {repr(layer.policy.model_policy()) for layer in tp.sparse_layers(sparse)} == {repr(tp.BudgetProp(1 / 6))}
+
+
+def test_budgetprop_auto_spends_on_whole_samples_where_the_cost_is_spread_over_a_chain():
+    from tinyprop_tf import models
+
+    # the DS-CNN trained whole: its backward cost spread over 9 layers (effective number 7) -> whole samples
+    ds_cnn = tp.sparsify(models.ds_cnn(input_shape=(49, 13, 1), num_classes=10, filters=32), tp.BudgetProp(),
+                         verbose=False)
+    layers = tp.sparse_layers(ds_cnn)
+    assert {(layer.policy.layer_mode, layer.policy.layer_ratio) for layer in layers} == {("samples", 1.0)}
+    nearest = layers[-1].policy.rule(0)  # the logits: the quantile that passes a share 0.15 of the samples
+    assert (nearest.reference, nearest.skip_below, nearest.quantile_share, nearest.s_min, nearest.s_max) == (
+        "quantile", 1.0, 0.15, 1.0, 1.0)
+    deeper = layers[0].policy.rule(3)  # what passes back-propagates densely
+    assert (deeper.s_min, deeper.s_max, deeper.skip_below, deeper.reference) == (1.0, 1.0, 0.0, "mean")
+    # its last two layers only: the pointwise conv holds 99.6 % of the cost -> per entry again
+    tp.train_last(ds_cnn, 2)
+    modes = {layer.policy.layer_mode for layer in tp.sparse_layers(ds_cnn)}
+    assert modes == {"entries"}
+    # a model one layer dominates: per entry, the shares of allot_budget
+    mlp = tp.sparsify(models.mlp(), tp.BudgetProp(), verbose=False)
+    assert {layer.policy.layer_mode for layer in tp.sparse_layers(mlp)} == {"entries"}
+    # the effective number of layers, (sum C)^2 / sum C^2, against the threshold; skip_below or budget 1 keep
+    # the user's per-entry form; an explicit mode is kept whatever the costs
+    policy = tp.BudgetProp()
+    assert policy.chosen_mode([1.0] * 4) == "samples" and policy.chosen_mode([1.0] * 3 + [0.0]) == "entries"
+    assert policy.chosen_mode([5.0, 1.0, 1.0, 1.0, 1.0, 1.0]) == "entries"  # 100 / 30 = 3.3 layers
+    assert tp.BudgetProp(1.0, skip_below=1.5).chosen_mode([1.0] * 9) == "entries"
+    assert tp.BudgetProp(1.0).chosen_mode([1.0] * 9) == "entries"
+    assert tp.BudgetProp(mode="samples").chosen_mode([1.0]) == "samples"
+    assert tp.BudgetProp(mode="entries").chosen_mode([1.0] * 9) == "entries"
+    assert tp.policies.from_spec("budget:0.2,mode=samples") == tp.BudgetProp(0.2, mode="samples")
+
+
+def test_budgetprop_samples_threshold_settles_where_the_budget_share_passes():
+    """The running quantile against the closed form: errors drawn i.i.d. from an exponential distribution of mean
+    1, whose level that a share s reaches is -ln(s); the share that passed, over the steps after the start."""
+    rule = tp.BudgetProp(0.15, mode="samples").rule(0)
+    rng = np.random.default_rng(0)
+    state, passed = tf.constant(selection.YMAX_INIT), []
+    for _ in range(400):
+        y = tf.constant(rng.exponential(size=32).astype(np.float32))
+        chosen = selection.select(tf.ones([32, 4]), y, state, rule)
+        state = chosen.ymax
+        passed.append(float(np.mean(chosen.active.numpy())))
+    assert np.mean(passed[100:]) == pytest.approx(0.15, abs=0.02)
+    assert float(state) == pytest.approx(-np.log(0.15), rel=0.15)
+    assert set(chosen.k.numpy().tolist()) == {4}  # k = M: the samples that pass keep everything
 
 
 def test_budgetprop_ratio_is_the_share_times_the_error_over_the_running_mean():

@@ -124,6 +124,11 @@ POLICIES = {
     "budget_dense_skip": (lambda: tp.BudgetProp(1.0, skip_below=1.0, layer_ratio=1.0),
                           {"kind": "budget", "layer_ratio": 1.0, "decay": 0.9, "min_kept": 1, "rounding": "floor",
                            "skip_below": 1.0}, [(0, 5), (0, 3)]),
+    # BudgetProp's whole samples: the running quantile at depth 0 decides which samples back-propagate densely;
+    # deeper layers keep everything of what reaches them
+    "budget_samples": (lambda: tp.BudgetProp(0.4, mode="samples"),
+                       {"kind": "budget", "mode": "samples", "budget": 0.4, "decay": 0.9, "min_kept": 1,
+                        "rate": tp.BudgetProp.SAMPLES_THRESHOLD_RATE, "rounding": "floor"}, [(0, 5), (0, 3), (2, 5)]),
     # the AIfES order of the running max, and a max that forgets
     "tinyprop_per_sample": (lambda: tp.TinyProp(0.1, 0.9, 0.6, per_sample_max=True, ymax_decay=0.5),
                             {"kind": "tinyprop", "s_min": 0.1, "s_max": 0.9, "zeta": 0.6, "rounding": "floor",
@@ -326,7 +331,8 @@ def test_gradients_match_reference(spec_id, policy_id, selection):
             assert recorded_k_sum(layer) - k_sum_before == pytest.approx(float(expected["k"][active].sum())), what
     if ref_policy["kind"] == "budget" or ref_policy.get("ymax_decay", 1.0) != 1.0:
         assert fell, "no step exercised a reference that forgets"
-    if (ref_policy.get("tau") or ref_policy.get("skip_below")) and any(depth == 0 for depth, _ in runs):
+    skips = ref_policy.get("tau") or ref_policy.get("skip_below") or ref_policy.get("mode") == "samples"
+    if skips and any(depth == 0 for depth, _ in runs):
         assert skipped, "no step skipped a sample"  # (a policy skips at depth 0 only)
 
 

@@ -436,8 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "autoencoder (default: cnn for mnist, ds_cnn for audio, autoencoder for dcase)")
     ft.add_argument("--policy", action="append",
                     help="repeatable: dense | static:RATIO | tinyprop[:s_min=..,s_max=..,zeta=..,"
-                         "per_sample_max=0|1,ymax_decay=..] | budget[:BUDGET,decay=..,min_kept=..,skip_below=..] "
-                         "(BudgetProp, "
+                         "per_sample_max=0|1,ymax_decay=..] | budget[:BUDGET,mode=auto|entries|samples,decay=..,"
+                         "min_kept=..,skip_below=..] (BudgetProp, "
                          f"the project's policy) | tinyprop_skip:tau=.. | ssprop:KEEP (default: "
                          f"{' '.join(DEFAULT_POLICIES)})")
     ft.add_argument("--out", help="output folder (default: tinyprop_out/finetune-<task>-<time>)")

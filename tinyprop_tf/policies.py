@@ -12,12 +12,14 @@ state (running maximum of the local error, ssProp's current keep fraction) lives
   nearest the output (depth 0). It is not the paper's method.
 - ``SsProp(schedule)``: channel-wise top-k shared by the batch (score = mean |delta| over batch and positions),
   keep fraction from a schedule; the bias gradient of unselected channels is zero too.
-- ``BudgetProp(budget, decay, min_kept, cost_exponent)``: *this project's own* fine-tuning policy (not
-  TinyProp): a backward budget (a fraction of the dense backward MACs) shared out among the layers by their
-  backward cost, cheap layers dense (``allot_budget``); within a layer each sample's ratio is its share times its
-  error relative to a running mean of recent errors, so hard samples get (nearly) their whole gradient and fitted
-  ones almost none, and the budget holds on average. ``skip_below`` also skips the whole backward pass of a sample
-  whose output-layer error is below that multiple of the running mean.
+- ``BudgetProp(budget, decay, min_kept, cost_exponent, mode)``: *this project's own* fine-tuning policy (not
+  TinyProp): a backward budget (a fraction of the dense backward MACs), spent per entry or on whole samples. Per
+  entry it is shared out among the layers by their backward cost, cheap layers dense (``allot_budget``); within a
+  layer each sample's ratio is its share times its error relative to a running mean of recent errors, so hard
+  samples get (nearly) their whole gradient and fitted ones almost none, and the budget holds on average. On whole
+  samples (chosen where the cost is spread over a chain of layers, as in a DS-CNN) only the samples whose
+  output-layer error reaches a running quantile back-propagate, densely; the quantile passes a share ``budget``.
+  ``skip_below`` skips, per entry too, the samples whose output-layer error is below that multiple of the mean.
 
 The selection-based policies give every runtime their per-layer parameters through one method, ``rule(depth)``
 (a ``selection.SelectionRule``).
@@ -232,33 +234,52 @@ class SsProp(BackpropPolicy):
 class BudgetProp(BackpropPolicy):
     """This project's fine-tuning policy: a backward budget spent where it is cheap, on the samples that need it.
 
-    - ``budget``: target backward compute as a fraction of dense back-propagation's (dW + dx MACs of the layers
-      whose backward runs). ``allot_budget`` shares it out by each layer's dense backward cost ``C``: layer share
+    ``budget``: target backward compute as a fraction of dense back-propagation's (dW + dx MACs of the layers whose
+    backward runs). It is spent in one of two ways (``mode``):
+
+    - ``"entries"``: ``allot_budget`` shares the budget out by each layer's dense backward cost ``C``: layer share
       ``r = min(1, a * C**-cost_exponent)``, ``a`` such that ``sum(C * r) = budget * sum(C)``. Narrow, cheap layers
       (logits, a last hidden layer) get ``r = 1`` and stay dense; the wide ones pay. ``cost_exponent = 0`` is one
-      ratio for every layer.
-    - Per sample, in a layer with ``r < 1``: ``bpr(n) = r * Y(n) / Ybar``, where ``Ybar`` is a running mean of the
-      layer's local error (``decay`` per step; ``selection.update_reference``), and ``k = clamp(floor(M * bpr),
-      min(min_kept, M), M)``: a sample whose error is ``1 / r`` times the recent mean keeps everything, a fitted one
-      almost nothing, and the mean of ``bpr`` is about ``r`` (less where the clamp at M cuts it): the budget holds
-      on average. This is TinyProp's formula with ``s_min = 0``, ``s_max = r`` and a mean in place of the maximum.
-    - ``min_kept``: every sample keeps at least this many entries of a layer (or all, in narrower layers).
-    - ``skip_below`` (0: off): at the sparse layer nearest the output (depth 0) a sample whose error is below
-      ``skip_below`` times that layer's running mean, ``Y(n) / Ybar < skip_below``, gets no backward pass at all
-      (its error zeroed there, bias included, so no earlier layer spends anything on it): the budget goes to the
-      samples the model still gets wrong, whole (selective back-propagation with a running-mean threshold). With
-      ``budget=1`` the kept samples back-propagate densely and ``skip_below`` alone sets the compute.
+      ratio for every layer. Per sample, in a layer with ``r < 1``: ``bpr(n) = r * Y(n) / Ybar``, where ``Ybar`` is
+      a running mean of the layer's local error (``decay`` per step; ``selection.update_reference``), and ``k =
+      clamp(floor(M * bpr), min(min_kept, M), M)``: a sample whose error is ``1 / r`` times the recent mean keeps
+      everything, a fitted one almost nothing, and the mean of ``bpr`` is about ``r`` (less where the clamp at M
+      cuts it): the budget holds on average. This is TinyProp's formula with ``s_min = 0``, ``s_max = r`` and a mean
+      in place of the maximum.
+    - ``"samples"``: whole samples. At the sparse layer nearest the output (depth 0) a sample back-propagates only
+      if its error reaches a running quantile of the errors, ``Y(n) >= R``, R steered so that a share ``budget`` of
+      the samples do (``selection.update_reference``, ``"quantile"``, ``SAMPLES_THRESHOLD_RATE``); the others get no
+      backward pass at all (error zeroed there, bias included, so no earlier layer spends anything on them), and
+      the ones that pass back-propagate densely through every layer. In a deep chain of similarly costed layers
+      the per-entry budget is a sliver of a sliver by the first layer; the whole error of the samples the model
+      still gets wrong trains it better (``benchmarks/RESULTS.md``, budget allocation).
+    - ``"auto"`` (default): ``"samples"`` when the backward cost is spread over a chain, its effective number of
+      layers ``(sum C)**2 / sum(C**2)`` at least ``SAMPLES_FROM_LAYERS`` (a DS-CNN trained whole: 7.0), else
+      ``"entries"`` (one layer dominates: an MLP's first layer 1.1, the Conv1D net 1.7, a DS-CNN's last two layers
+      1.0, the DCASE autoencoder 2.3), and ``"entries"`` whenever ``skip_below`` is set.
+
+    - ``min_kept`` (entries): every sample keeps at least this many entries of a layer (or all, in narrower layers).
+    - ``skip_below`` (entries; 0: off): at depth 0 a sample whose error is below ``skip_below`` times that layer's
+      running mean, ``Y(n) / Ybar < skip_below``, gets no backward pass at all. With ``budget=1`` the kept samples
+      back-propagate densely and ``skip_below`` alone sets the compute (the fixed-threshold form of "samples").
 
     Why not TinyProp's all-time maximum: in fine-tuning the first steps' errors are the largest, so ``Y / Ymax``
     falls towards 0 for good and every layer sits at its floor; the ratio must follow the *recent* errors
     (``benchmarks/RESULTS.md`` compares a decaying maximum, which helps less).
 
-    ``layer_ratio`` is the share ``allot_budget`` gave this layer (``cloning.sparsify`` and ``train_last`` set it on
-    each layer's copy of the policy); unset, a layer uses ``budget`` itself.
+    ``layer_ratio`` and ``layer_mode`` are what ``for_layers`` chose for one layer (``cloning.sparsify`` and
+    ``train_last`` set them on each layer's copy of the policy); unset, a layer uses ``budget`` itself, per entry.
     """
 
+    MODES = ("auto", "entries", "samples")
+    #: "auto" spends the budget on whole samples from this effective number of layers on
+    SAMPLES_FROM_LAYERS = 4.0
+    #: how far one step moves the "samples" threshold (``SelectionRule.quantile_rate``)
+    SAMPLES_THRESHOLD_RATE = 1.0
+
     def __init__(self, budget: float = 0.15, decay: float = 0.9, min_kept: int = 1, cost_exponent: float = 1.0,
-                 rounding: str = "floor", layer_ratio: float | None = None, skip_below: float = 0.0):
+                 rounding: str = "floor", layer_ratio: float | None = None, skip_below: float = 0.0,
+                 mode: str = "auto", layer_mode: str | None = None):
         self.budget = check_fraction("budget", budget)
         self.decay = check_range("decay", decay, 0.0, 1.0, low_open=True)
         self.min_kept = check_int("min_kept", min_kept, 1)
@@ -267,19 +288,51 @@ class BudgetProp(BackpropPolicy):
         self.layer_ratio = None if layer_ratio is None else check_fraction("layer_ratio", layer_ratio)
         # Y / Ybar is about 1 on average; no sample's error reaches 10x the mean of a batch of 10
         self.skip_below = check_range("skip_below", skip_below, 0.0, 10.0)
+        self.mode = _check_choice("mode", mode, self.MODES)
+        self.layer_mode = None if layer_mode is None else _check_choice("layer_mode", layer_mode, self.MODES[1:])
+        if "samples" in (self.mode, self.layer_mode):
+            if self.skip_below:
+                raise ValueError("BudgetProp: skip_below is the 'entries' mode's fixed threshold; in mode 'samples' "
+                                 "the budget sets the share of samples that back-propagate (drop skip_below or use "
+                                 "mode='entries')")
+            if self.budget == 1.0:
+                raise ValueError("BudgetProp: mode 'samples' with budget 1 would skip nothing; use a budget < 1")
+
+    def spends_on(self) -> str:
+        """This layer's mode: what ``for_layers`` chose, else ``mode`` ("auto" unresolved: per entry)."""
+        return self.layer_mode or ("samples" if self.mode == "samples" else "entries")
 
     def rule(self, depth):
         from tinyprop_tf import selection
 
+        if self.spends_on() == "samples":
+            if depth != 0:  # what passed the layer nearest the output back-propagates densely
+                return selection.SelectionRule(1.0, 1.0, 1.0, self.rounding, "mean", self.decay)
+            return selection.SelectionRule(1.0, 1.0, 1.0, self.rounding, "quantile", 1.0, skip_below=1.0,
+                                           quantile_share=self.budget, quantile_rate=self.SAMPLES_THRESHOLD_RATE)
         r = self.budget if self.layer_ratio is None else self.layer_ratio
         return selection.SelectionRule(1.0 if r == 1.0 else 0.0, r, 1.0, self.rounding, "mean", self.decay,
                                        min_kept=self.min_kept, skip_below=self.skip_below if depth == 0 else 0.0)
 
-    def for_layers(self, costs):
-        return [self.with_layer_ratio(r) for r in allot_budget(costs, self.budget, self.cost_exponent)]
+    def chosen_mode(self, costs) -> str:
+        """"entries" or "samples" for a model whose sparse layers have these dense backward costs."""
+        if self.mode != "auto":
+            return self.mode
+        live = [float(c) for c in costs if c > 0]
+        if self.skip_below or self.budget == 1.0 or not live:
+            return "entries"
+        spread = sum(live) ** 2 / sum(c * c for c in live)
+        return "samples" if spread >= self.SAMPLES_FROM_LAYERS else "entries"
 
-    def with_layer_ratio(self, ratio: float | None) -> "BudgetProp":
-        return BudgetProp(**{**self.get_config(), "layer_ratio": None if ratio is None else float(ratio)})
+    def for_layers(self, costs):
+        mode = self.chosen_mode(costs)
+        if mode == "samples":
+            return [self.with_layer_ratio(1.0, "samples") for _ in costs]
+        return [self.with_layer_ratio(r, "entries") for r in allot_budget(costs, self.budget, self.cost_exponent)]
+
+    def with_layer_ratio(self, ratio: float | None, mode: str | None = None) -> "BudgetProp":
+        return BudgetProp(**{**self.get_config(), "layer_ratio": None if ratio is None else float(ratio),
+                             "layer_mode": mode})
 
     def model_policy(self):
         return self.with_layer_ratio(None)
@@ -287,7 +340,13 @@ class BudgetProp(BackpropPolicy):
     def get_config(self):
         return {"budget": self.budget, "decay": self.decay, "min_kept": self.min_kept,
                 "cost_exponent": self.cost_exponent, "rounding": self.rounding, "layer_ratio": self.layer_ratio,
-                "skip_below": self.skip_below}
+                "skip_below": self.skip_below, "mode": self.mode, "layer_mode": self.layer_mode}
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
 
 
 def allot_budget(costs, budget: float, exponent: float) -> list[float]:
@@ -347,7 +406,8 @@ def from_spec(spec: str) -> BackpropPolicy:
 
     Examples: ``dense``, ``static:0.2``, ``static:ratio=0.1,zeta=0.5``, ``tinyprop``,
     ``tinyprop:s_min=0.1,s_max=0.9,zeta=0.5``, ``tinyprop_skip:tau=0.05``, ``ssprop:0.3`` (constant keep),
-    ``tinyprop:per_sample_max=1`` (the AIfES order), ``budget``, ``budget:0.1``, ``budget:budget=0.15,min_kept=2``.
+    ``tinyprop:per_sample_max=1`` (the AIfES order), ``budget``, ``budget:0.1``, ``budget:budget=0.15,min_kept=2``,
+    ``budget:mode=samples``.
     A bare value sets the first parameter.
     """
     name, _, arguments = str(spec).partition(":")
@@ -358,7 +418,7 @@ def from_spec(spec: str) -> BackpropPolicy:
     for item in filter(None, (part.strip() for part in arguments.split(","))):
         key, has_key, value = item.partition("=")
         try:
-            parsed = value if key.strip() == "rounding" else float(value if has_key else key)
+            parsed = value if key.strip() in ("rounding", "mode") else float(value if has_key else key)
             if key.strip() == "min_kept" and parsed.is_integer():
                 parsed = int(parsed)
         except ValueError:

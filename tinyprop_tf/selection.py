@@ -8,7 +8,7 @@ kept set (bit for bit, given the same Y).
 
 The rule, per layer and step: ``scores_and_error`` gives each sample's entry scores and local error ``Y`` (L1 of
 its error signal); ``update_reference`` updates the running reference ``R`` *before* it is used (TinyProp's
-running maximum, or BudgetProp's running mean); a sample whose error is all zero costs nothing
+running maximum, or BudgetProp's running mean or running quantile); a sample whose error is all zero costs nothing
 (``active_samples``), and so does one the rule skips (``skip_below``: ``Y / R`` below it, at the layer nearest
 the output). Then per sample ``n`` of a layer with ``M`` selectable entries (units, channels or elements):
 
@@ -48,7 +48,7 @@ from tinyprop_tf._validate import ROUNDING_MODES
 YMAX_INIT = 1e-30
 
 
-REFERENCES = ("max", "mean")
+REFERENCES = ("max", "mean", "quantile")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,15 +61,19 @@ class SelectionRule:
     - ``s_min``, ``s_max``, ``zeta_pow``: the ratio ``(s_min + Y / R * (s_max - s_min)) * zeta_pow``;
     - ``rounding``: how ``M * bpr`` becomes k (``"floor"`` or ``"round"``);
     - ``reference``: what ``R``, the layer's running reference, is (``update_reference``): ``"max"``, the running
-      maximum of Y (TinyProp), or ``"mean"``, a running mean of Y (BudgetProp: the ratio is then proportional to
-      a sample's error relative to recent errors, and k's clamp at M caps it);
+      maximum of Y (TinyProp), ``"mean"``, a running mean of Y (BudgetProp: the ratio is then proportional to
+      a sample's error relative to recent errors, and k's clamp at M caps it), or ``"quantile"``, a level that a
+      share ``quantile_share`` of the samples reach (BudgetProp's whole-sample mode: with ``skip_below = 1`` that
+      share back-propagates);
     - ``decay``: how fast R forgets, per step (1 = TinyProp's all-time maximum);
     - ``per_sample_max``: sample n of a batch sees the maximum over samples 1..n only (the TinyProp authors'
       AIfES C code, which trains sample by sample), instead of the whole batch's (their PyTorch code);
     - ``min_kept``: the floor on k (k >= min(min_kept, M); TinyProp's is 1);
     - ``skip_below``: a sample with ``Y / R < skip_below`` (its own reference, as its ratio divides by) gets no
       backward pass at all: inactive, its error zeroed here, bias included, so no earlier layer spends anything on
-      it (0: none; the policies set it at the sparse layer nearest the output only).
+      it (0: none; the policies set it at the sparse layer nearest the output only);
+    - ``quantile_share``, ``quantile_rate`` (``"quantile"`` only): the share of samples with ``Y >= R`` that R
+      steers to, and how far one step moves it.
     """
 
     s_min: float
@@ -81,10 +85,15 @@ class SelectionRule:
     per_sample_max: bool = False
     min_kept: int = 1
     skip_below: float = 0.0
+    quantile_share: float = 0.0
+    quantile_rate: float = 0.0
 
     def __post_init__(self):
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        if (self.reference == "quantile") != (0.0 < self.quantile_share < 1.0 and 0.0 < self.quantile_rate <= 1.0):
+            raise ValueError("reference='quantile' needs 0 < quantile_share < 1 and 0 < quantile_rate <= 1 (and "
+                             "no other reference takes them)")
         if self.per_sample_max and self.reference != "max":
             raise ValueError("per_sample_max needs reference='max'")
 
@@ -103,7 +112,12 @@ def update_reference(state, y, rule: SelectionRule):
       bit for bit); with ``per_sample_max`` sample n divides by ``max(decay * R, Y(1..n))`` and the state is the
       last of these;
     - ``"mean"``: ``R = mean_n Y(n)`` on the first step (R still at ``YMAX_INIT``), then
-      ``R = decay * R + (1 - decay) * mean_n Y(n)``.
+      ``R = decay * R + (1 - decay) * mean_n Y(n)``;
+    - ``"quantile"``: the batch mean on the first step, then ``R = R * (1 + rate * (above - share))``, ``above`` the
+      share of this batch's samples with ``Y(n) >= R`` (the previous R), evaluated as ``a = count / B; t = a -
+      share; t = rate * t; t = 1 + t; R = R * t``: R rises while more than ``share`` of the samples reach it and
+      falls while fewer do, so it settles where ``share`` of them do (a stochastic quantile estimate that works
+      sample by sample too, ``B = 1``).
     A decaying reference is floored at ``YMAX_INIT``: a long run of zero errors never makes ``Y / R`` a 0 / 0.
     The mean's sum may round differently in TensorFlow's reduction than in the C++ loop (in sample order): like Y
     itself, R can then differ in its last bit between runtimes, which moves a k only where ``M * bpr`` falls within
@@ -113,13 +127,20 @@ def update_reference(state, y, rule: SelectionRule):
     y = tf.convert_to_tensor(y, tf.float32)
     decay = tf.constant(rule.decay, tf.float32)
     floor = tf.constant(YMAX_INIT, tf.float32)
-    if rule.reference == "mean":
-        batch_mean = tf.reduce_sum(y) / tf.cast(tf.size(y), tf.float32)
-        keep = tf.constant(1.0, tf.float32) - decay
+    if rule.reference in ("mean", "quantile"):
+        batch = tf.cast(tf.size(y), tf.float32)
+        batch_mean = tf.reduce_sum(y) / batch
+        if rule.reference == "mean":
+            keep = tf.constant(1.0, tf.float32) - decay
+            later = state * decay + batch_mean * keep
+        else:
+            above = tf.reduce_sum(tf.cast(y >= state, tf.float32)) / batch
+            step = tf.constant(rule.quantile_rate, tf.float32) * (above - tf.constant(rule.quantile_share, tf.float32))
+            later = state * (tf.constant(1.0, tf.float32) + step)
         # first step (R still at its initial value): the batch mean itself. A blend by 0 / 1 instead of a select
         # (TFLM has no SELECT for a scalar condition): 1 * a + 0 * b is a exactly, for finite a and b.
         first = tf.cast(state <= floor, tf.float32)
-        state = first * batch_mean + (tf.constant(1.0, tf.float32) - first) * (state * decay + batch_mean * keep)
+        state = first * batch_mean + (tf.constant(1.0, tf.float32) - first) * later
         state = tf.maximum(state, floor)
         return state, state
     base = state * decay if rule.decay != 1.0 else state

@@ -260,11 +260,19 @@ float FloorAtInit(float m) { return m < kYmaxInit ? kYmaxInit : m; }
 
 // The running reference (selection.h) on checked inputs: the new state after this step's y.
 float UpdateReference(const float* y, int32_t batch, const RatioParams& p, float state) {
-  if (p.reference == Reference::kMean) {
+  if (p.reference == Reference::kMean || p.reference == Reference::kQuantile) {
     float s = 0.0f;
     for (int32_t b = 0; b < batch; ++b) s += y[b];
     s = s / static_cast<float>(batch);
-    return FloorAtInit((state <= kYmaxInit) ? s : state * p.decay + s * (1.0f - p.decay));
+    if (state <= kYmaxInit) return FloorAtInit(s);  // the first step: the batch mean
+    if (p.reference == Reference::kMean) return FloorAtInit(state * p.decay + s * (1.0f - p.decay));
+    float above = 0.0f;  // how many samples reach the previous R (exact in float32)
+    for (int32_t b = 0; b < batch; ++b) above += (y[b] >= state) ? 1.0f : 0.0f;
+    float t = above / static_cast<float>(batch);
+    t = t - p.quantile_share;
+    t = p.quantile_rate * t;
+    t = 1.0f + t;
+    return FloorAtInit(state * t);
   }
   float m = (p.decay != 1.0f) ? state * p.decay : state;
   for (int32_t b = 0; b < batch; ++b) {
@@ -294,7 +302,17 @@ Status CheckRatioParams(const RatioParams& params) {
   if (params.s_min > params.s_max) return Status::kBadArgument;
   if (!ValidRounding(params.rounding)) return Status::kBadArgument;
   if (IsNan(params.decay) || !(params.decay > 0.0f) || params.decay > 1.0f) return Status::kBadArgument;
-  if (params.reference != Reference::kMax && params.reference != Reference::kMean) return Status::kBadArgument;
+  if (params.reference != Reference::kMax && params.reference != Reference::kMean &&
+      params.reference != Reference::kQuantile) {
+    return Status::kBadArgument;
+  }
+  const bool quantile = params.reference == Reference::kQuantile;
+  const bool quantile_ok = params.quantile_share > 0.0f && params.quantile_share < 1.0f &&
+                           params.quantile_rate > 0.0f && params.quantile_rate <= 1.0f;
+  // the quantile's parameters belong to it alone (0 elsewhere), as in the Python SelectionRule
+  if (quantile ? !quantile_ok : (params.quantile_share != 0.0f || params.quantile_rate != 0.0f)) {
+    return Status::kBadArgument;
+  }
   if (params.per_sample_max && params.reference != Reference::kMax) return Status::kBadArgument;
   if (params.min_kept < 1) return Status::kBadArgument;
   if (!(params.skip_below >= 0.0f) || !internal::IsFinite(params.skip_below)) return Status::kBadArgument;

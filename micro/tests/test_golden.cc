@@ -107,16 +107,21 @@ struct Runner {
     const auto* per_sample_max = I32("per_sample_max", false);
     const auto* min_kept = I32("min_kept", false);
     const auto* skip_below = F32("skip_below", false);
+    const auto* quantile_share = F32("quantile_share", false);
+    const auto* quantile_rate = F32("quantile_rate", false);
     RatioParams p{0, 0, 0, Rounding::kFloor};
     if (s_min && s_max && zp && !s_min->empty() && !s_max->empty() && !zp->empty()) {
       p = RatioParams{(*s_min)[0], (*s_max)[0], (*zp)[0],
                       (r && !r->empty() && (*r)[0] == 1) ? Rounding::kHalfEven : Rounding::kFloor};
     }
     if (reference && !reference->empty() && (*reference)[0] == 1) p.reference = Reference::kMean;
+    if (reference && !reference->empty() && (*reference)[0] == 2) p.reference = Reference::kQuantile;
     if (decay && !decay->empty()) p.decay = (*decay)[0];
     if (per_sample_max && !per_sample_max->empty()) p.per_sample_max = (*per_sample_max)[0] == 1;
     if (min_kept && !min_kept->empty()) p.min_kept = (*min_kept)[0];
     if (skip_below && !skip_below->empty()) p.skip_below = (*skip_below)[0];
+    if (quantile_share && !quantile_share->empty()) p.quantile_share = (*quantile_share)[0];
+    if (quantile_rate && !quantile_rate->empty()) p.quantile_rate = (*quantile_rate)[0];
     return p;
   }
 

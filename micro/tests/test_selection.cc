@@ -297,6 +297,51 @@ TP_TEST(SkipBelowSkipsSamplesUnderTheReference) {
   TP_CHECK_EQ(k[3], 8);
 }
 
+// The running quantile (BudgetProp's whole-sample mode): the batch mean first, then R * (1 + rate * (above -
+// share)) with `above` the share of samples reaching the previous R; with skip_below 1 the samples below the new R
+// get k = 0, the others all n (s_min = s_max = 1).
+TP_TEST(QuantileReferenceSteersTheSkippedShare) {
+  const float y[4] = {1.0f, 4.0f, 3.0f, 8.0f};
+  int32_t k[4];
+  RatioParams q{1.0f, 1.0f, 1.0f, Rounding::kFloor, Reference::kQuantile, 1.0f};
+  q.skip_below = 1.0f;
+  q.quantile_share = 0.25f;
+  q.quantile_rate = 0.5f;
+  float r = kYmaxInit;
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, q, &r, nullptr, k));
+  TP_CHECK_EQ(r, 4.0f);  // mean(y)
+  TP_CHECK_EQ(k[0], 0);
+  TP_CHECK_EQ(k[1], 8);  // y == R is not below it
+  TP_CHECK_EQ(k[2], 0);
+  TP_CHECK_EQ(k[3], 8);
+  // 2 of 4 reach R = 4: R = 4 * (1 + 0.5 * (0.5 - 0.25)) = 4.5; only y = 8 passes
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, q, &r, nullptr, k));
+  TP_CHECK_EQ(r, 4.5f);
+  TP_CHECK_EQ(k[1], 0);
+  TP_CHECK_EQ(k[3], 8);
+  // 1 of 4 reaches 4.5: the share met, R stays
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, q, &r, nullptr, k));
+  TP_CHECK_EQ(r, 4.5f);
+  // none reaches 9: R = 9 * (1 - 0.5 * 0.25) = 7.875
+  r = 9.0f;
+  TP_CHECK_OK(AdaptiveK(y, 4, 8, q, &r, nullptr, k));
+  TP_CHECK_EQ(r, 7.875f);
+  // its parameters belong to the quantile alone, in range
+  for (float share : {0.0f, 1.0f, -0.5f, NAN}) {
+    RatioParams bad = q;
+    bad.quantile_share = share;
+    TP_CHECK_STATUS(AdaptiveK(y, 4, 8, bad, &r, nullptr, k), Status::kBadArgument);
+  }
+  for (float rate : {0.0f, 1.5f, NAN}) {
+    RatioParams bad = q;
+    bad.quantile_rate = rate;
+    TP_CHECK_STATUS(AdaptiveK(y, 4, 8, bad, &r, nullptr, k), Status::kBadArgument);
+  }
+  RatioParams mean{1.0f, 1.0f, 1.0f, Rounding::kFloor, Reference::kMean, 0.5f};
+  mean.quantile_share = 0.25f;
+  TP_CHECK_STATUS(AdaptiveK(y, 4, 8, mean, &r, nullptr, k), Status::kBadArgument);
+}
+
 TP_TEST(StaticKEqualsAdaptiveWithEqualBounds) {
   tpt::Rng rng(2);
   for (int it = 0; it < 5000; ++it) {

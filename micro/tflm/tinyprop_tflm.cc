@@ -266,11 +266,15 @@ RatioParams ReadRatioParams(const float* p) {
                      p[kSMax],
                      p[kZetaPow],
                      p[kRounding] == 1.0f ? Rounding::kHalfEven : Rounding::kFloor,
-                     p[kReference] == 1.0f ? Reference::kMean : Reference::kMax,
+                     p[kReference] == 2.0f   ? Reference::kQuantile
+                     : p[kReference] == 1.0f ? Reference::kMean
+                                             : Reference::kMax,
                      p[kDecay],
                      p[kPerSampleMax] == 1.0f,
                      static_cast<int32_t>(p[kMinKept]),
-                     p[kSkipBelow]};
+                     p[kSkipBelow],
+                     p[kQuantileShare],
+                     p[kQuantileRate]};
 }
 
 template <bool kChannels>

@@ -22,7 +22,7 @@
 //   TINYPROP_RELU_BACKWARD     in: g, out (ReLU's output), same shape   out: g where out > 0, else +0 (TF's
 //                              ReluGrad, a select: +0 and no NaN where the unit is off, unlike g * mask; one op: no
 //                              mask tensor that a converter could compute early and keep alive)
-//   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [9] (SelectParam below, constant),
+//   TINYPROP_SELECT_UNITS      in: delta [B, N], ymax [1], params [11] (SelectParam below, constant),
 //                                  optional mode int32 (1 = training invoke)
 //                              out: ymax_out [1] (in the in-place graph: the ymax state tensor itself), k [B] int32,
 //                                   kept [B, N] int32 (ascending rows, -1 padded). When mode is given and not 1:
@@ -36,7 +36,7 @@
 //                              out: w, dx [B, I], bias: outputs 0 and 2 are inputs 1 and 8 themselves (the
 //                                   weights, updated in place on a training invoke: w -= dW * lr, bias -= db * lr;
 //                                   dx from the weights before the update; no dW or second weight copy exists)
-//   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [9], optional mode as SELECT_UNITS
+//   TINYPROP_SELECT_CHANNELS   in: delta [B, positions..., C], ymax [1], params [11], optional mode as SELECT_UNITS
 //                              out: ymax_out [1], k [B] int32, kept [B, C] int32 (score = sum of |delta| over
 //                                   the positions per channel)
 //   TINYPROP_CONV2D_FORWARD    in: x [B, H, W, C], w [KH, KW, C, O], window [7] int32 (WindowParam: strides,
@@ -121,11 +121,13 @@ enum SelectParam : int {
   kSMax,
   kZetaPow,
   kRounding,      // 0 floor, 1 half to even
-  kReference,     // 0 running maximum, 1 running mean
+  kReference,     // 0 running maximum, 1 running mean, 2 running quantile
   kDecay,
   kPerSampleMax,  // 0 or 1
   kMinKept,
   kSkipBelow,     // 0: none; else a sample with y / R below it is skipped (k = 0)
+  kQuantileShare,  // the running quantile's share (0 for the other references)
+  kQuantileRate,   // and how far one step moves it
   kSelectParamCount
 };
 

@@ -63,6 +63,7 @@ def selection_cases(rng):
             "skip_below": np.array([skip_below], f32), "ymax_out": np.array([ymax.numpy()], f32),
             "bpr": bpr.numpy().astype(f32), "k": k.numpy().astype(i32),
         }))
+    cases += quantile_cases(np.random.default_rng(1))
     for idx in range(10):
         batch, n = int(rng.integers(1, 6)), int(rng.choice([1, 3, 8, 33, 64]))
         scores = rng.uniform(0, 3, (batch, n)).astype(f32)
@@ -193,6 +194,34 @@ def keras_cases(rng):
         "grads": grads, "beta_powers": np.array(powers, f32), "w": np.asarray(var.numpy(), f32),
         "m": np.asarray(opt._momentums[0].numpy(), f32), "v": np.asarray(opt._velocities[0].numpy(), f32),
         "exact": np.array([1], i32)}))
+    return cases
+
+
+def quantile_cases(rng):
+    """BudgetProp's whole-sample rule: the running quantile (first step, then steered up or down) and the skip of
+    the samples below it, a few steps in a row (each step's state the next one's input)."""
+    import tensorflow as tf
+
+    from tinyprop_tf import selection
+
+    cases = []
+    for idx, (batch, share, rate) in enumerate([(1, 0.15, 0.5), (7, 0.15, 0.5), (32, 0.3, 1.0), (5, 0.5, 0.25)]):
+        rule = selection.SelectionRule(1.0, 1.0, 1.0, "floor", "quantile", 1.0, skip_below=1.0,
+                                       quantile_share=share, quantile_rate=rate)
+        state = f32(selection.YMAX_INIT)
+        for step in range(3):
+            y = rng.exponential(2.0, batch).astype(f32)
+            ymax, per_sample = selection.update_reference(state, y, rule)
+            bpr = rule.ratio(y, per_sample)
+            k = tf.where(selection.skipped_samples(y, per_sample, rule), 0, rule.k(bpr, 10))
+            cases.append((f"adaptive_k_quantile_{idx}_{step}", "adaptive_k", {
+                "y": y, "ymax": np.array([state], f32), "s_min": np.array([1.0], f32), "s_max": np.array([1.0], f32),
+                "zeta_pow": np.array([1.0], f32), "n": np.array([10], i32), "reference": np.array([2], i32),
+                "decay": np.array([1.0], f32), "skip_below": np.array([1.0], f32),
+                "quantile_share": np.array([share], f32), "quantile_rate": np.array([rate], f32),
+                "ymax_out": np.array([ymax.numpy()], f32), "bpr": bpr.numpy().astype(f32),
+                "k": k.numpy().astype(i32)}))
+            state = f32(ymax.numpy())
     return cases
 
 

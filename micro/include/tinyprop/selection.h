@@ -32,6 +32,7 @@ enum class Rounding : int32_t {
 enum class Reference : int32_t {
   kMax = 0,   // running maximum of y (TinyProp)
   kMean = 1,  // running mean of y (BudgetProp)
+  kQuantile = 2,  // a level that a share quantile_share of the samples reach (BudgetProp's whole-sample mode)
 };
 
 // One layer's rule, the fields of tinyprop_tf.selection.SelectionRule.
@@ -45,6 +46,8 @@ struct RatioParams {
   bool per_sample_max = false;  // kMax only: the AIfES order
   int32_t min_kept = 1;         // >= 1: the floor on k (TinyProp's is 1)
   float skip_below = 0.0f;      // >= 0: a sample with y / (its reference) < skip_below gets k = 0 (0: none)
+  float quantile_share = 0.0f;  // kQuantile only, in (0, 1): the share of samples with y >= R that R steers to
+  float quantile_rate = 0.0f;   // kQuantile only, in (0, 1]: how far one step moves R
 };
 
 Status CheckRatioParams(const RatioParams& params);
