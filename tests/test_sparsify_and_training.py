@@ -255,48 +255,29 @@ def test_tinyprop_skip_skips_samples_and_costs_less_than_tinyprop(digits):
 
 
 @pytest.mark.slow
-def test_budgetprop_skip_below_back_propagates_only_the_hard_samples_densely(digits):
-    (x, y), (x_test, y_test) = digits
-    keras.utils.set_random_seed(0)
-    model = tp.sparsify(models.mlp(input_shape=(64,), num_classes=10, hidden=(32, 16)),
-                        tp.BudgetProp(1.0, skip_below=1.0), verbose=False)
-    model.compile(keras.optimizers.Adam(1e-2), _cross_entropy(), metrics=["accuracy"])
-    model.fit(x, y, epochs=6, batch_size=32, verbose=0, callbacks=[tp.UpdateSparsity()])
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    assert accuracy > 0.6, accuracy
-    stats = tp.read_stats(model)
-    logits = stats["logits"]
+@pytest.mark.parametrize("policy, passed_range", [
     # errors below the running mean are most samples once the model fits (about half would be a symmetric spread)
-    assert 0.2 * logits["samples"] < logits["skipped"] < logits["samples"], logits
-    # budget 1: a sample that is not skipped keeps every logit (softmax's error has no zero), so the layer's sparse
-    # backward is its dense one for exactly the samples not skipped
-    assert logits["bwd_macs_sparse"] == pytest.approx(
-        logits["bwd_macs_dense"] * (logits["samples"] - logits["skipped"]) / logits["samples"], rel=1e-9)
-    for name, row in stats.items():
-        # a skipped sample has zero error in every earlier layer too (and a ReLU's dead units need no work)
-        assert row["skipped"] >= logits["skipped"], name
-        assert row["bwd_macs_sparse"] <= row["bwd_macs_dense"] * (row["samples"] - row["skipped"]) / row["samples"]
-
-
-@pytest.mark.slow
-def test_budgetprop_samples_mode_back_propagates_the_budget_share_of_the_samples_densely(digits):
+    (tp.BudgetProp(1.0, skip_below=1.0), (0.0, 0.8)),
+    # the running quantile lets about a quarter through (it lags a little while the errors fall)
+    (tp.BudgetProp(0.25, mode="samples"), (0.15, 0.3)),
+], ids=["skip_below", "samples"])
+def test_budgetprop_back_propagates_only_the_samples_it_passes_densely(digits, policy, passed_range):
     (x, y), (x_test, y_test) = digits
     keras.utils.set_random_seed(0)
-    model = tp.sparsify(models.mlp(input_shape=(64,), num_classes=10, hidden=(32, 16)),
-                        tp.BudgetProp(0.25, mode="samples"), verbose=False)
+    model = tp.sparsify(models.mlp(input_shape=(64,), num_classes=10, hidden=(32, 16)), policy, verbose=False)
     model.compile(keras.optimizers.Adam(1e-2), _cross_entropy(), metrics=["accuracy"])
     model.fit(x, y, epochs=6, batch_size=32, verbose=0, callbacks=[tp.UpdateSparsity()])
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy > 0.6, accuracy
     stats = tp.read_stats(model)
     logits = stats["logits"]
-    # the running quantile lets about a quarter of the samples through (it lags a little while the errors fall)
     passed = 1.0 - logits["skipped"] / logits["samples"]
-    assert 0.15 < passed < 0.3, passed
-    # and those back-propagate densely: every layer's sparse backward is its dense one for the samples that passed
-    # (a ReLU's dead units aside, which need no work)
+    assert passed_range[0] < passed < passed_range[1], logits
+    # a sample that passes keeps every logit (softmax's error has no zero), so the layer's sparse backward is its
+    # dense one for exactly the samples that passed
     assert logits["bwd_macs_sparse"] == pytest.approx(logits["bwd_macs_dense"] * passed, rel=1e-9)
     for name, row in stats.items():
+        # a skipped sample has zero error in every earlier layer too (and a ReLU's dead units need no work)
         assert row["skipped"] >= logits["skipped"], name
         assert row["bwd_macs_sparse"] <= row["bwd_macs_dense"] * (row["samples"] - row["skipped"]) / row["samples"]
 

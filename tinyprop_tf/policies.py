@@ -108,10 +108,14 @@ def _check_bool(name, value):
     raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def _check_rounding(rounding):
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
-    return rounding
+    return _check_choice("rounding", rounding, ROUNDING_MODES)
 
 
 @keras_serializable
@@ -341,12 +345,6 @@ class BudgetProp(BackpropPolicy):
         return {"budget": self.budget, "decay": self.decay, "min_kept": self.min_kept,
                 "cost_exponent": self.cost_exponent, "rounding": self.rounding, "layer_ratio": self.layer_ratio,
                 "skip_below": self.skip_below, "mode": self.mode, "layer_mode": self.layer_mode}
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 def allot_budget(costs, budget: float, exponent: float) -> list[float]:
