@@ -280,6 +280,10 @@ def test_budgetprop_auto_spends_on_whole_samples_where_the_cost_is_spread_over_a
     assert tp.BudgetProp(mode="samples").chosen_mode([1.0]) == "samples"
     assert tp.BudgetProp(mode="entries").chosen_mode([1.0] * 9) == "entries"
     assert tp.policies.from_spec("budget:0.2,mode=samples") == tp.BudgetProp(0.2, mode="samples")
+    # and says so in words (finetune prints it under the comparison)
+    assert policy.choice_text([1.0] * 4).startswith("spends its budget on whole samples")
+    assert "over 4.0 effective layers (auto: whole samples from 4" in policy.choice_text([1.0] * 4)
+    assert tp.BudgetProp(mode="entries").choice_text([1.0] * 9).endswith("over 9.0 effective layers (mode entries)")
 
 
 def test_budgetprop_samples_threshold_settles_where_the_budget_share_passes():

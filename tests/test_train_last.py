@@ -99,6 +99,12 @@ def test_finetune_reports_the_frozen_layers_apart(tmp_path):
     assert result.frozen_layers == ["fc1", "fc2"] and list(result.layers) == ["logits"]
     assert result.bwd_macs_dense == [32 * 3 * 4]  # the logits' dW only: nothing before it trains
     assert all(layer.trainable for layer in pretrained.layers)  # the caller's model is left alone
+    assert result.notes == []  # TinyProp chooses nothing per model
+    # BudgetProp says how it spends its budget on what trains: the logits alone are one layer, per entry
+    result = experiment.finetune(pretrained, tp.BudgetProp(), (x, y), experiment.accuracy_evaluator(x, y),
+                                 epochs=1, batch_size=8, train_last=1, name="budget")
+    assert result.notes == ["budget: BudgetProp spends its budget per entry (shared out by layer cost); the backward "
+                            "cost spreads over 1.0 effective layers (auto: whole samples from 4 effective layers)"]
 
 
 @pytest.mark.slow

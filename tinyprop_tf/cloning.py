@@ -66,14 +66,19 @@ def refresh_input_grads(model) -> None:
     set_layer_policies(sparse)
 
 
+def backward_costs(sparse) -> list[int]:
+    """Each sparse layer's dense backward MACs per sample with the trainable flags as they are now (0: its backward
+    never runs): what ``BackpropPolicy.for_layers`` shares a budget by."""
+    return [accounting.dense_backward_macs_per_sample(layer) or 0 for layer in sparse]
+
+
 def set_layer_policies(sparse) -> None:
     """Give each sparse layer its own copy of the model's policy where the policy says so
     (``BackpropPolicy.for_layers``: ``BudgetProp``'s shares of the backward budget), from the backward cost each
     layer has with the trainable flags as they are now. Layers of one model share one policy."""
     if not sparse:
         return
-    costs = [accounting.dense_backward_macs_per_sample(layer) or 0 for layer in sparse]
-    per_layer = sparse[0].policy.model_policy().for_layers(costs)
+    per_layer = sparse[0].policy.model_policy().for_layers(backward_costs(sparse))
     for layer, policy in zip(sparse, per_layer or ()):
         layer.policy = policy
 

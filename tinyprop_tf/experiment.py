@@ -12,11 +12,12 @@ import keras
 import numpy as np
 
 from tinyprop_tf import batchnorm as batchnorm_lib
-from tinyprop_tf import estimates, interrupt, outdir, report, trainable
+from tinyprop_tf import cloning, estimates, interrupt, outdir, report, trainable
 from tinyprop_tf import policies as policies_lib
 from tinyprop_tf._validate import AUTO_LEARNING_RATES, OPTIMIZERS
 from tinyprop_tf.cloning import sparsify
 from tinyprop_tf.run_result import RunResult
+from tinyprop_tf.sparsity_state import sparse_layers
 from tinyprop_tf.training import BackpropStats, UpdateSparsity
 
 
@@ -73,6 +74,10 @@ def finetune(
     model = sparsify(batchnorm_lib.for_finetuning(pretrained, batchnorm, train[0]), policy, verbose=False)
     if train_last is not None:
         trainable.train_last(model, train_last)
+    notes = []
+    if hasattr(policy, "choice_text"):  # BudgetProp: how it spends the budget on this model's trained layers
+        notes.append(f"{name or type(policy).__name__}: {type(policy).__name__} "
+                     + policy.choice_text(cloning.backward_costs(sparse_layers(model))))
     if loss is None:  # classifiers here output logits
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(make_optimizer(optimizer, learning_rate), loss)
@@ -116,6 +121,7 @@ def finetune(
         initial_metric=initial,
         model_path=save_path,
         frozen_layers=[name for name, row in rows.items() if row["frozen"]],
+        notes=notes,
     )
 
 
@@ -263,6 +269,8 @@ def compare_into(folder: outdir.Folder, pretrained: keras.Model, policies: dict,
     fit = estimates.memory_fit(pretrained, batch_size, optimizer, boards, trained=trained)
     print_fn("")
     print_fn(report.comparison_table(results, per_board))
+    for note in (note for result in results for note in result.notes):
+        print_fn(note)
     print_fn(f"\nTraining state in RAM (float32 weights, gradients, {optimizer} state, activations of a batch of "
              f"{batch_size}; TFLM arena and stack not included):")
     for name, row in fit.items():

@@ -328,6 +328,17 @@ class BudgetProp(BackpropPolicy):
         spread = sum(live) ** 2 / sum(c * c for c in live)
         return "samples" if spread >= self.SAMPLES_FROM_LAYERS else "entries"
 
+    def choice_text(self, costs) -> str:
+        """How this policy spends its budget on layers of these costs, in words (reports)."""
+        live = [float(c) for c in costs if c > 0]
+        spread = sum(live) ** 2 / sum(c * c for c in live) if live else 0.0
+        how = {"samples": "on whole samples (those reaching the output layer's running quantile)",
+               "entries": "per entry (shared out by layer cost)"}[self.chosen_mode(costs)]
+        why = (f"mode {self.mode}" if self.mode != "auto" else
+               f"auto: whole samples from {self.SAMPLES_FROM_LAYERS:g} effective layers"
+               + (", but skip_below or budget 1 set" if self.skip_below or self.budget == 1.0 else ""))
+        return f"spends its budget {how}; the backward cost spreads over {spread:.1f} effective layers ({why})"
+
     def for_layers(self, costs):
         mode = self.chosen_mode(costs)
         if mode == "samples":

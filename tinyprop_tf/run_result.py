@@ -26,6 +26,7 @@ class RunResult:
     initial_metric: float
     model_path: str | None = None
     frozen_layers: list[str] = dataclasses.field(default_factory=list)  # sparse layers run forward only
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the policy chose for this model, in words
 
     @property
     def final_metric(self) -> float:
