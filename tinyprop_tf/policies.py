@@ -260,7 +260,7 @@ class BudgetProp(BackpropPolicy):
     - ``"auto"`` (default): ``"samples"`` when the backward cost is spread over a chain, its effective number of
       layers ``(sum C)**2 / sum(C**2)`` at least ``SAMPLES_FROM_LAYERS`` (a DS-CNN trained whole: 7.0), else
       ``"entries"`` (one layer dominates: an MLP's first layer 1.1, the Conv1D net 1.7, a DS-CNN's last two layers
-      1.0, the DCASE autoencoder 2.3), and ``"entries"`` whenever ``skip_below`` is set.
+      1.0, the DCASE autoencoder 2.3), and ``"entries"`` whenever ``skip_below`` is set or the budget is 1.
 
     - ``min_kept`` (entries): every sample keeps at least this many entries of a layer (or all, in narrower layers).
     - ``skip_below`` (entries; 0: off): at depth 0 a sample whose error is below ``skip_below`` times that layer's
@@ -322,22 +322,19 @@ class BudgetProp(BackpropPolicy):
         """"entries" or "samples" for a model whose sparse layers have these dense backward costs."""
         if self.mode != "auto":
             return self.mode
-        live = [float(c) for c in costs if c > 0]
-        if self.skip_below or self.budget == 1.0 or not live:
+        if self.skip_below or self.budget == 1.0:
             return "entries"
-        spread = sum(live) ** 2 / sum(c * c for c in live)
-        return "samples" if spread >= self.SAMPLES_FROM_LAYERS else "entries"
+        return "samples" if effective_layers(costs) >= self.SAMPLES_FROM_LAYERS else "entries"
 
     def choice_text(self, costs) -> str:
         """How this policy spends its budget on layers of these costs, in words (reports)."""
-        live = [float(c) for c in costs if c > 0]
-        spread = sum(live) ** 2 / sum(c * c for c in live) if live else 0.0
         how = {"samples": "on whole samples (those reaching the output layer's running quantile)",
                "entries": "per entry (shared out by layer cost)"}[self.chosen_mode(costs)]
         why = (f"mode {self.mode}" if self.mode != "auto" else
                f"auto: whole samples from {self.SAMPLES_FROM_LAYERS:g} effective layers"
                + (", but skip_below or budget 1 set" if self.skip_below or self.budget == 1.0 else ""))
-        return f"spends its budget {how}; the backward cost spreads over {spread:.1f} effective layers ({why})"
+        return (f"spends its budget {how}; the backward cost spreads over {effective_layers(costs):.1f} effective "
+                f"layers ({why})")
 
     def for_layers(self, costs):
         mode = self.chosen_mode(costs)
@@ -356,6 +353,13 @@ class BudgetProp(BackpropPolicy):
         return {"budget": self.budget, "decay": self.decay, "min_kept": self.min_kept,
                 "cost_exponent": self.cost_exponent, "rounding": self.rounding, "layer_ratio": self.layer_ratio,
                 "skip_below": self.skip_below, "mode": self.mode, "layer_mode": self.layer_mode}
+
+
+def effective_layers(costs) -> float:
+    """Over how many layers a backward cost spreads: ``(sum C)**2 / sum(C**2)`` over the layers whose backward runs
+    (n equal layers: n; one that dominates: about 1; none: 0)."""
+    live = [float(c) for c in costs if c > 0]
+    return sum(live) ** 2 / sum(c * c for c in live) if live else 0.0
 
 
 def allot_budget(costs, budget: float, exponent: float) -> list[float]:
