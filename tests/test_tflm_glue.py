@@ -188,7 +188,8 @@ def counter_as_float32(model, sg, op):
 
 
 CASES = {  # id: (export, op, edit, what the error says besides "Node <op> ... failed to prepare")
-    "select params with 7 slots": ("mlp_sgd", device_ops.SELECT_UNITS, params_with_seven_slots, "(7 != 9)"),
+    "select params with 7 slots": ("mlp_sgd", device_ops.SELECT_UNITS, params_with_seven_slots,
+                                   f"(7 != {len(device_ops.SELECT_PARAMS)})"),
     "select params not constant": ("mlp_sgd", device_ops.SELECT_UNITS, params_not_constant,
                                    "the params input is not a constant tensor"),
     "select k float32": ("mlp_sgd", device_ops.SELECT_UNITS, k_as_float32, "(FLOAT32 != INT32)"),
