@@ -1,6 +1,7 @@
 """The fine-tuning learning rate, chosen on validation data (never on a test split).
 
     .venv/bin/python benchmarks/choose_learning_rate.py [--seeds 2] [--rates 1e-3,3e-3,1e-2] [--out DIR] [--no-write]
+                                                        [--tasks mnist,fsdd] [--fsdd-models conv1d,ds_cnn@adapt,...]
 
 The paper comparison's fine-tuning tasks (``paper_comparison.py``: MNIST shifted, FSDD for every speaker with the
 Conv1D net, the DS-CNN all layers and last 2 layers with BatchNorm adapted) as ``tinyprop sweep``s whose task holds
@@ -8,7 +9,8 @@ out a quarter of the fine-tuning samples (``task.validation = 0.25``): dense and
 each rate, the metric on the held-out samples after the last epoch. Per task, the rate with the best mean validation
 metric of the two (``experiment.choose_learning_rate``'s rule: a rate at which the dense baseline and the sparse
 policy both train; ties go to the smaller rate) is the one the comparison fine-tunes that task with, every policy
-alike; written to ``benchmarks/learning_rates.json`` (read by ``paper_comparison.py``).
+alike; written to ``benchmarks/learning_rates.json`` (read by ``paper_comparison.py``). A run of some tasks only
+(``--tasks``, ``--fsdd-models``) updates their rates in that file, keeps the others', and writes its own section.
 """
 
 from __future__ import annotations
@@ -37,17 +39,21 @@ CHOSEN = os.path.join(HERE, "learning_rates.json")
 FSDD_MODELS = ("conv1d", "ds_cnn@adapt", "ds_cnn:last2@adapt")
 LESSONS = """\
 - No one rate suits every task: the Conv1D net and the DS-CNN's last 2 layers want 1e-2 (dense and BudgetProp
-  alike), the MLP 3e-3; with every DS-CNN layer trained, BudgetProp at 3e-3 or 1e-2 diverges (training loss from 1.5
-  up to 4-8 within two epochs, accuracy near chance) while dense trains at every rate. Nine layers in a row that each
-  back-propagate a few channels per sample give a biased gradient; Adam turns it into full-size steps.
+  alike), the MLP 3e-3. With every DS-CNN layer trained, BudgetProp per entry (its spending there until
+  `mode="auto"`) diverged at 3e-3 and 1e-2 (training loss from 1.5 up to 4-8 within two epochs, accuracy near
+  chance) while dense trains at every rate: nine layers in a row that each back-propagate a few channels per sample
+  give a biased gradient, and Adam turns it into full-size steps. On whole samples (what `auto` chooses there now)
+  each back-propagated sample's gradient is exact: it trains at 3e-3 (the rerun's section) and diverges at 1e-2.
 - The folded DS-CNN does not take SGD: plain SGD 0.05 and momentum 0.01 diverge even dense (loss 1e5; one-off runs,
   george, nicolas, yweweler), LazyAdam at 3e-3 diverges as Adam does (0.75-0.09)."""
 
 
-def validation_sweeps(fsdd_root: str, speakers: list[str], rates: list[float]) -> list[pc.Sweep]:
+def validation_sweeps(fsdd_root: str, speakers: list[str], rates: list[float], tasks=("mnist", "fsdd"),
+                      fsdd_models=FSDD_MODELS) -> list[pc.Sweep]:
     """The comparison's sweeps, their task holding out ``VALIDATION`` of the fine-tuning samples; per table and rate,
     dense and BudgetProp."""
-    sweeps = [pc.mnist_sweep(False, [])] + pc.fsdd_sweeps(fsdd_root, speakers, list(FSDD_MODELS), False, [])
+    sweeps = ([pc.mnist_sweep(False, [])] if "mnist" in tasks else []) + (
+        pc.fsdd_sweeps(fsdd_root, speakers, list(fsdd_models), False, []) if "fsdd" in tasks else [])
     out = []
     for sweep in sweeps:
         tables = [dataclasses.replace(table, key=f"{table.key}@{rate:g}", configs=[pc.DENSE, pc.BUDGETPROP_DEFAULT],
@@ -65,6 +71,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rates", default=",".join(f"{r:g}" for r in AUTO_LEARNING_RATES))
     parser.add_argument("--fsdd", default=pc.DEFAULT_FSDD)
     parser.add_argument("--fsdd-speakers", default="all")
+    parser.add_argument("--tasks", default="mnist,fsdd", help="comma-separated subset of mnist,fsdd")
+    parser.add_argument("--fsdd-models", default=",".join(FSDD_MODELS),
+                        help=f"comma-separated subset of {','.join(FSDD_MODELS)}")
     parser.add_argument("--out", default=DEFAULT_OUT, help="the sweeps' folders (a rerun resumes)")
     parser.add_argument("--no-write", action="store_true", help="print only: don't update RESULTS.md")
     args = parser.parse_args(argv)
@@ -76,7 +85,12 @@ def main(argv=None) -> int:
     seeds = list(range(args.seeds))
     found = sorted({clip.speaker for clip in list_fsdd(args.fsdd)})
     speakers = found if args.fsdd_speakers == "all" else args.fsdd_speakers.split(",")
-    sweeps = validation_sweeps(os.path.abspath(args.fsdd), speakers, rates)
+    tasks, fsdd_models = args.tasks.split(","), args.fsdd_models.split(",")
+    unknown = sorted(set(tasks) - {"mnist", "fsdd"}) + sorted(set(fsdd_models) - set(FSDD_MODELS))
+    if unknown:
+        parser.error(f"unknown task or FSDD model {', '.join(unknown)}; expected mnist, fsdd and {FSDD_MODELS}")
+    partial = set(tasks) != {"mnist", "fsdd"} or set(fsdd_models) != set(FSDD_MODELS)
+    sweeps = validation_sweeps(os.path.abspath(args.fsdd), speakers, rates, tasks, fsdd_models)
     # rows[key] = (title, {policy: {rate: mean validation metric over seeds}})
     rows: dict = {}
     trial_seconds = 0.0  # the trials' own wall times (a rerun reads finished trials instead of running them)
@@ -108,9 +122,10 @@ def main(argv=None) -> int:
     if not args.no_write:
         from tinyprop_tf import outdir
 
+        kept = dict(pc.CHOSEN_RATES) if partial else {}  # a partial run changes the rates of its tables only
         outdir.write_json(CHOSEN, {"rule": "best mean validation metric of dense and BudgetProp, ties to the smaller",
                                    "validation": VALIDATION, "seeds": seeds, "epochs": args.epochs,
-                                   "learning_rates": chosen})
+                                   "learning_rates": dict(sorted({**kept, **chosen}.items()))})
         body = "\n".join([
             f"Each task holds out {VALIDATION:g} of its fine-tuning samples (`task.validation`, a seeded draw) and "
             f"reports the accuracy on them after {args.epochs} epochs (Adam, batch 32); the test splits are not "
@@ -122,7 +137,8 @@ def main(argv=None) -> int:
             "", table, "", LESSONS, "",
             f"Runtime: {len(rows) * 2 * len(rates) * len(seeds)} trials of {trial_seconds / 60:.0f} min in all (two "
             f"at a time, plus pretraining) on {_results.machine()}; this invocation {minutes:.1f} min."])
-        _results.write_section(SECTION, "python benchmarks/choose_learning_rate.py" + "".join(
+        section = SECTION + (f" (rerun: {args.tasks}; FSDD {args.fsdd_models})" if partial else "")
+        _results.write_section(section, "python benchmarks/choose_learning_rate.py" + "".join(
             f" {a}" for a in (argv if argv is not None else sys.argv[1:])), body)
     return 0
 
