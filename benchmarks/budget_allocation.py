@@ -15,7 +15,9 @@ tried on the tables that met the target and on those that missed:
   follows the recent samples;
 - ``skip_below`` (exported like the rest): no backward pass at all for a sample whose output-layer error is below
   that multiple of the running mean; with ``budget=1`` the other samples back-propagate densely (selective
-  back-propagation), with 0.15 on BudgetProp's shares.
+  back-propagation), with 0.15 on BudgetProp's shares;
+- ``mode=samples``: whole samples, a running quantile passing the budget's share of them, densely; the default
+  ``mode=auto`` row (``BudgetProp 0.15``) is it on the every-layer DS-CNN and the per-entry budget elsewhere.
 
 Tables (the paper comparison's settings, each at its validated learning rate, ``learning_rates.json``): MNIST shift
 (MLP, 4 seeds), FSDD george Conv1D, and the DS-CNN with its BatchNorm adapted and folded, every layer trained
@@ -164,8 +166,10 @@ def main(argv=None):
         parser.error(f"--fsdd {args.fsdd}: no clips of {', '.join(missing)} (found {', '.join(sorted(found))})")
     texts = [table_text(t, run_table(t, args.out)) for t in tables(args.fsdd)]
     body = (
-        "Each BudgetProp row changes one or two of its parameters from the defaults (budget 0.15, floor rounding, "
-        "cost exponent 1, min_kept 1, decay 0.9, skip_below 0); the target is the paper comparison's (≤ "
+        "Each BudgetProp row changes one or two of its parameters from the defaults (budget 0.15, mode auto, floor "
+        "rounding, cost exponent 1, min_kept 1, decay 0.9, skip_below 0); the per-entry knobs are tried with "
+        "`mode=entries`, and the every-layer DS-CNN tables run at Adam 1e-3, the per-entry budget's validated rate "
+        "(the paper comparison runs them at 3e-3 now). The target is the paper comparison's (≤ "
         f"{pc.TARGET_LOSS_POINTS:g} point below dense at ≥ {pc.TARGET_SPEEDUP_DENSE:g}x less backward compute, "
         "selection counted). Two seeds resolve about ±1.5 points on the FSDD tables (200 test clips).\n\n"
         + "\n\n".join(texts) + "\n\n"
@@ -177,24 +181,29 @@ def main(argv=None):
         "0) collapses with the last 2 layers trained, where it takes the logits' full backward away. "
         "The running mean's decay: 0.99 follows the recent errors too slowly (it spends less and loses more on "
         "every table), 0.5 is as good as 0.9 within the seeds but for one collapsed run on george's DS-CNN. "
-        "What no knob changes: on the DS-CNN the sparse runs end with several times dense's training loss, and in "
+        "What no per-entry knob changes: on the DS-CNN the sparse runs end with several times dense's training loss, and in "
         "the first epoch they gain little on the pretrained model, or lose, where dense gains most of what it "
         "gains in all: the sparse error signal through nine layers slows the fitting itself, wherever the budget "
-        "goes. The last tables say it is not Adam's doing: with LazyAdam, momentum and plain SGD the sparse runs "
-        "fall as far behind (with SGD, whose step scales with the gradient, furthest).\n\n"
+        "goes. The last tables say it is not Adam's doing: with LazyAdam, momentum and plain SGD the per-entry "
+        "runs fall as far behind (with SGD, whose step scales with the gradient, furthest).\n\n"
         "Skipping the fitted samples instead (`skip_below`, exported like the rest) changes that on the DS-CNN: "
         "back-propagating only the samples whose output error is at least 1.5x the running mean, densely "
-        "(`BudgetProp 1, skip_below=1.5`), keeps each sample's error signal whole through the nine layers. Over the "
-        "five speakers' every-layer DS-CNN it loses 0.9 points on average at 5.5-6.5x (george -0.5 at 6.5x, lucas "
-        "+0.5 at 6.5x, yweweler -0.5 at 6.0x, jackson -2.0, nicolas -2.2), where BudgetProp 0.15 loses 2.8 at "
-        "6.9-7.3x, and its first epoch gains about as dense's does; at 1.25 every speaker but jackson (-1.5) comes "
-        "within a point of dense, at 4.4-4.9x. Where the per-entry budget already worked it loses: MNIST -0.8 at "
-        "4.3x (BudgetProp +0.2 at 6.5x), the Conv1D net -1.5 at 6.1x (-1.3 at 8.0x), and with the last 2 layers "
-        "trained, where few samples pass 1.5x the mean, -5.5 at 8.6x. Skipping on top of the per-entry budget "
-        "(0.15, `skip_below=0.5`) spends less and loses as much as BudgetProp 0.15. So skipping is the better "
-        "trade on a deep chain of layers of similar cost, the per-entry budget on a network with one wide layer; "
-        "BudgetProp's defaults stay as they are (`skip_below` 0) until the paper comparison has measured a default "
-        "that chooses between them.\n"
+        "(`BudgetProp 1, skip_below=1.5`), keeps each sample's error signal whole through the nine layers: over the "
+        "five speakers it loses 0.9 points on average at 5.5-6.5x, and its first epoch gains about as dense's does. "
+        "Its compute follows the errors' spread, not the budget (4.3x on MNIST, 8.6x with the last 2 layers). "
+        "`mode=samples` spends the budget itself on whole samples: a running quantile of the output error passes a "
+        "share 0.15 of them (it lags while the errors fall, so 7.0-7.3x here); at 1e-3 it loses 1.5 points on "
+        "average over the five speakers' every-layer DS-CNN (george -1.8, nicolas -2.7, jackson -1.8, lucas -0.3, "
+        "yweweler -1.0) where the per-entry budget loses 2.8, and at 3e-3, the rate chosen with it on held-out "
+        "clips (the per-entry budget diverges there), 0.4-1.7 points over 4 seeds (paper comparison). That is "
+        "BudgetProp's default there now (`mode=auto`: the backward cost of the every-layer DS-CNN spreads over 7 "
+        "effective layers); its rows here equal the `mode=samples` rows. Elsewhere `auto` keeps the per-entry "
+        "budget (`BudgetProp 0.15` rows equal to `mode=entries`): with the last 2 layers trained whole samples lose "
+        "5.3 points, against 3.5 per entry. On MNIST (-0.1 at 6.8x) and george's Conv1D net (-0.3 at 7.3x, per entry "
+        "-1.3 at 8.0x) whole samples hold too, on two seeds and one speaker; the paper comparison's 4-seed tables "
+        "meet the target per entry there, so `auto` does not switch them until those tables measure whole samples. "
+        "The optimizer tables: LazyAdam and momentum at 1e-3 lose 1.5 points on whole samples (3.7 and 5.8 per "
+        "entry); plain SGD at 1e-3 does not fit the folded DS-CNN even dense (training loss 0.34).\n"
     )
     print(body)
     if not args.no_write:
