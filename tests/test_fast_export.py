@@ -262,9 +262,10 @@ def test_first_layer_skips_dx_and_params_carry_the_policy(exported):
                 params.append(const(op.inputs[2]).tolist())
     assert wanted == {20: [1, 0, 1], 16: [1, 1, 1], 12: [1, 1, 1]}  # fan-in 20 = the first layer: no dx
     # (s_min, s_max, zeta**depth, rounding floor, running max, no decay, the batch's max first, k >= 1, no
-    # skipping): depths 0, 1, 2 from the output.
+    # skipping, no quantile share or rate): depths 0, 1, 2 from the output.
     assert sorted(params, key=lambda p: -p[2]) == [
-        [np.float32(0.1), np.float32(0.9), np.float32(0.5**d), 0.0, 0.0, 1.0, 0.0, 1.0, 0.0] for d in range(3)]
+        [np.float32(0.1), np.float32(0.9), np.float32(0.5**d), 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+        for d in range(3)]
 
 
 def test_fast_export_refuses_a_policy_without_selection(tmp_path):
